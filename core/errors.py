@@ -1,0 +1,44 @@
+"""The one application error type. Services raise these; the API handler and views render them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApplicationError(Exception):
+    """A refusal the user can act on: ``message`` says what went wrong, ``code`` names the rule."""
+
+    status = 400
+    default_code = "invalid"
+
+    def __init__(self, message: str, *, code: str | None = None, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.extra = extra or {}
+
+
+class NotFound(ApplicationError):
+    """Missing or not visible to the actor: the two are never told apart."""
+
+    status = 404
+    default_code = "not_found"
+
+
+class PermissionDenied(ApplicationError):
+    status = 403
+    default_code = "permission_denied"
+
+
+class Conflict(ApplicationError):
+    """The request is well formed but collides with the current state (HTTP 409)."""
+
+    status = 409
+    default_code = "conflict"
+
+
+class Unavailable(ApplicationError):
+    """An outside system (directory, hypervisor, broker) did not answer; nothing was changed."""
+
+    status = 503
+    default_code = "unavailable"

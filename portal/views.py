@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from portal import health
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    return render(request, "portal/home.html")
+
+
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Database and broker reachability; ``?worker=1`` also round-trips a ``portal.ping`` task."""
+    checks = {"database": health.check_database(), "broker": health.check_broker()}
+    if request.GET.get("worker") in {"1", "true", "yes"}:
+        checks["worker"] = health.check_worker()
+    ok = all(check.ok for check in checks.values())
+    body = {
+        "status": "ok" if ok else "error",
+        "checks": {name: {"ok": check.ok, "detail": check.detail} for name, check in checks.items()},
+    }
+    return JsonResponse(body, status=200 if ok else 503)
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _wants_json(request):
+        return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+    return render(request, "404.html", status=404)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if _wants_json(request):
+        return JsonResponse({"detail": "Internal server error.", "code": "server_error"}, status=500)
+    return render(request, "500.html", status=500)

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from portal.settings import env_bool, env_int, env_list
+from tests.conftest import ROOT
+
+
+def test_env_bool_reads_the_usual_spellings(monkeypatch):
+    for raw, expected in [("1", True), ("yes", True), ("On", True), ("0", False), ("false", False), ("", False)]:
+        monkeypatch.setenv("X_FLAG", raw)
+        assert env_bool("X_FLAG", not expected) is expected
+
+
+def test_env_bool_refuses_a_value_it_cannot_read(monkeypatch):
+    monkeypatch.setenv("X_FLAG", "maybe")
+    with pytest.raises(ImproperlyConfigured, match="X_FLAG must be a boolean.*'maybe'"):
+        env_bool("X_FLAG", False)
+
+
+def test_env_int_refuses_text_and_values_below_the_minimum(monkeypatch):
+    monkeypatch.setenv("X_PORT", "eighty")
+    with pytest.raises(ImproperlyConfigured, match="X_PORT must be an integer"):
+        env_int("X_PORT", 1)
+    monkeypatch.setenv("X_PORT", "0")
+    with pytest.raises(ImproperlyConfigured, match="X_PORT must be at least 1"):
+        env_int("X_PORT", 1, minimum=1)
+
+
+def test_env_list_splits_on_commas_and_drops_blanks(monkeypatch):
+    monkeypatch.setenv("X_HOSTS", "a.example, b.example,,")
+    assert env_list("X_HOSTS", []) == ["a.example", "b.example"]
+
+
+def _start_django(**env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("DATABASE_URL", "nonsense://x", "DATABASE_URL is not a valid database URL"),
+        ("CELERY_BROKER_URL", "kafka://x", "CELERY_BROKER_URL must be"),
+        ("DEBUG", "perhaps", "DEBUG must be a boolean"),
+        ("EMAIL_PORT", "smtp", "EMAIL_PORT must be an integer"),
+    ],
+)
+def test_start_up_stops_on_a_malformed_variable_naming_it(variable, value, message):
+    env = {variable: value}
+    if variable == "EMAIL_PORT":
+        env["EMAIL_HOST"] = "smtp.example.org"
+    result = _start_django(**env)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_secret_key_is_generated_once_into_var(tmp_path):
+    script = "from django.conf import settings; print(settings.SECRET_KEY)"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings", "ALTO_VAR_DIR": str(tmp_path)}
+    env.pop("SECRET_KEY", None)
+    first = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    second = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert len(first.stdout.strip()) >= 50
+    assert first.stdout == second.stdout
+    assert (tmp_path / "secret-key").stat().st_mode & 0o777 == 0o600
