@@ -5,7 +5,9 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from accounts import urls as accounts_urls
 from core import api as core_api
+from marketplace import urls as marketplace_urls
 from portal import views
 from portal.api import ApiRootView
 
@@ -14,6 +16,8 @@ api_v1 = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/audit/", core_api.AuditListApi.as_view(), name="api-admin-audit"),
+    *accounts_urls.api_urlpatterns,
+    *marketplace_urls.api_urlpatterns,
 ]
 
 urlpatterns = [
@@ -21,6 +25,8 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/", include(accounts_urls.urlpatterns)),
+    path("marketplace/", include(marketplace_urls.urlpatterns)),
     path("api/v1/", include(api_v1)),
     path("admin/", admin.site.urls),
 ]
