@@ -1,0 +1,84 @@
+"""``Idempotency-Key`` for create endpoints (DESIGN §6): a retried POST returns the first response.
+
+Decorate a DRF view's ``post`` with :func:`idempotent`. The first request with a key claims it before
+running; a retry with the same key and body gets the stored response again (``Idempotent-Replayed: true``);
+the same key with another body is refused (422), and so is a retry while the first is still running (409).
+A request that fails (4xx/5xx, or an exception) releases its key so that the client can try again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import timedelta
+from functools import wraps
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from core.errors import ApplicationError, Conflict
+from core.models import IdempotencyRecord
+
+HEADER = "Idempotency-Key"
+KEEP_FOR = timedelta(hours=24)
+
+
+class IdempotencyKeyReused(ApplicationError):
+    status = 422
+    default_code = "idempotency-key-reused"
+
+
+def _digest(request: Request) -> str:
+    content = b"\n".join([request.method.encode(), request.path.encode(), request.body])
+    return hashlib.sha256(content).hexdigest()
+
+
+def _replay(record: IdempotencyRecord, digest: str) -> Response:
+    if record.request_digest != digest:
+        raise IdempotencyKeyReused(
+            f"{HEADER} {record.key!r} was already used for a different request; use a new key for a new request"
+        )
+    if record.response_status is None:
+        raise Conflict(f"a request with {HEADER} {record.key!r} is still in progress", code="idempotency-key-in-use")
+    headers = {"Idempotent-Replayed": "true"}
+    if record.response_location:
+        headers["Location"] = record.response_location
+    return Response(record.response_body, status=record.response_status, headers=headers)
+
+
+def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
+    @wraps(handler)
+    def wrapper(view: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
+        key = request.headers.get(HEADER, "").strip()
+        if not key:
+            return handler(view, request, *args, **kwargs)
+        if len(key) > 255:
+            raise ApplicationError(f"{HEADER} must be at most 255 characters", code="idempotency-key-invalid")
+        user = request.user if request.user.is_authenticated else None
+        digest = _digest(request)
+        IdempotencyRecord.objects.filter(created__lt=timezone.now() - KEEP_FOR).delete()
+        try:
+            with transaction.atomic():
+                record = IdempotencyRecord.objects.create(
+                    user=user, key=key, method=request.method, path=request.path, request_digest=digest
+                )
+        except IntegrityError:
+            return _replay(IdempotencyRecord.objects.get(user=user, key=key), digest)
+        try:
+            response = handler(view, request, *args, **kwargs)
+        except BaseException:
+            record.delete()
+            raise
+        if 200 <= response.status_code < 300:
+            record.response_status = response.status_code
+            record.response_body = response.data
+            record.response_location = response.get("Location", "")
+            record.save(update_fields=["response_status", "response_body", "response_location"])
+        else:
+            record.delete()
+        return response
+
+    return wrapper
