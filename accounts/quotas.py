@@ -114,7 +114,7 @@ def project_usage(*, project: Project) -> dict[str, int]:
 
 def quota_usage(*, project: Project) -> dict[str, ResourceUsage]:
     """Limits and usage of ``project`` for display (no lock: a snapshot)."""
-    limits = Quota.objects.get(project=project).limits()
+    limits = project.quota.limits()  # selected with the project by the selectors
     usage = project_usage(project=project)
     return {r: ResourceUsage(resource=r, limit=limits[r], used=usage[r]) for r in QUOTA_RESOURCES}
 

@@ -47,7 +47,10 @@ def parse_public_key(text: str) -> ParsedSshKey:
     try:
         key = serialization.load_ssh_public_key(" ".join(parts[:2]).encode())
     except UnsupportedAlgorithm:
-        raise _invalid(f"unsupported SSH key type {parts[0]!r}") from None
+        raise _invalid(
+            f"unknown or unsupported key type {parts[0]!r}: expected an OpenSSH public key such as "
+            "'ssh-ed25519 AAAA… comment'"
+        ) from None
     except (ValueError, IndexError):
         raise _invalid("not an OpenSSH public key (expected e.g. 'ssh-ed25519 AAAA… comment')") from None
 
