@@ -331,9 +331,7 @@ class AdminRegistrationListApi(generics.ListAPIView):
     permission_classes = [permissions.IsAdminUser]
     serializer_class = RegistrationOutputSerializer
 
-    @extend_schema(
-        parameters=[OpenApiParameter("status", str, enum=RegistrationRequest.Status.values, required=False)]
-    )
+    @extend_schema(parameters=[OpenApiParameter("status", str, enum=RegistrationRequest.Status.values, required=False)])
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         wanted = request.query_params.get("status") or None
         if wanted is not None and wanted not in RegistrationRequest.Status.values:

@@ -14,7 +14,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import ldap
@@ -23,6 +23,7 @@ import ldap.modlist
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
+
 
 class DirectoryError(Exception):
     """The directory refused an operation (bad configuration, schema violation, missing group…)."""
@@ -126,10 +127,8 @@ def _connection(config: _Config) -> Iterator[ldap.ldapobject.LDAPObject]:
     except ldap.LDAPError as exc:
         raise DirectoryError(_describe(exc)) from exc
     finally:
-        try:
+        with suppress(ldap.LDAPError):  # the connection is gone either way
             conn.unbind_s()
-        except ldap.LDAPError:
-            pass  # the connection is gone either way
 
 
 def _describe(exc: ldap.LDAPError) -> str:
@@ -236,10 +235,8 @@ def person_delete(uid: str) -> None:
     dn = person_dn(uid)
     with _connection(config) as conn:
         if config.access_group:
-            try:
+            with suppress(ldap.NO_SUCH_ATTRIBUTE, ldap.NO_SUCH_OBJECT):
                 conn.modify_s(config.access_group, [(ldap.MOD_DELETE, config.member_attribute, [dn.encode()])])
-            except (ldap.NO_SUCH_ATTRIBUTE, ldap.NO_SUCH_OBJECT):
-                pass
         _delete_quietly(conn, dn)
 
 

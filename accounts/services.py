@@ -63,9 +63,7 @@ def _mail_after_commit(*, template: str, subject: str, to: list[str], context: d
 
 
 def _staff_addresses() -> list[str]:
-    return list(
-        User.objects.filter(is_staff=True, is_active=True).exclude(email="").values_list("email", flat=True)
-    )
+    return list(User.objects.filter(is_staff=True, is_active=True).exclude(email="").values_list("email", flat=True))
 
 
 # --- registration -----------------------------------------------------------------------------------
@@ -131,9 +129,7 @@ def registration_errors(data: RegistrationInput) -> tuple[dict[str, list[str]], 
         elif len(value) > 150:
             add(field, f"the {label} may have at most 150 characters")
     try:
-        candidate = User(
-            username=data.username, email=data.email, first_name=data.first_name, last_name=data.last_name
-        )
+        candidate = User(username=data.username, email=data.email, first_name=data.first_name, last_name=data.last_name)
         validate_password(data.password, user=candidate)
     except ValidationError as exc:
         for message in exc.messages:
@@ -200,9 +196,7 @@ def registration_submit(*, data: RegistrationInput) -> RegistrationRequest:
 def _registration_decide(*, registration_id: int, actor: User, status: str, reason: str = "") -> RegistrationRequest:
     """Move a pending request to ``status`` with a conditional update that must change exactly one row;
     the row stays locked until the caller's transaction ends. Blanks the kept password hashes."""
-    changed = RegistrationRequest.objects.filter(
-        pk=registration_id, status=RegistrationRequest.Status.PENDING
-    ).update(
+    changed = RegistrationRequest.objects.filter(pk=registration_id, status=RegistrationRequest.Status.PENDING).update(
         status=status,
         decided=timezone.now(),
         decided_by=actor,
@@ -442,7 +436,11 @@ def project_member_set_role(*, actor: User, membership: Membership, role: str) -
         current.role = role
         current.save(update_fields=["role"])
         audit.record(
-            actor, "accounts.project.member_role_changed", current.project, user=current.user.username, role=[before, role]
+            actor,
+            "accounts.project.member_role_changed",
+            current.project,
+            user=current.user.username,
+            role=[before, role],
         )
     return current
 

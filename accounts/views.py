@@ -155,9 +155,7 @@ def console_registrations(request: HttpRequest) -> HttpResponse:
 @staff_required
 @require_POST
 def console_registration_approve(request: HttpRequest, registration_id: int) -> HttpResponse:
-    registration = _found(
-        lambda: selectors.access_registration(actor=request.user, registration_id=registration_id)
-    )
+    registration = _found(lambda: selectors.access_registration(actor=request.user, registration_id=registration_id))
     try:
         services.registration_approve(actor=request.user, registration=registration)
     except ApplicationError as exc:
@@ -170,9 +168,7 @@ def console_registration_approve(request: HttpRequest, registration_id: int) -> 
 @staff_required
 @require_POST
 def console_registration_reject(request: HttpRequest, registration_id: int) -> HttpResponse:
-    registration = _found(
-        lambda: selectors.access_registration(actor=request.user, registration_id=registration_id)
-    )
+    registration = _found(lambda: selectors.access_registration(actor=request.user, registration_id=registration_id))
     form = forms.RejectForm(request.POST)
     reason = form.cleaned_data["reason"] if form.is_valid() else ""
     try:

@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -19,142 +18,230 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Project',
+            name="Project",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('description', models.TextField(blank=True)),
-                ('created', models.DateTimeField(auto_now_add=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100, unique=True)),
+                ("description", models.TextField(blank=True)),
+                ("created", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='ApiToken',
+            name="ApiToken",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('token', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='label', to=settings.KNOX_TOKEN_MODEL)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='api_tokens', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100)),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                (
+                    "token",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="label", to=settings.KNOX_TOKEN_MODEL
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="api_tokens",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'API token',
-                'ordering': ['-created', '-id'],
+                "verbose_name": "API token",
+                "ordering": ["-created", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Membership',
+            name="Membership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('manager', 'Manager'), ('member', 'Member')], default='member', max_length=10)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("manager", "Manager"), ("member", "Member")], default="member", max_length=10
+                    ),
+                ),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['project', 'user__username'],
+                "ordering": ["project", "user__username"],
             },
         ),
         migrations.CreateModel(
-            name='Quota',
+            name="Quota",
             fields=[
-                ('project', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='quota', serialize=False, to='accounts.project')),
-                ('instances', models.PositiveIntegerField()),
-                ('vcpus', models.PositiveIntegerField(verbose_name='vCPUs')),
-                ('ram_mib', models.PositiveIntegerField(verbose_name='RAM MiB')),
-                ('volume_gib', models.PositiveIntegerField(verbose_name='volume GiB')),
-                ('volumes', models.PositiveIntegerField()),
-                ('public_ips', models.PositiveIntegerField(verbose_name='public IPs')),
+                (
+                    "project",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="quota",
+                        serialize=False,
+                        to="accounts.project",
+                    ),
+                ),
+                ("instances", models.PositiveIntegerField()),
+                ("vcpus", models.PositiveIntegerField(verbose_name="vCPUs")),
+                ("ram_mib", models.PositiveIntegerField(verbose_name="RAM MiB")),
+                ("volume_gib", models.PositiveIntegerField(verbose_name="volume GiB")),
+                ("volumes", models.PositiveIntegerField()),
+                ("public_ips", models.PositiveIntegerField(verbose_name="public IPs")),
             ],
         ),
         migrations.AddField(
-            model_name='project',
-            name='members',
-            field=models.ManyToManyField(related_name='projects', through='accounts.Membership', to=settings.AUTH_USER_MODEL),
+            model_name="project",
+            name="members",
+            field=models.ManyToManyField(
+                related_name="projects", through="accounts.Membership", to=settings.AUTH_USER_MODEL
+            ),
         ),
         migrations.AddField(
-            model_name='project',
-            name='personal_owner',
-            field=models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='personal_project', to=settings.AUTH_USER_MODEL),
+            model_name="project",
+            name="personal_owner",
+            field=models.OneToOneField(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="personal_project",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='membership',
-            name='project',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='accounts.project'),
+            model_name="membership",
+            name="project",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="memberships", to="accounts.project"
+            ),
         ),
         migrations.CreateModel(
-            name='QuotaHold',
+            name="QuotaHold",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('holder', models.CharField(help_text='what the quota is held for, e.g. compute.instance:42', max_length=200)),
-                ('instances', models.PositiveIntegerField(default=0)),
-                ('vcpus', models.PositiveIntegerField(default=0)),
-                ('ram_mib', models.PositiveIntegerField(default=0)),
-                ('volume_gib', models.PositiveIntegerField(default=0)),
-                ('volumes', models.PositiveIntegerField(default=0)),
-                ('public_ips', models.PositiveIntegerField(default=0)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='quota_holds', to='accounts.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "holder",
+                    models.CharField(help_text="what the quota is held for, e.g. compute.instance:42", max_length=200),
+                ),
+                ("instances", models.PositiveIntegerField(default=0)),
+                ("vcpus", models.PositiveIntegerField(default=0)),
+                ("ram_mib", models.PositiveIntegerField(default=0)),
+                ("volume_gib", models.PositiveIntegerField(default=0)),
+                ("volumes", models.PositiveIntegerField(default=0)),
+                ("public_ips", models.PositiveIntegerField(default=0)),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="quota_holds", to="accounts.project"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created', 'id'],
+                "ordering": ["created", "id"],
             },
         ),
         migrations.CreateModel(
-            name='RegistrationRequest',
+            name="RegistrationRequest",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('username', models.CharField(max_length=20)),
-                ('email', models.EmailField(max_length=254)),
-                ('first_name', models.CharField(max_length=150)),
-                ('last_name', models.CharField(max_length=150)),
-                ('password_hash', models.CharField(blank=True, max_length=256)),
-                ('ldap_password_hash', models.CharField(blank=True, max_length=256)),
-                ('dn', models.CharField(blank=True, max_length=500, verbose_name='X.509 DN')),
-                ('message', models.TextField(blank=True)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('approved', 'Approved'), ('rejected', 'Rejected')], db_index=True, default='pending', max_length=10)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('decided', models.DateTimeField(blank=True, null=True)),
-                ('reason', models.TextField(blank=True)),
-                ('decided_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('user', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='registration', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("username", models.CharField(max_length=20)),
+                ("email", models.EmailField(max_length=254)),
+                ("first_name", models.CharField(max_length=150)),
+                ("last_name", models.CharField(max_length=150)),
+                ("password_hash", models.CharField(blank=True, max_length=256)),
+                ("ldap_password_hash", models.CharField(blank=True, max_length=256)),
+                ("dn", models.CharField(blank=True, max_length=500, verbose_name="X.509 DN")),
+                ("message", models.TextField(blank=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("pending", "Pending"), ("approved", "Approved"), ("rejected", "Rejected")],
+                        db_index=True,
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                ("decided", models.DateTimeField(blank=True, null=True)),
+                ("reason", models.TextField(blank=True)),
+                (
+                    "decided_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "user",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="registration",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created', '-id'],
+                "ordering": ["-created", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='SshKey',
+            name="SshKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('public_key', models.TextField()),
-                ('key_type', models.CharField(max_length=50)),
-                ('bits', models.PositiveIntegerField()),
-                ('fingerprint', models.CharField(help_text='SHA256:… as ssh-keygen -l prints it', max_length=100)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='ssh_keys', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100)),
+                ("public_key", models.TextField()),
+                ("key_type", models.CharField(max_length=50)),
+                ("bits", models.PositiveIntegerField()),
+                ("fingerprint", models.CharField(help_text="SHA256:… as ssh-keygen -l prints it", max_length=100)),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="ssh_keys",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'SSH key',
-                'ordering': ['name'],
+                "verbose_name": "SSH key",
+                "ordering": ["name"],
             },
         ),
         migrations.AddConstraint(
-            model_name='membership',
-            constraint=models.UniqueConstraint(fields=('project', 'user'), name='one_membership_per_user'),
+            model_name="membership",
+            constraint=models.UniqueConstraint(fields=("project", "user"), name="one_membership_per_user"),
         ),
         migrations.AddConstraint(
-            model_name='registrationrequest',
-            constraint=models.UniqueConstraint(django.db.models.functions.text.Lower('username'), condition=models.Q(('status', 'pending')), name='one_pending_request_per_username'),
+            model_name="registrationrequest",
+            constraint=models.UniqueConstraint(
+                django.db.models.functions.text.Lower("username"),
+                condition=models.Q(("status", "pending")),
+                name="one_pending_request_per_username",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='sshkey',
-            constraint=models.UniqueConstraint(fields=('user', 'name'), name='ssh_key_name_unique_per_user'),
+            model_name="sshkey",
+            constraint=models.UniqueConstraint(fields=("user", "name"), name="ssh_key_name_unique_per_user"),
         ),
         migrations.AddConstraint(
-            model_name='sshkey',
-            constraint=models.UniqueConstraint(fields=('user', 'fingerprint'), name='ssh_key_unique_per_user'),
+            model_name="sshkey",
+            constraint=models.UniqueConstraint(fields=("user", "fingerprint"), name="ssh_key_unique_per_user"),
         ),
     ]

@@ -104,9 +104,7 @@ def slapd(tmp_path_factory) -> Iterator[Slapd]:
     directory = tmp_path_factory.mktemp("slapd")
     (directory / "db").mkdir()
     conf = directory / "slapd.conf"
-    conf.write_text(
-        SLAPD_CONF.format(dir=directory, suffix=SUFFIX, admin_dn=ADMIN_DN, admin_password=ADMIN_PASSWORD)
-    )
+    conf.write_text(SLAPD_CONF.format(dir=directory, suffix=SUFFIX, admin_dn=ADMIN_DN, admin_password=ADMIN_PASSWORD))
     uri = f"ldap://127.0.0.1:{free_port()}/"
     subprocess.run(["/usr/sbin/slapd", "-f", str(conf), "-h", uri], check=True, capture_output=True)
     pidfile = directory / "slapd.pid"

@@ -84,7 +84,7 @@ def test_a_private_key_is_refused_with_advice(api_as, owner):
 
 
 def test_a_short_rsa_key_is_refused(api_as, owner):
-    weak = openssh_public(rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    weak = openssh_public(rsa.generate_private_key(public_exponent=65537, key_size=1024))  # noqa: S505 - the weak key is the point
     response = api_as(owner).post("/api/v1/accounts/ssh-keys/", {"name": "old", "public_key": weak})
     assert response.status_code == 400
     assert "at least 2048 bits" in response.json()["detail"]
@@ -172,7 +172,14 @@ def test_a_revoked_token_stops_working_at_once(api, owner):
     assert AuditEntry.objects.filter(action="accounts.api_token.revoked").count() == 1
 
 
-@pytest.mark.parametrize(("body", "field"), [({"name": ""}, "name"), ({"name": "x", "expires_in_days": 0}, "expires_in_days"), ({"name": "x", "expires_in_days": 100000}, "expires_in_days")])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": ""}, "name"),
+        ({"name": "x", "expires_in_days": 0}, "expires_in_days"),
+        ({"name": "x", "expires_in_days": 100000}, "expires_in_days"),
+    ],
+)
 def test_bad_token_requests_are_refused(api_as, owner, body, field):
     response = api_as(owner).post("/api/v1/accounts/tokens/", body)
     assert response.status_code == 400

@@ -179,7 +179,10 @@ def test_a_decided_request_cannot_be_decided_again(register, api, staff):
     for verb in ("approve", "reject"):
         response = api.post(f"/api/v1/admin/registrations/{registration.pk}/{verb}/")
         assert response.status_code == 409
-        assert response.json() == {"detail": "this registration request is already approved", "code": "registration-decided"}
+        assert response.json() == {
+            "detail": "this registration request is already approved",
+            "code": "registration-decided",
+        }
     assert User.objects.filter(username="ada_l").count() == 1
 
 
