@@ -66,7 +66,7 @@ class RegistrationCreateApi(APIView):
 
     permission_classes = [permissions.AllowAny]
 
-    class InputSerializer(serializers.Serializer):
+    class RegistrationInputSerializer(serializers.Serializer):
         username = serializers.CharField(max_length=20, trim_whitespace=False)
         email = serializers.EmailField(max_length=254)
         first_name = serializers.CharField(max_length=150)
@@ -76,13 +76,13 @@ class RegistrationCreateApi(APIView):
         message = serializers.CharField(max_length=4000, required=False, allow_blank=True, default="")
         accept_terms = serializers.BooleanField()
 
-    class OutputSerializer(serializers.Serializer):
+    class RegistrationCreatedSerializer(serializers.Serializer):
         id = serializers.IntegerField()
         status = serializers.CharField()
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer}, auth=[])
+    @extend_schema(request=RegistrationInputSerializer, responses={201: RegistrationCreatedSerializer}, auth=[])
     def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
+        data = self.RegistrationInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         registration = services.registration_submit(data=services.RegistrationInput(**data.validated_data))
         return Response({"id": registration.pk, "status": registration.status}, status=status.HTTP_201_CREATED)
@@ -94,14 +94,14 @@ class RegistrationCreateApi(APIView):
 class MeApi(APIView):
     """The signed-in user, their projects with role, quotas and current usage."""
 
-    class OutputSerializer(serializers.Serializer):
+    class MeSerializer(serializers.Serializer):
         user = UserOutputSerializer()
         projects = ProjectOutputSerializer(many=True)
 
-    @extend_schema(responses=OutputSerializer)
+    @extend_schema(responses=MeSerializer)
     def get(self, request: Request) -> Response:
         projects = selectors.project_list(actor=request.user)
-        body = self.OutputSerializer({"user": request.user, "projects": projects}, context={"request": request})
+        body = self.MeSerializer({"user": request.user, "projects": projects}, context={"request": request})
         return Response(body.data)
 
 
@@ -113,8 +113,9 @@ class ProjectListApi(generics.ListAPIView):
     quota) and name their first manager."""
 
     serializer_class = ProjectOutputSerializer
+    queryset = Project.objects.none()  # for the schema; requests use get_queryset()
 
-    class InputSerializer(serializers.Serializer):
+    class ProjectInputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=100)
         description = serializers.CharField(required=False, allow_blank=True, default="")
         manager = serializers.SlugRelatedField(slug_field="username", queryset=User.objects.filter(is_active=True))
@@ -122,9 +123,9 @@ class ProjectListApi(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[Project]:
         return selectors.project_list(actor=self.request.user)
 
-    @extend_schema(request=InputSerializer, responses={201: ProjectOutputSerializer})
+    @extend_schema(request=ProjectInputSerializer, responses={201: ProjectOutputSerializer})
     def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
+        data = self.ProjectInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         project = services.project_create(actor=request.user, **data.validated_data)
         return Response(
@@ -157,8 +158,9 @@ class MemberListApi(generics.ListAPIView):
     """Members of a project (any member may look); managers add members with a role."""
 
     serializer_class = MemberOutputSerializer
+    queryset = Membership.objects.none()  # for the schema; requests use get_queryset()
 
-    class InputSerializer(serializers.Serializer):
+    class MemberInputSerializer(serializers.Serializer):
         username = serializers.SlugRelatedField(slug_field="username", queryset=User.objects.all())
         role = serializers.ChoiceField(choices=Membership.Role.choices, default=Membership.Role.MEMBER)
 
@@ -166,10 +168,10 @@ class MemberListApi(generics.ListAPIView):
         project = selectors.access_project(actor=self.request.user, project_id=self.kwargs["project_id"])
         return selectors.membership_list(project=project)
 
-    @extend_schema(request=InputSerializer, responses={201: MemberOutputSerializer})
+    @extend_schema(request=MemberInputSerializer, responses={201: MemberOutputSerializer})
     def post(self, request: Request, project_id: int) -> Response:
         project = selectors.access_project(actor=request.user, project_id=project_id, manage=True)
-        data = self.InputSerializer(data=request.data)
+        data = self.MemberInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         membership = services.project_member_add(
             actor=request.user, project=project, user=data.validated_data["username"], role=data.validated_data["role"]
@@ -218,17 +220,18 @@ class SshKeyListApi(generics.ListAPIView):
     """Your SSH public keys; added keys are parsed (ed25519, ECDSA, RSA ≥ 2048 bits)."""
 
     serializer_class = SshKeyOutputSerializer
+    queryset = SshKey.objects.none()  # for the schema; requests use get_queryset()
 
-    class InputSerializer(serializers.Serializer):
+    class SshKeyInputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
         public_key = serializers.CharField(max_length=16384)
 
     def get_queryset(self) -> QuerySet[SshKey]:
         return selectors.ssh_key_list(actor=self.request.user)
 
-    @extend_schema(request=InputSerializer, responses={201: SshKeyOutputSerializer})
+    @extend_schema(request=SshKeyInputSerializer, responses={201: SshKeyOutputSerializer})
     def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
+        data = self.SshKeyInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         key = services.ssh_key_add(actor=request.user, **data.validated_data)
         return Response(SshKeyOutputSerializer(key).data, status=status.HTTP_201_CREATED)
@@ -266,12 +269,13 @@ class ApiTokenListApi(generics.ListAPIView):
     response only; it is kept hashed."""
 
     serializer_class = ApiTokenOutputSerializer
+    queryset = ApiToken.objects.none()  # for the schema; requests use get_queryset()
 
-    class InputSerializer(serializers.Serializer):
+    class ApiTokenInputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=100)
         expires_in_days = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
 
-    class CreatedSerializer(serializers.Serializer):
+    class ApiTokenCreatedSerializer(serializers.Serializer):
         id = serializers.IntegerField()
         name = serializers.CharField()
         token = serializers.CharField()
@@ -280,13 +284,13 @@ class ApiTokenListApi(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[ApiToken]:
         return selectors.api_token_list(actor=self.request.user)
 
-    @extend_schema(request=InputSerializer, responses={201: CreatedSerializer})
+    @extend_schema(request=ApiTokenInputSerializer, responses={201: ApiTokenCreatedSerializer})
     def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
+        data = self.ApiTokenInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         record, secret = services.api_token_create(actor=request.user, **data.validated_data)
         body = {"id": record.pk, "name": record.name, "token": secret, "expires": record.token.expiry}
-        response = Response(self.CreatedSerializer(body).data, status=status.HTTP_201_CREATED)
+        response = Response(self.ApiTokenCreatedSerializer(body).data, status=status.HTTP_201_CREATED)
         response["Cache-Control"] = "no-store"
         return response
 
@@ -330,6 +334,7 @@ class AdminRegistrationListApi(generics.ListAPIView):
 
     permission_classes = [permissions.IsAdminUser]
     serializer_class = RegistrationOutputSerializer
+    queryset = RegistrationRequest.objects.none()  # for the schema; requests use get_queryset()
 
     @extend_schema(parameters=[OpenApiParameter("status", str, enum=RegistrationRequest.Status.values, required=False)])
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -369,13 +374,13 @@ class AdminRegistrationApproveApi(APIView):
 class AdminRegistrationRejectApi(APIView):
     permission_classes = [permissions.IsAdminUser]
 
-    class InputSerializer(serializers.Serializer):
+    class RegistrationRejectInputSerializer(serializers.Serializer):
         reason = serializers.CharField(max_length=4000, required=False, allow_blank=True, default="")
 
-    @extend_schema(request=InputSerializer, responses=RegistrationOutputSerializer)
+    @extend_schema(request=RegistrationRejectInputSerializer, responses=RegistrationOutputSerializer)
     def post(self, request: Request, registration_id: int) -> Response:
         registration = selectors.access_registration(actor=request.user, registration_id=registration_id)
-        data = self.InputSerializer(data=request.data)
+        data = self.RegistrationRejectInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         decided = services.registration_reject(
             actor=request.user, registration=registration, reason=data.validated_data["reason"]

@@ -148,3 +148,20 @@ def test_the_matrix_covers_every_accounts_endpoint():
     in_matrix = {re.sub(r"\{\w+\}", "<>", url) for _m, url, _b, _r in MATRIX}
     routed = {"/api/v1/" + re.sub(r"<[^>]+>", "<>", str(p.pattern)) for p in api_urlpatterns}
     assert routed == in_matrix
+
+
+def test_the_openapi_schema_documents_every_accounts_endpoint(api):
+    import yaml
+
+    paths = yaml.safe_load(api.get("/api/v1/schema/").content)["paths"]
+    for path in [
+        "/api/v1/accounts/registrations/",
+        "/api/v1/accounts/me/",
+        "/api/v1/accounts/projects/{project_id}/members/{user_id}/",
+        "/api/v1/accounts/ssh-keys/{key_id}/",
+        "/api/v1/accounts/tokens/{token_id}/",
+        "/api/v1/admin/registrations/{registration_id}/approve/",
+    ]:
+        assert path in paths
+    assert paths["/api/v1/accounts/registrations/"]["post"].get("security", []) in ([], [{}])  # anonymous
+    assert paths["/api/v1/accounts/me/"]["get"]["security"]
