@@ -2,8 +2,69 @@
 
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver
+from django.contrib.auth import views as auth_views
+from django.urls import URLPattern, URLResolver, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from accounts import api, views
 
-api_urlpatterns: list[URLPattern | URLResolver] = []
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("register/", views.register, name="register"),
+    path("register/done/", views.register_done, name="register-done"),
+    path("profile/", views.profile, name="profile"),
+    path("profile/ssh-keys/", views.profile_ssh_key_add, name="profile-ssh-key-add"),
+    path("profile/ssh-keys/<int:key_id>/delete/", views.profile_ssh_key_delete, name="profile-ssh-key-delete"),
+    path("profile/tokens/", views.profile_token_create, name="profile-token-create"),
+    path("profile/tokens/<int:token_id>/revoke/", views.profile_token_revoke, name="profile-token-revoke"),
+    path("console/registrations/", views.console_registrations, name="console-registrations"),
+    path(
+        "console/registrations/<int:registration_id>/approve/",
+        views.console_registration_approve,
+        name="console-registration-approve",
+    ),
+    path(
+        "console/registrations/<int:registration_id>/reject/",
+        views.console_registration_reject,
+        name="console-registration-reject",
+    ),
+    path("password-reset/", views.PasswordResetView.as_view(), name="password_reset"),
+    path("password-reset/sent/", auth_views.PasswordResetDoneView.as_view(), name="password_reset_done"),
+    path(
+        "password-reset/<uidb64>/<token>/",
+        views.PasswordResetConfirmView.as_view(),
+        name="password_reset_confirm",
+    ),
+    path("password-reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
+]
+
+api_urlpatterns: list[URLPattern | URLResolver] = [
+    path("accounts/registrations/", api.RegistrationCreateApi.as_view(), name="api-registrations"),
+    path("accounts/me/", api.MeApi.as_view(), name="api-me"),
+    path("accounts/projects/", api.ProjectListApi.as_view(), name="api-projects"),
+    path("accounts/projects/<int:project_id>/", api.ProjectDetailApi.as_view(), name="api-project"),
+    path("accounts/projects/<int:project_id>/members/", api.MemberListApi.as_view(), name="api-project-members"),
+    path(
+        "accounts/projects/<int:project_id>/members/<int:user_id>/",
+        api.MemberDetailApi.as_view(),
+        name="api-project-member",
+    ),
+    path("accounts/ssh-keys/", api.SshKeyListApi.as_view(), name="api-ssh-keys"),
+    path("accounts/ssh-keys/<int:key_id>/", api.SshKeyDetailApi.as_view(), name="api-ssh-key"),
+    path("accounts/tokens/", api.ApiTokenListApi.as_view(), name="api-tokens"),
+    path("accounts/tokens/<int:token_id>/", api.ApiTokenDetailApi.as_view(), name="api-token"),
+    path("admin/registrations/", api.AdminRegistrationListApi.as_view(), name="api-admin-registrations"),
+    path(
+        "admin/registrations/<int:registration_id>/",
+        api.AdminRegistrationDetailApi.as_view(),
+        name="api-admin-registration",
+    ),
+    path(
+        "admin/registrations/<int:registration_id>/approve/",
+        api.AdminRegistrationApproveApi.as_view(),
+        name="api-admin-registration-approve",
+    ),
+    path(
+        "admin/registrations/<int:registration_id>/reject/",
+        api.AdminRegistrationRejectApi.as_view(),
+        name="api-admin-registration-reject",
+    ),
+]

@@ -215,6 +215,80 @@ if AUTH_LDAP_SERVER_URI:
         raise ImproperlyConfigured("AUTH_LDAP_USERS_OU must be set when AUTH_LDAP_SERVER_URI is set")
     AUTHENTICATION_BACKENDS = ["django_auth_ldap.backend.LDAPBackend", *AUTHENTICATION_BACKENDS]
 
+# accounts
+# django-auth-ldap: users are found by ``uid`` one level under AUTH_LDAP_USERS_OU; only members of
+# AUTH_LDAP_ACCESS_GROUP may log in; members of AUTH_LDAP_ADMIN_GROUP are staff. Groups are
+# ``groupOfNames`` (``member`` holds user DNs, OpenLDAP's usual choice and what accounts/directory.py
+# writes) unless AUTH_LDAP_GROUP_TYPE=groupOfUniqueNames (``uniqueMember``). Group searches run under
+# AUTH_LDAP_GROUPS_OU, by default the parent of the access group.
+AUTH_LDAP_GROUP_TYPE_NAME = env_str("AUTH_LDAP_GROUP_TYPE", "groupOfNames")
+if AUTH_LDAP_GROUP_TYPE_NAME not in {"groupOfNames", "groupOfUniqueNames"}:
+    raise ImproperlyConfigured(
+        f"AUTH_LDAP_GROUP_TYPE must be groupOfNames or groupOfUniqueNames, got {AUTH_LDAP_GROUP_TYPE_NAME!r}"
+    )
+AUTH_LDAP_GROUPS_OU = env_str("AUTH_LDAP_GROUPS_OU", AUTH_LDAP_ACCESS_GROUP.partition(",")[2])
+AUTH_LDAP_TIMEOUT = env_int("AUTH_LDAP_TIMEOUT", 5, minimum=1)
+
+
+def ldap_auth_settings(
+    *,
+    server_uri: str,
+    users_ou: str,
+    groups_ou: str,
+    access_group: str,
+    admin_group: str,
+    group_type: str,
+    timeout: int,
+) -> dict[str, object]:
+    """The django-auth-ldap settings for these directory coordinates (tests apply them to a test slapd)."""
+    import ldap
+    from django_auth_ldap.config import GroupOfNamesType, GroupOfUniqueNamesType, LDAPSearch
+
+    config: dict[str, object] = {
+        "AUTH_LDAP_SERVER_URI": server_uri,
+        "AUTH_LDAP_USER_SEARCH": LDAPSearch(users_ou, ldap.SCOPE_ONELEVEL, "(uid=%(user)s)"),
+        "AUTH_LDAP_USER_ATTR_MAP": {"first_name": "givenName", "last_name": "sn", "email": "mail"},
+        "AUTH_LDAP_ALWAYS_UPDATE_USER": True,
+        "AUTH_LDAP_GROUP_TYPE": GroupOfUniqueNamesType() if group_type == "groupOfUniqueNames" else GroupOfNamesType(),
+        "AUTH_LDAP_GROUP_SEARCH": LDAPSearch(groups_ou, ldap.SCOPE_SUBTREE, f"(objectClass={group_type})"),
+        "AUTH_LDAP_REQUIRE_GROUP": access_group or None,
+        "AUTH_LDAP_USER_FLAGS_BY_GROUP": {"is_staff": admin_group} if admin_group else {},
+        "AUTH_LDAP_CONNECTION_OPTIONS": {ldap.OPT_NETWORK_TIMEOUT: timeout, ldap.OPT_TIMEOUT: timeout},
+    }
+    return config
+
+
+if AUTH_LDAP_SERVER_URI:
+    globals().update(
+        ldap_auth_settings(
+            server_uri=AUTH_LDAP_SERVER_URI,
+            users_ou=AUTH_LDAP_USERS_OU,
+            groups_ou=AUTH_LDAP_GROUPS_OU,
+            access_group=AUTH_LDAP_ACCESS_GROUP,
+            admin_group=AUTH_LDAP_ADMIN_GROUP,
+            group_type=AUTH_LDAP_GROUP_TYPE_NAME,
+            timeout=AUTH_LDAP_TIMEOUT,
+        )
+    )
+
+# Site default quotas of a new project (DESIGN §3); staff change a project's quota afterwards.
+ACCOUNTS_QUOTA_DEFAULTS = {
+    "instances": env_int("QUOTA_INSTANCES", 10, minimum=0),
+    "vcpus": env_int("QUOTA_VCPUS", 20, minimum=0),
+    "ram_mib": env_int("QUOTA_RAM_MIB", 40960, minimum=0),
+    "volume_gib": env_int("QUOTA_VOLUME_GIB", 500, minimum=0),
+    "volumes": env_int("QUOTA_VOLUMES", 10, minimum=0),
+    "public_ips": env_int("QUOTA_PUBLIC_IPS", 2, minimum=0),
+}
+# Hours an e-mailed password-reset link stays valid.
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT_HOURS", 24, minimum=1) * 3600
+# Knox's token model, named so that accounts.ApiToken can point at it.
+KNOX_TOKEN_MODEL = "knox.AuthToken"  # noqa: S105 - a model name, not a secret
+# The portal's address as users reach it, for links in e-mails.
+SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+# Longest lifetime a user may give an API token, in days.
+ACCOUNTS_TOKEN_MAX_DAYS = env_int("TOKEN_MAX_DAYS", 365, minimum=1)
+
 # Celery: a filesystem broker in var/broker/ by default; Redis or RabbitMQ through CELERY_BROKER_URL.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 _broker_scheme = urlsplit(CELERY_BROKER_URL).scheme

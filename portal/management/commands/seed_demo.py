@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from accounts import services as accounts_services
 from compute import services as compute_services
 from compute.models import Host
 from core import audit
@@ -44,6 +45,7 @@ class Command(BaseCommand):
                     user.set_password(password)
                     user.save(update_fields=["password"])
                     audit.record(None, "portal.demo.account_created", user, staff=staff)
+                accounts_services.project_personal_ensure(user=user, actor=None)
         compute_services.instance_types_seed(actor=None)
         uri = settings.LIBVIRT_DEFAULT_URI
         if not Host.objects.filter(uri=uri).exists():

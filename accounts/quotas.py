@@ -1,0 +1,209 @@
+"""The one quota service: project limits, usage counted from live resources, race-free reservations.
+
+Accounts knows no instances or volumes. Compute and storage register a usage counter per resource at
+start-up (``AppConfig.ready``)::
+
+    register_usage_counter("vcpus", lambda project: Instance.objects.live().filter(project=project)
+                           .aggregate(n=Coalesce(Sum("vcpus"), 0))["n"])
+
+and reserve inside the transaction that creates the resource, so the new row is counted by the next
+reservation and the project's quota row stays locked until it commits::
+
+    tx = transaction.atomic()
+    with tx:
+        quota_reserve(project=project, request={"instances": 1, "vcpus": 4, "ram_mib": 8192}, within=tx)
+        Instance.objects.create(...)
+
+Without ``within`` the reservation is a :class:`~accounts.models.QuotaHold` (a ledger row) that counts
+as usage until :func:`quota_release`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Sum
+from django.db.transaction import Atomic
+
+from accounts.models import QUOTA_RESOURCES, Project, Quota, QuotaHold
+from core import audit
+from core.errors import Conflict, NotFound, PermissionDenied
+
+UsageCounter = Callable[[Project], int]
+
+# How each resource is named in messages ("vCPU quota exceeded (…)").
+RESOURCE_LABELS = {
+    "instances": "Instance",
+    "vcpus": "vCPU",
+    "ram_mib": "RAM MiB",
+    "volume_gib": "Volume GiB",
+    "volumes": "Volume",
+    "public_ips": "Public IP",
+}
+
+_counters: dict[str, list[UsageCounter]] = {resource: [] for resource in QUOTA_RESOURCES}
+_counters_lock = threading.Lock()
+
+
+class QuotaExceeded(Conflict):
+    """A reservation would take a project over one of its limits."""
+
+    default_code = "quota-exceeded"
+
+
+@dataclass(frozen=True)
+class ResourceUsage:
+    resource: str
+    limit: int
+    used: int
+
+    @property
+    def label(self) -> str:
+        return RESOURCE_LABELS[self.resource]
+
+    @property
+    def available(self) -> int:
+        return max(self.limit - self.used, 0)
+
+
+def _check_resource(resource: str) -> None:
+    if resource not in QUOTA_RESOURCES:
+        raise ValueError(f"unknown quota resource {resource!r}; known: {', '.join(QUOTA_RESOURCES)}")
+
+
+def register_usage_counter(resource: str, counter: UsageCounter) -> None:
+    """Count ``resource`` in a project with ``counter(project) -> int``; counters of a resource add up.
+    Called at start-up by the apps that own the resources. ``counter`` runs inside the reservation's
+    transaction, so it must read the database through the default connection."""
+    _check_resource(resource)
+    with _counters_lock:
+        if counter not in _counters[resource]:
+            _counters[resource] = [*_counters[resource], counter]
+
+
+def unregister_usage_counter(resource: str, counter: UsageCounter) -> None:
+    _check_resource(resource)
+    with _counters_lock:
+        _counters[resource] = [c for c in _counters[resource] if c is not counter]
+
+
+def quota_defaults() -> dict[str, int]:
+    """The site's default limits of a new project (``QUOTA_*`` settings)."""
+    return {resource: int(settings.ACCOUNTS_QUOTA_DEFAULTS[resource]) for resource in QUOTA_RESOURCES}
+
+
+def quota_create_default(*, project: Project) -> Quota:
+    """Give ``project`` the site's default limits. Call inside the transaction creating the project."""
+    return Quota.objects.create(project=project, **quota_defaults())
+
+
+def project_usage(*, project: Project) -> dict[str, int]:
+    """What ``project`` uses now of each resource: the registered counters plus quota holds."""
+    holds = QuotaHold.objects.filter(project=project).aggregate(**{r: Sum(r) for r in QUOTA_RESOURCES})
+    usage: dict[str, int] = {}
+    for resource in QUOTA_RESOURCES:
+        counters = _counters[resource]
+        usage[resource] = int(holds[resource] or 0) + sum(int(count(project)) for count in counters)
+    return usage
+
+
+def quota_usage(*, project: Project) -> dict[str, ResourceUsage]:
+    """Limits and usage of ``project`` for display (no lock: a snapshot)."""
+    limits = project.quota.limits()  # selected with the project by the selectors
+    usage = project_usage(project=project)
+    return {r: ResourceUsage(resource=r, limit=limits[r], used=usage[r]) for r in QUOTA_RESOURCES}
+
+
+def _clean_request(request: Mapping[str, int]) -> dict[str, int]:
+    clean: dict[str, int] = {}
+    for resource, amount in request.items():
+        _check_resource(resource)
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+            raise ValueError(f"quota request for {resource} must be a non-negative integer, got {amount!r}")
+        clean[resource] = amount
+    return clean
+
+
+def _lock_and_check(project: Project, request: dict[str, int]) -> None:
+    """Lock the project's quota row, count usage and refuse if any requested amount does not fit.
+
+    Precondition: inside a transaction (the lock lasts until it ends)."""
+    try:
+        quota = Quota.objects.select_for_update().get(project_id=project.pk)
+    except Quota.DoesNotExist:
+        raise NotFound(f"project {project.pk} has no quota") from None
+    limits = quota.limits()
+    usage = project_usage(project=project)
+    for resource in QUOTA_RESOURCES:
+        requested = request.get(resource, 0)
+        if requested and usage[resource] + requested > limits[resource]:
+            raise QuotaExceeded(
+                f"{RESOURCE_LABELS[resource]} quota exceeded "
+                f"(quota {limits[resource]}, used {usage[resource]}, requested {requested})",
+                extra={
+                    "resource": resource,
+                    "quota": limits[resource],
+                    "used": usage[resource],
+                    "requested": requested,
+                },
+            )
+
+
+def quota_reserve(
+    *,
+    project: Project,
+    request: Mapping[str, int],
+    within: Atomic | None = None,
+    holder: str = "",
+    actor: Any = None,
+) -> QuotaHold | None:
+    """Reserve ``request`` (resource → amount) in ``project`` or raise :class:`QuotaExceeded`.
+
+    With ``within`` (an ``transaction.atomic()`` the caller has entered), the check runs in that
+    transaction and returns None: the caller creates its counted rows before it commits, and the quota
+    row stays locked until then. Without it a :class:`QuotaHold` named ``holder`` is written and
+    returned; it counts as usage until :func:`quota_release`."""
+    clean = _clean_request(request)
+    if within is not None:
+        connection = transaction.get_connection(within.using)
+        if within not in connection.atomic_blocks:
+            raise RuntimeError("quota_reserve(within=…) must be called inside that atomic block")
+        _lock_and_check(project, clean)
+        return None
+    if not holder:
+        raise ValueError("a quota hold needs a holder (what the quota is held for)")
+    with transaction.atomic():
+        _lock_and_check(project, clean)
+        hold = QuotaHold.objects.create(project=project, holder=holder, **clean)
+        audit.record(actor, "accounts.quota.held", hold, project=project.pk, **clean)
+    return hold
+
+
+def quota_release(*, hold: QuotaHold, actor: Any = None) -> None:
+    """Give back what ``hold`` reserved (idempotent)."""
+    with transaction.atomic():
+        deleted, _ = QuotaHold.objects.filter(pk=hold.pk).delete()
+        if deleted:
+            audit.record(actor, "accounts.quota.released", hold.project, holder=hold.holder)
+
+
+def quota_set(*, actor: Any, project: Project, limits: Mapping[str, int]) -> Quota:
+    """Change some of ``project``'s limits (staff only). Lowering a limit below usage is allowed: it
+    only stops new reservations."""
+    if not getattr(actor, "is_staff", False):
+        raise PermissionDenied("only site administrators change quotas")
+    clean = _clean_request(limits)
+    with transaction.atomic():
+        quota = Quota.objects.select_for_update().get(project_id=project.pk)
+        before = quota.limits()
+        for resource, amount in clean.items():
+            setattr(quota, resource, amount)
+        quota.save()
+        changed = {r: [before[r], clean[r]] for r in clean if before[r] != clean[r]}
+        audit.record(actor, "accounts.quota.changed", project, changes=changed)
+    return quota

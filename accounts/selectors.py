@@ -1,0 +1,93 @@
+"""Reads of accounts data, scoped to the asking user. ``access_*`` fetch *and* authorise: an object the
+actor may not see raises the same :class:`~core.errors.NotFound` as a missing one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db.models import Prefetch, QuerySet
+
+from accounts.models import ApiToken, Membership, Project, RegistrationRequest, SshKey
+from core.errors import NotFound, PermissionDenied
+
+
+def project_list(*, actor: User) -> QuerySet[Project]:
+    """The projects ``actor`` is a member of, with the actor's own membership prefetched as ``mine``."""
+    return (
+        Project.objects.filter(memberships__user=actor)
+        .select_related("quota")
+        .prefetch_related(Prefetch("memberships", queryset=Membership.objects.filter(user=actor), to_attr="mine"))
+        .order_by("name")
+    )
+
+
+def project_role(*, actor: User, project: Project) -> str | None:
+    """The role of ``actor`` in ``project``, or None when not a member."""
+    mine = getattr(project, "mine", None)
+    if mine is not None:
+        return mine[0].role if mine else None
+    return Membership.objects.filter(project=project, user=actor).values_list("role", flat=True).first()
+
+
+def access_project(*, actor: User, project_id: Any, manage: bool = False) -> Project:
+    """The project ``project_id`` if ``actor`` is a member; with ``manage``, the actor must be its manager
+    (a member who is not gets PermissionDenied: they can see the project, not change it)."""
+    try:
+        project = project_list(actor=actor).get(pk=int(project_id))
+    except (Project.DoesNotExist, TypeError, ValueError):
+        raise NotFound("No such project.") from None
+    if manage and project_role(actor=actor, project=project) != Membership.Role.MANAGER:
+        raise PermissionDenied("only the project's managers can do this", code="not-project-manager")
+    return project
+
+
+def membership_list(*, project: Project) -> QuerySet[Membership]:
+    """Members of ``project`` (the caller has checked access to the project)."""
+    return Membership.objects.filter(project=project).select_related("user").order_by("user__username")
+
+
+def access_membership(*, project: Project, user_id: Any) -> Membership:
+    try:
+        return membership_list(project=project).get(user_id=int(user_id))
+    except (Membership.DoesNotExist, TypeError, ValueError):
+        raise NotFound("No such member.") from None
+
+
+def ssh_key_list(*, actor: User) -> QuerySet[SshKey]:
+    return SshKey.objects.filter(user=actor).order_by("name")
+
+
+def access_ssh_key(*, actor: User, key_id: Any) -> SshKey:
+    try:
+        return ssh_key_list(actor=actor).get(pk=int(key_id))
+    except (SshKey.DoesNotExist, TypeError, ValueError):
+        raise NotFound("No such SSH key.") from None
+
+
+def api_token_list(*, actor: User) -> QuerySet[ApiToken]:
+    return ApiToken.objects.filter(user=actor).select_related("token").order_by("-created", "-id")
+
+
+def access_api_token(*, actor: User, token_id: Any) -> ApiToken:
+    try:
+        return api_token_list(actor=actor).get(pk=int(token_id))
+    except (ApiToken.DoesNotExist, TypeError, ValueError):
+        raise NotFound("No such token.") from None
+
+
+def registration_list(*, actor: User, status: str | None = None) -> QuerySet[RegistrationRequest]:
+    """Registration requests for staff, oldest pending first; anyone else sees none."""
+    if not actor.is_staff:
+        return RegistrationRequest.objects.none()
+    requests = RegistrationRequest.objects.select_related("decided_by", "user")
+    if status:
+        requests = requests.filter(status=status)
+    return requests.order_by("created", "id") if status == "pending" else requests.order_by("-created", "-id")
+
+
+def access_registration(*, actor: User, registration_id: Any) -> RegistrationRequest:
+    try:
+        return registration_list(actor=actor).get(pk=int(registration_id))
+    except (RegistrationRequest.DoesNotExist, TypeError, ValueError):
+        raise NotFound("No such registration request.") from None

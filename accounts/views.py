@@ -1,0 +1,201 @@
+"""Portal pages of accounts: registration, profile (keys, tokens, quotas), the staff registration
+console and password reset. Every change goes through a service."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
+from django.views.decorators.http import require_http_methods, require_POST
+
+from accounts import forms, selectors, services
+from accounts.quotas import quota_usage
+from core.errors import ApplicationError, NotFound
+
+
+def _found(fetch: Callable[[], Any]) -> Any:
+    """Run an ``access_*`` selector for a page: missing or not yours is the HTML 404."""
+    try:
+        return fetch()
+    except NotFound:
+        raise Http404 from None
+
+
+def register(request: HttpRequest) -> HttpResponse:
+    form = forms.RegistrationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.registration_submit(data=form.to_input())
+        except ApplicationError as exc:
+            forms.add_service_errors(form, exc)
+        else:
+            return redirect("register-done")
+    return render(request, "accounts/register.html", {"form": form})
+
+
+def register_done(request: HttpRequest) -> HttpResponse:
+    return render(request, "accounts/register_done.html")
+
+
+# --- profile ----------------------------------------------------------------------------------------
+
+
+def _profile(request: HttpRequest, *, status: int = 200, **extra: Any) -> HttpResponse:
+    user = request.user
+    projects = [
+        {
+            "project": project,
+            "role": selectors.project_role(actor=user, project=project),
+            "usage": list(quota_usage(project=project).values()),
+        }
+        for project in selectors.project_list(actor=user)
+    ]
+    context = {
+        "projects": projects,
+        "ssh_keys": selectors.ssh_key_list(actor=user),
+        "tokens": selectors.api_token_list(actor=user),
+        "ssh_key_form": forms.SshKeyForm(),
+        "token_form": forms.TokenForm(),
+        **extra,
+    }
+    response = render(request, "accounts/profile.html", context, status=status)
+    response["Cache-Control"] = "no-store"  # a new token may be on the page
+    return response
+
+
+@login_required
+def profile(request: HttpRequest) -> HttpResponse:
+    return _profile(request)
+
+
+@login_required
+@require_POST
+def profile_ssh_key_add(request: HttpRequest) -> HttpResponse:
+    form = forms.SshKeyForm(request.POST)
+    if form.is_valid():
+        try:
+            key = services.ssh_key_add(actor=request.user, **form.cleaned_data)
+        except ApplicationError as exc:
+            forms.add_service_errors(form, exc)
+        else:
+            messages.success(request, f"SSH key {key.name} added ({key.fingerprint}).")
+            return redirect("profile")
+    return _profile(request, status=400, ssh_key_form=form)
+
+
+@login_required
+@require_POST
+def profile_ssh_key_delete(request: HttpRequest, key_id: int) -> HttpResponse:
+    key = _found(lambda: selectors.access_ssh_key(actor=request.user, key_id=key_id))
+    services.ssh_key_delete(actor=request.user, key=key)
+    messages.success(request, f"SSH key {key.name} deleted.")
+    return redirect("profile")
+
+
+@login_required
+@require_POST
+def profile_token_create(request: HttpRequest) -> HttpResponse:
+    form = forms.TokenForm(request.POST)
+    if form.is_valid():
+        try:
+            record, secret = services.api_token_create(actor=request.user, **form.cleaned_data)
+        except ApplicationError as exc:
+            forms.add_service_errors(form, exc)
+        else:
+            # Rendered, not redirected: the token is shown on this response only and stored nowhere.
+            return _profile(request, new_token=secret, new_token_record=record)
+    return _profile(request, status=400, token_form=form)
+
+
+@login_required
+@require_POST
+def profile_token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    token = _found(lambda: selectors.access_api_token(actor=request.user, token_id=token_id))
+    services.api_token_revoke(actor=request.user, token=token)
+    messages.success(request, f"Token {token.name} revoked.")
+    return redirect("profile")
+
+
+# --- staff console ----------------------------------------------------------------------------------
+
+
+def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Anonymous users go to the login page; signed-in users who are not staff get 403."""
+
+    @login_required
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_staff:
+            raise DjangoPermissionDenied
+        return view(request, *args, **kwargs)
+
+    wrapped.__name__ = view.__name__
+    wrapped.__doc__ = view.__doc__
+    return wrapped
+
+
+@staff_required
+@require_http_methods(["GET"])
+def console_registrations(request: HttpRequest) -> HttpResponse:
+    context = {
+        "pending": selectors.registration_list(actor=request.user, status="pending"),
+        "decided": selectors.registration_list(actor=request.user).exclude(status="pending")[:50],
+        "reject_form": forms.RejectForm(),
+    }
+    return render(request, "accounts/console_registrations.html", context)
+
+
+@staff_required
+@require_POST
+def console_registration_approve(request: HttpRequest, registration_id: int) -> HttpResponse:
+    registration = _found(lambda: selectors.access_registration(actor=request.user, registration_id=registration_id))
+    try:
+        services.registration_approve(actor=request.user, registration=registration)
+    except ApplicationError as exc:
+        messages.error(request, f"{registration.username} was not approved: {exc.message}")
+    else:
+        messages.success(request, f"{registration.username} is approved; the account is ready.")
+    return redirect("console-registrations")
+
+
+@staff_required
+@require_POST
+def console_registration_reject(request: HttpRequest, registration_id: int) -> HttpResponse:
+    registration = _found(lambda: selectors.access_registration(actor=request.user, registration_id=registration_id))
+    form = forms.RejectForm(request.POST)
+    reason = form.cleaned_data["reason"] if form.is_valid() else ""
+    try:
+        services.registration_reject(actor=request.user, registration=registration, reason=reason)
+    except ApplicationError as exc:
+        messages.error(request, f"{registration.username} was not rejected: {exc.message}")
+    else:
+        messages.success(request, f"The registration of {registration.username} is rejected.")
+    return redirect("console-registrations")
+
+
+# --- password reset ---------------------------------------------------------------------------------
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    form_class = forms.DirectoryAwarePasswordResetForm
+    extra_email_context = {"site_name": settings.SITE_NAME}
+    success_url = reverse_lazy("password_reset_done")
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    form_class = forms.DirectoryAwareSetPasswordForm
+    success_url = reverse_lazy("password_reset_complete")
+
+    def form_valid(self, form: Any) -> HttpResponseBase:
+        try:
+            return super().form_valid(form)
+        except ApplicationError as exc:  # the directory did not take the new password
+            form.add_error(None, exc.message)
+            return self.form_invalid(form)

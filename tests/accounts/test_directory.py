@@ -1,0 +1,176 @@
+"""Approval into a real slapd, login through django-auth-ldap, and a directory that is down."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+
+from accounts import directory
+from accounts.models import Project, RegistrationRequest
+from tests.accounts.conftest import (
+    ACCESS_GROUP,
+    ADMIN_GROUP,
+    REGISTRATION_PASSWORD,
+    USERS_OU,
+    apply_ldap_settings,
+    free_port,
+    group_members,
+    ldap_entry,
+)
+
+pytestmark = pytest.mark.django_db
+
+DN = "CN=Ada Lovelace,O=Example,C=UK"
+
+
+def _approve(api, staff, registration: RegistrationRequest):
+    api.force_authenticate(staff)
+    response = api.post(f"/api/v1/admin/registrations/{registration.pk}/approve/")
+    api.force_authenticate(None)
+    return response
+
+
+def test_approval_writes_an_inetorgperson_with_an_ssha_password(ldap_directory, register, api, staff):
+    register(dn=DN)
+    response = _approve(api, staff, RegistrationRequest.objects.get())
+    assert response.status_code == 200, response.json()
+    entry = ldap_entry(ldap_directory, "ada_l")
+    assert entry is not None
+    assert set(entry["objectClass"]) >= {"inetOrgPerson", "organizationalPerson", "person"}
+    assert entry["uid"] == ["ada_l"]
+    assert entry["mail"] == ["ada@example.org"]
+    assert entry["cn"] == ["Ada Lovelace"]
+    assert entry["sn"] == ["Lovelace"]
+    assert entry["givenName"] == ["Ada"]
+    assert [v.lower() for v in entry["seeAlso"]] == [DN.lower()]  # slapd lower-cases attribute types
+    [password] = entry["userPassword"]
+    assert password.startswith("{SSHA}")
+    assert directory.ssha_check(REGISTRATION_PASSWORD, password)
+    assert not directory.ssha_check("another password", password)
+
+
+def test_approval_adds_the_entry_to_the_access_group(ldap_directory, register, api, staff):
+    register()
+    _approve(api, staff, RegistrationRequest.objects.get())
+    assert f"uid=ada_l,{USERS_OU}" in group_members(ldap_directory, ACCESS_GROUP)
+    assert f"uid=ada_l,{USERS_OU}" not in group_members(ldap_directory, ADMIN_GROUP)
+
+
+def test_approval_with_ldap_keeps_no_usable_local_password(ldap_directory, register, api, staff):
+    register()
+    _approve(api, staff, RegistrationRequest.objects.get())
+    user = User.objects.get(username="ada_l")
+    assert not user.has_usable_password()
+    assert Project.objects.filter(personal_owner=user).exists()
+
+
+def test_approved_user_logs_in_with_the_ldap_password(ldap_directory, register, api, staff, client):
+    register()
+    _approve(api, staff, RegistrationRequest.objects.get())
+    response = client.post("/accounts/login/", {"username": "ada_l", "password": REGISTRATION_PASSWORD})
+    assert response.status_code == 302
+    assert client.get("/api/v1/accounts/me/").json()["user"]["username"] == "ada_l"
+    bad = client.post("/accounts/login/", {"username": "ada_l", "password": "Wrong-Password-1"})
+    assert bad.status_code == 200
+
+
+def _add_person(server, uid: str, password: str, groups: list[str]) -> str:
+    import ldap
+    import ldap.modlist
+
+    dn = f"uid={uid},{USERS_OU}"
+    conn = server.connect()
+    conn.add_s(
+        dn,
+        ldap.modlist.addModlist(
+            {
+                "objectClass": [b"inetOrgPerson"],
+                "uid": [uid.encode()],
+                "cn": [b"Someone Else"],
+                "sn": [b"Else"],
+                "givenName": [b"Someone"],
+                "mail": [f"{uid}@example.org".encode()],
+                "userPassword": [directory.ssha_hash(password).encode()],
+            }
+        ),
+    )
+    for group in groups:
+        conn.modify_s(group, [(ldap.MOD_ADD, "member", [dn.encode()])])
+    conn.unbind_s()
+    return dn
+
+
+def test_a_person_outside_the_access_group_cannot_log_in(ldap_directory, client):
+    _add_person(ldap_directory, "stranger", "Stranger-Pass-77", groups=[])
+    response = client.post("/accounts/login/", {"username": "stranger", "password": "Stranger-Pass-77"})
+    assert response.status_code == 200
+    assert b"Please enter a correct username and password" in response.content
+    assert not User.objects.filter(username="stranger").exists()
+
+
+def test_members_of_the_admin_group_log_in_as_staff(ldap_directory, client):
+    _add_person(ldap_directory, "siteadmin", "Admin-Pass-77", groups=[ACCESS_GROUP, ADMIN_GROUP])
+    _add_person(ldap_directory, "plainuser", "Plain-Pass-77", groups=[ACCESS_GROUP])
+    assert client.post("/accounts/login/", {"username": "siteadmin", "password": "Admin-Pass-77"}).status_code == 302
+    assert client.post("/accounts/login/", {"username": "plainuser", "password": "Plain-Pass-77"}).status_code == 302
+    assert User.objects.get(username="siteadmin").is_staff
+    assert not User.objects.get(username="plainuser").is_staff
+    assert User.objects.get(username="plainuser").email == "plainuser@example.org"  # from the entry
+
+
+def test_a_directory_that_is_down_gives_503_and_leaves_the_request_pending(
+    slapd, settings, register, api, staff, django_capture_on_commit_callbacks
+):
+    apply_ldap_settings(settings, f"ldap://127.0.0.1:{free_port()}")  # nothing listens there
+    register()
+    registration = RegistrationRequest.objects.get()
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = _approve(api, staff, registration)
+    assert response.status_code == 503
+    body = response.json()
+    assert body["code"] == "directory-unavailable"
+    assert "unavailable" in body["detail"] and "pending" in body["detail"]
+    registration.refresh_from_db()
+    assert registration.status == "pending"
+    assert registration.password_hash and registration.ldap_password_hash  # still there for a retry
+    assert not User.objects.filter(username="ada_l").exists()
+    assert not Project.objects.filter(name="personal-ada_l").exists()
+    assert callbacks == []  # no "account ready" e-mail
+    assert ldap_entry(slapd, "ada_l") is None
+
+
+def test_after_the_directory_is_back_the_same_request_is_approved(ldap_directory, settings, register, api, staff):
+    register()
+    registration = RegistrationRequest.objects.get()
+    good_uri = settings.AUTH_LDAP_SERVER_URI
+    apply_ldap_settings(settings, f"ldap://127.0.0.1:{free_port()}")
+    assert _approve(api, staff, registration).status_code == 503
+    apply_ldap_settings(settings, good_uri)
+    assert _approve(api, staff, registration).status_code == 200
+    assert ldap_entry(ldap_directory, "ada_l") is not None
+
+
+def test_a_failed_group_membership_removes_the_new_entry_again(ldap_directory, settings, register, api, staff):
+    # A real refusal by slapd: the configured access group does not exist.
+    apply_ldap_settings(settings, ldap_directory.uri, access_group=f"cn=no-such-group,{USERS_OU}")
+    register()
+    registration = RegistrationRequest.objects.get()
+    response = _approve(api, staff, registration)
+    assert response.status_code == 503
+    assert response.json()["code"] == "directory-error"
+    assert ldap_entry(ldap_directory, "ada_l") is None
+    registration.refresh_from_db()
+    assert registration.status == "pending"
+    assert not User.objects.filter(username="ada_l").exists()
+
+
+def test_an_entry_someone_else_made_is_not_overwritten(ldap_directory, register, api, staff):
+    _add_person(ldap_directory, "ada_l", "Other-Pass-77", groups=[])
+    register()
+    registration = RegistrationRequest.objects.get()
+    response = _approve(api, staff, registration)
+    assert response.status_code == 409
+    assert response.json()["code"] == "directory-entry-exists"
+    assert directory.ssha_check("Other-Pass-77", ldap_entry(ldap_directory, "ada_l")["userPassword"][0])
+    registration.refresh_from_db()
+    assert registration.status == "pending"

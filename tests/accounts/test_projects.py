@@ -1,0 +1,111 @@
+"""Projects, members and roles: managers manage, members look, outsiders see nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from accounts.models import Membership, Project
+from accounts.services import project_create, project_member_add, project_personal_ensure
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def member(db):
+    return UserFactory(username="member")
+
+
+@pytest.fixture
+def project(owner, member, staff) -> Project:
+    project = project_create(actor=staff, name="climate", manager=owner)
+    project_member_add(actor=owner, project=project, user=member, role="member")
+    return project
+
+
+def test_staff_create_a_project_with_its_first_manager_and_default_quota(api_as, staff, owner, settings):
+    response = api_as(staff).post("/api/v1/accounts/projects/", {"name": "astro", "manager": "owner"})
+    assert response.status_code == 201
+    project = Project.objects.get(name="astro")
+    assert Membership.objects.get(project=project).user == owner
+    assert project.quota.limits() == settings.ACCOUNTS_QUOTA_DEFAULTS
+    assert response.json()["quotas"]["vcpus"] == {"limit": settings.ACCOUNTS_QUOTA_DEFAULTS["vcpus"], "used": 0}
+
+
+@pytest.mark.parametrize("name", ["personal-mine", "x", "has space", "-dash"])
+def test_bad_project_names_are_refused(api_as, staff, name):
+    response = api_as(staff).post("/api/v1/accounts/projects/", {"name": name, "manager": "staff"})
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("name: ")
+
+
+def test_a_project_name_is_unique(api_as, staff, project):
+    response = api_as(staff).post("/api/v1/accounts/projects/", {"name": "climate", "manager": "staff"})
+    assert response.status_code == 409
+
+
+def test_users_list_only_their_projects_with_their_role(api_as, owner, member, outsider, project):
+    project_personal_ensure(user=member)
+    names = {p["name"]: p["role"] for p in api_as(member).get("/api/v1/accounts/projects/").json()["results"]}
+    assert names == {"climate": "member", "personal-member": "manager"}
+    assert api_as(outsider).get("/api/v1/accounts/projects/").json()["results"] == []
+
+
+def test_manager_adds_a_member_who_then_sees_the_project(api_as, owner, outsider, project):
+    response = api_as(owner).post(
+        f"/api/v1/accounts/projects/{project.pk}/members/", {"username": "outsider", "role": "member"}
+    )
+    assert response.status_code == 201
+    assert response.json()["username"] == "outsider"
+    assert api_as(outsider).get(f"/api/v1/accounts/projects/{project.pk}/").json()["role"] == "member"
+
+
+def test_adding_someone_twice_or_unknown_is_refused(api_as, owner, project):
+    client = api_as(owner)
+    again = client.post(f"/api/v1/accounts/projects/{project.pk}/members/", {"username": "member"})
+    assert again.status_code == 409 and again.json()["code"] == "already-member"
+    unknown = client.post(f"/api/v1/accounts/projects/{project.pk}/members/", {"username": "nobody"})
+    assert unknown.status_code == 400 and unknown.json()["detail"].startswith("username: ")
+
+
+def test_manager_promotes_and_demotes(api_as, owner, member, project):
+    url = f"/api/v1/accounts/projects/{project.pk}/members/{member.pk}/"
+    assert api_as(owner).patch(url, {"role": "manager"}).json()["role"] == "manager"
+    # Now two managers: the first may step down.
+    own = f"/api/v1/accounts/projects/{project.pk}/members/{owner.pk}/"
+    assert api_as(owner).patch(own, {"role": "member"}).json()["role"] == "member"
+    assert api_as(owner).patch(url, {"role": "member"}).status_code == 403  # no longer a manager
+
+
+def test_the_last_manager_can_neither_step_down_nor_leave(api_as, owner, project):
+    url = f"/api/v1/accounts/projects/{project.pk}/members/{owner.pk}/"
+    demote = api_as(owner).patch(url, {"role": "member"})
+    assert demote.status_code == 409 and demote.json()["code"] == "last-manager"
+    assert api_as(owner).delete(url).status_code == 409
+    assert Membership.objects.get(project=project, user=owner).role == "manager"
+
+
+def test_a_member_may_leave_but_not_remove_others(api_as, owner, member, project):
+    assert api_as(member).delete(f"/api/v1/accounts/projects/{project.pk}/members/{owner.pk}/").status_code == 403
+    assert api_as(member).delete(f"/api/v1/accounts/projects/{project.pk}/members/{member.pk}/").status_code == 204
+    assert not Membership.objects.filter(project=project, user=member).exists()
+
+
+def test_a_bad_role_is_refused(api_as, owner, member, project):
+    response = api_as(owner).patch(f"/api/v1/accounts/projects/{project.pk}/members/{member.pk}/", {"role": "king"})
+    assert response.status_code == 400 and response.json()["detail"].startswith("role: ")
+
+
+def test_missing_and_forbidden_projects_give_the_same_404(api_as, outsider, project):
+    client = api_as(outsider)
+    forbidden = client.get(f"/api/v1/accounts/projects/{project.pk}/")
+    missing = client.get("/api/v1/accounts/projects/999999/")
+    assert forbidden.status_code == missing.status_code == 404
+    assert forbidden.json() == missing.json()
+
+
+def test_project_list_uses_a_bounded_number_of_queries(api_as, owner, staff, django_assert_max_num_queries):
+    for n in range(5):
+        project_create(actor=staff, name=f"p{n}x", manager=owner)
+    with django_assert_max_num_queries(4 + 5):  # user, count, page, memberships + one usage query per project
+        assert len(api_as(owner).get("/api/v1/accounts/projects/").json()["results"]) == 5

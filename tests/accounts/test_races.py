@@ -1,0 +1,83 @@
+"""Double submits and double approvals on PostgreSQL: exactly one wins."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from io import StringIO
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.db import close_old_connections, connection
+
+from accounts.models import Membership, Project, RegistrationRequest
+from accounts.services import RegistrationInput, registration_approve, registration_submit
+from core.errors import ApplicationError
+from tests.accounts.conftest import registration_body
+from tests.factories import StaffFactory
+
+
+def _race(n: int, work: Callable[[int], str]) -> list[str]:
+    start = threading.Barrier(n)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def run(i: int) -> None:
+        try:
+            start.wait()
+            try:
+                outcome = work(i)
+            except ApplicationError as exc:
+                outcome = exc.code
+            with lock:
+                outcomes.append(outcome)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    close_old_connections()
+    return outcomes
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_ten_simultaneous_registrations_of_one_username_make_one_request():
+    def submit(i: int) -> str:
+        registration_submit(data=RegistrationInput(**registration_body(email=f"ada{i}@example.org")))  # type: ignore[arg-type]
+        return "created"
+
+    outcomes = _race(10, submit)
+    assert outcomes.count("created") == 1
+    assert outcomes.count("invalid") == 9
+    assert RegistrationRequest.objects.count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_staff_approving_at_once_create_one_account():
+    registration = registration_submit(data=RegistrationInput(**registration_body()))  # type: ignore[arg-type]
+    approvers = [StaffFactory(username=f"staff{i}") for i in range(2)]
+
+    def approve(i: int) -> str:
+        registration_approve(actor=approvers[i], registration=registration)
+        return "approved"
+
+    outcomes = _race(2, approve)
+    assert sorted(outcomes) == ["approved", "registration-decided"]
+    assert User.objects.filter(username="ada_l").count() == 1
+    assert Project.objects.filter(personal_owner__username="ada_l").count() == 1
+
+
+@pytest.mark.django_db
+def test_seed_demo_gives_the_demo_accounts_their_personal_projects():
+    call_command("seed_demo", stdout=StringIO())
+    call_command("seed_demo", stdout=StringIO())
+    for username in ("admin", "researcher"):
+        membership = Membership.objects.get(project__personal_owner__username=username)
+        assert membership.role == "manager" and membership.user.username == username
+    assert Project.objects.count() == 2
