@@ -18,6 +18,7 @@ from accounts import selectors, services
 from accounts.models import QUOTA_RESOURCES, ApiToken, Membership, Project, RegistrationRequest, SshKey
 from accounts.quotas import quota_usage
 from core.errors import ApplicationError
+from core.idempotency import idempotent
 
 # --- shared output ----------------------------------------------------------------------------------
 
@@ -81,6 +82,7 @@ class RegistrationCreateApi(APIView):
         status = serializers.CharField()
 
     @extend_schema(request=RegistrationInputSerializer, responses={201: RegistrationCreatedSerializer}, auth=[])
+    @idempotent
     def post(self, request: Request) -> Response:
         data = self.RegistrationInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -124,6 +126,7 @@ class ProjectListApi(generics.ListAPIView):
         return selectors.project_list(actor=self.request.user)
 
     @extend_schema(request=ProjectInputSerializer, responses={201: ProjectOutputSerializer})
+    @idempotent
     def post(self, request: Request) -> Response:
         data = self.ProjectInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -169,6 +172,7 @@ class MemberListApi(generics.ListAPIView):
         return selectors.membership_list(project=project)
 
     @extend_schema(request=MemberInputSerializer, responses={201: MemberOutputSerializer})
+    @idempotent
     def post(self, request: Request, project_id: int) -> Response:
         project = selectors.access_project(actor=request.user, project_id=project_id, manage=True)
         data = self.MemberInputSerializer(data=request.data)
@@ -230,6 +234,7 @@ class SshKeyListApi(generics.ListAPIView):
         return selectors.ssh_key_list(actor=self.request.user)
 
     @extend_schema(request=SshKeyInputSerializer, responses={201: SshKeyOutputSerializer})
+    @idempotent
     def post(self, request: Request) -> Response:
         data = self.SshKeyInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -284,6 +289,7 @@ class ApiTokenListApi(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[ApiToken]:
         return selectors.api_token_list(actor=self.request.user)
 
+    # Not idempotent on purpose: replaying would mean keeping the clear token to send it again.
     @extend_schema(request=ApiTokenInputSerializer, responses={201: ApiTokenCreatedSerializer})
     def post(self, request: Request) -> Response:
         data = self.ApiTokenInputSerializer(data=request.data)

@@ -16,6 +16,8 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -49,7 +51,17 @@ def _replay(record: IdempotencyRecord, digest: str) -> Response:
     return Response(record.response_body, status=record.response_status, headers=headers)
 
 
+IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    HEADER,
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="Any unique string (e.g. a UUID). A retry with the same key and body returns the first "
+    "response instead of creating again; the same key with another body is refused with 422.",
+)
+
+
 def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
+    @extend_schema(parameters=[IDEMPOTENCY_PARAMETER])
     @wraps(handler)
     def wrapper(view: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
         key = request.headers.get(HEADER, "").strip()

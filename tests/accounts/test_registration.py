@@ -247,3 +247,13 @@ def test_registration_page_refuses_unaccepted_terms(client):
 
 def test_login_page_links_to_registration(client):
     assert b'href="/accounts/register/"' in client.get("/accounts/login/").content
+
+
+def test_a_retried_registration_with_the_same_idempotency_key_is_stored_once(api):
+    body = registration_body()
+    first = api.post("/api/v1/accounts/registrations/", body, format="json", HTTP_IDEMPOTENCY_KEY="reg-1")
+    again = api.post("/api/v1/accounts/registrations/", body, format="json", HTTP_IDEMPOTENCY_KEY="reg-1")
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again["Idempotent-Replayed"] == "true"
+    assert RegistrationRequest.objects.count() == 1

@@ -71,3 +71,9 @@ def test_token_authentication_uses_the_token_keyword(api, owner):
     assert api.get("/api/v1/admin/audit/").status_code == 403  # authenticated, not staff
     api.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
     assert api.get("/api/v1/admin/audit/").status_code == 401
+
+
+def test_create_endpoints_document_the_idempotency_key_header(api):
+    schema = yaml.safe_load(api.get("/api/v1/schema/").content)
+    parameters = schema["paths"]["/api/v1/accounts/registrations/"]["post"]["parameters"]
+    assert {"in": "header", "name": "Idempotency-Key"}.items() <= parameters[0].items()
