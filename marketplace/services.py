@@ -82,7 +82,7 @@ def pgp_key_revoke(*, actor: Any, fingerprint: str) -> PgpKey:
     with transaction.atomic():
         changed = PgpKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now, revoked_by=actor)
         if changed != 1:
-            raise Conflict(f"The key {key.fingerprint} is already revoked.", code="pgp-key-revoked")
+            raise Conflict(f"The key {key.fingerprint} is already revoked.", code="pgp-key-already-revoked")
         key.refresh_from_db()
         audit.record(actor, "marketplace.pgp_key.revoked", key, fingerprint=key.fingerprint, owner=key.owner_id)
     return key
