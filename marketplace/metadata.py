@@ -849,10 +849,8 @@ def build(
     desc = _sub(root, _DESCRIPTION, **{_ABOUT: f"#{identifier}"})
     _sub(desc, f"{{{DCTERMS}}}identifier", identifier)
     _sub(desc, f"{{{SLREQ}}}bytes", str(image_bytes))
-    ordered = sorted(
-        checksums.items(),
-        key=lambda item: list(ALGORITHMS).index(item[0]) if item[0] in ALGORITHMS else len(ALGORITHMS),
-    )
+    # SHA-1 first (the identifier's source), then the others in the order given.
+    ordered = sorted(checksums.items(), key=lambda item: item[0] != "SHA-1")
     for algorithm, value in ordered:
         checksum = _sub(desc, _CHECKSUM, **{_PARSE_TYPE: "Resource"})
         _sub(checksum, f"{{{SLREQ}}}algorithm", algorithm)
