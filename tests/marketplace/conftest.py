@@ -131,12 +131,22 @@ def unsigned_entry(image: Image = IMAGE, **fields) -> bytes:
     return metadata.build(image_bytes=len(image.content), checksums=image.checksums, **{**defaults, **fields})
 
 
+@pytest.fixture(scope="session")
+def _signed_cache() -> dict:
+    return {}
+
+
 @pytest.fixture
-def entry_for(keyring) -> Callable[..., bytes]:
-    """``entry_for("owner", at=…, image=…, **fields)``: a signed entry as that key's holder makes it."""
+def entry_for(keyring, _signed_cache) -> Callable[..., bytes]:
+    """``entry_for("owner", at=…, image=…, **fields)``: a signed entry as that key's holder makes it.
+
+    Signatures depend only on the document and the key, so each distinct one is made once per session."""
 
     def make(name: str, *, at: dt.datetime = T0, image: Image = IMAGE, **fields) -> bytes:
-        return keyring[name].sign(unsigned_entry(image, **fields), at=at)
+        cache_key = (name, at, image, tuple(sorted(fields.items())))
+        if cache_key not in _signed_cache:
+            _signed_cache[cache_key] = keyring[name].sign(unsigned_entry(image, **fields), at=at)
+        return _signed_cache[cache_key]
 
     return make
 
