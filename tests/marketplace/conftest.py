@@ -5,15 +5,28 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from knox.models import AuthToken
 
-from marketplace import metadata, signing
+from marketplace import metadata
+from tests.factories import StaffFactory, UserFactory
+from tests.marketplace.keys import (  # noqa: F401 - fixtures shared by every marketplace test module
+    PgpKey,
+    PgpKeys,
+    creator_key,
+    endorser_key,
+    pgp_keys,
+    signed_entry,
+    untrusted_key,
+)
+
+CREATOR_EMAIL = "creator@example.org"
+ENDORSER_EMAIL = "security@example.org"
+UNTRUSTED_EMAIL = "mallory@example.org"
 from tests.marketplace.keys import (  # noqa: F401 - fixtures of the format/signature tests, shared
     creator_key,
     endorser_key,
@@ -22,74 +35,30 @@ from tests.marketplace.keys import (  # noqa: F401 - fixtures of the format/sign
     untrusted_key,
 )
 
-# Keys are dated 2020 so that entries can be dated anywhere from then on (a signature may not predate its key).
-KEY_BIRTH = "20200101T000000"
-T0 = dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.UTC)
+T0 = dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.UTC)  # the keys are born in 2020: entries may be dated from then
 
 
-@dataclass(frozen=True)
-class TestKey:
-    """A signing key held in the session's private keyring."""
-
-    home: Path
-    fingerprint: str
-    email: str
-    armored: str
-    secret_armored: str
-
-    def sign(self, document: bytes, *, at: dt.datetime = T0, email: str | None = None) -> bytes:
-        return signing.sign(document, gnupghome=self.home, fingerprint=self.fingerprint, email=email, now=at)
-
-    def sign_payload(self, endorsed: bytes) -> bytes:
-        """Sign an already endorsed document as it stands, bypassing ``signing.sign``'s own checks (for
-        the refusals that a well-behaved tool would never produce)."""
-        payload = metadata.signed_bytes(endorsed)
-        process = subprocess.run(
-            [*_gpg(self.home), "--local-user", self.fingerprint, "--armor", "--detach-sign"],
-            input=payload,
-            capture_output=True,
-            check=True,
-        )
-        return metadata.attach_signature(endorsed, process.stdout.decode())
+# The cast of tests/conftest.py, with the e-mails of the session's keys (tests/marketplace/keys.py).
+@pytest.fixture
+def owner(db):
+    return UserFactory(username="owner", email=CREATOR_EMAIL)
 
 
-def _gpg(home: Path) -> list[str]:
-    return ["gpg", "--homedir", str(home), "--batch", "--no-tty", "--pinentry-mode", "loopback", "--passphrase", ""]
+@pytest.fixture
+def staff(db):
+    return StaffFactory(username="staff", email=ENDORSER_EMAIL)
 
 
-def _make_key(home: Path, uids: list[str]) -> TestKey:
-    base = _gpg(home)
-    subprocess.run(
-        [*base, "--faked-system-time", f"{KEY_BIRTH}!", "--quick-gen-key", uids[0], "ed25519", "sign", "never"],
-        check=True,
-        capture_output=True,
-    )
-    listing = subprocess.run([*base, "--with-colons", "--list-keys", uids[0]], check=True, capture_output=True)
-    fingerprint = next(
-        line.split(":")[9] for line in listing.stdout.decode().splitlines() if line.startswith("fpr:")
-    ).upper()
-    for uid in uids[1:]:
-        subprocess.run([*base, "--quick-add-uid", fingerprint, uid], check=True, capture_output=True)
-    armored = subprocess.run([*base, "--armor", "--export", fingerprint], check=True, capture_output=True)
-    secret = subprocess.run([*base, "--armor", "--export-secret-keys", fingerprint], check=True, capture_output=True)
-    email = uids[0].split("<")[1].rstrip(">")
-    return TestKey(home, fingerprint, email, armored.stdout.decode(), secret.stdout.decode())
+@pytest.fixture
+def outsider(db):
+    return UserFactory(username="outsider", email=UNTRUSTED_EMAIL)
 
 
 @pytest.fixture(scope="session")
-def keyring(tmp_path_factory) -> Iterator[dict[str, TestKey]]:
-    """Secret keys of the cast: owner, outsider, staff (each with the account's e-mail), and a key
-    carrying two user IDs."""
-    home = tmp_path_factory.mktemp("signer-gnupg")
-    home.chmod(0o700)
-    keys = {
-        "owner": _make_key(home, ["Olivia Owner <owner@example.org>"]),
-        "outsider": _make_key(home, ["Oscar Outsider <outsider@example.org>"]),
-        "staff": _make_key(home, ["Site Security <staff@example.org>"]),
-        "twouid": _make_key(home, ["Tess Two <twouid@example.org>", "Tess Elsewhere <elsewhere@example.org>"]),
-    }
-    yield keys
-    signing.shutdown_agent(home)
+def keyring(pgp_keys: PgpKeys) -> dict[str, PgpKey]:
+    """Each user's key by role: the owner creates images, staff is the site's security officer, and the
+    outsider's key is never registered."""
+    return {"owner": pgp_keys.creator, "staff": pgp_keys.endorser, "outsider": pgp_keys.untrusted}
 
 
 @pytest.fixture(autouse=True)
@@ -145,7 +114,7 @@ def entry_for(keyring, _signed_cache) -> Callable[..., bytes]:
     def make(name: str, *, at: dt.datetime = T0, image: Image = IMAGE, **fields) -> bytes:
         cache_key = (name, at, image, tuple(sorted(fields.items())))
         if cache_key not in _signed_cache:
-            _signed_cache[cache_key] = keyring[name].sign(unsigned_entry(image, **fields), at=at)
+            _signed_cache[cache_key] = keyring[name].sign(unsigned_entry(image, **fields), now=at)
         return _signed_cache[cache_key]
 
     return make

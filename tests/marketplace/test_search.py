@@ -82,8 +82,8 @@ def test_q_looks_in_titles_and_descriptions_ignoring_case(search):
         ({"arch": "x86_64"}, [UBUNTU, DEBIAN]),
         ({"kind": "disk"}, [SCRATCH]),
         ({"kind": "machine", "arch": "aarch64"}, [ALMA]),
-        ({"endorser": "staff@example.org"}, [ALMA]),  # staff's Ubuntu entry is deprecated
-        ({"endorser": "OWNER@example.org"}, [UBUNTU, SCRATCH, DEBIAN]),
+        ({"endorser": "security@example.org"}, [ALMA]),  # staff's Ubuntu entry is deprecated
+        ({"endorser": "CREATOR@example.org"}, [UBUNTU, SCRATCH, DEBIAN]),
         ({"location": "none"}, [SCRATCH]),
         ({"location": "web"}, [UBUNTU, ALMA, DEBIAN]),
     ],
@@ -100,8 +100,8 @@ def test_endorser_may_be_given_by_key_fingerprint(search, keyring):
 
 def test_all_filters_must_hold_for_the_same_endorsers_entry(search):
     # Ubuntu is valid (owner) and deprecated (staff): "staff + valid" must not match it through the owner.
-    assert search(endorser="staff@example.org", os="Ubuntu") == []
-    assert search(endorser="staff@example.org", os="Ubuntu", status="deprecated") == ids(UBUNTU)
+    assert search(endorser="security@example.org", os="Ubuntu") == []
+    assert search(endorser="security@example.org", os="Ubuntu", status="deprecated") == ids(UBUNTU)
 
 
 @pytest.mark.parametrize(
@@ -164,8 +164,8 @@ def test_results_carry_each_endorsers_latest_entry_with_status(search, api):
     (image,) = body["results"]
     assert image["current_endorsements"] == 1
     assert {(e["endorser"], e["status"]) for e in image["endorsements"]} == {
-        ("owner@example.org", "valid"),
-        ("staff@example.org", "deprecated"),
+        ("creator@example.org", "valid"),
+        ("security@example.org", "deprecated"),
     }
 
 
@@ -179,7 +179,7 @@ def test_search_runs_a_fixed_number_of_queries_whatever_the_page_holds(catalogue
 
 def test_image_detail_lists_every_endorsers_latest_entry(catalogue, api):
     body = api.get(f"{IMAGES}{UBUNTU.identifier}/").json()
-    assert [e["endorser"] for e in body["endorsements"]] == ["owner@example.org", "staff@example.org"]
+    assert [e["endorser"] for e in body["endorsements"]] == ["creator@example.org", "security@example.org"]
     assert api.get(f"{IMAGES}AAAAAAAAAAAAAAAAAAAAAAAAAAA/").status_code == 404
 
 
@@ -188,23 +188,23 @@ def test_endorsers_list_and_history(catalogue, api):
         body = api.get("/api/v1/marketplace/endorsers/").json()
     assert len(queries) == 2
     rows = {e["email"]: e for e in body["results"]}
-    assert rows["owner@example.org"]["entry_count"] == 4
-    assert rows["owner@example.org"]["image_count"] == 4
-    assert rows["staff@example.org"]["entry_count"] == 2
-    history = api.get("/api/v1/marketplace/endorsers/staff@example.org/").json()
+    assert rows["creator@example.org"]["entry_count"] == 4
+    assert rows["creator@example.org"]["image_count"] == 4
+    assert rows["security@example.org"]["entry_count"] == 2
+    history = api.get("/api/v1/marketplace/endorsers/security@example.org/").json()
     assert [(e["identifier"], e["status"]) for e in history["results"]] == [
         (UBUNTU.identifier, "deprecated"),
         (ALMA.identifier, "valid"),
     ]
-    only = api.get("/api/v1/marketplace/endorsers/staff@example.org/", {"identifier": ALMA.identifier}).json()
+    only = api.get("/api/v1/marketplace/endorsers/security@example.org/", {"identifier": ALMA.identifier}).json()
     assert [e["identifier"] for e in only["results"]] == [ALMA.identifier]
     assert api.get("/api/v1/marketplace/endorsers/nobody@example.org/").status_code == 404
     assert [e["email"] for e in api.get("/api/v1/marketplace/endorsers/", {"q": "staff"}).json()["results"]] == [
-        "staff@example.org"
+        "security@example.org"
     ]
 
 
 def test_endorser_history_runs_a_fixed_number_of_queries(catalogue, api):
     with CaptureQueriesContext(connection) as queries:
-        api.get("/api/v1/marketplace/endorsers/owner@example.org/")
+        api.get("/api/v1/marketplace/endorsers/creator@example.org/")
     assert len(queries) == 3  # the endorser, count, page (key, image, endorser joined)

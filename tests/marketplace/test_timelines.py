@@ -58,12 +58,12 @@ def test_an_upload_not_newer_than_the_latest_is_refused_with_409(owner, register
 def test_deprecation_and_undeprecation_are_newer_entries(owner, registered, publish):
     registered(owner, "owner")
     publish(at=T0)
-    assert statuses() == {"owner@example.org": "valid"}
+    assert statuses() == {"creator@example.org": "valid"}
     deprecated = publish(at=T0 + HOUR, deprecated="CVE-2024-1234 in the kernel")
     assert deprecated.deprecated_reason == "CVE-2024-1234 in the kernel"
-    assert statuses() == {"owner@example.org": "deprecated"}
+    assert statuses() == {"creator@example.org": "deprecated"}
     publish(at=T0 + 2 * HOUR)
-    assert statuses() == {"owner@example.org": "valid"}
+    assert statuses() == {"creator@example.org": "valid"}
     changes = list(
         AuditEntry.objects.filter(action="marketplace.entry.uploaded").order_by("id").values_list("details", flat=True)
     )
@@ -75,10 +75,10 @@ def test_an_entry_expires_when_its_valid_date_passes(owner, registered, publish)
     registered(owner, "owner")
     publish(at=T0, valid=dt.datetime(2030, 6, 1, tzinfo=dt.UTC))
     with time_machine.travel(dt.datetime(2030, 5, 31, 23, 59, tzinfo=dt.UTC)):
-        assert statuses() == {"owner@example.org": "valid"}
+        assert statuses() == {"creator@example.org": "valid"}
         assert len(selectors.current_endorsements(selectors.image_get(identifier=IMAGE.identifier))) == 1
     with time_machine.travel(dt.datetime(2030, 6, 1, 0, 0, 1, tzinfo=dt.UTC)):
-        assert statuses() == {"owner@example.org": "expired"}
+        assert statuses() == {"creator@example.org": "expired"}
         assert selectors.current_endorsements(selectors.image_get(identifier=IMAGE.identifier)) == []
 
 
@@ -88,9 +88,9 @@ def test_two_endorsers_keep_separate_timelines_on_one_image(owner, staff, regist
     publish("owner", at=T0)
     publish("staff", at=T0 - HOUR)  # older than the owner's, but the staff timeline is its own
     publish("staff", at=T0 + HOUR, deprecated="Not approved for this site")
-    assert statuses() == {"owner@example.org": "valid", "staff@example.org": "deprecated"}
+    assert statuses() == {"creator@example.org": "valid", "security@example.org": "deprecated"}
     image = selectors.image_get(identifier=IMAGE.identifier)
-    assert [e.endorser.email for e in selectors.current_endorsements(image)] == ["owner@example.org"]
+    assert [e.endorser.email for e in selectors.current_endorsements(image)] == ["creator@example.org"]
     assert Entry.objects.filter(is_latest=True).count() == 2
 
 
@@ -100,10 +100,10 @@ def test_entries_of_a_revoked_key_stay_visible_marked_and_stop_counting(owner, s
     publish("owner", at=T0)
     publish("staff", at=T0)
     services.pgp_key_revoke(actor=owner, fingerprint=key.fingerprint)
-    assert statuses() == {"owner@example.org": "revoked", "staff@example.org": "valid"}
+    assert statuses() == {"creator@example.org": "revoked", "security@example.org": "valid"}
     body = api.get(f"/api/v1/marketplace/images/{IMAGE.identifier}/").json()
     assert body["current_endorsements"] == 1
-    owner_entry = next(e for e in body["endorsements"] if e["endorser"] == "owner@example.org")
+    owner_entry = next(e for e in body["endorsements"] if e["endorser"] == "creator@example.org")
     assert owner_entry["key_revoked"] is True and owner_entry["status"] == "revoked"
 
 

@@ -8,7 +8,6 @@ import re
 import pytest
 
 from core.models import AuditEntry
-from marketplace import metadata
 from marketplace.models import Entry
 from tests.marketplace.conftest import IMAGE, T0, unsigned_entry
 
@@ -34,14 +33,14 @@ def test_creator_uploads_a_signed_entry_and_gets_its_location(owner, registered,
     assert response.status_code == 201, response.json()
     body = response.json()
     assert body["identifier"] == IMAGE.identifier
-    assert body["endorser"] == "owner@example.org"
+    assert body["endorser"] == "creator@example.org"
     assert body["created"] == "2024-01-01T12:00:00Z"
     assert body["status"] == "valid"
     assert (body["os"], body["os_version"], body["arch"], body["kind"]) == ("Ubuntu", "24.04", "x86_64", "machine")
     assert body["sha256"] == IMAGE.checksums["SHA-256"]
     assert response["Location"] == body["url"]
     assert response["Location"].endswith(
-        f"/api/v1/marketplace/entries/{IMAGE.identifier}/owner@example.org/2024-01-01T12:00:00Z/"
+        f"/api/v1/marketplace/entries/{IMAGE.identifier}/creator@example.org/2024-01-01T12:00:00Z/"
     )
     entry = Entry.objects.get()
     assert entry.is_latest and entry.uploader == owner and entry.key.owner == owner
@@ -79,18 +78,18 @@ def test_original_bytes_come_back_unchanged_through_the_api(owner, registered, e
 
 
 def test_a_missing_entry_is_a_json_404_even_when_xml_is_asked_for(api):
-    url = f"{ENTRIES}{IMAGE.identifier}/owner@example.org/2024-01-01T12:00:00Z/"
+    url = f"{ENTRIES}{IMAGE.identifier}/creator@example.org/2024-01-01T12:00:00Z/"
     for response in (api.get(url, {"format": "xml"}), api.get(url, HTTP_ACCEPT="application/xml"), api.get(url)):
         assert response.status_code == 404
         assert response.json()["code"] == "not_found"
-    assert api.get(f"{ENTRIES}{IMAGE.identifier}/owner@example.org/yesterday/").status_code == 404
+    assert api.get(f"{ENTRIES}{IMAGE.identifier}/creator@example.org/yesterday/").status_code == 404
 
 
 def test_original_bytes_come_back_unchanged_through_the_page_download(owner, registered, entry_for, api_as, client):
     registered(owner, "owner")
     raw = quirky(entry_for("owner"))
     upload(api_as(owner), raw)
-    page = client.get(f"/marketplace/entries/{IMAGE.identifier}/owner@example.org/2024-01-01T12:00:00Z/")
+    page = client.get(f"/marketplace/entries/{IMAGE.identifier}/creator@example.org/2024-01-01T12:00:00Z/")
     assert page.status_code == 200
     link = re.search(rb'href="([^"]+signed\.xml)"', page.content).group(1).decode()
     download = client.get(link)
@@ -111,7 +110,7 @@ def refused(client, raw: bytes, status: int = 400) -> dict:
 
 def test_unsigned_entry_is_refused(owner, registered, api_as):
     registered(owner, "owner")
-    body = refused(api_as(owner), unsigned_entry(endorser_email="owner@example.org"))
+    body = refused(api_as(owner), unsigned_entry(endorser_email="creator@example.org"))
     assert body["code"] == "unsigned"
     assert "not signed" in body["detail"]
 
@@ -152,15 +151,8 @@ def test_entry_signed_after_its_key_was_revoked_is_refused(owner, registered, en
 
 def test_entry_claiming_an_email_not_on_the_key_is_refused(owner, registered, keyring, api_as):
     registered(owner, "owner")
-    key = keyring["owner"]
-    endorsed = metadata.endorse(
-        unsigned_entry(),
-        email="someone.else@example.org",
-        subject="Someone Else <someone.else@example.org>",
-        issuer=f"OpenPGP:{key.fingerprint}",
-        created=T0,
-    )
-    body = refused(api_as(owner), key.sign_payload(endorsed))
+    raw = keyring["owner"].sign_endorsed(unsigned_entry(), email="someone.else@example.org", created=T0)
+    body = refused(api_as(owner), raw)
     assert body["code"] == "email-not-on-key"
     assert "someone.else@example.org" in body["detail"]
 
@@ -168,14 +160,10 @@ def test_entry_claiming_an_email_not_on_the_key_is_refused(owner, registered, ke
 def test_entry_whose_issuer_names_another_key_is_refused(owner, staff, registered, keyring, api_as):
     registered(owner, "owner")
     registered(staff, "staff")
-    endorsed = metadata.endorse(
-        unsigned_entry(),
-        email="owner@example.org",
-        subject="Olivia Owner <owner@example.org>",
-        issuer=f"OpenPGP:{keyring['staff'].fingerprint}",
-        created=T0,
+    raw = keyring["owner"].sign_endorsed(
+        unsigned_entry(), issuer=f"OpenPGP:{keyring['staff'].fingerprint}", created=T0
     )
-    body = refused(api_as(owner), keyring["owner"].sign_payload(endorsed))
+    body = refused(api_as(owner), raw)
     assert body["code"] == "issuer-mismatch"
     assert keyring["staff"].fingerprint in body["detail"]
 
