@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, BinaryIO, cast
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -145,13 +145,13 @@ def detect_compression(path: str | Path) -> str:
     return next((name for magic, name in _MAGIC if head.startswith(magic)), "")
 
 
-def _open_uncompressed(path: Path, compression: str) -> IO[bytes]:
+def _open_uncompressed(path: Path, compression: str) -> BinaryIO:
     if compression == "gz":
-        return gzip.open(path, "rb")
+        return cast(BinaryIO, gzip.open(path, "rb"))
     if compression == "bz2":
-        return bz2.open(path, "rb")
+        return cast(BinaryIO, bz2.open(path, "rb"))
     if compression == "xz":
-        return lzma.open(path, "rb")
+        return cast(BinaryIO, lzma.open(path, "rb"))
     return open(path, "rb")  # noqa: SIM115 - returned to the caller's with-block
 
 
@@ -824,7 +824,7 @@ def build(
     ``more`` takes the other optional fields by their :class:`Metadata` names (``publisher``, ``alternative``,
     ``is_replaced_by``, ``is_version_of``, ``serial_number``, ``inbound_ports``, ``outbound_ports``, ``icmp``,
     ``created``, ``endorsement_created``). The output is not validated here: :func:`parse` it."""
-    extra = {
+    extra: dict[str, Any] = {
         "publisher": "",
         "alternative": "",
         "is_replaced_by": "",

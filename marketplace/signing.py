@@ -43,6 +43,7 @@ _SAFE_OPTIONS = [
 # entry is recognised as such rather than reported as a bare "bad signature".
 NOTATION = "entry@altostratus.dev"
 MAX_KEY_CHARS = 1024 * 1024
+_GPG_ERR_BAD_PASSPHRASE = 11  # libgpg-error's GPG_ERR_BAD_PASSPHRASE, in the low 16 bits of a status code
 _ARMOR_RE = re.compile(r"-----BEGIN PGP SIGNATURE-----\r?\n.*\r?\n-----END PGP SIGNATURE-----", re.DOTALL)
 _STATUS_RE = re.compile(r"^\[GNUPG:\] (\S+) ?(.*)$", re.MULTILINE)
 # python-gnupg logs every non-zero gpg exit as a warning; a refused signature is an answer, not an incident.
@@ -169,18 +170,17 @@ def key_inspect(armored: str) -> KeyInfo:
             raise SigningError(
                 "That key block holds secret key material. Paste only the public key.", code="pgp-key-secret"
             )
-        if not scanned:
-            raise SigningError("No OpenPGP public key could be read from that text.", code="pgp-key-invalid")
-        if len(scanned) > 1:
-            raise SigningError(
-                f"That text holds {len(scanned)} keys; register one key at a time.", code="pgp-key-count"
-            )
         result = gpg.import_keys(armored)
-        fingerprints = sorted(set(result.fingerprints))
+        fingerprints = sorted({f.upper() for f in result.fingerprints})
         if result.sec_read:
+            shutdown_agent(home)  # importing secret material started one for the scratch keyring
             raise SigningError("That key block holds secret key material.", code="pgp-key-secret")
-        if len(fingerprints) != 1:
-            raise SigningError("No OpenPGP public key could be imported from that text.", code="pgp-key-invalid")
+        if len(fingerprints) > 1:
+            raise SigningError(
+                f"That text holds {len(fingerprints)} keys; register one key at a time.", code="pgp-key-count"
+            )
+        if not fingerprints:
+            raise SigningError("No OpenPGP public key could be read from that text.", code="pgp-key-invalid")
         listed = gpg.list_keys(keys=fingerprints)
         info = _key_info(gpg, fingerprints[0])
     if info is None or not listed:
@@ -188,7 +188,8 @@ def key_inspect(armored: str) -> KeyInfo:
     key = listed[0]
     if key.get("trust") == "r":
         raise SigningError(f"The key {info.fingerprint} has been revoked by its owner.", code="pgp-key-revoked")
-    if "S" not in (key.get("cap") or ""):
+    # Lower case: the primary key can sign; upper case: the key as a whole can now (not when expired).
+    if "s" not in (key.get("cap") or "").lower():
         raise SigningError(f"The key {info.fingerprint} cannot make signatures.", code="pgp-key-cannot-sign")
     if not info.uids:
         raise SigningError(f"The key {info.fingerprint} has no user ID.", code="pgp-key-invalid")
@@ -274,12 +275,11 @@ def sign(
     )
     armored = str(result)
     if not _ARMOR_RE.search(armored):
-        code = (
-            "pgp-passphrase"
-            if "passphrase" in (result.status or "") or "BAD_PASSPHRASE" in result.stderr
-            else ("pgp-sign-failed")
-        )
-        raise SigningError(f"gpg could not sign with {key.fingerprint}: {result.status or 'no signature'}.", code=code)
+        failures = re.findall(r"^\[GNUPG:\] (?:FAILURE|ERROR) \S+ (\d+)", result.stderr or "", re.MULTILINE)
+        if any(int(code) & 0xFFFF == _GPG_ERR_BAD_PASSPHRASE for code in failures):
+            raise SigningError(f"Wrong passphrase for the key {key.fingerprint}.", code="pgp-passphrase")
+        problem = (result.stderr or "").strip().splitlines()[-1:] or ["no signature"]
+        raise SigningError(f"gpg could not sign with {key.fingerprint}: {problem[0]}", code="pgp-sign-failed")
     signed = md.attach_signature(endorsed, armored)
     if md.signed_bytes(signed) != payload:  # the guarantee of DESIGN.md §2.2; cheap to hold ourselves to it
         raise RuntimeError("attaching the signature changed the signed bytes")

@@ -102,6 +102,9 @@ def generate_key(
     ).upper()
     for other in extra_uids:
         subprocess.run([*base, "--quick-add-uid", fingerprint, other], check=True, capture_output=True)
+    if extra_uids:  # the newest user ID would otherwise become the primary one (needs a newer self-signature)
+        later = gpg_argv(home, at=born + dt.timedelta(seconds=1))
+        subprocess.run([*later, "--quick-set-primary-uid", fingerprint, uid], check=True, capture_output=True)
     armored = subprocess.run([*base, "--armor", "--export", fingerprint], check=True, capture_output=True)
     email = uid.split("<")[1].rstrip(">").lower()
     return PgpKey(home, fingerprint, uid, email, armored.stdout.decode("ascii"))
@@ -112,7 +115,7 @@ class PgpKeys:
     creator: PgpKey
     endorser: PgpKey
     untrusted: PgpKey
-    # Valid from 2020-01-01 for one year (2021-01-01 expiry) - expired today.
+    # Valid from 2020-01-01 for one year (gpg: until 2020-12-31) - expired today.
     expiring: PgpKey
     # Two public keys in one armored block, and one key's secret half, for key_inspect's refusals.
     two_keys_armored: str
