@@ -362,28 +362,35 @@ class ImageSearchFilter(django_filters.FilterSet):
     """The search form of DESIGN §6. Its fields are collected here and applied together by
     ``selectors.image_search``, because they must all hold for the same endorser's latest entry."""
 
-    q = django_filters.CharFilter(method="collect", help_text="Words in the title or description.")
-    os = django_filters.CharFilter(method="collect", help_text="Operating system, e.g. Ubuntu (any case).")
-    os_version = django_filters.CharFilter(method="collect", help_text="Operating system version, e.g. 24.04.")
-    arch = django_filters.CharFilter(method="collect", help_text="Architecture, e.g. x86_64.")
-    kind = django_filters.ChoiceFilter(
-        method="collect", choices=[("machine", "machine"), ("disk", "disk")], help_text="machine or disk."
+    q = django_filters.CharFilter(method="collect", label="Words", help_text="Words in the title or description.")
+    os = django_filters.CharFilter(method="collect", label="OS", help_text="Operating system, e.g. Ubuntu (any case).")
+    os_version = django_filters.CharFilter(
+        method="collect", label="OS version", help_text="Operating system version, e.g. 24.04."
     )
-    endorser = django_filters.CharFilter(method="collect", help_text="Endorser e-mail or key fingerprint.")
+    arch = django_filters.CharFilter(method="collect", label="Architecture", help_text="Architecture, e.g. x86_64.")
+    kind = django_filters.ChoiceFilter(
+        method="collect", label="Kind", choices=[("machine", "machine"), ("disk", "disk")], help_text="machine or disk."
+    )
+    endorser = django_filters.CharFilter(
+        method="collect", label="Endorser", help_text="Endorser e-mail or key fingerprint."
+    )
     status = django_filters.ChoiceFilter(
         method="collect",
+        label="Status",
         choices=[(s, s) for s in selectors.STATUSES],
         empty_label="valid",
         help_text="Status of the matching latest entry; default valid.",
     )
     location = django_filters.ChoiceFilter(
         method="collect",
+        label="Location",
         choices=[("web", "with a download location"), ("none", "without"), ("all", "all")],
         empty_label="all",
         help_text="web: has a download location; none: has none; default all.",
     )
     ordering = django_filters.ChoiceFilter(
         method="collect",
+        label="Sort by",
         choices=[(o, o) for o in selectors.ORDERINGS],
         empty_label="-updated",
         help_text="Sort order; default -updated (newest endorsement first).",

@@ -50,7 +50,12 @@ API_MATRIX = [
     ("get", "/api/v1/marketplace/endorsers/creator@example.org/", None, dict.fromkeys(ROLES, 200)),
     ("get", "/api/v1/accounts/pgp-keys/", None, {"anonymous": 401, "owner": 200, "outsider": 200, "staff": 200}),
     ("post", "/api/v1/accounts/pgp-keys/", "key", {"anonymous": 401, "owner": 400, "outsider": 400, "staff": 201}),
-    ("post", "/api/v1/accounts/pgp-keys/{fp}/revoke/", None, {"anonymous": 401, "owner": 200, "outsider": 404, "staff": 200}),
+    (
+        "post",
+        "/api/v1/accounts/pgp-keys/{fp}/revoke/",
+        None,
+        {"anonymous": 401, "owner": 200, "outsider": 404, "staff": 200},
+    ),
     ("delete", "/api/v1/marketplace/entries/", None, {"anonymous": 401, "owner": 405, "outsider": 405, "staff": 405}),
     ("put", ENTRY, None, {"anonymous": 405, "owner": 405, "outsider": 405, "staff": 405}),
 ]

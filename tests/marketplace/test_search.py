@@ -33,12 +33,19 @@ def catalogue(owner, staff, registered, entry_for):
 
     put("owner", owner, UBUNTU, T0, title="Ubuntu 24.04 LTS", description="Noble Numbat with cloud-init", os="Ubuntu")
     put("owner", owner, DEBIAN, T0 + HOUR, title="Debian 12", description="Bookworm", os="Debian", os_version="12")
+    put("staff", staff, ALMA, T0 + 2 * HOUR, title="AlmaLinux 9", os="AlmaLinux", os_version="9.3", os_arch="aarch64")
     put(
-        "staff", staff, ALMA, T0 + 2 * HOUR, title="AlmaLinux 9", os="AlmaLinux", os_version="9.3", os_arch="aarch64"
-    )
-    put(
-        "owner", owner, SCRATCH, T0 + 3 * HOUR, title="Scratch volume", os="", os_version="", os_arch="",
-        kind="disk", format="raw", locations=(),
+        "owner",
+        owner,
+        SCRATCH,
+        T0 + 3 * HOUR,
+        title="Scratch volume",
+        os="",
+        os_version="",
+        os_arch="",
+        kind="disk",
+        format="raw",
+        locations=(),
     )
     put("owner", owner, OLD, T0 - HOUR, title="CentOS 7", os="CentOS", os_version="7", valid=T0 + 24 * HOUR)
     put("staff", staff, UBUNTU, T0 + 4 * HOUR, deprecated="Superseded by 24.04.1", title="Ubuntu 24.04 LTS")

@@ -160,9 +160,7 @@ def test_entry_claiming_an_email_not_on_the_key_is_refused(owner, registered, ke
 def test_entry_whose_issuer_names_another_key_is_refused(owner, staff, registered, keyring, api_as):
     registered(owner, "owner")
     registered(staff, "staff")
-    raw = keyring["owner"].sign_endorsed(
-        unsigned_entry(), issuer=f"OpenPGP:{keyring['staff'].fingerprint}", created=T0
-    )
+    raw = keyring["owner"].sign_endorsed(unsigned_entry(), issuer=f"OpenPGP:{keyring['staff'].fingerprint}", created=T0)
     body = refused(api_as(owner), raw)
     assert body["code"] == "issuer-mismatch"
     assert keyring["staff"].fingerprint in body["detail"]
