@@ -27,13 +27,6 @@ from tests.marketplace.keys import (  # noqa: F401 - fixtures shared by every ma
 CREATOR_EMAIL = "creator@example.org"
 ENDORSER_EMAIL = "security@example.org"
 UNTRUSTED_EMAIL = "mallory@example.org"
-from tests.marketplace.keys import (  # noqa: F401 - fixtures of the format/signature tests, shared
-    creator_key,
-    endorser_key,
-    pgp_keys,
-    signed_entry,
-    untrusted_key,
-)
 
 T0 = dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.UTC)  # the keys are born in 2020: entries may be dated from then
 
@@ -55,7 +48,7 @@ def outsider(db):
 
 
 @pytest.fixture(scope="session")
-def keyring(pgp_keys: PgpKeys) -> dict[str, PgpKey]:
+def keyring(pgp_keys: PgpKeys) -> dict[str, PgpKey]:  # noqa: F811 - the fixture imported above
     """Each user's key by role: the owner creates images, staff is the site's security officer, and the
     outsider's key is never registered."""
     return {"owner": pgp_keys.creator, "staff": pgp_keys.endorser, "outsider": pgp_keys.untrusted}
