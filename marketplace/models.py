@@ -85,6 +85,10 @@ class Image(models.Model):
         return self.identifier
 
 
+# What an entry's status depends on (besides the key's revocation): carried in the search indexes.
+STATUS_COLUMNS = ["deprecated", "valid_until", "key", "has_location"]
+
+
 class Entry(models.Model):
     """One signed metadata document, immutable, keyed by (identifier, endorser e-mail, endorsement created)."""
 
@@ -137,17 +141,37 @@ class Entry(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["image", "endorser", "created"], name="mp_entry_key"),
             models.UniqueConstraint(
-                fields=["image", "endorser"], condition=Q(is_latest=True), name="mp_entry_one_latest"
+                fields=["image", "endorser"],
+                condition=Q(is_latest=True),
+                include=STATUS_COLUMNS,
+                name="mp_entry_one_latest",
             ),
         ]
+        # The search filters, over latest entries only (what the image search looks at). On PostgreSQL
+        # each carries the status columns, so that filtering by status needs no visit to the wide rows.
         indexes = [
             # One endorser's history, newest first.
             models.Index(fields=["endorser", "-created"], name="mp_entry_history"),
-            # The search filters, over latest entries only (what the image search looks at).
-            models.Index(Lower("os"), Lower("os_version"), name="mp_latest_os", condition=Q(is_latest=True)),
-            models.Index(Lower("arch"), "kind", name="mp_latest_arch_kind", condition=Q(is_latest=True)),
-            models.Index("kind", name="mp_latest_kind", condition=Q(is_latest=True)),
-            models.Index("endorser", "image", name="mp_latest_endorser", condition=Q(is_latest=True)),
+            models.Index(
+                Lower("os"),
+                Lower("os_version"),
+                name="mp_latest_os",
+                condition=Q(is_latest=True),
+                include=["image", *STATUS_COLUMNS],
+            ),
+            models.Index(
+                Lower("arch"),
+                "kind",
+                name="mp_latest_arch_kind",
+                condition=Q(is_latest=True),
+                include=["image", *STATUS_COLUMNS],
+            ),
+            models.Index(
+                "kind", name="mp_latest_kind", condition=Q(is_latest=True), include=["image", *STATUS_COLUMNS]
+            ),
+            models.Index(
+                "endorser", "image", name="mp_latest_endorser", condition=Q(is_latest=True), include=STATUS_COLUMNS
+            ),
             models.Index("valid_until", name="mp_latest_valid_until", condition=Q(is_latest=True)),
             models.Index("key", name="mp_latest_key", condition=Q(is_latest=True)),
         ]
