@@ -209,3 +209,30 @@ def test_anonymous_upload_is_refused_with_401(api, entry_for):
     response = upload(api, entry_for("owner"))
     assert response.status_code == 401
     assert not Entry.objects.exists()
+
+
+def test_entries_signed_with_the_site_key_count_without_an_account(owner, keyring, entry_for, api_as, settings):
+    from marketplace import signing
+
+    settings.MARKETPLACE_SITE_KEY_FINGERPRINT = keyring["owner"].fingerprint
+    signing.key_trust(keyring["owner"].armored)
+    response = upload(api_as(owner), entry_for("owner"))
+    assert response.status_code == 201, response.json()
+    entry = Entry.objects.get()
+    assert entry.key is None and entry.fingerprint == keyring["owner"].fingerprint
+    assert response.json()["status"] == "valid"
+
+
+def test_admin_lists_marketplace_rows_read_only(client, staff, owner, registered, entry_for):
+    from marketplace import services
+
+    registered(owner, "owner")
+    services.entry_upload(raw=entry_for("owner"), uploader=owner)
+    staff.is_superuser = True
+    staff.save()
+    client.force_login(staff)
+    for model in ("pgpkey", "endorser", "image", "entry"):
+        assert client.get(f"/admin/marketplace/{model}/").status_code == 200
+    entry = Entry.objects.get()
+    assert client.get(f"/admin/marketplace/entry/{entry.pk}/change/").status_code == 200
+    assert client.post(f"/admin/marketplace/entry/{entry.pk}/delete/").status_code == 403
