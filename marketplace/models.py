@@ -1,1 +1,185 @@
+"""Marketplace data: registered OpenPGP keys, endorsers, images and their immutable signed entries.
+
+Entries are never changed or deleted (DESIGN §2.3). What listings filter on is copied out of the XML
+into indexed columns at upload; the original signed bytes are kept in ``raw`` and served back as they
+came. Each (image, endorser) timeline has exactly one entry flagged ``is_latest``; the flag is moved
+by ``services.entry_upload`` under the endorser's row lock, and a partial unique constraint backs it.
+"""
+
 from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Lower
+
+
+class PgpKey(models.Model):
+    """An OpenPGP public key registered to an account, trusted for verifying that account's entries."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="pgp_keys")
+    fingerprint = models.CharField(max_length=40, unique=True)
+    uids = models.JSONField(default=list)
+    emails = models.JSONField(default=list)
+    armored = models.TextField()
+    created = models.DateTimeField(help_text="When the key itself was made (from the key).")
+    expires = models.DateTimeField(null=True, blank=True)
+    registered = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-registered", "-id"]
+        verbose_name = "OpenPGP key"
+
+    def __str__(self) -> str:
+        return self.fingerprint
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class Endorser(models.Model):
+    """Everyone who has signed at least one entry, by e-mail. Its row is the lock of its timelines."""
+
+    email = models.CharField(max_length=254, unique=True)
+    subject = models.CharField(max_length=500, blank=True, help_text="The user ID of the newest entry.")
+    first_endorsed = models.DateTimeField()
+    last_endorsed = models.DateTimeField(db_index=True)
+    entry_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["email"]
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class Image(models.Model):
+    """One image, named by its identifier (DESIGN §2.1). The descriptive columns are copied from the
+    newest entry any endorser uploaded, for display and ordering; filters look at the latest entries."""
+
+    identifier = models.CharField(max_length=27, unique=True)
+    sha1 = models.CharField(max_length=40)
+    bytes = models.BigIntegerField(db_index=True)
+    title = models.CharField(max_length=500, blank=True)
+    description = models.TextField(blank=True)
+    os = models.CharField(max_length=200, blank=True)
+    os_version = models.CharField(max_length=200, blank=True)
+    arch = models.CharField(max_length=50, blank=True)
+    kind = models.CharField(max_length=20, blank=True)
+    format = models.CharField(max_length=50, blank=True)
+    first_endorsed = models.DateTimeField()
+    updated = models.DateTimeField(db_index=True, help_text="Created time of the newest entry.")
+
+    class Meta:
+        ordering = ["-updated", "-id"]
+        indexes = [models.Index(fields=["title", "id"], name="mp_image_title")]
+
+    def __str__(self) -> str:
+        return self.identifier
+
+
+# What an entry's status depends on (besides the key's revocation): carried in the search indexes.
+STATUS_COLUMNS = ["deprecated", "valid_until", "key", "has_location"]
+
+
+class Entry(models.Model):
+    """One signed metadata document, immutable, keyed by (identifier, endorser e-mail, endorsement created)."""
+
+    class Status(models.TextChoices):
+        VALID = "valid"
+        EXPIRED = "expired"
+        DEPRECATED = "deprecated"
+        REVOKED = "revoked"
+
+    image = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="entries")
+    endorser = models.ForeignKey(Endorser, on_delete=models.PROTECT, related_name="entries")
+    created = models.DateTimeField(help_text="dcterms:created of the endorsement (UTC).")
+    subject = models.CharField(max_length=500)
+    issuer = models.CharField(max_length=100)
+    fingerprint = models.CharField(max_length=40, db_index=True)
+    # Null for entries signed with the site key, which is not registered to an account.
+    key = models.ForeignKey(PgpKey, null=True, blank=True, on_delete=models.PROTECT, related_name="entries")
+    raw = models.BinaryField(help_text="The signed document exactly as uploaded.")
+    uploaded = models.DateTimeField(auto_now_add=True)
+    uploader = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    is_latest = models.BooleanField(default=False)
+
+    # Copied from the document for filtering and listing.
+    valid_until = models.DateTimeField(null=True, blank=True, help_text="dcterms:valid: expiry.")
+    deprecated = models.BooleanField(default=False)
+    deprecated_reason = models.TextField(blank=True)
+    title = models.CharField(max_length=500, blank=True)
+    description = models.TextField(blank=True)
+    search_text = models.TextField(blank=True, help_text="Lower-case title and description, for q.")
+    type = models.CharField(max_length=100)
+    os = models.CharField(max_length=200, blank=True)
+    os_version = models.CharField(max_length=200, blank=True)
+    arch = models.CharField(max_length=50, blank=True)
+    kind = models.CharField(max_length=20, blank=True)
+    format = models.CharField(max_length=50, blank=True)
+    compression = models.CharField(max_length=10, blank=True)
+    has_location = models.BooleanField(default=False)
+    locations = models.JSONField(default=list)
+    bytes = models.BigIntegerField()
+    sha1 = models.CharField(max_length=40, db_index=True)
+    sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    # Everything else the document says (checksums, creator, version, ports, …), for the detail view.
+    details = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        verbose_name_plural = "entries"
+        constraints = [
+            models.UniqueConstraint(fields=["image", "endorser", "created"], name="mp_entry_key"),
+            models.UniqueConstraint(
+                fields=["image", "endorser"],
+                condition=Q(is_latest=True),
+                include=STATUS_COLUMNS,
+                name="mp_entry_one_latest",
+            ),
+        ]
+        # The search filters, over latest entries only (what the image search looks at). On PostgreSQL
+        # each carries the status columns, so that filtering by status needs no visit to the wide rows.
+        indexes = [
+            # One endorser's history, newest first.
+            models.Index(fields=["endorser", "-created"], name="mp_entry_history"),
+            models.Index(
+                Lower("os"),
+                Lower("os_version"),
+                name="mp_latest_os",
+                condition=Q(is_latest=True),
+                include=["image", *STATUS_COLUMNS],
+            ),
+            models.Index(
+                Lower("arch"),
+                "kind",
+                name="mp_latest_arch_kind",
+                condition=Q(is_latest=True),
+                include=["image", *STATUS_COLUMNS],
+            ),
+            models.Index(
+                "kind", name="mp_latest_kind", condition=Q(is_latest=True), include=["image", *STATUS_COLUMNS]
+            ),
+            models.Index(
+                "endorser", "image", name="mp_latest_endorser", condition=Q(is_latest=True), include=STATUS_COLUMNS
+            ),
+            models.Index("valid_until", name="mp_latest_valid_until", condition=Q(is_latest=True)),
+            models.Index("key", name="mp_latest_key", condition=Q(is_latest=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.image.identifier} by {self.endorser.email} at {self.created_text}"
+
+    @property
+    def created_text(self) -> str:
+        """``created`` as DESIGN §2.1 writes dates, and as entry URLs carry it."""
+        return self.created.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

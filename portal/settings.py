@@ -327,6 +327,14 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
 # libvirt: the URI of the simulated host that seed_demo registers.
 LIBVIRT_DEFAULT_URI = env_str("LIBVIRT_DEFAULT_URI", "test:///default")
 
+# Marketplace (format and signatures, DESIGN.md §2.1-2.3): the largest entry document accepted, and the
+# trusted OpenPGP keyring (a private GNUPGHOME, mode 700, created on demand) that verifies entries.
+MARKETPLACE_MAX_ENTRY_BYTES = env_int("MARKETPLACE_MAX_ENTRY_BYTES", 1024 * 1024, minimum=1024)
+MARKETPLACE_GNUPG_HOME = env_path("MARKETPLACE_GNUPG_HOME", VAR_DIR / "gnupg")
+# Marketplace (entries): the fingerprint of the site's own key, whose entries count without an account's
+# registration (DESIGN.md §2.2); empty until the site key is made.
+MARKETPLACE_SITE_KEY_FINGERPRINT = env_str("MARKETPLACE_SITE_KEY_FINGERPRINT", "").strip().upper()
+
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes unauthenticated calls answer 401, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -1,0 +1,53 @@
+"""Django admin for the Marketplace: read-mostly, since entries are immutable and keys change through services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from marketplace.models import Endorser, Entry, Image, PgpKey
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows here change only through the services (which verify signatures and write the audit log)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(PgpKey)
+class PgpKeyAdmin(ReadOnlyAdmin):
+    list_display = ["fingerprint", "owner", "created", "expires", "registered", "revoked_at"]
+    list_select_related = ["owner"]
+    search_fields = ["fingerprint", "owner__username", "emails"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+
+
+@admin.register(Endorser)
+class EndorserAdmin(ReadOnlyAdmin):
+    list_display = ["email", "subject", "entry_count", "first_endorsed", "last_endorsed"]
+    search_fields = ["email", "subject"]
+
+
+@admin.register(Image)
+class ImageAdmin(ReadOnlyAdmin):
+    list_display = ["identifier", "title", "os", "os_version", "arch", "kind", "updated"]
+    search_fields = ["identifier", "title", "sha1"]
+    list_filter = ["kind", "arch"]
+
+
+@admin.register(Entry)
+class EntryAdmin(ReadOnlyAdmin):
+    list_display = ["image", "endorser", "created", "is_latest", "deprecated", "valid_until", "fingerprint"]
+    list_select_related = ["image", "endorser"]
+    search_fields = ["image__identifier", "endorser__email", "fingerprint", "title"]
+    list_filter = ["is_latest", "deprecated", "kind"]
+    exclude = ["raw", "search_text"]

@@ -1,0 +1,233 @@
+"""Marketplace reads. Anyone may read entries, images and endorsers; keys are seen by their owner and staff."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce, Lower
+from django.utils import timezone
+
+from core.errors import NotFound
+from marketplace.models import Endorser, Entry, Image, PgpKey
+
+STATUSES = ("valid", "expired", "deprecated", "revoked", "all")
+LOCATIONS = ("web", "none", "all")
+ORDERINGS = {
+    "updated": ("updated", "id"),
+    "-updated": ("-updated", "-id"),
+    "title": ("title", "id"),
+    "-title": ("-title", "-id"),
+    "identifier": ("identifier",),
+    "-identifier": ("-identifier",),
+    "bytes": ("bytes", "id"),
+    "-bytes": ("-bytes", "-id"),
+}
+DEFAULT_ORDERING = "-updated"
+_FINGERPRINT = re.compile(r"^[0-9A-Fa-f]{40}$")
+# Columns a listing never needs: the signed bytes and the long tail of the document.
+_HEAVY = ("raw", "details", "search_text", "description")
+
+
+# --- Status (DESIGN §2.3) ---------------------------------------------------------------------------
+
+
+def entry_status(entry: Entry, *, now: dt.datetime | None = None) -> str:
+    """``valid``, ``expired``, ``deprecated``, or ``revoked`` once the signing key is revoked (which
+    marks the entry and stops it counting, whatever it says)."""
+    now = now or timezone.now()
+    key = entry.key
+    if key is not None and key.revoked_at is not None and key.revoked_at <= now:
+        return Entry.Status.REVOKED
+    if entry.deprecated:
+        return Entry.Status.DEPRECATED
+    if entry.valid_until is not None and entry.valid_until <= now:
+        return Entry.Status.EXPIRED
+    return Entry.Status.VALID
+
+
+def status_q(status: str, *, now: dt.datetime) -> Q:
+    """The entries of one status, by the same rules as ``entry_status``, in SQL."""
+    revoked = Q(key__revoked_at__lte=now)
+    not_revoked = Q(key__isnull=True) | Q(key__revoked_at__isnull=True) | Q(key__revoked_at__gt=now)
+    if status == Entry.Status.REVOKED:
+        return revoked
+    if status == Entry.Status.DEPRECATED:
+        return not_revoked & Q(deprecated=True)
+    if status == Entry.Status.EXPIRED:
+        return not_revoked & Q(deprecated=False, valid_until__lte=now)
+    if status == Entry.Status.VALID:
+        return not_revoked & Q(deprecated=False) & (Q(valid_until__isnull=True) | Q(valid_until__gt=now))
+    raise ValueError(f"unknown status {status!r}")
+
+
+def _latest_entries() -> QuerySet[Entry]:
+    return Entry.objects.filter(is_latest=True).select_related("endorser", "key").defer(*_HEAVY)
+
+
+def _with_latest_entries(images: QuerySet[Image]) -> QuerySet[Image]:
+    """Prefetch each image's latest entries (one per endorser) into ``latest_entries``."""
+    return images.prefetch_related(
+        Prefetch("entries", queryset=_latest_entries().order_by("endorser__email"), to_attr="latest_entries")
+    )
+
+
+# --- Keys --------------------------------------------------------------------------------------------
+
+
+def pgp_key_list(*, actor: Any) -> QuerySet[PgpKey]:
+    """The actor's own keys, newest first."""
+    if not getattr(actor, "is_authenticated", False):
+        return PgpKey.objects.none()
+    return PgpKey.objects.filter(owner=actor).order_by("-registered", "-id")
+
+
+def pgp_key_get(*, actor: Any, fingerprint: str) -> PgpKey:
+    """One key the actor may manage (their own; staff: any). Missing and forbidden look the same."""
+    if getattr(actor, "is_authenticated", False):
+        keys = PgpKey.objects.all() if actor.is_staff else PgpKey.objects.filter(owner=actor)
+        key = keys.select_related("owner").filter(fingerprint=fingerprint.strip().upper()).first()
+        if key is not None:
+            return key
+    raise NotFound(f"No OpenPGP key {fingerprint}.")
+
+
+# --- Images --------------------------------------------------------------------------------------------
+
+
+def image_list() -> QuerySet[Image]:
+    """Every image, the base that ``image_search`` narrows."""
+    return Image.objects.all()
+
+
+def image_search(
+    *,
+    images: QuerySet[Image] | None = None,
+    q: str = "",
+    os: str = "",
+    os_version: str = "",
+    arch: str = "",
+    kind: str = "",
+    endorser: str = "",
+    status: str = "valid",
+    location: str = "all",
+    ordering: str = DEFAULT_ORDERING,
+    now: dt.datetime | None = None,
+) -> QuerySet[Image]:
+    """Images with at least one latest entry (one endorser's current word) matching every filter.
+
+    ``os``, ``os_version`` and ``arch`` match whole values, ignoring case; ``q`` looks for a phrase in
+    titles and descriptions; ``endorser`` is an e-mail or a key fingerprint; ``status`` (default
+    ``valid``) is that entry's status now."""
+    now = now or timezone.now()
+    entries = Entry.objects.filter(is_latest=True)
+    if q.strip():
+        entries = entries.filter(search_text__contains=q.strip().lower())
+    if os:
+        entries = entries.alias(os_l=Lower("os")).filter(os_l=os.strip().lower())
+    if os_version:
+        entries = entries.alias(os_version_l=Lower("os_version")).filter(os_version_l=os_version.strip().lower())
+    if arch:
+        entries = entries.alias(arch_l=Lower("arch")).filter(arch_l=arch.strip().lower())
+    if kind:
+        entries = entries.filter(kind=kind.strip().lower())
+    if endorser:
+        value = endorser.strip()
+        if _FINGERPRINT.match(value):
+            entries = entries.filter(fingerprint=value.upper())
+        else:
+            entries = entries.filter(endorser__email=value.lower())
+    if status != "all":
+        entries = entries.filter(status_q(status, now=now))
+    if location == "web":
+        entries = entries.filter(has_location=True)
+    elif location == "none":
+        entries = entries.filter(has_location=False)
+    base = images if images is not None else Image.objects.all()
+    found = base.filter(Exists(entries.filter(image=OuterRef("pk"))))
+    return _with_latest_entries(found.order_by(*ORDERINGS.get(ordering, ORDERINGS[DEFAULT_ORDERING])))
+
+
+def image_get(*, identifier: str) -> Image:
+    """One image with every endorser's latest entry (``latest_entries``)."""
+    image = _with_latest_entries(Image.objects.filter(identifier=identifier)).first()
+    if image is None:
+        raise NotFound(f"No image {identifier} in the Marketplace.")
+    return image
+
+
+def current_endorsements(image: Image, *, now: dt.datetime | None = None) -> list[Entry]:
+    """The image's valid latest entries whose key is not revoked (from ``image_get``/``image_search``)."""
+    now = now or timezone.now()
+    return [e for e in image.latest_entries if entry_status(e, now=now) == Entry.Status.VALID]  # type: ignore[attr-defined]
+
+
+# --- Entries ----------------------------------------------------------------------------------------------
+
+
+def entry_get(*, identifier: str, email: str, created: dt.datetime) -> Entry:
+    """One entry by its key (identifier, endorser e-mail, created)."""
+    entry = (
+        Entry.objects.select_related("image", "endorser", "key")
+        .filter(image__identifier=identifier, endorser__email=email.lower(), created=created)
+        .first()
+    )
+    if entry is None:
+        raise NotFound(f"No entry for {identifier} by {email} created {created:%Y-%m-%dT%H:%M:%SZ}.")
+    return entry
+
+
+def entry_timeline(*, entry: Entry) -> QuerySet[Entry]:
+    """Every entry of the same (image, endorser), newest first."""
+    return (
+        Entry.objects.filter(image_id=entry.image_id, endorser_id=entry.endorser_id)
+        .select_related("image", "endorser", "key")
+        .defer(*_HEAVY)
+        .order_by("-created")
+    )
+
+
+# --- Endorsers ------------------------------------------------------------------------------------------
+
+
+def _count_latest(condition: Q) -> Coalesce:
+    """A per-endorser count of latest entries under ``condition``, as a correlated subquery, so that it is
+    computed for the rows of one page only (through the ``mp_latest_endorser`` index)."""
+    counted = (
+        Entry.objects.filter(condition, endorser=OuterRef("pk"), is_latest=True)
+        .order_by()
+        .values("endorser")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
+
+
+def endorser_list(*, q: str = "", now: dt.datetime | None = None) -> QuerySet[Endorser]:
+    """Endorsers by e-mail, with ``image_count`` (images they endorse or did) and ``current_count``
+    (their current endorsements)."""
+    now = now or timezone.now()
+    endorsers = Endorser.objects.all()
+    if q.strip():
+        value = q.strip().lower()
+        endorsers = endorsers.filter(Q(email__contains=value) | Q(subject__icontains=value))
+    return endorsers.annotate(
+        image_count=_count_latest(Q()), current_count=_count_latest(status_q("valid", now=now))
+    ).order_by("email")
+
+
+def endorser_get(*, email: str) -> Endorser:
+    endorser = endorser_list().filter(email=email.strip().lower()).first()
+    if endorser is None:
+        raise NotFound(f"No endorser {email} in the Marketplace.")
+    return endorser
+
+
+def endorser_history(*, endorser: Endorser, identifier: str = "") -> QuerySet[Entry]:
+    """Every entry the endorser signed, newest first; ``identifier`` narrows it to one image."""
+    entries = Entry.objects.filter(endorser=endorser)
+    if identifier:
+        entries = entries.filter(image__identifier=identifier)
+    return entries.select_related("image", "endorser", "key").defer(*_HEAVY).order_by("-created", "-id")
