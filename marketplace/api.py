@@ -26,6 +26,7 @@ from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
 from core.errors import NotFound
+from core.idempotency import idempotent
 from marketplace import selectors, services
 from marketplace.models import Endorser, Entry, Image, PgpKey
 
@@ -303,6 +304,7 @@ class EntryUploadApi(APIView):
             409: OpenApiResponse(ERROR, description="Not newer than the endorser's latest entry for the image."),
         },
     )
+    @idempotent
     def post(self, request: Request) -> Response:
         entry = services.entry_upload(raw=_body(request), uploader=request.user)
         body = EntryDetailSerializer(entry, context={"request": request}).data
@@ -536,6 +538,7 @@ class PgpKeyListApi(generics.ListAPIView):
         request=InputSerializer,
         responses={201: PgpKeySerializer, 400: ERROR, 409: ERROR},
     )
+    @idempotent
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

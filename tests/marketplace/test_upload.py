@@ -53,6 +53,20 @@ def test_rdf_xml_content_type_is_accepted_too(owner, registered, entry_for, api_
     assert upload(api_as(owner), entry_for("owner"), "application/rdf+xml").status_code == 201
 
 
+def test_a_retried_upload_with_the_same_idempotency_key_gets_the_first_answer(owner, registered, entry_for, api_as):
+    registered(owner, "owner")
+    client = api_as(owner)
+    raw = entry_for("owner")
+    first = client.post(ENTRIES, data=raw, content_type="application/xml", HTTP_IDEMPOTENCY_KEY="upload-1")
+    again = client.post(ENTRIES, data=raw, content_type="application/xml", HTTP_IDEMPOTENCY_KEY="upload-1")
+    assert first.status_code == again.status_code == 201
+    assert again["Location"] == first["Location"]
+    assert again["Idempotent-Replayed"] == "true"
+    # Without the key the same retry is, correctly, a timeline conflict.
+    assert upload(client, raw).status_code == 409
+    assert Entry.objects.count() == 1
+
+
 def test_other_content_types_are_refused_with_415(owner, registered, entry_for, api_as):
     registered(owner, "owner")
     assert upload(api_as(owner), entry_for("owner"), "text/plain").status_code == 415
