@@ -1,4 +1,4 @@
-"""Site policy: which images may run here, decided rule by rule with reasons (DESIGN §2.4).
+"""Site policy rules and their engine: which images may run here, decided rule by rule with reasons (DESIGN §2.4).
 
 The rules are a plain value (:class:`PolicyRules`, JSON names of DESIGN §2.4) evaluated against plain
 facts about one image (:class:`ImageFacts`) by :func:`evaluate_rules`, a pure function. Endorser and
