@@ -276,6 +276,8 @@ def key_generate(*, gnupghome: Path, name: str, email: str, passphrase: str) -> 
 
 def key_unlocks(*, gnupghome: Path, fingerprint: str, passphrase: str) -> bool:
     """Whether ``passphrase`` unlocks the secret key ``fingerprint`` (by signing a few throw-away bytes)."""
+    if not passphrase or "\n" in passphrase or "\r" in passphrase:  # gpg reads the passphrase up to a newline
+        return False
     result = _gpg(Path(gnupghome)).sign(
         b"altostratus passphrase check", keyid=fingerprint, passphrase=passphrase, detach=True, clearsign=False
     )
