@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.conf import settings
 
@@ -51,7 +53,10 @@ class PolicyForm(forms.Form):
         help_text="What happens when a rule fails.",
     )
     min_endorsements = forms.IntegerField(
-        label="Minimum current endorsements", min_value=0, initial=1, help_text="Expired, deprecated and revoked never count."
+        label="Minimum current endorsements",
+        min_value=0,
+        initial=1,
+        help_text="Expired, deprecated and revoked never count.",
     )
     required_k = forms.IntegerField(label="Required endorsers: k", min_value=1, required=False)
     required_of = _list_field(
@@ -68,7 +73,9 @@ class PolicyForm(forms.Form):
     os = forms.CharField(label="Operating systems", required=False, help_text="Comma-separated; empty = any.")
     arch = forms.CharField(label="Architectures", required=False, help_text="Comma-separated; empty = any.")
     formats = forms.CharField(label="Formats", required=False, help_text="raw, qcow2; empty = any.")
-    max_bytes = forms.IntegerField(label="Largest image (bytes)", min_value=1, required=False, help_text="Empty = any size.")
+    max_bytes = forms.IntegerField(
+        label="Largest image (bytes)", min_value=1, required=False, help_text="Empty = any size."
+    )
     require_location = forms.BooleanField(label="Require a download location", required=False)
     note = forms.CharField(label="Note", required=False, max_length=2000, help_text="Why; kept in the policy history.")
 
@@ -106,7 +113,9 @@ class PolicyForm(forms.Form):
 
     def add_rule_errors(self, errors: dict[str, str]) -> None:
         for name, message in errors.items():
-            self.add_error("required_of" if name == "required_endorsers" else name if name in self.fields else None, message)
+            self.add_error(
+                "required_of" if name == "required_endorsers" else name if name in self.fields else None, message
+            )
 
 
 class PolicyCfgForm(forms.Form):
@@ -127,6 +136,12 @@ class PolicyCfgForm(forms.Form):
 
 
 class SiteEndorseForm(forms.Form):
+    """Both site forms sit on the review page: their own ids keep each label on its own field."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", "endorse_%s")
+        super().__init__(*args, **kwargs)
+
     valid_until = forms.DateTimeField(
         label="Valid until (UTC)",
         required=False,
@@ -136,6 +151,13 @@ class SiteEndorseForm(forms.Form):
 
 
 class SiteDeprecateForm(forms.Form):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", "deprecate_%s")
+        super().__init__(*args, **kwargs)
+
     reason = forms.CharField(
-        label="Reason", max_length=2000, widget=forms.Textarea(attrs={"rows": 2}), help_text="Written into the signed entry."
+        label="Reason",
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Written into the signed entry.",
     )

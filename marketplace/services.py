@@ -394,7 +394,12 @@ def site_key_ensure(*, actor: Any) -> tuple[SiteKey, bool]:
             )
             if created:
                 audit.record(
-                    actor, "marketplace.site_key.created", key, fingerprint=key.fingerprint, uid=uid, generated=generated
+                    actor,
+                    "marketplace.site_key.created",
+                    key,
+                    fingerprint=key.fingerprint,
+                    uid=uid,
+                    generated=generated,
                 )
     except IntegrityError:  # recorded by a concurrent run
         return SiteKey.objects.get(fingerprint=info.fingerprint), False
@@ -417,9 +422,7 @@ def _site_entry(
         raise ApplicationError(
             f"valid_until {metadata.format_date(valid_until)} is not in the future.", code="valid-until-past"
         )
-    site_latest = (
-        Entry.objects.filter(image=image, endorser__email=key.email, is_latest=True).only("created").first()
-    )
+    site_latest = Entry.objects.filter(image=image, endorser__email=key.email, is_latest=True).only("created").first()
     if site_latest is not None and now <= site_latest.created:
         now = site_latest.created + dt.timedelta(seconds=1)  # two clicks within a second: keep the timeline moving
     source = metadata.parse(bytes(selectors.image_newest_entry(image=image).raw))
@@ -458,16 +461,19 @@ def image_site_deprecate(*, actor: Any, image: Image, reason: str) -> Entry:
     if not reason:
         raise ApplicationError("A reason is required to deprecate the site's endorsement.", code="reason-required")
     key = selectors.site_key_get()
-    site_latest = (
-        Entry.objects.filter(image=image, endorser__email=key.email, is_latest=True).first() if key else None
-    )
+    site_latest = Entry.objects.filter(image=image, endorser__email=key.email, is_latest=True).first() if key else None
     if site_latest is None or site_latest.deprecated:
         raise Conflict(
             f"The site does not endorse {image.identifier}: there is no site endorsement to deprecate.",
             code="site-not-endorsing",
         )
     return _site_entry(
-        actor=actor, image=image, deprecated=reason, valid_until=None, action="marketplace.site.deprecated", reason=reason
+        actor=actor,
+        image=image,
+        deprecated=reason,
+        valid_until=None,
+        action="marketplace.site.deprecated",
+        reason=reason,
     )
 
 

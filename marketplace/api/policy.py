@@ -200,7 +200,9 @@ class AdminImageEndorseApi(APIView):
         valid_until = serializers.DateTimeField(
             required=False, allow_null=True, help_text="Expiry of the site's endorsement; none by default."
         )
-        reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, help_text="For the audit log.")
+        reason = serializers.CharField(
+            required=False, allow_blank=True, max_length=2000, help_text="For the audit log."
+        )
 
     @extend_schema(
         operation_id="admin_images_endorse",

@@ -6,48 +6,60 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('marketplace', '0001_initial'),
+        ("marketplace", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='SiteKey',
+            name="SiteKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('fingerprint', models.CharField(max_length=40, unique=True)),
-                ('uid', models.CharField(max_length=500)),
-                ('email', models.CharField(max_length=254)),
-                ('armored', models.TextField(help_text='The public key, for other sites to trust.')),
-                ('created', models.DateTimeField(help_text='When the key itself was made (from the key).')),
-                ('registered', models.DateTimeField(auto_now_add=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("fingerprint", models.CharField(max_length=40, unique=True)),
+                ("uid", models.CharField(max_length=500)),
+                ("email", models.CharField(max_length=254)),
+                ("armored", models.TextField(help_text="The public key, for other sites to trust.")),
+                ("created", models.DateTimeField(help_text="When the key itself was made (from the key).")),
+                ("registered", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'verbose_name': 'site key',
-                'ordering': ['-registered', '-id'],
+                "verbose_name": "site key",
+                "ordering": ["-registered", "-id"],
             },
         ),
         migrations.AddField(
-            model_name='entry',
-            name='notified_expiry',
+            model_name="entry",
+            name="notified_expiry",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.CreateModel(
-            name='SitePolicy',
+            name="SitePolicy",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('rules', models.JSONField(help_text='The rules, by the JSON names of DESIGN §2.4.')),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('note', models.TextField(blank=True)),
-                ('is_active', models.BooleanField(default=False)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("rules", models.JSONField(help_text="The rules, by the JSON names of DESIGN §2.4.")),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                ("note", models.TextField(blank=True)),
+                ("is_active", models.BooleanField(default=False)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'site policies',
-                'ordering': ['-created', '-id'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('is_active', True)), fields=('is_active',), name='mp_one_active_policy')],
+                "verbose_name_plural": "site policies",
+                "ordering": ["-created", "-id"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("is_active", True)), fields=("is_active",), name="mp_one_active_policy"
+                    )
+                ],
             },
         ),
     ]

@@ -25,9 +25,7 @@ def images(owner, registered, entry_for):
     registered(owner, "owner")
     services.entry_upload(raw=entry_for("owner"), uploader=owner)
     services.entry_upload(
-        raw=entry_for(
-            "owner", image=OTHER_IMAGE, title="Debian 12", os="Debian", format="raw", locations=(), at=T0
-        ),
+        raw=entry_for("owner", image=OTHER_IMAGE, title="Debian 12", os="Debian", format="raw", locations=(), at=T0),
         uploader=owner,
     )
 
@@ -184,7 +182,9 @@ def test_endorse_with_an_idempotency_key_makes_one_entry(api_as, staff, images, 
 
 def test_endorse_a_missing_image_is_404_and_without_a_site_key_409(api_as, staff, images, site_settings):
     client = api_as(staff)
-    assert client.post("/api/v1/admin/images/AAAAAAAAAAAAAAAAAAAAAAAAAAA/endorse/", {}, format="json").status_code == 404
+    assert (
+        client.post("/api/v1/admin/images/AAAAAAAAAAAAAAAAAAAAAAAAAAA/endorse/", {}, format="json").status_code == 404
+    )
     response = client.post(f"/api/v1/admin/images/{IMAGE.identifier}/endorse/", {}, format="json")
     assert response.status_code == 409 and response.json()["code"] == "site-key-missing"
 

@@ -46,7 +46,9 @@ def test_create_site_key_makes_a_protected_key_trusts_it_and_prints_it(fresh_sit
     assert stat.S_IMODE(fresh_site.MARKETPLACE_SITE_GNUPG_HOME.stat().st_mode) == 0o700
     # The secret half needs the passphrase; the public half is in the trusted keyring.
     home = fresh_site.MARKETPLACE_SITE_GNUPG_HOME
-    assert signing.key_unlocks(gnupghome=home, fingerprint=key.fingerprint, passphrase=passphrase_file.read_text().strip())
+    assert signing.key_unlocks(
+        gnupghome=home, fingerprint=key.fingerprint, passphrase=passphrase_file.read_text().strip()
+    )
     assert not signing.key_unlocks(gnupghome=home, fingerprint=key.fingerprint, passphrase="guess")
     assert signing.key_lookup(key.fingerprint) is not None
     assert AuditEntry.objects.filter(action="marketplace.site_key.created").count() == 1
@@ -101,7 +103,9 @@ def test_a_site_key_only_in_the_keyring_is_not_the_site_until_recorded(site_sett
 @pytest.fixture
 def creators_image(owner, registered, entry_for):
     registered(owner, "owner")
-    services.entry_upload(raw=entry_for("owner", alternative="casey-ubuntu", valid=T0 + dt.timedelta(days=9999)), uploader=owner)
+    services.entry_upload(
+        raw=entry_for("owner", alternative="casey-ubuntu", valid=T0 + dt.timedelta(days=9999)), uploader=owner
+    )
     return Image.objects.get(identifier=IMAGE.identifier)
 
 
@@ -151,7 +155,9 @@ def test_site_endorsement_may_expire(creators_image, site_key, staff):
     entry = services.image_site_endorse(actor=staff, image=creators_image, valid_until=until)
     assert entry.valid_until == until
     with pytest.raises(ApplicationError) as past:
-        services.image_site_endorse(actor=staff, image=creators_image, valid_until=timezone.now() - dt.timedelta(days=1))
+        services.image_site_endorse(
+            actor=staff, image=creators_image, valid_until=timezone.now() - dt.timedelta(days=1)
+        )
     assert past.value.code == "valid-until-past"
 
 
