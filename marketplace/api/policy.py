@@ -197,6 +197,9 @@ class AdminImageEndorseApi(APIView):
     permission_classes = [permissions.IsAdminUser]
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "SiteEndorseInput"
+
         valid_until = serializers.DateTimeField(
             required=False, allow_null=True, help_text="Expiry of the site's endorsement; none by default."
         )
@@ -230,6 +233,9 @@ class AdminImageDeprecateApi(APIView):
     permission_classes = [permissions.IsAdminUser]
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "SiteDeprecateInput"
+
         reason = serializers.CharField(max_length=2000, help_text="Why; written into the signed entry.")
 
     @extend_schema(

@@ -248,7 +248,7 @@ def test_admin_lists_marketplace_rows_read_only(client, staff, owner, registered
     staff.is_superuser = True
     staff.save()
     client.force_login(staff)
-    for model in ("pgpkey", "endorser", "image", "entry"):
+    for model in ("pgpkey", "endorser", "image", "entry", "sitekey", "sitepolicy"):
         assert client.get(f"/admin/marketplace/{model}/").status_code == 200
     entry = Entry.objects.get()
     assert client.get(f"/admin/marketplace/entry/{entry.pk}/change/").status_code == 200
