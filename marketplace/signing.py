@@ -115,7 +115,12 @@ def _scratch_home() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="alto-gpg-") as tmp:
         home = Path(tmp)
         home.chmod(0o700)
-        yield home
+        try:
+            yield home
+        finally:
+            # gpg starts an agent for a keyring it imports into; without this it outlives the deleted directory.
+            if any(home.glob("S.gpg-agent*")):
+                shutdown_agent(home)
 
 
 def _uid_email(uid: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,10 +55,15 @@ def keyring(pgp_keys: PgpKeys) -> dict[str, PgpKey]:  # noqa: F811 - the fixture
 
 
 @pytest.fixture(autouse=True)
-def trusted_keyring(settings, tmp_path) -> Path:
-    """Each test trusts only the keys it registers."""
-    settings.MARKETPLACE_GNUPG_HOME = tmp_path / "trusted-gnupg"
-    return settings.MARKETPLACE_GNUPG_HOME
+def trusted_keyring(settings, tmp_path) -> Iterator[Path]:
+    """Each test trusts only the keys it registers (and stops the gpg-agent that importing them started)."""
+    from marketplace import signing
+
+    home = tmp_path / "trusted-gnupg"
+    settings.MARKETPLACE_GNUPG_HOME = home
+    yield home
+    if any(home.glob("S.gpg-agent*")):
+        signing.shutdown_agent(home)
 
 
 @dataclass(frozen=True)

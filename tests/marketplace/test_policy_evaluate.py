@@ -9,7 +9,7 @@ import pytest
 import time_machine
 
 from core.models import AuditEntry
-from marketplace import policy, selectors, services
+from marketplace import policy, selectors, services, signing
 from marketplace.models import Image
 from marketplace.policy import PolicyRules
 from tests.factories import UserFactory
@@ -31,7 +31,8 @@ def bystander_key(tmp_path_factory):
     """A fourth endorser, never named by the policies below."""
     home = tmp_path_factory.mktemp("bystander")
     home.chmod(0o700)
-    return generate_key(home, "Barry Bystander <barry@example.org>")
+    yield generate_key(home, "Barry Bystander <barry@example.org>")
+    signing.shutdown_agent(home)
 
 
 @pytest.fixture
