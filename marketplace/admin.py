@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from marketplace.models import Endorser, Entry, Image, PgpKey
+from marketplace.models import Endorser, Entry, Image, PgpKey, SiteKey, SitePolicy
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -51,3 +51,19 @@ class EntryAdmin(ReadOnlyAdmin):
     search_fields = ["image__identifier", "endorser__email", "fingerprint", "title"]
     list_filter = ["is_latest", "deprecated", "kind"]
     exclude = ["raw", "search_text"]
+
+
+@admin.register(SiteKey)
+class SiteKeyAdmin(ReadOnlyAdmin):
+    """Made by ``manage.py create_site_key``; shown in the console's site key page."""
+
+    list_display = ["fingerprint", "uid", "created", "registered"]
+
+
+@admin.register(SitePolicy)
+class SitePolicyAdmin(ReadOnlyAdmin):
+    """Changed in the console (with its dry run) or through the admin API, never here."""
+
+    list_display = ["id", "is_active", "created", "created_by", "note"]
+    list_select_related = ["created_by"]
+    list_filter = ["is_active"]

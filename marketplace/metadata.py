@@ -903,6 +903,52 @@ def build(
     return _indent_and_serialise(root)
 
 
+def rebuild(
+    source: Metadata,
+    *,
+    endorser_email: str,
+    endorsement_created: datetime,
+    deprecated: str | None = None,
+    valid: datetime | None = None,
+) -> bytes:
+    """An unsigned entry describing the image of ``source`` again, for another endorser.
+
+    Everything about the image is copied (checksums, size, type, title, OS, kind, format, locations, …);
+    what is the endorser's own word is not: their tag (``alternative``), expiry, deprecation and any
+    extension elements. ``valid`` and ``deprecated`` are the new endorser's."""
+    return build(
+        image_bytes=source.bytes,
+        checksums={c.algorithm: c.value for c in source.checksums},
+        type=source.type,
+        endorser_email=endorser_email,
+        title=source.title,
+        description=source.description,
+        creator=source.creator,
+        os=source.os,
+        os_version=source.os_version,
+        os_arch=source.os_arch,
+        kind=source.kind,
+        format=source.format,
+        compression=source.compression,
+        locations=source.locations,
+        valid=valid,
+        deprecated=deprecated,
+        replaces=source.replaces,
+        version=source.version,
+        hypervisor=source.hypervisor,
+        disks_bus=source.disks_bus,
+        publisher=source.publisher,
+        is_replaced_by=source.is_replaced_by,
+        is_version_of=source.is_version_of,
+        serial_number=source.serial_number,
+        inbound_ports=source.inbound_ports,
+        outbound_ports=source.outbound_ports,
+        icmp=source.icmp,
+        created=source.created,
+        endorsement_created=endorsement_created,
+    )
+
+
 def build_for_file(path: str | Path, **fields: Any) -> bytes:
     """:func:`build` with the size and SHA-1 + SHA-256 of the (decompressed) image file at ``path``."""
     size, checksums = file_checksums(path)
@@ -992,6 +1038,7 @@ __all__ = [
     "identifier_from_sha1",
     "parse",
     "parse_date",
+    "rebuild",
     "sha1_from_identifier",
     "signature_element",
     "signed_bytes",

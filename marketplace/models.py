@@ -134,6 +134,8 @@ class Entry(models.Model):
     sha256 = models.CharField(max_length=64, blank=True, db_index=True)
     # Everything else the document says (checksums, creator, version, ports, …), for the detail view.
     details = models.JSONField(default=dict)
+    # Bookkeeping, not part of the signed entry: when its endorser was told that it expires soon.
+    notified_expiry = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created", "-id"]
@@ -183,3 +185,44 @@ class Entry(models.Model):
     def created_text(self) -> str:
         """``created`` as DESIGN §2.1 writes dates, and as entry URLs carry it."""
         return self.created.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class SiteKey(models.Model):
+    """The site's own OpenPGP key (``manage.py create_site_key``): its secret half lives in the site keyring,
+    and entries it signs count as the site's endorsements (``site`` in policies) without an account."""
+
+    fingerprint = models.CharField(max_length=40, unique=True)
+    uid = models.CharField(max_length=500)
+    email = models.CharField(max_length=254)
+    armored = models.TextField(help_text="The public key, for other sites to trust.")
+    created = models.DateTimeField(help_text="When the key itself was made (from the key).")
+    registered = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-registered", "-id"]
+        verbose_name = "site key"
+
+    def __str__(self) -> str:
+        return self.fingerprint
+
+
+class SitePolicy(models.Model):
+    """One version of the site policy (DESIGN §2.4). Changing the policy adds a row; exactly one is active."""
+
+    rules = models.JSONField(help_text="The rules, by the JSON names of DESIGN §2.4.")
+    created = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.TextField(blank=True)
+    is_active = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        verbose_name_plural = "site policies"
+        constraints = [
+            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="mp_one_active_policy")
+        ]
+
+    def __str__(self) -> str:
+        return f"policy #{self.pk}{' (active)' if self.is_active else ''}"

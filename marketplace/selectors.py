@@ -11,7 +11,7 @@ from django.db.models.functions import Coalesce, Lower
 from django.utils import timezone
 
 from core.errors import NotFound
-from marketplace.models import Endorser, Entry, Image, PgpKey
+from marketplace.models import Endorser, Entry, Image, PgpKey, SiteKey, SitePolicy
 
 STATUSES = ("valid", "expired", "deprecated", "revoked", "all")
 LOCATIONS = ("web", "none", "all")
@@ -38,9 +38,19 @@ def entry_status(entry: Entry, *, now: dt.datetime | None = None) -> str:
     """``valid``, ``expired``, ``deprecated``, or ``revoked`` once the signing key is revoked (which
     marks the entry and stops it counting, whatever it says)."""
     now = now or timezone.now()
-    key = entry.key
-    if key is not None and key.revoked_at is not None and key.revoked_at <= now:
+    if key_revoked(entry, now=now):
         return Entry.Status.REVOKED
+    return entry_document_status(entry, now=now)
+
+
+def key_revoked(entry: Entry, *, now: dt.datetime) -> bool:
+    """Whether the key that signed ``entry`` is revoked at ``now`` (site-key entries have no such key)."""
+    key = entry.key
+    return key is not None and key.revoked_at is not None and key.revoked_at <= now
+
+
+def entry_document_status(entry: Entry, *, now: dt.datetime) -> str:
+    """What the entry itself says at ``now``, whoever signed it: ``valid``, ``expired`` or ``deprecated``."""
     if entry.deprecated:
         return Entry.Status.DEPRECATED
     if entry.valid_until is not None and entry.valid_until <= now:
@@ -231,3 +241,69 @@ def endorser_history(*, endorser: Endorser, identifier: str = "") -> QuerySet[En
     if identifier:
         entries = entries.filter(image__identifier=identifier)
     return entries.select_related("image", "endorser", "key").defer(*_HEAVY).order_by("-created", "-id")
+
+
+# --- Site key and site policy -----------------------------------------------------------------------------
+
+
+def site_key_get() -> SiteKey | None:
+    """The site's current key (the newest made by ``create_site_key``), or None before there is one."""
+    return SiteKey.objects.order_by("-registered", "-id").first()
+
+
+def site_key_fingerprints() -> frozenset[str]:
+    """Every key the site has signed with: their entries are the site's, and ``site`` in a policy means them."""
+    return frozenset(SiteKey.objects.values_list("fingerprint", flat=True))
+
+
+def policy_active() -> SitePolicy | None:
+    """The active policy's row, or None while the site has never set one (the default rules apply)."""
+    return SitePolicy.objects.filter(is_active=True).select_related("created_by").first()
+
+
+def policy_history(*, limit: int = 50) -> QuerySet[SitePolicy]:
+    """The policy's versions, newest first."""
+    return SitePolicy.objects.select_related("created_by").order_by("-created", "-id")[:limit]
+
+
+def images_for_evaluation() -> QuerySet[Image]:
+    """Every image with its latest entries prefetched, in a stable order, for evaluating them all."""
+    return _with_latest_entries(Image.objects.order_by("identifier"))
+
+
+def image_newest_entry(*, image: Image) -> Entry:
+    """The newest entry any endorser made for the image (what a new site entry is built from)."""
+    entry = Entry.objects.filter(image=image).select_related("endorser", "key").order_by("-created", "-id").first()
+    if entry is None:  # an image exists only through its entries
+        raise NotFound(f"No entry for the image {image.identifier}.")
+    return entry
+
+
+def image_timelines(*, image: Image) -> list[tuple[Endorser, list[Entry]]]:
+    """Every endorser's whole timeline for the image, endorsers by e-mail, entries newest first."""
+    entries = (
+        Entry.objects.filter(image=image)
+        .select_related("image", "endorser", "key")
+        .defer(*_HEAVY)
+        .order_by("endorser__email", "-created")
+    )
+    timelines: dict[int, tuple[Endorser, list[Entry]]] = {}
+    for entry in entries:
+        timelines.setdefault(entry.endorser_id, (entry.endorser, []))[1].append(entry)
+    return list(timelines.values())
+
+
+def entries_expiring(*, now: dt.datetime, within: dt.timedelta) -> QuerySet[Entry]:
+    """Current (latest, valid) entries that expire within ``within`` of ``now`` and whose endorser was not told."""
+    return (
+        Entry.objects.filter(
+            status_q(Entry.Status.VALID, now=now),
+            is_latest=True,
+            valid_until__isnull=False,
+            valid_until__lte=now + within,
+            notified_expiry__isnull=True,
+        )
+        .select_related("image", "endorser")
+        .defer(*_HEAVY)
+        .order_by("endorser__email", "valid_until", "id")
+    )

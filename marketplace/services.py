@@ -1,4 +1,5 @@
-"""Marketplace state changes: registering and revoking OpenPGP keys, uploading signed entries.
+"""Marketplace state changes: OpenPGP keys, signed entries, the site key and its endorsements, the site
+policy, and expiry notices.
 
 Signature work (gpg) runs before any transaction opens; each transaction then holds the rows it
 needs for as short a time as it can.
@@ -7,27 +8,31 @@ needs for as short a time as it can.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 
 from core import audit
 from core.errors import ApplicationError, Conflict
-from marketplace import metadata, signing
-from marketplace.models import Endorser, Entry, Image, PgpKey
+from marketplace import metadata, selectors, signing
+from marketplace.models import Endorser, Entry, Image, PgpKey, SiteKey, SitePolicy
+from marketplace.policy import PolicyRules, active_rules, rules_from_policy_cfg
 from marketplace.selectors import pgp_key_get
 
 # An endorsement may be dated a little ahead of our clock (the signer's clock drifts), not more:
 # a far-future ``created`` would block its timeline against every honest newer entry.
 CLOCK_SKEW = dt.timedelta(minutes=5)
-
-
-def _site_key_fingerprint() -> str:
-    return str(getattr(settings, "MARKETPLACE_SITE_KEY_FINGERPRINT", "") or "").upper()
 
 
 # --- OpenPGP keys ------------------------------------------------------------------------------------
@@ -123,7 +128,7 @@ def _signature_report(raw: bytes, md: metadata.Metadata) -> tuple[SignatureRepor
     key = PgpKey.objects.filter(fingerprint=fingerprint).first()
     created = md.endorsement.created
     if key is None:
-        if fingerprint and fingerprint == _site_key_fingerprint():
+        if fingerprint and fingerprint in selectors.site_key_fingerprints():
             return SignatureReport(check.kind, True, fingerprint, None, check.message), None
         return (
             SignatureReport(
@@ -208,12 +213,19 @@ def _entry_columns(md: metadata.Metadata) -> dict[str, Any]:
     }
 
 
-def entry_upload(*, raw: bytes, uploader: Any) -> Entry:
+def entry_upload(
+    *,
+    raw: bytes,
+    uploader: Any,
+    audit_action: str = "marketplace.entry.uploaded",
+    audit_details: Mapping[str, Any] | None = None,
+) -> Entry:
     """Verify and store one signed entry as its endorser's latest for the image.
 
     Refused with 400 naming the rule (format, signature, key) or 409 when the endorser's timeline
     already holds an entry as new or newer. Parsing and gpg run first, outside any transaction; the
-    store runs under the endorser's row lock, which serialises that endorser's timelines."""
+    store runs under the endorser's row lock, which serialises that endorser's timelines. Callers that
+    upload for a reason of their own (the site's endorsements) name their audit action and add details."""
     md = metadata.parse(raw)
     report, key = _signature_report(raw, md)
     if not report.verified:
@@ -304,17 +316,271 @@ def entry_upload(*, raw: bytes, uploader: Any) -> Entry:
             change = "undeprecated"
         else:
             change = "updated"
-        audit.record(
-            uploader,
-            "marketplace.entry.uploaded",
-            entry,
-            identifier=md.identifier,
-            endorser=email,
-            created=created.isoformat(),
-            fingerprint=entry.fingerprint,
-            change=change,
-            deprecated=entry.deprecated_reason if entry.deprecated else None,
-        )
+        details: dict[str, Any] = {
+            "identifier": md.identifier,
+            "endorser": email,
+            "created": created.isoformat(),
+            "fingerprint": entry.fingerprint,
+            "change": change,
+            "deprecated": entry.deprecated_reason if entry.deprecated else None,
+            **(audit_details or {}),
+        }
+        audit.record(uploader, audit_action, entry, **details)
     entry.image = image
     entry.endorser = endorser
     return entry
+
+
+# --- The site key --------------------------------------------------------------------------------------------
+
+
+def _passphrase_path() -> Path:
+    return Path(settings.MARKETPLACE_SITE_KEY_PASSPHRASE_FILE)
+
+
+def site_key_passphrase(*, create: bool = False) -> str:
+    """The site key's passphrase, read from ``MARKETPLACE_SITE_KEY_PASSPHRASE_FILE`` (its first line).
+
+    ``create``: make the file (mode 600, a random passphrase) when it is missing."""
+    path = _passphrase_path()
+    if create and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # made by a concurrent run: use theirs
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(32) + "\n")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise Conflict(
+            f"The site key's passphrase file {path} is missing; run `manage.py create_site_key`.",
+            code="site-key-passphrase-missing",
+        ) from None
+    passphrase = lines[0].strip() if lines else ""
+    if not passphrase:
+        raise Conflict(f"The site key's passphrase file {path} is empty.", code="site-key-passphrase-missing")
+    return passphrase
+
+
+def site_key_ensure(*, actor: Any) -> tuple[SiteKey, bool]:
+    """The site key, made first if the site keyring holds none for ``MARKETPLACE_SITE_KEY_EMAIL``; idempotent.
+
+    Generates an ed25519 key ``SITE_NAME <MARKETPLACE_SITE_KEY_EMAIL>`` protected by the passphrase file (made
+    if missing), checks that the passphrase unlocks it, trusts its public half in the Marketplace's keyring and
+    records it, so that its entries count as the site's. Returns the key and whether it was recorded now.
+    gpg runs before the transaction."""
+    home = signing.site_keyring(Path(settings.MARKETPLACE_SITE_GNUPG_HOME))
+    email = settings.MARKETPLACE_SITE_KEY_EMAIL.strip().lower()
+    passphrase = site_key_passphrase(create=True)
+    info = signing.secret_key_find(gnupghome=home, email=email)
+    generated = info is None
+    if info is None:
+        info = signing.key_generate(gnupghome=home, name=settings.SITE_NAME, email=email, passphrase=passphrase)
+    if not signing.key_unlocks(gnupghome=home, fingerprint=info.fingerprint, passphrase=passphrase):
+        raise ApplicationError(
+            f"The passphrase in {_passphrase_path()} does not unlock the site key {info.fingerprint}.",
+            code="site-key-passphrase",
+        )
+    signing.key_trust(info.armored)
+    uid = info.uid_for(email) or info.uids[0]
+    try:
+        with transaction.atomic():
+            key, created = SiteKey.objects.get_or_create(
+                fingerprint=info.fingerprint,
+                defaults={"uid": uid, "email": email, "armored": info.armored, "created": info.created},
+            )
+            if created:
+                audit.record(
+                    actor,
+                    "marketplace.site_key.created",
+                    key,
+                    fingerprint=key.fingerprint,
+                    uid=uid,
+                    generated=generated,
+                )
+    except IntegrityError:  # recorded by a concurrent run
+        return SiteKey.objects.get(fingerprint=info.fingerprint), False
+    return key, created
+
+
+# --- The site's endorsements --------------------------------------------------------------------------------
+
+
+def _site_entry(
+    *, actor: Any, image: Image, deprecated: str | None, valid_until: dt.datetime | None, action: str, reason: str
+) -> Entry:
+    """Sign a new site entry for ``image``, built from its newest entry, and upload it like any other."""
+    key = selectors.site_key_get()
+    if key is None:
+        raise Conflict("The site has no key yet: run `manage.py create_site_key`.", code="site-key-missing")
+    passphrase = site_key_passphrase()
+    now = timezone.now().replace(microsecond=0)
+    if valid_until is not None and valid_until <= now:
+        raise ApplicationError(
+            f"valid_until {metadata.format_date(valid_until)} is not in the future.", code="valid-until-past"
+        )
+    site_latest = Entry.objects.filter(image=image, endorser__email=key.email, is_latest=True).only("created").first()
+    if site_latest is not None and now <= site_latest.created:
+        now = site_latest.created + dt.timedelta(seconds=1)  # two clicks within a second: keep the timeline moving
+    source = metadata.parse(bytes(selectors.image_newest_entry(image=image).raw))
+    document = metadata.rebuild(
+        source, endorser_email=key.email, endorsement_created=now, deprecated=deprecated, valid=valid_until
+    )
+    signed = signing.sign(
+        document,
+        gnupghome=Path(settings.MARKETPLACE_SITE_GNUPG_HOME),
+        fingerprint=key.fingerprint,
+        passphrase=passphrase,
+        email=key.email,
+        now=now,
+    )
+    return entry_upload(raw=signed, uploader=actor, audit_action=action, audit_details={"reason": reason})
+
+
+def image_site_endorse(*, actor: Any, image: Image, valid_until: dt.datetime | None = None, reason: str = "") -> Entry:
+    """Endorse ``image`` with the site key (also un-deprecates the site's earlier word): a new signed entry
+    built from the image's newest entry, uploaded through :func:`entry_upload`. Audit: ``marketplace.site.endorsed``."""
+    return _site_entry(
+        actor=actor,
+        image=image,
+        deprecated=None,
+        valid_until=valid_until,
+        action="marketplace.site.endorsed",
+        reason=reason.strip(),
+    )
+
+
+def image_site_deprecate(*, actor: Any, image: Image, reason: str) -> Entry:
+    """Deprecate the site's endorsement of ``image`` with ``reason`` (required): a newer site entry carrying
+    ``slterms:deprecated``. Refused when the site does not currently endorse it. Audit:
+    ``marketplace.site.deprecated``."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ApplicationError("A reason is required to deprecate the site's endorsement.", code="reason-required")
+    key = selectors.site_key_get()
+    site_latest = Entry.objects.filter(image=image, endorser__email=key.email, is_latest=True).first() if key else None
+    if site_latest is None or site_latest.deprecated:
+        raise Conflict(
+            f"The site does not endorse {image.identifier}: there is no site endorsement to deprecate.",
+            code="site-not-endorsing",
+        )
+    return _site_entry(
+        actor=actor,
+        image=image,
+        deprecated=reason,
+        valid_until=None,
+        action="marketplace.site.deprecated",
+        reason=reason,
+    )
+
+
+# --- The site policy ----------------------------------------------------------------------------------------
+
+
+def policy_change(
+    *, actor: Any, rules: PolicyRules, note: str = "", based_on: int | None = None, source: str = "api"
+) -> tuple[SitePolicy, bool]:
+    """Make ``rules`` the active policy: a new version, the old one kept in the history.
+
+    ``based_on``: the active policy's id the caller's dry run was made against (0: there was none); when the
+    active policy has changed since, the change is refused (409) so that no one confirms a stale dry run.
+    Rules equal to the active ones change nothing. Returns the active policy and whether it changed.
+    Audit: ``marketplace.policy.changed`` with the old and new rules."""
+    try:
+        with transaction.atomic():
+            current = SitePolicy.objects.select_for_update().filter(is_active=True).first()
+            if based_on is not None and (current.pk if current else 0) != based_on:
+                raise Conflict(
+                    "The policy was changed by someone else since this dry run; look at the dry run again.",
+                    code="policy-changed",
+                )
+            old = PolicyRules.from_json(current.rules) if current else PolicyRules()
+            if current is not None and old == rules:
+                return current, False
+            if current is not None:
+                SitePolicy.objects.filter(pk=current.pk).update(is_active=False)
+            policy = SitePolicy.objects.create(
+                rules=rules.to_json(),
+                created_by=actor if getattr(actor, "is_authenticated", False) else None,
+                note=note.strip(),
+                is_active=True,
+            )
+            audit.record(
+                actor,
+                "marketplace.policy.changed",
+                policy,
+                old=old.to_json(),
+                new=rules.to_json(),
+                previous=current.pk if current else None,
+                note=policy.note,
+                source=source,
+            )
+    except IntegrityError:  # two first policies at once: the other one won
+        raise Conflict("The policy was changed at the same moment; try again.", code="policy-changed") from None
+    return policy, True
+
+
+def policy_rules_from_cfg(*, text: str) -> PolicyRules:
+    """The active rules with the endorser, image and checksum lists of a StratusLab ``policy.cfg``."""
+    return rules_from_policy_cfg(text, base=active_rules())
+
+
+# --- Expiry notices ----------------------------------------------------------------------------------------
+
+
+def endorsement_expiry_notify(*, now: dt.datetime | None = None, within: dt.timedelta | None = None) -> int:
+    """Mail each endorser whose current endorsements expire within ``within`` (default
+    ``MARKETPLACE_EXPIRY_NOTICE_DAYS``) one message listing the images; returns how many mails were sent.
+
+    Each entry is announced once (``notified_expiry``): running again sends nothing new. Per endorser, the
+    entries are claimed under row locks (skipping rows another run holds), mailed, and marked in one
+    transaction, so a failed mail leaves them to the next run."""
+    now = now or timezone.now()
+    within = within or dt.timedelta(days=settings.MARKETPLACE_EXPIRY_NOTICE_DAYS)
+    pending: dict[int, list[int]] = {}
+    for entry_id, endorser_id in selectors.entries_expiring(now=now, within=within).values_list("id", "endorser_id"):
+        pending.setdefault(endorser_id, []).append(entry_id)
+    sent = 0
+    for ids in pending.values():
+        with transaction.atomic():
+            claimed = list(
+                Entry.objects.select_for_update(skip_locked=True, of=("self",))
+                .filter(pk__in=ids, notified_expiry__isnull=True)
+                .select_related("image", "endorser")
+                .defer("raw", "details", "search_text", "description")
+                .order_by("valid_until", "pk")
+            )
+            if not claimed:
+                continue
+            endorser = claimed[0].endorser
+            images = [
+                {
+                    "identifier": e.image.identifier,
+                    "title": e.title or e.image.title,
+                    "valid_until": e.valid_until,
+                    "url": settings.SITE_URL + reverse("marketplace-image", args=[e.image.identifier]),
+                }
+                for e in claimed
+            ]
+            context = {"endorser": endorser, "images": images, "site_name": settings.SITE_NAME}
+            count = len(images)
+            send_mail(
+                subject=f"[{settings.SITE_NAME}] {count} Marketplace endorsement{'s' if count != 1 else ''} "
+                "expire soon",
+                message=render_to_string("marketplace/email/expiring.txt", context),
+                from_email=None,
+                recipient_list=[endorser.email],
+            )
+            Entry.objects.filter(pk__in=[e.pk for e in claimed]).update(notified_expiry=now)
+            audit.record(
+                None,
+                "marketplace.expiry.notified",
+                endorser,
+                email=endorser.email,
+                identifiers=[i["identifier"] for i in images],
+            )
+        sent += 1
+    return sent

@@ -115,7 +115,12 @@ def _scratch_home() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="alto-gpg-") as tmp:
         home = Path(tmp)
         home.chmod(0o700)
-        yield home
+        try:
+            yield home
+        finally:
+            # gpg starts an agent for a keyring it imports into; without this it outlives the deleted directory.
+            if any(home.glob("S.gpg-agent*")):
+                shutdown_agent(home)
 
 
 def _uid_email(uid: str) -> str:
@@ -216,6 +221,72 @@ def key_lookup(fingerprint: str) -> KeyInfo | None:
     if not re.fullmatch(r"[0-9A-Fa-f]{40}", fingerprint or ""):
         return None
     return _key_info(_gpg(trusted_home()), fingerprint)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The site's own key: a secret key kept in its own keyring, protected by a passphrase
+
+
+# The agent must not remember the passphrase: with it cached, anyone who can reach the keyring could sign as
+# the site without the passphrase file. Loopback lets python-gnupg hand the passphrase over without a pinentry.
+_SITE_AGENT_CONF = "default-cache-ttl 0\nmax-cache-ttl 0\nallow-loopback-pinentry\n"
+
+
+def site_keyring(gnupghome: Path) -> Path:
+    """The site keyring's GNUPGHOME, created (mode 700) with an agent that caches no passphrase."""
+    home = _private_dir(Path(gnupghome))
+    conf = home / "gpg-agent.conf"
+    if not conf.exists() or conf.read_text() != _SITE_AGENT_CONF:
+        conf.write_text(_SITE_AGENT_CONF)
+        shutdown_agent(home)  # a running agent reads its configuration only when it starts
+    return home
+
+
+def secret_key_find(*, gnupghome: Path, email: str) -> KeyInfo | None:
+    """The newest secret key in ``gnupghome`` with a user ID for ``email``, with its armored public half."""
+    gpg = _gpg(Path(gnupghome))
+    email = email.lower()
+    found: list[KeyInfo] = []
+    for key in gpg.list_keys(secret=True):
+        info = _key_info(gpg, key["fingerprint"])
+        if info is not None and email in info.emails:
+            found.append(info)
+    return max(found, key=lambda info: info.created, default=None)
+
+
+def key_generate(*, gnupghome: Path, name: str, email: str, passphrase: str) -> KeyInfo:
+    """A new ed25519 signing key ``name <email>`` in ``gnupghome``, its secret half protected by ``passphrase``.
+
+    Returns the key with its armored public half (what other sites import to trust it)."""
+    if not passphrase:
+        raise SigningError("The site key needs a passphrase.", code="pgp-passphrase")
+    gpg = _gpg(Path(gnupghome))
+    request = gpg.gen_key_input(
+        key_type="EDDSA",
+        key_curve="ed25519",
+        key_usage="sign",
+        name_real=name,
+        name_email=email,
+        passphrase=passphrase,
+        expire_date=0,
+    )
+    result = gpg.gen_key(request)
+    fingerprint = str(result.fingerprint or "").upper()
+    info = _key_info(gpg, fingerprint) if fingerprint else None
+    if info is None:
+        problem = (result.stderr or "").strip().splitlines()[-1:] or ["no key"]
+        raise SigningError(f"gpg could not generate a key: {problem[0]}", code="pgp-keygen-failed")
+    return info
+
+
+def key_unlocks(*, gnupghome: Path, fingerprint: str, passphrase: str) -> bool:
+    """Whether ``passphrase`` unlocks the secret key ``fingerprint`` (by signing a few throw-away bytes)."""
+    if not passphrase or "\n" in passphrase or "\r" in passphrase:  # gpg reads the passphrase up to a newline
+        return False
+    result = _gpg(Path(gnupghome)).sign(
+        b"altostratus passphrase check", keyid=fingerprint, passphrase=passphrase, detach=True, clearsign=False
+    )
+    return bool(_ARMOR_RE.search(str(result)))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -20,6 +20,24 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("upload/", views.upload, name="marketplace-upload"),
     path("keys/", views.pgp_keys, name="marketplace-pgp-keys"),
     path("keys/<str:fingerprint>/revoke/", views.pgp_key_revoke, name="marketplace-pgp-key-revoke"),
+    # The staff console.
+    path("console/", views.console_images, name="marketplace-console"),
+    path("console/images/<str:identifier>/", views.console_image, name="marketplace-console-image"),
+    path(
+        "console/images/<str:identifier>/endorse/",
+        views.console_image_endorse,
+        name="marketplace-console-image-endorse",
+    ),
+    path(
+        "console/images/<str:identifier>/deprecate/",
+        views.console_image_deprecate,
+        name="marketplace-console-image-deprecate",
+    ),
+    path("console/keys/<str:fingerprint>/revoke/", views.console_key_revoke, name="marketplace-console-key-revoke"),
+    path("console/policy/", views.console_policy, name="marketplace-console-policy"),
+    path("console/policy/import/", views.console_policy_import, name="marketplace-console-policy-import"),
+    path("console/policy/confirm/", views.console_policy_confirm, name="marketplace-console-policy-confirm"),
+    path("console/site-key/", views.console_site_key, name="marketplace-console-site-key"),
 ]
 
 api_urlpatterns: list[URLPattern | URLResolver] = [
@@ -32,6 +50,12 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
     ),
     path("marketplace/images/", api.ImageListApi.as_view(), name="api-marketplace-images"),
     path("marketplace/images/<str:identifier>/", api.ImageDetailApi.as_view(), name="api-marketplace-image"),
+    path(
+        "marketplace/images/<str:identifier>/policy/",
+        api.ImagePolicyApi.as_view(),
+        name="api-marketplace-image-policy",
+    ),
+    path("marketplace/site-key/", api.SiteKeyApi.as_view(), name="api-marketplace-site-key"),
     path("marketplace/endorsers/", api.EndorserListApi.as_view(), name="api-marketplace-endorsers"),
     path("marketplace/endorsers/<str:email>/", api.EndorserHistoryApi.as_view(), name="api-marketplace-endorser"),
     path("accounts/pgp-keys/", api.PgpKeyListApi.as_view(), name="api-accounts-pgp-keys"),
@@ -39,5 +63,17 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
         "accounts/pgp-keys/<str:fingerprint>/revoke/",
         api.PgpKeyRevokeApi.as_view(),
         name="api-accounts-pgp-key-revoke",
+    ),
+    path("admin/policy/", api.AdminPolicyApi.as_view(), name="api-admin-policy"),
+    path("admin/policy/dry-run/", api.AdminPolicyDryRunApi.as_view(), name="api-admin-policy-dry-run"),
+    path(
+        "admin/images/<str:identifier>/endorse/",
+        api.AdminImageEndorseApi.as_view(),
+        name="api-admin-image-endorse",
+    ),
+    path(
+        "admin/images/<str:identifier>/deprecate/",
+        api.AdminImageDeprecateApi.as_view(),
+        name="api-admin-image-deprecate",
     ),
 ]

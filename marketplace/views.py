@@ -1,9 +1,12 @@
-"""Marketplace pages. Each calls the same selectors and services as the API."""
+"""Marketplace pages, and the staff console of images and site policy. Each calls the same selectors and
+services as the API."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -12,13 +15,22 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.views import staff_required
 from core.errors import ApplicationError, NotFound
-from marketplace import selectors, services
-from marketplace.api import EndorserFilter, ImageSearchFilter, parse_created
-from marketplace.forms import EntryUploadForm, PgpKeyForm
-from marketplace.models import Entry
+from marketplace import metadata, policy, selectors, services
+from marketplace.api import EndorserFilter, ImageSearchFilter, parse_created, read_rules
+from marketplace.forms import (
+    EntryUploadForm,
+    PgpKeyForm,
+    PolicyCfgForm,
+    PolicyForm,
+    SiteDeprecateForm,
+    SiteEndorseForm,
+)
+from marketplace.models import Entry, Image
+from marketplace.policy import PolicyInvalid, PolicyRules
 
 PAGE_SIZE = 25
 
@@ -62,7 +74,12 @@ def image_detail(request: HttpRequest, identifier: str) -> HttpResponse:
         raise Http404(exc.message) from None
     entries = _mark(image.latest_entries, now)  # type: ignore[attr-defined]
     current = [e for e in entries if e.status_now == "valid"]  # type: ignore[attr-defined]
-    return render(request, "marketplace/image.html", {"image": image, "entries": entries, "current": current})
+    decision = policy.evaluate(image, now=now)
+    return render(
+        request,
+        "marketplace/image.html",
+        {"image": image, "entries": entries, "current": current, "decision": decision},
+    )
 
 
 def _entry(identifier: str, email: str, created: str) -> Entry:
@@ -158,3 +175,233 @@ def pgp_key_revoke(request: HttpRequest, fingerprint: str) -> HttpResponse:
     else:
         messages.success(request, f"Key {key.fingerprint} revoked.")
     return redirect("marketplace-pgp-keys")
+
+
+# --- Staff console: images, their review, the site's endorsements, the policy, the site key ----------------
+
+VERDICT_FILTERS = {
+    "all": "All images",
+    "denied": "Denied",
+    "warnings": "Allowed despite failed rules",
+}
+
+
+def _image(identifier: str) -> Image:
+    try:
+        return selectors.image_get(identifier=identifier)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+
+
+@staff_required
+@require_GET
+def console_images(request: HttpRequest) -> HttpResponse:
+    """Every image with the active policy's verdict, filterable by verdict."""
+    verdict = request.GET.get("verdict", "all")
+    if verdict not in VERDICT_FILTERS:
+        verdict = "all"
+    rows = []
+    for image, decision in policy.evaluate_all():
+        if verdict == "denied" and decision.allowed:
+            continue
+        if verdict == "warnings" and not (decision.allowed and decision.failures):
+            continue
+        rows.append({"image": image, "decision": decision})
+    page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "marketplace/console_images.html",
+        {"page": page, "verdict": verdict, "filters": VERDICT_FILTERS, "policy_row": selectors.policy_active()},
+    )
+
+
+def _review(request: HttpRequest, image: Image, *, status: int = 200, **forms: Any) -> HttpResponse:
+    now = timezone.now()
+    timelines = [(endorser, _mark(entries, now)) for endorser, entries in selectors.image_timelines(image=image)]
+    site_key = selectors.site_key_get()
+    site_latest = next(
+        (entries[0] for endorser, entries in timelines if site_key and endorser.email == site_key.email), None
+    )
+    # Registered keys that signed one of the image's latest entries and still count: revocable from here.
+    keys = {e.key.pk: e.key for e in image.latest_entries if e.key is not None and e.key.revoked_at is None}  # type: ignore[attr-defined]
+    context = {
+        "image": image,
+        "decision": policy.evaluate(image, now=now),
+        "timelines": timelines,
+        "site_key": site_key,
+        "site_latest": site_latest,
+        "keys": list(keys.values()),
+        "endorse_form": forms.get("endorse_form") or SiteEndorseForm(),
+        "deprecate_form": forms.get("deprecate_form") or SiteDeprecateForm(),
+    }
+    return render(request, "marketplace/console_image.html", context, status=status)
+
+
+@staff_required
+@require_GET
+def console_image(request: HttpRequest, identifier: str) -> HttpResponse:
+    """One image for review: its metadata, every endorser's timeline, the policy's decision, the actions."""
+    return _review(request, _image(identifier))
+
+
+@staff_required
+@require_POST
+def console_image_endorse(request: HttpRequest, identifier: str) -> HttpResponse:
+    image = _image(identifier)
+    form = SiteEndorseForm(request.POST)
+    if not form.is_valid():
+        return _review(request, image, status=400, endorse_form=form)
+    try:
+        services.image_site_endorse(
+            actor=request.user,
+            image=image,
+            valid_until=form.cleaned_data["valid_until"],
+            reason=form.cleaned_data["reason"],
+        )
+    except ApplicationError as exc:
+        messages.error(request, f"The site did not endorse {image.identifier}: {exc.message}")
+    else:
+        messages.success(request, f"{image.identifier} is endorsed with the site key.")
+    return redirect("marketplace-console-image", image.identifier)
+
+
+@staff_required
+@require_POST
+def console_image_deprecate(request: HttpRequest, identifier: str) -> HttpResponse:
+    image = _image(identifier)
+    form = SiteDeprecateForm(request.POST)
+    if not form.is_valid():
+        return _review(request, image, status=400, deprecate_form=form)
+    try:
+        services.image_site_deprecate(actor=request.user, image=image, reason=form.cleaned_data["reason"])
+    except ApplicationError as exc:
+        messages.error(request, f"The site's endorsement was not deprecated: {exc.message}")
+    else:
+        messages.success(request, f"The site's endorsement of {image.identifier} is deprecated.")
+    return redirect("marketplace-console-image", image.identifier)
+
+
+@staff_required
+@require_POST
+def console_key_revoke(request: HttpRequest, fingerprint: str) -> HttpResponse:
+    """Revoke an endorser's key, then go back to the image being reviewed (if any)."""
+    try:
+        key = services.pgp_key_revoke(actor=request.user, fingerprint=fingerprint)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Key {key.fingerprint} ({key.owner.get_username()}) revoked.")
+    identifier = request.POST.get("identifier", "")
+    if metadata.is_identifier(identifier):
+        return redirect("marketplace-console-image", identifier)
+    return redirect("marketplace-console")
+
+
+def _policy_page(
+    request: HttpRequest,
+    *,
+    form: PolicyForm | None = None,
+    cfg_form: PolicyCfgForm | None = None,
+    preview: dict[str, Any] | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    row = selectors.policy_active()
+    active = PolicyRules.from_json(row.rules) if row else PolicyRules()
+    context = {
+        "policy_row": row,
+        "active_json": json.dumps(active.to_json(), indent=2),
+        "form": form or PolicyForm(initial=PolicyForm.initial_from(active.to_json())),
+        "cfg_form": cfg_form or PolicyCfgForm(),
+        "preview": preview,
+        "history": selectors.policy_history(limit=20),
+    }
+    return render(request, "marketplace/console_policy.html", context, status=status)
+
+
+def _preview(rules: PolicyRules, *, note: str, source: str) -> dict[str, Any]:
+    """The dry run of ``rules`` and what the confirm form carries back."""
+    row = selectors.policy_active()
+    return {
+        "result": policy.dry_run(rules),
+        "rules_json": json.dumps(rules.to_json()),
+        "rules_pretty": json.dumps(rules.to_json(), indent=2),
+        "based_on": row.pk if row else 0,
+        "note": note,
+        "source": source,
+    }
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def console_policy(request: HttpRequest) -> HttpResponse:
+    """The policy: edit it in a form, see the dry run, then confirm (``console_policy_confirm``)."""
+    if request.method == "GET":
+        return _policy_page(request)
+    form = PolicyForm(request.POST)
+    if not form.is_valid():
+        return _policy_page(request, form=form, status=400)
+    try:
+        rules = PolicyRules.from_json(form.rules_json())
+    except PolicyInvalid as exc:
+        form.add_rule_errors(exc.extra.get("errors", {}))
+        return _policy_page(request, form=form, status=400)
+    return _policy_page(request, form=form, preview=_preview(rules, note=form.cleaned_data["note"], source="form"))
+
+
+@staff_required
+@require_POST
+def console_policy_import(request: HttpRequest) -> HttpResponse:
+    """Read a StratusLab policy.cfg and show its dry run; nothing changes until it is confirmed."""
+    cfg_form = PolicyCfgForm(request.POST, request.FILES)
+    if not cfg_form.is_valid():
+        return _policy_page(request, cfg_form=cfg_form, status=400)
+    try:
+        rules = services.policy_rules_from_cfg(text=cfg_form.cleaned_data["policy_cfg"])
+    except PolicyInvalid as exc:
+        cfg_form.add_error("policy_cfg", exc.message)
+        return _policy_page(request, cfg_form=cfg_form, status=400)
+    name = getattr(request.FILES.get("policy_cfg"), "name", "policy.cfg")
+    form = PolicyForm(initial={**PolicyForm.initial_from(rules.to_json()), "note": f"imported from {name}"})
+    preview = _preview(rules, note=f"imported from {name}", source="policy.cfg")
+    return _policy_page(request, form=form, preview=preview)
+
+
+@staff_required
+@require_POST
+def console_policy_confirm(request: HttpRequest) -> HttpResponse:
+    """Apply the rules whose dry run was shown, unless the policy changed meanwhile."""
+    try:
+        rules, _ = read_rules(json.loads(request.POST.get("rules", "")))
+        based_on = int(request.POST.get("based_on", ""))
+    except (ValueError, json.JSONDecodeError):
+        messages.error(request, "The confirmation did not carry a policy; make the dry run again.")
+        return redirect("marketplace-console-policy")
+    except PolicyInvalid as exc:
+        messages.error(request, f"The policy is not valid: {exc.message}")
+        return redirect("marketplace-console-policy")
+    source = request.POST.get("source", "form")
+    try:
+        row, changed = services.policy_change(
+            actor=request.user,
+            rules=rules,
+            note=request.POST.get("note", "")[:2000],
+            based_on=based_on,
+            source="policy.cfg" if source == "policy.cfg" else "console",
+        )
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        if changed:
+            messages.success(request, f"Policy #{row.pk} is now active.")
+        else:
+            messages.info(request, "The policy already says this: nothing changed.")
+    return redirect("marketplace-console-policy")
+
+
+@staff_required
+@require_GET
+def console_site_key(request: HttpRequest) -> HttpResponse:
+    """The site key's fingerprint and armored public key, for other sites to trust."""
+    return render(request, "marketplace/console_site_key.html", {"site_key": selectors.site_key_get()})

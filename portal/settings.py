@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import secrets
+from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -331,9 +333,20 @@ LIBVIRT_DEFAULT_URI = env_str("LIBVIRT_DEFAULT_URI", "test:///default")
 # trusted OpenPGP keyring (a private GNUPGHOME, mode 700, created on demand) that verifies entries.
 MARKETPLACE_MAX_ENTRY_BYTES = env_int("MARKETPLACE_MAX_ENTRY_BYTES", 1024 * 1024, minimum=1024)
 MARKETPLACE_GNUPG_HOME = env_path("MARKETPLACE_GNUPG_HOME", VAR_DIR / "gnupg")
-# Marketplace (entries): the fingerprint of the site's own key, whose entries count without an account's
-# registration (DESIGN.md §2.2); empty until the site key is made.
-MARKETPLACE_SITE_KEY_FINGERPRINT = env_str("MARKETPLACE_SITE_KEY_FINGERPRINT", "").strip().upper()
+# Marketplace (site policy and site key, DESIGN.md §2.4): `manage.py create_site_key` makes the site's OpenPGP
+# key (uid "SITE_NAME <MARKETPLACE_SITE_KEY_EMAIL>") in its own keyring, protected by the passphrase in the
+# file (made mode 600 if missing), and records its fingerprint in the database: entries it signs are the
+# site's endorsements. Endorsers are mailed when their current entries expire within the notice period.
+MARKETPLACE_SITE_GNUPG_HOME = env_path("MARKETPLACE_SITE_GNUPG_HOME", VAR_DIR / "site-gnupg")
+MARKETPLACE_SITE_KEY_PASSPHRASE_FILE = env_path("MARKETPLACE_SITE_KEY_PASSPHRASE_FILE", VAR_DIR / "site-key.passphrase")
+MARKETPLACE_SITE_KEY_EMAIL = parseaddr(env_str("MARKETPLACE_SITE_KEY_EMAIL", DEFAULT_FROM_EMAIL))[1].strip().lower()
+if "@" not in MARKETPLACE_SITE_KEY_EMAIL:
+    raise ImproperlyConfigured("MARKETPLACE_SITE_KEY_EMAIL (default: DEFAULT_FROM_EMAIL) must be an e-mail address")
+MARKETPLACE_EXPIRY_NOTICE_DAYS = env_int("MARKETPLACE_EXPIRY_NOTICE_DAYS", 3, minimum=1)
+CELERY_BEAT_SCHEDULE["marketplace.notify_expiring"] = {
+    "task": "marketplace.notify_expiring",
+    "schedule": crontab(hour=6, minute=0),  # daily, UTC
+}
 
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes unauthenticated calls answer 401, not 403.

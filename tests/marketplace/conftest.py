@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,10 +55,15 @@ def keyring(pgp_keys: PgpKeys) -> dict[str, PgpKey]:  # noqa: F811 - the fixture
 
 
 @pytest.fixture(autouse=True)
-def trusted_keyring(settings, tmp_path) -> Path:
-    """Each test trusts only the keys it registers."""
-    settings.MARKETPLACE_GNUPG_HOME = tmp_path / "trusted-gnupg"
-    return settings.MARKETPLACE_GNUPG_HOME
+def trusted_keyring(settings, tmp_path) -> Iterator[Path]:
+    """Each test trusts only the keys it registers (and stops the gpg-agent that importing them started)."""
+    from marketplace import signing
+
+    home = tmp_path / "trusted-gnupg"
+    settings.MARKETPLACE_GNUPG_HOME = home
+    yield home
+    if any(home.glob("S.gpg-agent*")):
+        signing.shutdown_agent(home)
 
 
 @dataclass(frozen=True)
@@ -134,3 +139,42 @@ def token_client(api):
         return api
 
     return login
+
+
+# --- The site key ---------------------------------------------------------------------------------------
+
+SITE_EMAIL = "site@altostratus.test"
+SITE_PASSPHRASE = "the site's own passphrase"
+
+
+@pytest.fixture(scope="session")
+def site_keyring_home(tmp_path_factory):
+    """A site keyring holding the site's secret key (passphrase-protected), generated once per session
+    by the code ``create_site_key`` runs."""
+    from marketplace import signing
+
+    home = signing.site_keyring(tmp_path_factory.mktemp("site-gnupg"))
+    signing.key_generate(gnupghome=home, name="Test Site", email=SITE_EMAIL, passphrase=SITE_PASSPHRASE)
+    yield home
+    signing.shutdown_agent(home)
+
+
+@pytest.fixture
+def site_settings(settings, tmp_path, site_keyring_home):
+    """Settings pointing at the session's site keyring and a passphrase file that unlocks it."""
+    passphrase_file = tmp_path / "site-key.passphrase"
+    passphrase_file.write_text(SITE_PASSPHRASE + "\n")
+    passphrase_file.chmod(0o600)
+    settings.MARKETPLACE_SITE_GNUPG_HOME = site_keyring_home
+    settings.MARKETPLACE_SITE_KEY_PASSPHRASE_FILE = passphrase_file
+    settings.MARKETPLACE_SITE_KEY_EMAIL = SITE_EMAIL
+    return settings
+
+
+@pytest.fixture
+def site_key(db, site_settings):
+    """The site key as ``create_site_key`` leaves it: recorded, and trusted in this test's keyring."""
+    from marketplace import services
+
+    key, _created = services.site_key_ensure(actor=None)
+    return key

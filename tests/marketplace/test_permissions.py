@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
 from tests.marketplace.conftest import IMAGE, T0
@@ -14,6 +16,11 @@ pytestmark = pytest.mark.django_db
 ENTRY = f"/api/v1/marketplace/entries/{IMAGE.identifier}/creator@example.org/2024-01-01T12:00:00Z/"
 ENTRY_PAGE = f"/marketplace/entries/{IMAGE.identifier}/creator@example.org/2024-01-01T12:00:00Z/"
 ROLES = ("anonymous", "owner", "outsider", "staff")
+STAFF_ONLY_API = {"anonymous": 401, "owner": 403, "outsider": 403, "staff": 200}
+STAFF_ONLY_PAGE = {"anonymous": 302, "owner": 403, "outsider": 403, "staff": 200}
+ADMIN_IMAGE = f"/api/v1/admin/images/{IMAGE.identifier}/"
+CONSOLE_IMAGE = f"/marketplace/console/images/{IMAGE.identifier}/"
+POLICY_BODY = {"min_endorsements": 1, "os": ["ubuntu"]}
 
 
 @pytest.fixture
@@ -58,15 +65,31 @@ API_MATRIX = [
     ),
     ("delete", "/api/v1/marketplace/entries/", None, {"anonymous": 401, "owner": 405, "outsider": 405, "staff": 405}),
     ("put", ENTRY, None, {"anonymous": 405, "owner": 405, "outsider": 405, "staff": 405}),
+    # Site policy: anyone sees an image's decision and the site's public key; only staff touch the rest.
+    ("get", f"/api/v1/marketplace/images/{IMAGE.identifier}/policy/", None, dict.fromkeys(ROLES, 200)),
+    ("get", "/api/v1/marketplace/site-key/", None, dict.fromkeys(ROLES, 200)),
+    ("get", "/api/v1/admin/policy/", None, STAFF_ONLY_API),
+    ("put", "/api/v1/admin/policy/", "policy", STAFF_ONLY_API),
+    ("post", "/api/v1/admin/policy/", "policy", {"anonymous": 401, "owner": 403, "outsider": 403, "staff": 405}),
+    ("delete", "/api/v1/admin/policy/", None, {"anonymous": 401, "owner": 403, "outsider": 403, "staff": 405}),
+    ("post", "/api/v1/admin/policy/dry-run/", "policy", STAFF_ONLY_API),
+    ("get", "/api/v1/admin/policy/dry-run/", None, {"anonymous": 401, "owner": 403, "outsider": 403, "staff": 405}),
+    ("post", f"{ADMIN_IMAGE}endorse/", "reason", {"anonymous": 401, "owner": 403, "outsider": 403, "staff": 201}),
+    ("post", f"{ADMIN_IMAGE}deprecate/", "reason", {"anonymous": 401, "owner": 403, "outsider": 403, "staff": 201}),
+    ("get", f"{ADMIN_IMAGE}endorse/", None, {"anonymous": 401, "owner": 403, "outsider": 403, "staff": 405}),
 ]
 
 
 @pytest.mark.parametrize(("method", "url", "body", "expected"), API_MATRIX, ids=lambda v: str(v)[:60])
 @pytest.mark.parametrize("role", ROLES)
-def test_api_permission_matrix(world, method, url, body, expected, role):
+def test_api_permission_matrix(world, request, method, url, body, expected, role):
+    prepare_site(world, request, url)
     client = client_for(world, role)
     url = url.replace("{fp}", world["fingerprint"])
-    if body == "entry":
+    if body in ("policy", "reason"):
+        data = POLICY_BODY if body == "policy" else {"reason": "unsafe"}
+        response = getattr(client, method)(url, data, format="json")
+    elif body == "entry":
         response = getattr(client, method)(url, data=world["newer_entry"], content_type="application/xml")
     elif body == "key":
         response = getattr(client, method)(url, {"armored": world["staff_key"]}, format="json")
@@ -86,15 +109,58 @@ PAGE_MATRIX = [
     ("get", "/marketplace/keys/", {"anonymous": 302, "owner": 200, "outsider": 200, "staff": 200}),
     ("post", "/marketplace/keys/{fp}/revoke/", {"anonymous": 302, "owner": 302, "outsider": 404, "staff": 302}),
     ("get", "/marketplace/keys/{fp}/revoke/", {"anonymous": 302, "owner": 405, "outsider": 405, "staff": 405}),
+    # The staff console: anonymous users go to the login page, other users get 403.
+    ("get", "/marketplace/console/", STAFF_ONLY_PAGE),
+    ("get", "/marketplace/console/?verdict=denied", STAFF_ONLY_PAGE),
+    ("get", CONSOLE_IMAGE, STAFF_ONLY_PAGE),
+    ("post", f"{CONSOLE_IMAGE}endorse/", {**STAFF_ONLY_PAGE, "staff": 302}),
+    ("get", f"{CONSOLE_IMAGE}endorse/", {**STAFF_ONLY_PAGE, "staff": 405}),
+    ("post", f"{CONSOLE_IMAGE}deprecate/", {**STAFF_ONLY_PAGE, "staff": 302}),
+    ("post", "/marketplace/console/keys/{fp}/revoke/", {**STAFF_ONLY_PAGE, "staff": 302}),
+    ("get", "/marketplace/console/policy/", STAFF_ONLY_PAGE),
+    ("post", "/marketplace/console/policy/", STAFF_ONLY_PAGE),
+    ("post", "/marketplace/console/policy/import/", STAFF_ONLY_PAGE),
+    ("post", "/marketplace/console/policy/confirm/", {**STAFF_ONLY_PAGE, "staff": 302}),
+    ("get", "/marketplace/console/site-key/", STAFF_ONLY_PAGE),
 ]
+
+POLICY_FORM = {"mode": "enforce", "min_endorsements": "1", "os": "ubuntu"}
+
+
+def page_data(url: str) -> dict:
+    """What a staff member's browser would send to each console action."""
+    if url.endswith("/console/policy/"):
+        return POLICY_FORM
+    if url.endswith("/policy/import/"):
+        return {"policy_cfg": SimpleUploadedFile("policy.cfg", b"[images]\nblacklist = x\n")}
+    if url.endswith("/policy/confirm/"):
+        return {"rules": json.dumps(POLICY_BODY), "based_on": "0"}
+    if url.endswith("/deprecate/"):
+        return {"reason": "unsafe"}
+    return {}
+
+
+def prepare_site(world, request, url: str) -> None:
+    """The endpoints that sign with the site key get one; deprecating needs the site's endorsement first."""
+    if "endorse/" in url or "deprecate/" in url or "site-key/" in url:
+        request.getfixturevalue("site_key")
+    if url.endswith("deprecate/"):
+        from marketplace import services
+        from marketplace.models import Image
+
+        image = Image.objects.get(identifier=IMAGE.identifier)
+        services.image_site_endorse(actor=world["users"]["staff"], image=image)
 
 
 @pytest.mark.parametrize(("method", "url", "expected"), PAGE_MATRIX, ids=lambda v: str(v)[:60])
 @pytest.mark.parametrize("role", ROLES)
-def test_page_permission_matrix(world, client, method, url, expected, role):
+def test_page_permission_matrix(world, client, request, method, url, expected, role):
+    if "/console/" in url:
+        prepare_site(world, request, url)
     if world["users"][role] is not None:
         client.force_login(world["users"][role])
-    response = getattr(client, method)(url.replace("{fp}", world["fingerprint"]))
+    data = page_data(url) if method == "post" else {}
+    response = getattr(client, method)(url.replace("{fp}", world["fingerprint"]), data)
     assert response.status_code == expected[role]
     if expected[role] == 302 and role == "anonymous":
         assert response["Location"].startswith("/accounts/login/")

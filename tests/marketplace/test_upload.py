@@ -225,11 +225,14 @@ def test_anonymous_upload_is_refused_with_401(api, entry_for):
     assert not Entry.objects.exists()
 
 
-def test_entries_signed_with_the_site_key_count_without_an_account(owner, keyring, entry_for, api_as, settings):
+def test_entries_signed_with_the_site_key_count_without_an_account(owner, keyring, entry_for, api_as):
     from marketplace import signing
+    from marketplace.models import SiteKey
 
-    settings.MARKETPLACE_SITE_KEY_FINGERPRINT = keyring["owner"].fingerprint
-    signing.key_trust(keyring["owner"].armored)
+    info = signing.key_trust(keyring["owner"].armored)
+    SiteKey.objects.create(
+        fingerprint=info.fingerprint, uid=info.uids[0], email=info.emails[0], armored=info.armored, created=info.created
+    )
     response = upload(api_as(owner), entry_for("owner"))
     assert response.status_code == 201, response.json()
     entry = Entry.objects.get()
@@ -245,7 +248,7 @@ def test_admin_lists_marketplace_rows_read_only(client, staff, owner, registered
     staff.is_superuser = True
     staff.save()
     client.force_login(staff)
-    for model in ("pgpkey", "endorser", "image", "entry"):
+    for model in ("pgpkey", "endorser", "image", "entry", "sitekey", "sitepolicy"):
         assert client.get(f"/admin/marketplace/{model}/").status_code == 200
     entry = Entry.objects.get()
     assert client.get(f"/admin/marketplace/entry/{entry.pk}/change/").status_code == 200

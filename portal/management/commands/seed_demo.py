@@ -1,4 +1,4 @@
-"""Demo data for ``make run``: two accounts, the instance types and one simulated libvirt host.
+"""Demo data for ``make run``: two accounts, the instance types, one simulated libvirt host and the site key.
 
 Idempotent: running it again changes nothing that exists and prints the same logins.
 """
@@ -16,6 +16,7 @@ from accounts import services as accounts_services
 from compute import services as compute_services
 from compute.models import Host
 from core import audit
+from marketplace import services as marketplace_services
 
 DEMO_ACCOUNTS = [
     # username, password, staff, given name, family name
@@ -50,6 +51,7 @@ class Command(BaseCommand):
         uri = settings.LIBVIRT_DEFAULT_URI
         if not Host.objects.filter(uri=uri).exists():
             compute_services.host_register(actor=None, name="demo-host", uri=uri)
+        site_key, _ = marketplace_services.site_key_ensure(actor=None)
 
         self.stdout.write(
             self.style.SUCCESS("Demo data is loaded. Log in at http://127.0.0.1:8000/accounts/login/ as:")
@@ -57,3 +59,4 @@ class Command(BaseCommand):
         for username, password, staff, _first, _last in DEMO_ACCOUNTS:
             role = "site administrator" if staff else "researcher"
             self.stdout.write(f"  {role:<20} username {username:<12} password {password}")
+        self.stdout.write(f"The site key (manage.py create_site_key shows it): {site_key.fingerprint}")

@@ -1,0 +1,66 @@
+"""Marketplace REST API (DESIGN §6): entries, image search, endorsers and the account's OpenPGP keys
+(``entries``); an image's policy decision, the site key and the staff-only policy endpoints (``policy``)."""
+
+from __future__ import annotations
+
+from marketplace.api.entries import (
+    ERROR,
+    EndorserFilter,
+    EndorserHistoryApi,
+    EndorserListApi,
+    EndorserSerializer,
+    EntryDetailApi,
+    EntryDetailSerializer,
+    EntrySummarySerializer,
+    EntryUploadApi,
+    EntryValidateApi,
+    ImageDetailApi,
+    ImageListApi,
+    ImageSearchFilter,
+    ImageSerializer,
+    PgpKeyListApi,
+    PgpKeyRevokeApi,
+    PgpKeySerializer,
+    parse_created,
+)
+from marketplace.api.policy import (
+    AdminImageDeprecateApi,
+    AdminImageEndorseApi,
+    AdminPolicyApi,
+    AdminPolicyDryRunApi,
+    DecisionSerializer,
+    ImagePolicyApi,
+    SiteKeyApi,
+    decision_json,
+    read_rules,
+)
+
+__all__ = [
+    "ERROR",
+    "AdminImageDeprecateApi",
+    "AdminImageEndorseApi",
+    "AdminPolicyApi",
+    "AdminPolicyDryRunApi",
+    "DecisionSerializer",
+    "EndorserFilter",
+    "EndorserHistoryApi",
+    "EndorserListApi",
+    "EndorserSerializer",
+    "EntryDetailApi",
+    "EntryDetailSerializer",
+    "EntrySummarySerializer",
+    "EntryUploadApi",
+    "EntryValidateApi",
+    "ImageDetailApi",
+    "ImageListApi",
+    "ImagePolicyApi",
+    "ImageSearchFilter",
+    "ImageSerializer",
+    "PgpKeyListApi",
+    "PgpKeyRevokeApi",
+    "PgpKeySerializer",
+    "SiteKeyApi",
+    "decision_json",
+    "parse_created",
+    "read_rules",
+]

@@ -1,0 +1,473 @@
+"""Site policy rules and their engine: which images may run here, decided rule by rule with reasons (DESIGN §2.4).
+
+The rules are a plain value (:class:`PolicyRules`, JSON names of DESIGN §2.4) evaluated against plain
+facts about one image (:class:`ImageFacts`) by :func:`evaluate_rules`, a pure function. Endorser and
+checksum lists work as StratusLab's policy filters did: they decide which of the image's current
+endorsements the site trusts, and an image none of whose endorsements survive is refused.
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from core.errors import ApplicationError
+
+Mode = Literal["enforce", "warn", "audit"]
+Outcome = Literal["passed", "failed", "not_applicable"]
+MODES: tuple[Mode, ...] = ("enforce", "warn", "audit")
+SITE = "site"  # in endorser lists, the word that stands for the site's own key
+
+_FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
+_HEX_DIGEST = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+
+
+class PolicyInvalid(ApplicationError):
+    default_code = "policy-invalid"
+
+
+@dataclass(frozen=True)
+class RequiredEndorsers:
+    """``k`` of the endorsers in ``of`` (fingerprints, e-mails or ``site``) must endorse the image."""
+
+    k: int
+    of: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PolicyRules:
+    mode: Mode = "enforce"
+    endorsers_allow: tuple[str, ...] = ()
+    endorsers_deny: tuple[str, ...] = ()
+    images_allow: tuple[str, ...] = ()
+    images_deny: tuple[str, ...] = ()
+    checksums_allow: tuple[str, ...] = ()
+    checksums_deny: tuple[str, ...] = ()
+    min_endorsements: int = 1
+    required_endorsers: RequiredEndorsers | None = None
+    kinds: tuple[str, ...] = ()
+    os: tuple[str, ...] = ()
+    arch: tuple[str, ...] = ()
+    formats: tuple[str, ...] = ()
+    max_bytes: int | None = None
+    require_location: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key, value in data.items():
+            if isinstance(value, tuple):
+                data[key] = list(value)
+        if self.required_endorsers is not None:
+            data["required_endorsers"] = {"k": self.required_endorsers.k, "of": list(self.required_endorsers.of)}
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PolicyRules:
+        """Read the JSON form; every problem is reported at once, each naming its field."""
+        if not isinstance(data, Mapping):
+            raise PolicyInvalid("a policy is a JSON object")
+        problems: dict[str, str] = {}
+        known = {f for f in cls.__dataclass_fields__}
+        for name in sorted(set(data) - known):
+            problems[name] = f"unknown policy field {name!r}"
+        values: dict[str, Any] = {}
+
+        mode = data.get("mode", "enforce")
+        if mode not in MODES:
+            problems["mode"] = f"mode must be one of {', '.join(MODES)}, got {mode!r}"
+        values["mode"] = mode
+
+        for name in ("endorsers_allow", "endorsers_deny"):
+            values[name] = _read_list(data, name, problems, _normalise_endorser)
+        for name in ("images_allow", "images_deny"):
+            values[name] = _read_list(data, name, problems, str.strip)
+        for name in ("checksums_allow", "checksums_deny"):
+            values[name] = _read_list(data, name, problems, _normalise_checksum)
+        for name in ("kinds", "os", "arch", "formats"):
+            values[name] = _read_list(data, name, problems, lambda v: v.strip().lower())
+
+        min_endorsements = data.get("min_endorsements", 1)
+        if isinstance(min_endorsements, bool) or not isinstance(min_endorsements, int) or min_endorsements < 0:
+            problems["min_endorsements"] = f"min_endorsements must be a whole number ≥ 0, got {min_endorsements!r}"
+        values["min_endorsements"] = min_endorsements
+
+        max_bytes = data.get("max_bytes")
+        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
+            problems["max_bytes"] = f"max_bytes must be null or a whole number ≥ 1, got {max_bytes!r}"
+        values["max_bytes"] = max_bytes
+
+        require_location = data.get("require_location", False)
+        if not isinstance(require_location, bool):
+            problems["require_location"] = f"require_location must be true or false, got {require_location!r}"
+        values["require_location"] = require_location
+
+        values["required_endorsers"] = _read_required(data.get("required_endorsers"), problems)
+
+        if problems:
+            first = next(iter(problems.values()))
+            raise PolicyInvalid(first, extra={"errors": problems})
+        return cls(**values)
+
+
+def _normalise_endorser(value: str) -> str:
+    """Fingerprints upper-case without spaces, e-mails lower-case, ``site`` as is."""
+    value = value.strip()
+    compact = value.replace(" ", "").upper()
+    if compact.startswith("OPENPGP:"):
+        compact = compact.removeprefix("OPENPGP:")
+    if _FINGERPRINT.match(compact):
+        return compact
+    if value.lower() == SITE:
+        return SITE
+    if "@" in value:
+        return value.lower()
+    raise ValueError(f"{value!r} is neither a 40-hex key fingerprint, an e-mail address nor 'site'")
+
+
+def _normalise_checksum(value: str) -> str:
+    value = value.strip().lower()
+    if not _HEX_DIGEST.match(value):
+        raise ValueError(f"{value!r} is not a SHA-1 (40 hex) or SHA-256 (64 hex) checksum")
+    return value
+
+
+def _read_list(data: Mapping[str, Any], name: str, problems: dict[str, str], normalise: Any) -> tuple[str, ...]:
+    raw = data.get(name, [])
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        problems[name] = f"{name} must be a list of strings"
+        return ()
+    out: list[str] = []
+    for item in raw:
+        if not item.strip():
+            continue
+        try:
+            value = normalise(item)
+        except ValueError as exc:
+            problems[name] = f"{name}: {exc}"
+            return ()
+        if value not in out:
+            out.append(value)
+    return tuple(out)
+
+
+def _read_required(raw: Any, problems: dict[str, str]) -> RequiredEndorsers | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or set(raw) != {"k", "of"}:
+        problems["required_endorsers"] = 'required_endorsers must be null or {"k": <number>, "of": [<endorser>, …]}'
+        return None
+    of = _read_list(raw, "of", problems, _normalise_endorser)
+    if "of" in problems:
+        problems["required_endorsers"] = problems.pop("of").replace("of:", "required_endorsers.of:", 1)
+        return None
+    k = raw["k"]
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(of):
+        problems["required_endorsers"] = f"required_endorsers.k must be between 1 and {len(of)} (the size of 'of')"
+        return None
+    return RequiredEndorsers(k=k, of=of)
+
+
+# --- facts and decisions -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EndorsementFact:
+    """One endorser's latest entry for the image, as the Marketplace sees it now."""
+
+    email: str
+    fingerprint: str
+    status: str  # valid | expired | deprecated
+    revoked: bool = False  # the signing key is revoked (now)
+    is_site: bool = False  # signed with the site key
+
+    @property
+    def is_current(self) -> bool:
+        return self.status == "valid" and not self.revoked
+
+    @property
+    def label(self) -> str:
+        return f"{self.email} ({self.fingerprint[-16:]})" if self.fingerprint else self.email
+
+    def matches(self, endorser: str) -> bool:
+        if endorser == SITE:
+            return self.is_site
+        return endorser in (self.email.lower(), self.fingerprint.upper())
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    identifier: str
+    sha1: str
+    sha256: str | None = None
+    kind: str = ""
+    os: str = ""
+    arch: str = ""
+    format: str = ""
+    bytes: int | None = None
+    locations: tuple[str, ...] = ()
+    endorsements: tuple[EndorsementFact, ...] = ()
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    rule: str
+    outcome: Outcome
+    reason: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    mode: Mode
+    allowed: bool
+    results: tuple[RuleResult, ...]
+    trusted_endorsers: tuple[str, ...] = field(default=())
+
+    @property
+    def failures(self) -> tuple[RuleResult, ...]:
+        return tuple(r for r in self.results if r.outcome == "failed")
+
+    @property
+    def verdict(self) -> str:
+        """``allowed``, ``denied``, or ``allowed-with-warnings`` (warn mode with failures); audit mode's
+        failures are logged, not shown, so it reads ``allowed``."""
+        if not self.allowed:
+            return "denied"
+        if self.failures and self.mode == "warn":
+            return "allowed-with-warnings"
+        return "allowed"
+
+    @property
+    def summary(self) -> str:
+        failures = self.failures
+        if not failures:
+            return "allowed: every rule passed"
+        reasons = "; ".join(f"{r.rule}: {r.reason}" for r in failures)
+        return f"{self.verdict} ({self.mode} mode): {reasons}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "allowed": self.allowed,
+            "verdict": self.verdict,
+            "summary": self.summary,
+            "trusted_endorsers": list(self.trusted_endorsers),
+            "rules": [asdict(r) for r in self.results],
+        }
+
+
+def _na(rule: str, why: str = "no such rule is set") -> RuleResult:
+    return RuleResult(rule, "not_applicable", why)
+
+
+def _listing(items: Iterable[str]) -> str:
+    return ", ".join(items)
+
+
+def evaluate_rules(rules: PolicyRules, facts: ImageFacts) -> Decision:
+    """Every rule, in the order of DESIGN §2.4, with why it passed, failed or did not apply."""
+    results: list[RuleResult] = []
+    current = [e for e in facts.endorsements if e.is_current]
+    not_counted = [e for e in facts.endorsements if not e.is_current]
+
+    # Endorser lists filter which current endorsements the site trusts.
+    trusted = list(current)
+    if rules.endorsers_allow:
+        kept = [e for e in trusted if any(e.matches(a) for a in rules.endorsers_allow)]
+        if kept:
+            results.append(
+                RuleResult("endorsers_allow", "passed", f"endorsed by allowed {_listing(e.label for e in kept)}")
+            )
+        else:
+            results.append(
+                RuleResult("endorsers_allow", "failed", "no current endorsement is from an allowed endorser")
+            )
+        trusted = kept
+    else:
+        results.append(_na("endorsers_allow", "any endorser is allowed"))
+    if rules.endorsers_deny:
+        denied = [e for e in trusted if any(e.matches(d) for d in rules.endorsers_deny)]
+        trusted = [e for e in trusted if e not in denied]
+        if denied and not trusted:
+            results.append(
+                RuleResult(
+                    "endorsers_deny", "failed", f"only denied endorsers endorse it: {_listing(e.label for e in denied)}"
+                )
+            )
+        elif denied:
+            results.append(
+                RuleResult("endorsers_deny", "passed", f"ignored denied endorsers: {_listing(e.label for e in denied)}")
+            )
+        else:
+            results.append(RuleResult("endorsers_deny", "passed", "no denied endorser endorses it"))
+    else:
+        results.append(_na("endorsers_deny", "no endorser is denied"))
+
+    if rules.images_allow:
+        ok = facts.identifier in rules.images_allow
+        results.append(
+            RuleResult(
+                "images_allow",
+                "passed" if ok else "failed",
+                "the image is on the allow list" if ok else f"{facts.identifier} is not on the allow list",
+            )
+        )
+    else:
+        results.append(_na("images_allow", "any image is allowed"))
+    if rules.images_deny:
+        bad = facts.identifier in rules.images_deny
+        results.append(
+            RuleResult(
+                "images_deny",
+                "failed" if bad else "passed",
+                f"{facts.identifier} is on the deny list" if bad else "the image is not on the deny list",
+            )
+        )
+    else:
+        results.append(_na("images_deny", "no image is denied"))
+
+    digests = {d for d in (facts.sha1.lower(), (facts.sha256 or "").lower()) if d}
+    if rules.checksums_allow:
+        ok = bool(digests & set(rules.checksums_allow))
+        results.append(
+            RuleResult(
+                "checksums_allow",
+                "passed" if ok else "failed",
+                "its checksum is on the allow list" if ok else "neither its SHA-1 nor its SHA-256 is on the allow list",
+            )
+        )
+    else:
+        results.append(_na("checksums_allow", "any checksum is allowed"))
+    if rules.checksums_deny:
+        hit = sorted(digests & set(rules.checksums_deny))
+        results.append(
+            RuleResult(
+                "checksums_deny",
+                "failed" if hit else "passed",
+                f"checksum {hit[0]} is on the deny list" if hit else "its checksums are not on the deny list",
+            )
+        )
+    else:
+        results.append(_na("checksums_deny", "no checksum is denied"))
+
+    count = len(trusted)
+    ignored = f" ({len(not_counted)} expired, deprecated or revoked not counted)" if not_counted else ""
+    if rules.min_endorsements:
+        ok = count >= rules.min_endorsements
+        results.append(
+            RuleResult(
+                "min_endorsements",
+                "passed" if ok else "failed",
+                f"{count} current endorsement{'s' if count != 1 else ''}, {rules.min_endorsements} required{ignored}",
+            )
+        )
+    else:
+        results.append(_na("min_endorsements", "no minimum"))
+
+    if rules.required_endorsers:
+        req = rules.required_endorsers
+        present = [name for name in req.of if any(e.matches(name) for e in trusted)]
+        missing = [name for name in req.of if name not in present]
+        ok = len(present) >= req.k
+        reason = f"{len(present)} of the {req.k} required from [{_listing(req.of)}] endorse it"
+        if not ok:
+            reason += f"; missing: {_listing(missing)}"
+        results.append(RuleResult("required_endorsers", "passed" if ok else "failed", reason))
+    else:
+        results.append(_na("required_endorsers", "no endorsers are required"))
+
+    for rule, allowed_values, value, what in (
+        ("kinds", rules.kinds, facts.kind, "kind"),
+        ("os", rules.os, facts.os, "OS"),
+        ("arch", rules.arch, facts.arch, "architecture"),
+        ("formats", rules.formats, facts.format, "format"),
+    ):
+        if not allowed_values:
+            results.append(_na(rule, f"any {what} is allowed"))
+        elif not value:
+            results.append(
+                RuleResult(rule, "failed", f"the image declares no {what}; allowed: {_listing(allowed_values)}")
+            )
+        elif value.lower() in allowed_values:
+            results.append(RuleResult(rule, "passed", f"{what} {value} is allowed"))
+        else:
+            results.append(RuleResult(rule, "failed", f"{what} {value} is not one of {_listing(allowed_values)}"))
+
+    if rules.max_bytes is not None:
+        if facts.bytes is None:
+            results.append(RuleResult("max_bytes", "failed", "the image declares no size"))
+        else:
+            ok = facts.bytes <= rules.max_bytes
+            results.append(
+                RuleResult(
+                    "max_bytes", "passed" if ok else "failed", f"{facts.bytes} bytes, at most {rules.max_bytes} allowed"
+                )
+            )
+    else:
+        results.append(_na("max_bytes", "any size is allowed"))
+
+    if rules.require_location:
+        ok = bool(facts.locations)
+        results.append(
+            RuleResult(
+                "require_location",
+                "passed" if ok else "failed",
+                f"downloadable from {facts.locations[0]}" if ok else "no entry gives a location to download it from",
+            )
+        )
+    else:
+        results.append(_na("require_location", "a location is not required"))
+
+    failed = any(r.outcome == "failed" for r in results)
+    return Decision(
+        mode=rules.mode,
+        allowed=not failed or rules.mode != "enforce",
+        results=tuple(results),
+        trusted_endorsers=tuple(e.label for e in trusted),
+    )
+
+
+# --- StratusLab policy.cfg ------------------------------------------------------------------------------
+
+_CFG_SECTIONS = {
+    "endorsers": ("endorsers_allow", "endorsers_deny"),
+    "images": ("images_allow", "images_deny"),
+    "checksums": ("checksums_allow", "checksums_deny"),
+}
+
+
+def rules_from_policy_cfg(text: str, *, base: PolicyRules | None = None) -> PolicyRules:
+    """Read a StratusLab ``policy.cfg``: sections ``[endorsers]``, ``[images]``, ``[checksums]`` whose
+    ``whitelist…`` / ``blacklist…`` keys hold one value per line (commas also separate). The lists replace
+    those of ``base``; every other rule of ``base`` is kept."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(text)
+    except configparser.Error as exc:
+        raise PolicyInvalid(f"policy.cfg is not a valid INI file: {exc.message}", code="policy-cfg-invalid") from None
+    unknown = [s for s in parser.sections() if s.lower() not in _CFG_SECTIONS]
+    if unknown:
+        raise PolicyInvalid(
+            f"policy.cfg has unknown section [{unknown[0]}]; expected [endorsers], [images], [checksums]",
+            code="policy-cfg-invalid",
+        )
+    data = (base or PolicyRules()).to_json()
+    for section in parser.sections():
+        allow_name, deny_name = _CFG_SECTIONS[section.lower()]
+        allow: list[str] = []
+        deny: list[str] = []
+        for key, value in parser.items(section):
+            values = [v for v in re.split(r"[\s,]+", value) if v]
+            if key.startswith("whitelist"):
+                allow.extend(values)
+            elif key.startswith("blacklist"):
+                deny.extend(values)
+            else:
+                raise PolicyInvalid(
+                    f"policy.cfg [{section}] key {key!r} is neither whitelist… nor blacklist…",
+                    code="policy-cfg-invalid",
+                )
+        data[allow_name], data[deny_name] = allow, deny
+    return PolicyRules.from_json(data)
