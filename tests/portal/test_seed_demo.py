@@ -3,10 +3,13 @@ from __future__ import annotations
 from io import StringIO
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from compute.models import Host, InstanceType
+from marketplace import policy
+from marketplace.models import Entry, Image
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +36,38 @@ def test_seed_demo_prints_the_logins_and_loads_types_and_a_host():
 
 def test_seed_demo_run_twice_changes_nothing():
     _seed()
-    counts = (get_user_model().objects.count(), InstanceType.objects.count(), Host.objects.count())
+    counts = (
+        get_user_model().objects.count(),
+        InstanceType.objects.count(),
+        Host.objects.count(),
+        Entry.objects.count(),
+    )
     output = _seed()
-    assert (get_user_model().objects.count(), InstanceType.objects.count(), Host.objects.count()) == counts
+    assert (
+        get_user_model().objects.count(),
+        InstanceType.objects.count(),
+        Host.objects.count(),
+        Entry.objects.count(),
+    ) == counts
     assert "password researcher-demo-pass" in output
+
+
+def test_seed_demo_fills_the_marketplace_with_signed_entries_and_a_site_endorsement(client):
+    output = _seed()
+    assert "username creator" in output and "password creator-demo-pass" in output
+    assert Image.objects.count() == 4
+    ubuntu = Image.objects.get(os="Ubuntu")
+    assert {e.endorser.email for e in Entry.objects.filter(image=ubuntu, is_latest=True)} == {
+        "creator@example.org",
+        settings.MARKETPLACE_SITE_KEY_EMAIL,
+    }
+    assert policy.evaluate(ubuntu).allowed
+    centos = Image.objects.get(os="CentOS")
+    latest = Entry.objects.get(image=centos, is_latest=True)
+    assert latest.deprecated and "end of life" in latest.deprecated_reason
+    assert not policy.evaluate(centos).allowed
+    # The image files the entries point at exist and match their checksums.
+    location = Entry.objects.get(image=ubuntu, endorser__email="creator@example.org", is_latest=True).locations[0]
+    assert location.startswith("file://")
+    page = client.get("/marketplace/", {"os": "debian"})
+    assert b"Debian 12 grid worker" in page.content
