@@ -392,6 +392,19 @@ class EntryDetailApi(APIView):
 # --- Images ----------------------------------------------------------------------------------------------------
 
 
+# How the search page names each ordering; the API takes the keys.
+ORDERING_LABELS = {
+    "-updated": "newest first",
+    "updated": "oldest first",
+    "title": "title A-Z",
+    "-title": "title Z-A",
+    "identifier": "identifier",
+    "-identifier": "identifier, reversed",
+    "-bytes": "largest first",
+    "bytes": "smallest first",
+}
+
+
 class ImageSearchFilter(django_filters.FilterSet):
     """The search form of DESIGN §6. Its fields are collected here and applied together by
     ``selectors.image_search``, because they must all hold for the same endorser's latest entry."""
@@ -425,8 +438,8 @@ class ImageSearchFilter(django_filters.FilterSet):
     ordering = django_filters.ChoiceFilter(
         method="collect",
         label="Sort by",
-        choices=[(o, o) for o in selectors.ORDERINGS],
-        empty_label="-updated",
+        choices=[(o, ORDERING_LABELS[o]) for o in selectors.ORDERINGS],
+        empty_label="newest first",
         help_text="Sort order; default -updated (newest endorsement first).",
     )
 
