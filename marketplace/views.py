@@ -200,14 +200,22 @@ def console_images(request: HttpRequest) -> HttpResponse:
     verdict = request.GET.get("verdict", "all")
     if verdict not in VERDICT_FILTERS:
         verdict = "all"
-    rows = []
-    for image, decision in policy.evaluate_all():
-        if verdict == "denied" and decision.allowed:
-            continue
-        if verdict == "warnings" and not (decision.allowed and decision.failures):
-            continue
-        rows.append({"image": image, "decision": decision})
-    page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
+    if verdict == "all":
+        # Unfiltered: page the images first and evaluate only the page shown.
+        page = Paginator(selectors.images_for_evaluation(), PAGE_SIZE).get_page(request.GET.get("page"))
+        page.object_list = [
+            {"image": image, "decision": decision} for image, decision in policy.evaluate_all(images=page.object_list)
+        ]
+    else:
+        # A verdict filter needs every image's decision (a cost that grows with the Marketplace).
+        rows = []
+        for image, decision in policy.evaluate_all():
+            if verdict == "denied" and decision.allowed:
+                continue
+            if verdict == "warnings" and not (decision.allowed and decision.failures):
+                continue
+            rows.append({"image": image, "decision": decision})
+        page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(
         request,
         "marketplace/console_images.html",

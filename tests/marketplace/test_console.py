@@ -51,6 +51,14 @@ def test_console_lists_images_with_their_verdicts_and_filters_them(as_staff, ima
     assert "OS Debian is not one of ubuntu" in response.content.decode()
 
 
+def test_console_pages_the_unfiltered_list_evaluating_each_page(as_staff, images, monkeypatch):
+    monkeypatch.setattr("marketplace.views.PAGE_SIZE", 1)
+    first = listed(as_staff.get(CONSOLE))
+    second = listed(as_staff.get(CONSOLE, {"page": 2}))
+    assert len(first) == len(second) == 1
+    assert first | second == {IMAGE.identifier: "allowed", OTHER_IMAGE.identifier: "allowed"}
+
+
 def test_review_page_shows_metadata_timelines_and_the_decision(as_staff, images, owner, entry_for):
     services.entry_upload(raw=entry_for("owner", at=T0.replace(day=2), deprecated="superseded"), uploader=owner)
     response = as_staff.get(REVIEW)
