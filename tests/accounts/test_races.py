@@ -14,6 +14,7 @@ from django.db import close_old_connections, connection
 from accounts.models import Membership, Project, RegistrationRequest
 from accounts.services import RegistrationInput, registration_approve, registration_submit
 from core.errors import ApplicationError
+from portal.management.commands.seed_demo import DEMO_ACCOUNTS
 from tests.accounts.conftest import registration_body
 from tests.factories import StaffFactory
 
@@ -77,7 +78,8 @@ def test_two_staff_approving_at_once_create_one_account():
 def test_seed_demo_gives_the_demo_accounts_their_personal_projects():
     call_command("seed_demo", stdout=StringIO())
     call_command("seed_demo", stdout=StringIO())
-    for username in ("admin", "researcher"):
+    usernames = [account[0] for account in DEMO_ACCOUNTS]
+    for username in usernames:
         membership = Membership.objects.get(project__personal_owner__username=username)
         assert membership.role == "manager" and membership.user.username == username
-    assert Project.objects.count() == 2
+    assert Project.objects.count() == len(usernames) == 3
