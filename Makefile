@@ -16,6 +16,7 @@ DEB_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-daem
 # PostgreSQL and Redis for the production-configuration pass of `make test`, when they answer.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/altostratus
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
+TEST_CACHE_URL ?= redis://127.0.0.1:6379/14
 
 .PHONY: help system-deps install run test test-embedded test-production lint format lock clean
 
@@ -56,12 +57,13 @@ test: install test-embedded test-production
 
 test-embedded:
 	@echo "== Test suite on the embedded defaults (SQLite, filesystem broker)"
-	env -u DATABASE_URL -u CELERY_BROKER_URL -u CELERY_RESULT_BACKEND $(BIN)/pytest
+	env -u DATABASE_URL -u CELERY_BROKER_URL -u CELERY_RESULT_BACKEND -u CACHE_URL $(BIN)/pytest
 
 test-production:
 	@if (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then \
 		echo "== Test suite on the production configuration (PostgreSQL, Redis)"; \
 		DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) CELERY_RESULT_BACKEND=$(TEST_BROKER_URL) \
+			CACHE_URL=$(TEST_CACHE_URL) \
 			$(BIN)/pytest -m "not browser"; \
 	else \
 		echo "== PostgreSQL (5432) or Redis (6379) does not answer on 127.0.0.1: production-configuration pass skipped"; \

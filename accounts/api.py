@@ -12,6 +12,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import generics, permissions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from accounts import selectors, services
@@ -63,9 +64,11 @@ class UserOutputSerializer(serializers.ModelSerializer):
 
 
 class RegistrationCreateApi(APIView):
-    """Ask for an account. Anonymous; staff approve or reject the request."""
+    """Ask for an account. Anonymous; staff approve or reject the request. Rate-limited per address."""
 
     permission_classes = [permissions.AllowAny]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "registration"
 
     class RegistrationInputSerializer(serializers.Serializer):
         username = serializers.CharField(max_length=20, trim_whitespace=False)

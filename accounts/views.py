@@ -19,6 +19,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts import forms, selectors, services
 from accounts.quotas import quota_usage
 from core.errors import ApplicationError, NotFound
+from core.throttling import page_throttle_wait
 
 
 def _found(fetch: Callable[[], Any]) -> Any:
@@ -31,6 +32,9 @@ def _found(fetch: Callable[[], Any]) -> Any:
 
 def register(request: HttpRequest) -> HttpResponse:
     form = forms.RegistrationForm(request.POST or None)
+    if request.method == "POST" and (wait := page_throttle_wait(request, "registration")) is not None:
+        form.add_error(None, f"Too many registrations from your address; try again in {int(wait) + 1} seconds.")
+        return render(request, "accounts/register.html", {"form": form}, status=429)
     if request.method == "POST" and form.is_valid():
         try:
             services.registration_submit(data=form.to_input())

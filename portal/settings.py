@@ -351,6 +351,16 @@ CELERY_BEAT_SCHEDULE["marketplace.notify_expiring"] = {
     "schedule": crontab(hour=6, minute=0),  # daily, UTC
 }
 
+# Cache (rate-limit counters): per process by default; a shared Redis when several web processes serve.
+CACHE_URL = env_str("CACHE_URL", "")
+if CACHE_URL and urlsplit(CACHE_URL).scheme not in {"redis", "rediss"}:
+    raise ImproperlyConfigured(f"CACHE_URL must be redis:// or rediss://, got {CACHE_URL!r}")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    if CACHE_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes unauthenticated calls answer 401, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -363,6 +373,13 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.rest.exception_handler",
+    # Anonymous endpoints that do work for strangers, per client address (core/throttling.py).
+    "DEFAULT_THROTTLE_RATES": {
+        "registration": env_str("THROTTLE_REGISTRATION", "20/hour"),
+        "validate": env_str("THROTTLE_VALIDATE", "120/minute"),
+    },
+    # Behind a reverse proxy, how many X-Forwarded-For hops to trust when telling clients apart.
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0) or None,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 REST_KNOX = {

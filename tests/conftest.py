@@ -12,12 +12,19 @@ from urllib.parse import quote
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from rest_framework.test import APIClient
 
 from tests.factories import StaffFactory, UserFactory
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Rate-limit counters live in the cache: each test starts with none."""
+    cache.clear()
 
 
 @pytest.fixture

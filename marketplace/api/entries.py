@@ -23,6 +23,7 @@ from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRen
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from core.errors import NotFound
@@ -312,9 +313,11 @@ class EntryUploadApi(APIView):
 
 
 class EntryValidateApi(APIView):
-    """Check a document as an upload would, without storing it. Anyone may call it."""
+    """Check a document as an upload would, without storing it. Anyone may call it (rate-limited)."""
 
     permission_classes = [permissions.AllowAny]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "validate"
     parser_classes = [SignedXmlParser, SignedRdfXmlParser]
 
     @extend_schema(operation_id="marketplace_entries_validate", request=XML_BODY, responses={200: ValidationSerializer})

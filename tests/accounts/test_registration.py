@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
 from django.core import mail
+from rest_framework.throttling import SimpleRateThrottle
 
 from accounts.models import Membership, Project, RegistrationRequest
 from core.models import AuditEntry
@@ -257,3 +258,23 @@ def test_a_retried_registration_with_the_same_idempotency_key_is_stored_once(api
     assert again.json() == first.json()
     assert again["Idempotent-Replayed"] == "true"
     assert RegistrationRequest.objects.count() == 1
+
+
+def test_registrations_from_one_address_are_rate_limited_on_the_api_and_the_page(api, client, monkeypatch):
+    # DRF reads the rates once, into the throttle class: set this test's rate there.
+    monkeypatch.setitem(SimpleRateThrottle.THROTTLE_RATES, "registration", "2/hour")
+    for n in range(2):
+        body = registration_body(username=f"user_{n}", email=f"user{n}@example.org")
+        assert api.post("/api/v1/accounts/registrations/", body, format="json").status_code == 201
+    refused = api.post(
+        "/api/v1/accounts/registrations/",
+        registration_body(username="user_2", email="user2@example.org"),
+        format="json",
+    )
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "throttled"
+    # The page counts in the same bucket: refused too, with the reason on the form.
+    page = client.post("/accounts/register/", {"username": "user_3"})
+    assert page.status_code == 429
+    assert "Too many registrations from your address" in page.content.decode()
+    assert RegistrationRequest.objects.count() == 2

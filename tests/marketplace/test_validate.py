@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from rest_framework.throttling import SimpleRateThrottle
 
 from marketplace.models import Entry
 from tests.marketplace.conftest import IMAGE, unsigned_entry
@@ -65,3 +66,13 @@ def test_not_xml_is_a_problem_not_a_crash(api):
     body = validate(api, b"hello")
     assert body["valid"] is False
     assert body["errors"][0]["rule"] == "not-xml"
+
+
+def test_validation_is_rate_limited_per_address(api, monkeypatch):
+    monkeypatch.setitem(SimpleRateThrottle.THROTTLE_RATES, "validate", "2/minute")
+    raw = unsigned_entry()
+    for _ in range(2):
+        validate(api, raw)
+    refused = api.post(VALIDATE, data=raw, content_type="application/xml")
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "throttled"

@@ -55,6 +55,7 @@ def _start_django(**env: str) -> subprocess.CompletedProcess:
         ("CELERY_BROKER_URL", "kafka://x", "CELERY_BROKER_URL must be"),
         ("DEBUG", "perhaps", "DEBUG must be a boolean"),
         ("EMAIL_PORT", "smtp", "EMAIL_PORT must be an integer"),
+        ("CACHE_URL", "memcached://127.0.0.1", "CACHE_URL must be redis://"),
     ],
 )
 def test_start_up_stops_on_a_malformed_variable_naming_it(variable, value, message):
