@@ -51,6 +51,20 @@ def _replay(record: IdempotencyRecord, digest: str) -> Response:
     return Response(record.response_body, status=record.response_status, headers=headers)
 
 
+def _claim(*, user: Any, key: str, request: Request, digest: str) -> IdempotencyRecord:
+    """Write the key's record before the request runs; IntegrityError when the key is taken."""
+    with transaction.atomic():
+        return IdempotencyRecord.objects.create(
+            user=user, key=key, method=request.method, path=request.path, request_digest=digest
+        )
+
+
+def idempotency_records_purge() -> int:
+    """Delete records older than KEEP_FOR (periodic task ``core.idempotency_purge``); returns how many."""
+    deleted, _ = IdempotencyRecord.objects.filter(created__lt=timezone.now() - KEEP_FOR).delete()
+    return deleted
+
+
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     HEADER,
     OpenApiTypes.STR,
@@ -71,14 +85,15 @@ def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
             raise ApplicationError(f"{HEADER} must be at most 255 characters", code="idempotency-key-invalid")
         user = request.user if request.user.is_authenticated else None
         digest = _digest(request)
-        IdempotencyRecord.objects.filter(created__lt=timezone.now() - KEEP_FOR).delete()
         try:
-            with transaction.atomic():
-                record = IdempotencyRecord.objects.create(
-                    user=user, key=key, method=request.method, path=request.path, request_digest=digest
-                )
+            record = _claim(user=user, key=key, request=request, digest=digest)
         except IntegrityError:
-            return _replay(IdempotencyRecord.objects.get(user=user, key=key), digest)
+            existing = IdempotencyRecord.objects.get(user=user, key=key)
+            if existing.created >= timezone.now() - KEEP_FOR:
+                return _replay(existing, digest)
+            # A key older than KEEP_FOR that the periodic purge has not reached yet: free to use again.
+            IdempotencyRecord.objects.filter(pk=existing.pk).delete()
+            record = _claim(user=user, key=key, request=request, digest=digest)
         try:
             response = handler(view, request, *args, **kwargs)
         except BaseException:

@@ -166,6 +166,12 @@ def pgp_keys(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def pgp_key_revoke(request: HttpRequest, fingerprint: str) -> HttpResponse:
+    _revoke_key(request, fingerprint)
+    return redirect("marketplace-pgp-keys")
+
+
+def _revoke_key(request: HttpRequest, fingerprint: str) -> None:
+    """Revoke through the service and say how it went; a key the user may not see is a 404."""
     try:
         key = services.pgp_key_revoke(actor=request.user, fingerprint=fingerprint)
     except NotFound as exc:
@@ -173,8 +179,7 @@ def pgp_key_revoke(request: HttpRequest, fingerprint: str) -> HttpResponse:
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, f"Key {key.fingerprint} revoked.")
-    return redirect("marketplace-pgp-keys")
+        messages.success(request, f"Key {key.fingerprint} ({key.owner.get_username()}) revoked.")
 
 
 # --- Staff console: images, their review, the site's endorsements, the policy, the site key ----------------
@@ -293,14 +298,7 @@ def console_image_deprecate(request: HttpRequest, identifier: str) -> HttpRespon
 @require_POST
 def console_key_revoke(request: HttpRequest, fingerprint: str) -> HttpResponse:
     """Revoke an endorser's key, then go back to the image being reviewed (if any)."""
-    try:
-        key = services.pgp_key_revoke(actor=request.user, fingerprint=fingerprint)
-    except NotFound as exc:
-        raise Http404(exc.message) from None
-    except ApplicationError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"Key {key.fingerprint} ({key.owner.get_username()}) revoked.")
+    _revoke_key(request, fingerprint)
     identifier = request.POST.get("identifier", "")
     if metadata.is_identifier(identifier):
         return redirect("marketplace-console-image", identifier)

@@ -192,6 +192,12 @@ class EntryDetailSerializer(EntrySummarySerializer):
         return f"{_entry_url(entry, self.context.get('request'))}?format=xml"
 
 
+def entry_created_response(entry: Entry, request: Request) -> Response:
+    """201 with the new entry and its ``Location``: the answer of every call that stores an entry."""
+    body = EntryDetailSerializer(entry, context={"request": request}).data
+    return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["url"]})
+
+
 class ImageSerializer(serializers.ModelSerializer):
     """An image with each endorser's latest entry and how many of them count now."""
 
@@ -308,8 +314,7 @@ class EntryUploadApi(APIView):
     @idempotent
     def post(self, request: Request) -> Response:
         entry = services.entry_upload(raw=_body(request), uploader=request.user)
-        body = EntryDetailSerializer(entry, context={"request": request}).data
-        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["url"]})
+        return entry_created_response(entry, request)
 
 
 class EntryValidateApi(APIView):

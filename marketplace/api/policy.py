@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import permissions, serializers, status
+from rest_framework import permissions, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from core.errors import NotFound
 from core.idempotency import idempotent
 from marketplace import policy, selectors, services
-from marketplace.api.entries import ERROR, EntryDetailSerializer
+from marketplace.api.entries import ERROR, EntryDetailSerializer, entry_created_response
 from marketplace.models import SitePolicy
 from marketplace.policy import MODES, PolicyInvalid, PolicyRules
 
@@ -223,8 +223,7 @@ class AdminImageEndorseApi(APIView):
             valid_until=data.validated_data.get("valid_until"),
             reason=data.validated_data.get("reason", ""),
         )
-        body = EntryDetailSerializer(entry, context={"request": request}).data
-        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["url"]})
+        return entry_created_response(entry, request)
 
 
 class AdminImageDeprecateApi(APIView):
@@ -249,8 +248,7 @@ class AdminImageDeprecateApi(APIView):
         data.is_valid(raise_exception=True)
         image = selectors.image_get(identifier=identifier)
         entry = services.image_site_deprecate(actor=request.user, image=image, reason=data.validated_data["reason"])
-        body = EntryDetailSerializer(entry, context={"request": request}).data
-        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["url"]})
+        return entry_created_response(entry, request)
 
 
 SITE_KEY = inline_serializer(

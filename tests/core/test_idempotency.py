@@ -1,14 +1,20 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+import time_machine
+from django.conf import settings
+from django.utils import timezone
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory, force_authenticate
 from rest_framework.views import APIView
 
 from core import audit
-from core.idempotency import idempotent
+from core.idempotency import KEEP_FOR, idempotent
 from core.models import AuditEntry, IdempotencyRecord
+from core.tasks import idempotency_purge
 
 pytestmark = pytest.mark.django_db
 factory = APIRequestFactory()
@@ -84,3 +90,21 @@ def test_an_overlong_key_is_refused(owner):
     response = call(owner, {"name": "a"}, key="k" * 256)
     assert response.status_code == 400
     assert response.data["code"] == "idempotency-key-invalid"
+
+
+def test_a_key_past_its_keeping_time_is_used_afresh(owner):
+    with time_machine.travel(timezone.now() - KEEP_FOR - timedelta(minutes=1)):
+        call(owner, {"name": "a"}, key="old")
+    response = call(owner, {"name": "b"}, key="old")  # another body: would be 422 within the keeping time
+    assert response.status_code == 201
+    assert "Idempotent-Replayed" not in response
+    assert AuditEntry.objects.filter(action="test.thing.created").count() == 2
+
+
+def test_the_periodic_purge_forgets_old_keys_only(owner):
+    with time_machine.travel(timezone.now() - KEEP_FOR - timedelta(minutes=1)):
+        call(owner, {"name": "a"}, key="old")
+    call(owner, {"name": "a"}, key="new")
+    assert idempotency_purge() == 1
+    assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["new"]
+    assert "core.idempotency_purge" in settings.CELERY_BEAT_SCHEDULE
