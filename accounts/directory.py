@@ -115,13 +115,17 @@ def _connection(config: _Config) -> Iterator[ldap.ldapobject.LDAPObject]:
         if config.bind_dn:
             conn.simple_bind_s(config.bind_dn, config.bind_password)
     except _UNAVAILABLE as exc:
-        raise DirectoryUnavailable(f"the directory at {config.uri} does not answer: {_describe(exc)}") from exc
+        raise DirectoryUnavailable(
+            f"the directory at {config.uri} does not answer: {_describe(exc, config=config)}"
+        ) from exc
     except ldap.LDAPError as exc:
         raise DirectoryError(f"cannot bind to the directory as {config.bind_dn}: {_describe(exc)}") from exc
     try:
         yield conn
     except _UNAVAILABLE as exc:
-        raise DirectoryUnavailable(f"the directory at {config.uri} stopped answering: {_describe(exc)}") from exc
+        raise DirectoryUnavailable(
+            f"the directory at {config.uri} stopped answering: {_describe(exc, config=config)}"
+        ) from exc
     except ldap.ALREADY_EXISTS as exc:
         raise DirectoryEntryExists(_describe(exc)) from exc
     except ldap.LDAPError as exc:
@@ -131,9 +135,12 @@ def _connection(config: _Config) -> Iterator[ldap.ldapobject.LDAPObject]:
             conn.unbind_s()
 
 
-def _describe(exc: ldap.LDAPError) -> str:
+def _describe(exc: ldap.LDAPError, *, config: _Config | None = None) -> str:
+    # python-ldap raises a synchronous call's timeout as ``ldap.TIMEOUT()`` with no arguments at all.
+    if isinstance(exc, ldap.TIMEOUT) and config is not None:
+        return f"timed out after {config.timeout} s"
     info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-    text = info.get("desc", str(exc))
+    text = info.get("desc") or str(exc) or type(exc).__name__
     return f"{text} ({info['info']})" if info.get("info") else str(text)
 
 

@@ -34,9 +34,10 @@ from core.errors import ApplicationError, Conflict, NotFound, PermissionDenied, 
 
 logger = logging.getLogger(__name__)
 
-USERNAME_PATTERN = re.compile(r"^\w{3,20}$", re.ASCII)
+# Both are used with ``fullmatch``: ``$`` alone also matches before a trailing newline.
+USERNAME_PATTERN = re.compile(r"\w{3,20}", re.ASCII)
 PERSONAL_PREFIX = "personal-"
-PROJECT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,99}$")
+PROJECT_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{1,99}")
 _RFC4514_SPECIAL = re.compile(r'([,+"\\<>;])')
 
 
@@ -106,7 +107,7 @@ def registration_errors(data: RegistrationInput) -> tuple[dict[str, list[str]], 
     def add(field: str, message: str) -> None:
         errors.setdefault(field, []).append(message)
 
-    if not USERNAME_PATTERN.match(data.username):
+    if not USERNAME_PATTERN.fullmatch(data.username):
         add("username", "use 3 to 20 letters, digits or underscores")
     elif (
         User.objects.filter(username__iexact=data.username).exists()
@@ -378,7 +379,7 @@ def project_create(*, actor: User, name: str, description: str = "", manager: Us
     each project brings its own quota)."""
     if not actor.is_staff:
         raise PermissionDenied("only site administrators create projects")
-    if not PROJECT_NAME_PATTERN.match(name) or name.startswith(PERSONAL_PREFIX):
+    if not PROJECT_NAME_PATTERN.fullmatch(name) or name.startswith(PERSONAL_PREFIX):
         raise ApplicationError(
             f"name: use 2 to 100 letters, digits, '.', '_' or '-', not starting with '{PERSONAL_PREFIX}'",
             code="invalid",

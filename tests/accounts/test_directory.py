@@ -174,3 +174,20 @@ def test_an_entry_someone_else_made_is_not_overwritten(ldap_directory, register,
     assert directory.ssha_check("Other-Pass-77", ldap_entry(ldap_directory, "ada_l")["userPassword"][0])
     registration.refresh_from_db()
     assert registration.status == "pending"
+
+
+def test_a_directory_that_accepts_but_never_answers_says_it_timed_out(slapd, settings, register, api, staff):
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshake; nobody ever reads or writes
+        apply_ldap_settings(settings, f"ldap://127.0.0.1:{silent.getsockname()[1]}")
+        settings.AUTH_LDAP_TIMEOUT = 1
+        register()
+        response = _approve(api, staff, RegistrationRequest.objects.get())
+    assert response.status_code == 503
+    body = response.json()
+    assert body["code"] == "directory-unavailable"
+    assert "does not answer: timed out after 1 s" in body["detail"]
+    assert RegistrationRequest.objects.get().status == "pending"

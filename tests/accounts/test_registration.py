@@ -278,3 +278,11 @@ def test_registrations_from_one_address_are_rate_limited_on_the_api_and_the_page
     assert page.status_code == 429
     assert "Too many registrations from your address" in page.content.decode()
     assert RegistrationRequest.objects.count() == 2
+
+
+def test_a_username_with_a_trailing_newline_is_refused_with_a_field_error(register):
+    response = register(username="bob\n")
+    assert response.status_code == 400
+    assert response.json()["detail"] == "username: use 3 to 20 letters, digits or underscores"
+    assert "username" in response.json()["errors"]
+    assert not RegistrationRequest.objects.exists()
