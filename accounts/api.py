@@ -9,6 +9,7 @@ from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
+from knox.models import AuthToken
 from rest_framework import generics, permissions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -281,7 +282,13 @@ class ApiTokenListApi(generics.ListAPIView):
 
     class ApiTokenInputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=100)
-        expires_in_days = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
+        expires_in_days = serializers.IntegerField(
+            required=False,
+            allow_null=True,
+            min_value=1,
+            help_text="days until the token expires; null: never. Left out: never, or, when you call with a "
+            "token that expires, that token's expiry (a token may not outlive the one that makes it).",
+        )
 
     class ApiTokenCreatedSerializer(serializers.Serializer):
         id = serializers.IntegerField()
@@ -297,7 +304,15 @@ class ApiTokenListApi(generics.ListAPIView):
     def post(self, request: Request) -> Response:
         data = self.ApiTokenInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        record, secret = services.api_token_create(actor=request.user, **data.validated_data)
+        days = data.validated_data.get("expires_in_days")
+        credential = request.auth if isinstance(request.auth, AuthToken) else None
+        record, secret = services.api_token_create(
+            actor=request.user,
+            name=data.validated_data["name"],
+            expires_in_days=days,
+            never_expires="expires_in_days" in data.validated_data and days is None,
+            credential_expiry=credential.expiry if credential is not None else None,
+        )
         body = {"id": record.pk, "name": record.name, "token": secret, "expires": record.token.expiry}
         response = Response(self.ApiTokenCreatedSerializer(body).data, status=status.HTTP_201_CREATED)
         response["Cache-Control"] = "no-store"
