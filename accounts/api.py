@@ -61,6 +61,10 @@ class UserOutputSerializer(serializers.ModelSerializer):
         fields = ["id", "username", "email", "first_name", "last_name", "is_staff"]
 
 
+class DetailSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
 # --- registration (anonymous) -----------------------------------------------------------------------
 
 
@@ -94,6 +98,25 @@ class RegistrationCreateApi(APIView):
         return Response({"id": registration.pk, "status": registration.status}, status=status.HTTP_201_CREATED)
 
 
+class RegistrationConfirmationResendApi(APIView):
+    """Mail the link that confirms a registration's e-mail address again. The answer is the same whether
+    or not a request waits for the address. Rate-limited per client address with the registrations."""
+
+    permission_classes = [permissions.AllowAny]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "registration"
+
+    class ResendInputSerializer(serializers.Serializer):
+        email = serializers.EmailField(max_length=254)
+
+    @extend_schema(request=ResendInputSerializer, responses={202: DetailSerializer}, auth=[])
+    def post(self, request: Request) -> Response:
+        data = self.ResendInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.registration_confirmation_resend(email=data.validated_data["email"])
+        return Response({"detail": services.CONFIRMATION_RESEND_ANSWER}, status=status.HTTP_202_ACCEPTED)
+
+
 # --- me ---------------------------------------------------------------------------------------------
 
 
@@ -109,6 +132,25 @@ class MeApi(APIView):
         projects = selectors.project_list(actor=request.user)
         body = self.MeSerializer({"user": request.user, "projects": projects}, context={"request": request})
         return Response(body.data)
+
+
+class MeEmailApi(APIView):
+    """Change your e-mail address: a confirmation link goes to the new address, and the address changes
+    only once it is confirmed (the old address is then told). 409 ``email-taken`` when the address
+    belongs to someone else."""
+
+    class EmailInputSerializer(serializers.Serializer):
+        email = serializers.EmailField(max_length=254)
+
+    @extend_schema(request=EmailInputSerializer, responses={202: DetailSerializer})
+    def post(self, request: Request) -> Response:
+        data = self.EmailInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        new = services.user_email_change_request(actor=request.user, email=data.validated_data["email"])
+        return Response(
+            {"detail": f"We sent a confirmation link to {new}; your address changes once you open it."},
+            status=status.HTTP_202_ACCEPTED,
+        )
 
 
 # --- projects and members ---------------------------------------------------------------------------
@@ -345,6 +387,7 @@ class RegistrationOutputSerializer(serializers.ModelSerializer):
             "dn",
             "message",
             "status",
+            "email_confirmed",
             "created",
             "decided",
             "decided_by",
@@ -383,8 +426,10 @@ class AdminRegistrationDetailApi(APIView):
 
 
 class AdminRegistrationApproveApi(APIView):
-    """Approve: creates the account (in LDAP when configured) and the personal project. 503 with
-    ``directory-unavailable`` when the directory does not answer; the request then stays pending."""
+    """Approve: creates the account (in LDAP when configured) and the personal project. 409 with
+    ``email-unconfirmed`` before the applicant has confirmed the address, ``email-taken`` when the
+    address has been given to someone else since; 503 with ``directory-unavailable`` when the directory
+    does not answer. The request then stays pending."""
 
     permission_classes = [permissions.IsAdminUser]
 

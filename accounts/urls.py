@@ -11,7 +11,11 @@ from core import converters  # noqa: F401 - registers the <id:…> path converte
 urlpatterns: list[URLPattern | URLResolver] = [
     path("register/", views.register, name="register"),
     path("register/done/", views.register_done, name="register-done"),
+    path("register/confirm/", views.register_confirm_resend, name="register-confirm-resend"),
+    path("register/confirm/<str:token>/", views.register_confirm, name="register-confirm"),
     path("profile/", views.profile, name="profile"),
+    path("profile/email/", views.profile_email_change, name="profile-email-change"),
+    path("profile/email/confirm/<str:token>/", views.profile_email_confirm, name="profile-email-confirm"),
     path("profile/ssh-keys/", views.profile_ssh_key_add, name="profile-ssh-key-add"),
     path("profile/ssh-keys/<id:key_id>/delete/", views.profile_ssh_key_delete, name="profile-ssh-key-delete"),
     path("profile/tokens/", views.profile_token_create, name="profile-token-create"),
@@ -39,7 +43,13 @@ urlpatterns: list[URLPattern | URLResolver] = [
 
 api_urlpatterns: list[URLPattern | URLResolver] = [
     path("accounts/registrations/", api.RegistrationCreateApi.as_view(), name="api-registrations"),
+    path(
+        "accounts/registrations/confirmation/",
+        api.RegistrationConfirmationResendApi.as_view(),
+        name="api-registration-confirmation",
+    ),
     path("accounts/me/", api.MeApi.as_view(), name="api-me"),
+    path("accounts/me/email/", api.MeEmailApi.as_view(), name="api-me-email"),
     path("accounts/projects/", api.ProjectListApi.as_view(), name="api-projects"),
     path("accounts/projects/<id:project_id>/", api.ProjectDetailApi.as_view(), name="api-project"),
     path("accounts/projects/<id:project_id>/members/", api.MemberListApi.as_view(), name="api-project-members"),

@@ -49,6 +49,36 @@ def register_done(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/register_done.html")
 
 
+@require_http_methods(["GET", "POST"])
+def register_confirm(request: HttpRequest, token: str) -> HttpResponse:
+    """The page a confirmation link opens; confirming is its POST (mail scanners fetch links with GET)."""
+    context: dict[str, Any] = {"token": token}
+    try:
+        if request.method == "POST":
+            context["registration"] = services.registration_email_confirm(token=token)
+            context["confirmed"] = True
+        else:
+            context["registration"] = services.registration_from_token(token)
+    except ApplicationError as exc:
+        context["error"] = exc.message
+        return render(request, "accounts/register_confirm.html", context, status=exc.status)
+    return render(request, "accounts/register_confirm.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def register_confirm_resend(request: HttpRequest) -> HttpResponse:
+    form = forms.EmailForm(request.POST or None)
+    if request.method == "POST":
+        if (wait := page_throttle_wait(request, "registration")) is not None:
+            form.add_error(None, f"Too many requests from your address; try again in {int(wait) + 1} seconds.")
+            return render(request, "accounts/register_confirm_resend.html", {"form": form}, status=429)
+        if form.is_valid():
+            services.registration_confirmation_resend(email=form.cleaned_data["email"])
+            messages.success(request, services.CONFIRMATION_RESEND_ANSWER)
+            return redirect("register-confirm-resend")
+    return render(request, "accounts/register_confirm_resend.html", {"form": form})
+
+
 # --- profile ----------------------------------------------------------------------------------------
 
 
@@ -68,6 +98,7 @@ def _profile(request: HttpRequest, *, status: int = 200, **extra: Any) -> HttpRe
         "tokens": selectors.api_token_list(actor=user),
         "ssh_key_form": forms.SshKeyForm(),
         "token_form": forms.TokenForm(),
+        "email_form": forms.NewEmailForm(),
         **extra,
     }
     response = render(request, "accounts/profile.html", context, status=status)
@@ -78,6 +109,38 @@ def _profile(request: HttpRequest, *, status: int = 200, **extra: Any) -> HttpRe
 @login_required
 def profile(request: HttpRequest) -> HttpResponse:
     return _profile(request)
+
+
+@login_required
+@require_POST
+def profile_email_change(request: HttpRequest) -> HttpResponse:
+    form = forms.NewEmailForm(request.POST)
+    if form.is_valid():
+        try:
+            new = services.user_email_change_request(actor=request.user, email=form.cleaned_data["email"])
+        except ApplicationError as exc:
+            forms.add_service_errors(form, exc)
+        else:
+            messages.success(request, f"We sent a confirmation link to {new}; your address changes once you open it.")
+            return redirect("profile")
+    return _profile(request, status=400, email_form=form)
+
+
+@require_http_methods(["GET", "POST"])
+def profile_email_confirm(request: HttpRequest, token: str) -> HttpResponse:
+    """The page the link mailed to a new address opens; confirming is its POST. No login needed: the
+    link itself is the proof, bound to the account, the new and the current address."""
+    context: dict[str, Any] = {"token": token}
+    try:
+        if request.method == "POST":
+            context["change"] = services.user_email_change_confirm(token=token)
+            context["confirmed"] = True
+        else:
+            context["change"] = services.email_change_from_token(token)
+    except ApplicationError as exc:
+        context["error"] = exc.message
+        return render(request, "accounts/email_confirm.html", context, status=exc.status)
+    return render(request, "accounts/email_confirm.html", context)
 
 
 @login_required

@@ -15,7 +15,7 @@ from accounts.models import Membership, Project, RegistrationRequest
 from accounts.services import RegistrationInput, registration_approve, registration_submit
 from core.errors import ApplicationError
 from portal.management.commands.seed_demo import DEMO_ACCOUNTS
-from tests.accounts.conftest import registration_body
+from tests.accounts.conftest import confirm_email, registration_body
 from tests.factories import StaffFactory
 
 
@@ -62,6 +62,7 @@ def test_ten_simultaneous_registrations_of_one_username_make_one_request():
 @pytest.mark.django_db(transaction=True)
 def test_two_staff_approving_at_once_create_one_account():
     registration = registration_submit(data=RegistrationInput(**registration_body()))  # type: ignore[arg-type]
+    confirm_email(registration.pk)
     approvers = [StaffFactory(username=f"staff{i}") for i in range(2)]
 
     def approve(i: int) -> str:
