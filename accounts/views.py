@@ -3,6 +3,7 @@ console and password reset. Every change goes through a service."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -11,10 +12,11 @@ from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 from django.views.decorators.http import require_http_methods, require_POST
+from rest_framework.throttling import SimpleRateThrottle
 
 from accounts import forms, selectors, services
 from accounts.quotas import quota_usage
@@ -250,10 +252,42 @@ def console_registration_reject(request: HttpRequest, registration_id: int) -> H
 # --- password reset ---------------------------------------------------------------------------------
 
 
+class _AccountResetThrottle(SimpleRateThrottle):
+    """Counts reset mails per target address (hashed into the cache key), whoever asks for them."""
+
+    scope = "password_reset_account"
+
+    def __init__(self, email: str) -> None:
+        self.address = hashlib.sha256(email.strip().lower().encode()).hexdigest()
+        super().__init__()
+
+    def get_cache_key(self, request: Any, view: Any) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": self.address}
+
+
 class PasswordResetView(auth_views.PasswordResetView):
+    """Django's reset form, rate-limited per client address (``password_reset``, answered 429) and per
+    account (``password_reset_account``: over it no mail goes out, and the answer is the usual one, so
+    it tells nothing about the account)."""
+
     form_class = forms.DirectoryAwarePasswordResetForm
     extra_email_context = {"site_name": settings.SITE_NAME}
     success_url = reverse_lazy("password_reset_done")
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if (wait := page_throttle_wait(request, "password_reset")) is not None:
+            form = self.get_form()
+            form.is_valid()
+            form.add_error(None, f"Too many password resets from your address; try again in {int(wait) + 1} seconds.")
+            response = self.render_to_response(self.get_context_data(form=form))
+            response.status_code = 429
+            return response
+        return super().post(request, *args, **kwargs)
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        if not _AccountResetThrottle(form.cleaned_data["email"]).allow_request(self.request, None):
+            return HttpResponseRedirect(self.get_success_url())
+        return super().form_valid(form)
 
 
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
