@@ -44,7 +44,9 @@ def test_two_pending_requests_may_not_share_an_address_whatever_its_case(registe
     assert register(confirmed=False).status_code == 201
     response = register(confirmed=False, username="grace", email="ADA@Example.org")
     assert response.status_code == 400
-    assert response.json()["detail"] == "email: a registration with this e-mail address is already waiting for a decision"
+    assert (
+        response.json()["detail"] == "email: a registration with this e-mail address is already waiting for a decision"
+    )
     assert "email" in response.json()["errors"]
     assert RegistrationRequest.objects.count() == 1
 
@@ -121,9 +123,7 @@ def _ask(api, user, email: str, capture):
     return response
 
 
-def test_a_new_address_is_used_only_once_confirmed_from_it(
-    api, owner, client, django_capture_on_commit_callbacks
-):
+def test_a_new_address_is_used_only_once_confirmed_from_it(api, owner, client, django_capture_on_commit_callbacks):
     response = _ask(api, owner, "New.Owner@Example.org", django_capture_on_commit_callbacks)
     assert response.status_code == 202
     [confirm] = mail.outbox

@@ -257,5 +257,7 @@ def test_a_token_made_by_an_expiring_token_without_an_expiry_gets_the_same_expir
 
 
 def test_a_token_made_in_a_session_may_still_never_expire(api_as, owner):
-    response = api_as(owner).post("/api/v1/accounts/tokens/", {"name": "forever", "expires_in_days": None}, format="json")
+    response = api_as(owner).post(
+        "/api/v1/accounts/tokens/", {"name": "forever", "expires_in_days": None}, format="json"
+    )
     assert response.status_code == 201 and response.json()["expires"] is None
