@@ -220,3 +220,32 @@ def test_accounts_sharing_an_address_are_reported_by_the_database_check(db):
     assert "accounts.W001" in out.getvalue() and "one, two" in out.getvalue()
     User.objects.filter(username="two").update(email="two@example.org")
     assert email_conflicts() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_prints_the_rows_that_share_an_address_and_changes_none(capsys):
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = [("accounts", "0001_initial")], [("accounts", "0002_registration_email_confirmed")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        old = executor.loader.project_state(before).apps
+        users, requests = old.get_model("auth", "User"), old.get_model("accounts", "RegistrationRequest")
+        users.objects.create(username="one", email="Same@example.org")
+        users.objects.create(username="two", email="same@example.org")
+        requests.objects.create(username="ada", email="ada@example.org", first_name="A", last_name="L")
+        requests.objects.create(username="ada2", email="ADA@example.org", first_name="A", last_name="L")
+        executor = MigrationExecutor(connection)
+        with pytest.raises(IntegrityError):  # the new constraint cannot hold until one request goes
+            executor.migrate(after)
+        printed = capsys.readouterr().out
+        assert "same@example.org is shared by the users one, two" in printed
+        assert "ada@example.org is shared by the pending registrations ada, ada2" in printed
+        assert users.objects.filter(email__iexact="same@example.org").count() == 2  # reported, not changed
+        requests.objects.filter(username="ada2").update(status="rejected")
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
