@@ -144,3 +144,22 @@ def test_an_id_of_eighteen_digits_reaches_the_view(api_as, owner):
 def test_page_ids_beyond_64_bits_are_not_found(client, owner):
     client.force_login(owner)
     assert client.post("/accounts/profile/ssh-keys/99999999999999999999/delete/").status_code == 404
+
+
+def test_no_route_of_any_app_takes_an_unbounded_int():
+    from django.urls import URLResolver, get_resolver
+    from django.urls.converters import IntConverter
+
+    def routes(patterns, prefix=""):
+        for entry in patterns:
+            here = prefix + str(entry.pattern)
+            yield here, getattr(entry.pattern, "converters", {})
+            if isinstance(entry, URLResolver):
+                yield from routes(entry.url_patterns, here)
+
+    unbounded = [
+        route
+        for route, converters in routes(get_resolver().url_patterns)
+        if any(isinstance(c, IntConverter) for c in converters.values())
+    ]
+    assert unbounded == [], "use <id:…> (core/converters.py): an int beyond 64 bits overflows the database"
