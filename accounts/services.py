@@ -169,7 +169,7 @@ def registration_submit(*, data: RegistrationInput) -> RegistrationRequest:
         with transaction.atomic():
             registration = RegistrationRequest.objects.create(
                 username=data.username,
-                email=data.email,
+                email=email_normalise(data.email),
                 first_name=data.first_name.strip(),
                 last_name=data.last_name.strip(),
                 password_hash=make_password(data.password),

@@ -249,3 +249,8 @@ def test_the_migration_prints_the_rows_that_share_an_address_and_changes_none(ca
         executor = MigrationExecutor(connection)
         executor.loader.build_graph()
         executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+def test_an_address_is_stored_in_its_compared_form(register):
+    register(email="Ada.Lovelace@Example.ORG")
+    assert RegistrationRequest.objects.get().email == "ada.lovelace@example.org"
