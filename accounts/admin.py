@@ -50,7 +50,7 @@ class QuotaHoldAdmin(admin.ModelAdmin):
 
 @admin.register(RegistrationRequest)
 class RegistrationRequestAdmin(admin.ModelAdmin):
-    list_display = ["username", "email", "status", "created", "decided", "decided_by"]
+    list_display = ["username", "email", "email_confirmed", "status", "created", "decided", "decided_by"]
     list_filter = ["status"]
     search_fields = ["username", "email", "first_name", "last_name"]
     exclude = ["password_hash", "ldap_password_hash"]

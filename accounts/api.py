@@ -9,6 +9,7 @@ from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
+from knox.models import AuthToken
 from rest_framework import generics, permissions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -60,6 +61,10 @@ class UserOutputSerializer(serializers.ModelSerializer):
         fields = ["id", "username", "email", "first_name", "last_name", "is_staff"]
 
 
+class DetailSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
 # --- registration (anonymous) -----------------------------------------------------------------------
 
 
@@ -93,6 +98,25 @@ class RegistrationCreateApi(APIView):
         return Response({"id": registration.pk, "status": registration.status}, status=status.HTTP_201_CREATED)
 
 
+class RegistrationConfirmationResendApi(APIView):
+    """Mail the link that confirms a registration's e-mail address again. The answer is the same whether
+    or not a request waits for the address. Rate-limited per client address with the registrations."""
+
+    permission_classes = [permissions.AllowAny]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "registration"
+
+    class ResendInputSerializer(serializers.Serializer):
+        email = serializers.EmailField(max_length=254)
+
+    @extend_schema(request=ResendInputSerializer, responses={202: DetailSerializer}, auth=[])
+    def post(self, request: Request) -> Response:
+        data = self.ResendInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.registration_confirmation_resend(email=data.validated_data["email"])
+        return Response({"detail": services.CONFIRMATION_RESEND_ANSWER}, status=status.HTTP_202_ACCEPTED)
+
+
 # --- me ---------------------------------------------------------------------------------------------
 
 
@@ -108,6 +132,25 @@ class MeApi(APIView):
         projects = selectors.project_list(actor=request.user)
         body = self.MeSerializer({"user": request.user, "projects": projects}, context={"request": request})
         return Response(body.data)
+
+
+class MeEmailApi(APIView):
+    """Change your e-mail address: a confirmation link goes to the new address, and the address changes
+    only once it is confirmed (the old address is then told). 409 ``email-taken`` when the address
+    belongs to someone else."""
+
+    class EmailInputSerializer(serializers.Serializer):
+        email = serializers.EmailField(max_length=254)
+
+    @extend_schema(request=EmailInputSerializer, responses={202: DetailSerializer})
+    def post(self, request: Request) -> Response:
+        data = self.EmailInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        new = services.user_email_change_request(actor=request.user, email=data.validated_data["email"])
+        return Response(
+            {"detail": f"We sent a confirmation link to {new}; your address changes once you open it."},
+            status=status.HTTP_202_ACCEPTED,
+        )
 
 
 # --- projects and members ---------------------------------------------------------------------------
@@ -281,7 +324,13 @@ class ApiTokenListApi(generics.ListAPIView):
 
     class ApiTokenInputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=100)
-        expires_in_days = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
+        expires_in_days = serializers.IntegerField(
+            required=False,
+            allow_null=True,
+            min_value=1,
+            help_text="days until the token expires; null: never. Left out: never, or, when you call with a "
+            "token that expires, that token's expiry (a token may not outlive the one that makes it).",
+        )
 
     class ApiTokenCreatedSerializer(serializers.Serializer):
         id = serializers.IntegerField()
@@ -297,7 +346,15 @@ class ApiTokenListApi(generics.ListAPIView):
     def post(self, request: Request) -> Response:
         data = self.ApiTokenInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        record, secret = services.api_token_create(actor=request.user, **data.validated_data)
+        days = data.validated_data.get("expires_in_days")
+        credential = request.auth if isinstance(request.auth, AuthToken) else None
+        record, secret = services.api_token_create(
+            actor=request.user,
+            name=data.validated_data["name"],
+            expires_in_days=days,
+            never_expires="expires_in_days" in data.validated_data and days is None,
+            credential_expiry=credential.expiry if credential is not None else None,
+        )
         body = {"id": record.pk, "name": record.name, "token": secret, "expires": record.token.expiry}
         response = Response(self.ApiTokenCreatedSerializer(body).data, status=status.HTTP_201_CREATED)
         response["Cache-Control"] = "no-store"
@@ -330,6 +387,7 @@ class RegistrationOutputSerializer(serializers.ModelSerializer):
             "dn",
             "message",
             "status",
+            "email_confirmed",
             "created",
             "decided",
             "decided_by",
@@ -368,8 +426,10 @@ class AdminRegistrationDetailApi(APIView):
 
 
 class AdminRegistrationApproveApi(APIView):
-    """Approve: creates the account (in LDAP when configured) and the personal project. 503 with
-    ``directory-unavailable`` when the directory does not answer; the request then stays pending."""
+    """Approve: creates the account (in LDAP when configured) and the personal project. 409 with
+    ``email-unconfirmed`` before the applicant has confirmed the address, ``email-taken`` when the
+    address has been given to someone else since; 503 with ``directory-unavailable`` when the directory
+    does not answer. The request then stays pending."""
 
     permission_classes = [permissions.IsAdminUser]
 

@@ -115,13 +115,17 @@ def _connection(config: _Config) -> Iterator[ldap.ldapobject.LDAPObject]:
         if config.bind_dn:
             conn.simple_bind_s(config.bind_dn, config.bind_password)
     except _UNAVAILABLE as exc:
-        raise DirectoryUnavailable(f"the directory at {config.uri} does not answer: {_describe(exc)}") from exc
+        raise DirectoryUnavailable(
+            f"the directory at {config.uri} does not answer: {_describe(exc, config=config)}"
+        ) from exc
     except ldap.LDAPError as exc:
         raise DirectoryError(f"cannot bind to the directory as {config.bind_dn}: {_describe(exc)}") from exc
     try:
         yield conn
     except _UNAVAILABLE as exc:
-        raise DirectoryUnavailable(f"the directory at {config.uri} stopped answering: {_describe(exc)}") from exc
+        raise DirectoryUnavailable(
+            f"the directory at {config.uri} stopped answering: {_describe(exc, config=config)}"
+        ) from exc
     except ldap.ALREADY_EXISTS as exc:
         raise DirectoryEntryExists(_describe(exc)) from exc
     except ldap.LDAPError as exc:
@@ -131,9 +135,12 @@ def _connection(config: _Config) -> Iterator[ldap.ldapobject.LDAPObject]:
             conn.unbind_s()
 
 
-def _describe(exc: ldap.LDAPError) -> str:
+def _describe(exc: ldap.LDAPError, *, config: _Config | None = None) -> str:
+    # python-ldap raises a synchronous call's timeout as ``ldap.TIMEOUT()`` with no arguments at all.
+    if isinstance(exc, ldap.TIMEOUT) and config is not None:
+        return f"timed out after {config.timeout} s"
     info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-    text = info.get("desc", str(exc))
+    text = info.get("desc") or str(exc) or type(exc).__name__
     return f"{text} ({info['info']})" if info.get("info") else str(text)
 
 
@@ -247,3 +254,48 @@ def person_set_password(uid: str, *, password_ssha: str) -> None:
     config = _config()
     with _connection(config) as conn:
         conn.modify_s(person_dn(uid), [(ldap.MOD_REPLACE, "userPassword", [password_ssha.encode()])])
+
+
+def person_set_mail(uid: str, *, mail: str) -> None:
+    """Replace the ``mail`` of ``uid`` (a confirmed change of e-mail address)."""
+    config = _config()
+    with _connection(config) as conn:
+        conn.modify_s(person_dn(uid), [(ldap.MOD_REPLACE, "mail", [mail.encode()])])
+
+
+def _dn_key(dn: str) -> str:
+    """A DN in one comparable form: parsed, re-joined without spaces, lower-cased."""
+    try:
+        return ldap.dn.dn2str(ldap.dn.str2dn(dn)).lower()
+    except ldap.DECODING_ERROR:
+        return dn.strip().lower()
+
+
+def access_group_uids() -> frozenset[str] | None:
+    """The ``uid`` of every person under the users OU who is in the access group now (lower-case), or None
+    when no access group is configured (everyone under the OU may log in).
+
+    Raises DirectoryUnavailable / DirectoryError, also when the group is missing: an empty answer must
+    mean an empty group, never a directory that could not be read."""
+    config = _config()
+    if not config.access_group:
+        return None
+    with _connection(config) as conn:
+        try:
+            results = conn.search_s(config.access_group, ldap.SCOPE_BASE, "(objectClass=*)", [config.member_attribute])
+        except ldap.NO_SUCH_OBJECT as exc:
+            raise DirectoryError(f"the access group {config.access_group} does not exist") from exc
+    members = results[0][1].get(config.member_attribute, []) if results else []
+    users_ou = _dn_key(config.users_ou)
+    uids = set()
+    for value in members:
+        try:
+            rdns = ldap.dn.str2dn(value.decode())
+        except ldap.DECODING_ERROR:
+            continue
+        if len(rdns) < 2 or _dn_key(ldap.dn.dn2str(rdns[1:])) != users_ou:
+            continue
+        attr, uid, _flags = rdns[0][0]
+        if attr.lower() == "uid":
+            uids.add(uid.lower())
+    return frozenset(uids)

@@ -19,6 +19,8 @@ from typing import Any
 
 from django.contrib.auth.models import User
 
+from accounts.models import RegistrationRequest
+
 EmailClaim = Callable[[str, Any], "str | None"]
 
 _claims: list[EmailClaim] = []
@@ -32,15 +34,23 @@ def register_email_claim(claim: EmailClaim) -> None:
             _claims.append(claim)
 
 
+def unregister_email_claim(claim: EmailClaim) -> None:
+    """Stop asking ``claim`` (tests, and apps that are switched off at run time)."""
+    with _claims_lock:
+        if claim in _claims:
+            _claims.remove(claim)
+
+
 def email_normalise(email: str) -> str:
     """The form addresses are compared and stored in: stripped, lower-case."""
     return (email or "").strip().lower()
 
 
-def email_claim(email: str, *, user: Any = None) -> str | None:
+def email_claim(email: str, *, user: Any = None, exclude_registration: int | None = None) -> str | None:
     """Why ``email`` cannot be ``user``'s (``None``: an applicant), in words for the person asking; ``None`` if it can.
 
-    Looks at other active accounts first, then at every registered claim, in registration order."""
+    Looks at other active accounts, then at pending registrations (but not ``exclude_registration``, the
+    request being approved), then at every registered claim, in registration order."""
     address = email_normalise(email)
     if not address:
         return None
@@ -49,6 +59,11 @@ def email_claim(email: str, *, user: Any = None) -> str | None:
         others = others.exclude(pk=user.pk)
     if others.exists():
         return "an account with this e-mail address already exists; use password reset"
+    pending = RegistrationRequest.objects.filter(email__iexact=address, status=RegistrationRequest.Status.PENDING)
+    if exclude_registration is not None:
+        pending = pending.exclude(pk=exclude_registration)
+    if pending.exists():
+        return "a registration with this e-mail address is already waiting for a decision"
     with _claims_lock:
         claims = list(_claims)
     for claim in claims:

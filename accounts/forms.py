@@ -62,6 +62,14 @@ class RegistrationForm(forms.Form):
         )
 
 
+class EmailForm(forms.Form):
+    email = forms.EmailField(label="E-mail", max_length=254)
+
+
+class NewEmailForm(forms.Form):
+    email = forms.EmailField(label="New e-mail address", max_length=254)
+
+
 class RejectForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False, max_length=4000)
 

@@ -34,6 +34,8 @@ class RegistrationRequest(models.Model):
     message = models.TextField(blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     created = models.DateTimeField(auto_now_add=True)
+    # When the applicant opened the mailed link and confirmed the address; approval waits for it.
+    email_confirmed = models.DateTimeField(null=True, blank=True)
     decided = models.DateTimeField(null=True, blank=True)
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -48,6 +50,10 @@ class RegistrationRequest(models.Model):
         constraints = [
             models.UniqueConstraint(
                 Lower("username"), condition=Q(status="pending"), name="one_pending_request_per_username"
+            ),
+            # An e-mail names one person: two pending requests never share one (accounts.emails).
+            models.UniqueConstraint(
+                Lower("email"), condition=Q(status="pending"), name="one_pending_request_per_email"
             ),
         ]
 

@@ -3,10 +3,12 @@ actor may not see raises the same :class:`~core.errors.NotFound` as a missing on
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Prefetch, QuerySet
+from django.db.models.functions import Lower
 
 from accounts.models import ApiToken, Membership, Project, RegistrationRequest, SshKey
 from core.errors import NotFound, PermissionDenied
@@ -91,3 +93,38 @@ def access_registration(*, actor: User, registration_id: Any) -> RegistrationReq
         return registration_list(actor=actor).get(pk=int(registration_id))
     except (RegistrationRequest.DoesNotExist, TypeError, ValueError):
         raise NotFound("No such registration request.") from None
+
+
+@dataclass(frozen=True)
+class EmailConflict:
+    """Rows that break "an e-mail names one person": ``kind`` is ``users`` or ``pending registrations``."""
+
+    kind: str
+    email: str
+    names: tuple[str, ...]
+
+
+def email_conflicts(
+    *, users: QuerySet[Any] | None = None, registrations: QuerySet[Any] | None = None
+) -> list[EmailConflict]:
+    """Accounts sharing an e-mail address (case-insensitively) and pending requests sharing one.
+
+    Reads only; a migration passes its historical models' querysets."""
+    users = User.objects.all() if users is None else users
+    registrations = RegistrationRequest.objects.all() if registrations is None else registrations
+    found: list[EmailConflict] = []
+    for kind, rows in (
+        ("users", users.exclude(email="")),
+        ("pending registrations", registrations.filter(status="pending").exclude(email="")),
+    ):
+        shared = (
+            rows.annotate(address=Lower("email"))
+            .values("address")
+            .annotate(n=Count("pk"))
+            .filter(n__gt=1)
+            .order_by("address")
+        )
+        for row in shared:
+            names = rows.annotate(address=Lower("email")).filter(address=row["address"]).order_by("pk")
+            found.append(EmailConflict(kind, row["address"], tuple(names.values_list("username", flat=True))))
+    return found

@@ -9,14 +9,15 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
 from django.conf import settings
-from django.contrib.auth.hashers import make_password
+from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX, make_password
 from django.contrib.auth.models import User
 from django.contrib.auth.password_validation import validate_password
+from django.core import signing
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.core.validators import validate_email
@@ -26,6 +27,7 @@ from django.utils import timezone
 from knox.models import AuthToken
 
 from accounts import directory
+from accounts.emails import email_claim, email_normalise
 from accounts.models import ApiToken, Membership, Project, RegistrationRequest, SshKey
 from accounts.quotas import quota_create_default
 from accounts.sshkeys import parse_public_key
@@ -34,9 +36,10 @@ from core.errors import ApplicationError, Conflict, NotFound, PermissionDenied, 
 
 logger = logging.getLogger(__name__)
 
-USERNAME_PATTERN = re.compile(r"^\w{3,20}$", re.ASCII)
+# Both are used with ``fullmatch``: ``$`` alone also matches before a trailing newline.
+USERNAME_PATTERN = re.compile(r"\w{3,20}", re.ASCII)
 PERSONAL_PREFIX = "personal-"
-PROJECT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,99}$")
+PROJECT_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{1,99}")
 _RFC4514_SPECIAL = re.compile(r'([,+"\\<>;])')
 
 
@@ -106,7 +109,7 @@ def registration_errors(data: RegistrationInput) -> tuple[dict[str, list[str]], 
     def add(field: str, message: str) -> None:
         errors.setdefault(field, []).append(message)
 
-    if not USERNAME_PATTERN.match(data.username):
+    if not USERNAME_PATTERN.fullmatch(data.username):
         add("username", "use 3 to 20 letters, digits or underscores")
     elif (
         User.objects.filter(username__iexact=data.username).exists()
@@ -120,8 +123,8 @@ def registration_errors(data: RegistrationInput) -> tuple[dict[str, list[str]], 
     except ValidationError:
         add("email", "enter a valid e-mail address")
     else:
-        if User.objects.filter(email__iexact=data.email, is_active=True).exists():
-            add("email", "an account with this e-mail address already exists; use password reset")
+        if reason := email_claim(data.email):
+            add("email", reason)
     for field, label in (("first_name", "given name"), ("last_name", "family name")):
         value = getattr(data, field)
         if not value.strip():
@@ -156,8 +159,9 @@ def _invalid(errors: dict[str, list[str]]) -> ApplicationError:
 
 
 def registration_submit(*, data: RegistrationInput) -> RegistrationRequest:
-    """Record a pending registration; tell the applicant and the site's staff. The password is kept
-    only as hashes: Django's (for a local account) and ``{SSHA}`` (for the directory entry)."""
+    """Record a pending registration and mail the applicant a link to confirm the address. The staff
+    are told once the address is confirmed. The password is kept only as hashes: Django's (for a local
+    account) and ``{SSHA}`` (for the directory entry)."""
     errors, dn = registration_errors(data)
     if errors:
         raise _invalid(errors)
@@ -165,7 +169,7 @@ def registration_submit(*, data: RegistrationInput) -> RegistrationRequest:
         with transaction.atomic():
             registration = RegistrationRequest.objects.create(
                 username=data.username,
-                email=data.email,
+                email=email_normalise(data.email),
                 first_name=data.first_name.strip(),
                 last_name=data.last_name.strip(),
                 password_hash=make_password(data.password),
@@ -174,23 +178,104 @@ def registration_submit(*, data: RegistrationInput) -> RegistrationRequest:
                 message=data.message,
             )
             audit.record(None, "accounts.registration.submitted", registration, username=data.username)
-            context = {"registration": registration}
-            _mail_after_commit(
-                template="registration_received",
-                subject="We received your registration",
-                to=[registration.email],
-                context=context,
-            )
-            _mail_after_commit(
-                template="registration_to_review",
-                subject=f"Registration of {registration.username} to review",
-                to=_staff_addresses(),
-                context=context,
-            )
+            _mail_registration_confirmation(registration, template="registration_received")
     except IntegrityError:
-        # Two submissions raced for one username; the constraint let one through.
+        # Two submissions raced for one username or one address; the constraints let one through.
+        if RegistrationRequest.objects.filter(
+            email__iexact=data.email, status=RegistrationRequest.Status.PENDING
+        ).exists():
+            raise _invalid({"email": [EMAIL_PENDING_MESSAGE]}) from None
         raise _invalid({"username": ["this username is already taken"]}) from None
     return registration
+
+
+# --- confirming addresses ---------------------------------------------------------------------------
+
+EMAIL_PENDING_MESSAGE = "a registration with this e-mail address is already waiting for a decision"
+_REGISTRATION_SALT = "accounts.registration.email"
+_EMAIL_CHANGE_SALT = "accounts.user.email_change"
+
+
+def _confirmation_max_age() -> int:
+    return settings.EMAIL_CONFIRMATION_HOURS * 3600
+
+
+def registration_confirmation_token(registration: RegistrationRequest) -> str:
+    """The signed token of the link that confirms ``registration``'s address (bound to the request and
+    the address; valid for ``EMAIL_CONFIRMATION_HOURS``)."""
+    return signing.dumps({"r": registration.pk, "e": registration.email}, salt=_REGISTRATION_SALT)
+
+
+def _mail_registration_confirmation(registration: RegistrationRequest, *, template: str) -> None:
+    _mail_after_commit(
+        template=template,
+        subject="Confirm your e-mail address",
+        to=[registration.email],
+        context={
+            "registration": registration,
+            "token": registration_confirmation_token(registration),
+            "hours": settings.EMAIL_CONFIRMATION_HOURS,
+        },
+    )
+
+
+def registration_from_token(token: str) -> RegistrationRequest:
+    """The request a confirmation link names. Raises ApplicationError (``link-invalid``, ``link-expired``)."""
+    try:
+        payload = signing.loads(token, salt=_REGISTRATION_SALT, max_age=_confirmation_max_age())
+    except signing.SignatureExpired:
+        raise ApplicationError("This confirmation link has expired; ask for a new one.", code="link-expired") from None
+    except signing.BadSignature:
+        raise ApplicationError("This confirmation link is not valid.", code="link-invalid") from None
+    registration = RegistrationRequest.objects.filter(pk=payload.get("r"), email=payload.get("e")).first()
+    if registration is None:
+        raise ApplicationError("This confirmation link is not valid.", code="link-invalid")
+    return registration
+
+
+def registration_email_confirm(*, token: str) -> RegistrationRequest:
+    """Mark the address of the request named by ``token`` confirmed and tell the staff to review it.
+
+    Idempotent: confirming again changes nothing and mails no one. A decided request is not changed."""
+    registration = registration_from_token(token)
+    with transaction.atomic():
+        changed = RegistrationRequest.objects.filter(
+            pk=registration.pk,
+            email=registration.email,
+            status=RegistrationRequest.Status.PENDING,
+            email_confirmed__isnull=True,
+        ).update(email_confirmed=timezone.now())
+        current = RegistrationRequest.objects.get(pk=registration.pk)
+        if changed != 1:
+            if current.email_confirmed is not None:
+                return current
+            raise Conflict(f"this registration request is already {current.status}", code="registration-decided")
+        audit.record(None, "accounts.registration.email_confirmed", current, email=current.email)
+        _mail_after_commit(
+            template="registration_to_review",
+            subject=f"Registration of {current.username} to review",
+            to=_staff_addresses(),
+            context={"registration": current},
+        )
+    return current
+
+
+CONFIRMATION_RESEND_ANSWER = (
+    "If a registration with this address waits for its confirmation, we have sent the link again. "
+    "It works for a limited time."
+)
+
+
+def registration_confirmation_resend(*, email: str) -> None:
+    """Mail the confirmation link again to a pending, unconfirmed request for ``email``, if there is one.
+    Callers answer the same either way, so the answer tells nothing about who registered."""
+    registration = RegistrationRequest.objects.filter(
+        email__iexact=email.strip(), status=RegistrationRequest.Status.PENDING, email_confirmed__isnull=True
+    ).first()
+    if registration is None:
+        return
+    with transaction.atomic():
+        _mail_registration_confirmation(registration, template="registration_confirm_again")
 
 
 def _registration_decide(*, registration_id: int, actor: User, status: str, reason: str = "") -> RegistrationRequest:
@@ -233,8 +318,15 @@ def registration_approve(*, actor: User, registration: RegistrationRequest) -> R
             decided = _registration_decide(
                 registration_id=registration.pk, actor=actor, status=RegistrationRequest.Status.APPROVED
             )
+            if decided.email_confirmed is None:
+                raise Conflict(
+                    f"{decided.email} is not confirmed yet: the applicant has not opened the mailed link",
+                    code="email-unconfirmed",
+                )
             if User.objects.filter(username__iexact=decided.username).exists():
                 raise Conflict(f"the username {decided.username} is taken by now", code="username-taken")
+            if reason := email_claim(decided.email, exclude_registration=decided.pk):
+                raise Conflict(f"the e-mail address {decided.email} is taken by now: {reason}", code="email-taken")
             user = User(
                 username=decided.username,
                 email=decided.email,
@@ -353,6 +445,158 @@ def user_password_set(*, actor: Any, user: User, password: str) -> None:
         audit.record(actor, "accounts.user.password_changed", user, directory=False)
 
 
+# --- e-mail change ----------------------------------------------------------------------------------
+
+
+def _email_taken(address: str, reason: str) -> Conflict:
+    return Conflict(f"email: {reason}", code="email-taken", extra={"errors": {"email": [reason]}})
+
+
+def user_email_change_request(*, actor: User, email: str) -> str:
+    """Mail a confirmation link to ``email``, the address ``actor`` wants instead of the current one.
+    Nothing changes until the link is confirmed. Returns the normalised new address."""
+    new = email_normalise(email)
+    try:
+        validate_email(new)
+    except ValidationError:
+        raise _invalid({"email": ["enter a valid e-mail address"]}) from None
+    if new == email_normalise(actor.email):
+        raise _invalid({"email": ["this is already your e-mail address"]})
+    if reason := email_claim(new, user=actor):
+        raise _email_taken(new, reason)
+    token = signing.dumps({"u": actor.pk, "n": new, "o": actor.email}, salt=_EMAIL_CHANGE_SALT)
+    with transaction.atomic():
+        _mail_after_commit(
+            template="email_change_confirm",
+            subject="Confirm your new e-mail address",
+            to=[new],
+            context={"user": actor, "new_email": new, "token": token, "hours": settings.EMAIL_CONFIRMATION_HOURS},
+        )
+    return new
+
+
+@dataclass(frozen=True)
+class EmailChange:
+    user: User
+    old: str
+    new: str
+
+
+def email_change_from_token(token: str) -> EmailChange:
+    """The change a link asks for. Raises ApplicationError (``link-invalid``, ``link-expired``); a link
+    stops working once the account's address differs from the one it was made for."""
+    try:
+        payload = signing.loads(token, salt=_EMAIL_CHANGE_SALT, max_age=_confirmation_max_age())
+    except signing.SignatureExpired:
+        raise ApplicationError("This confirmation link has expired; ask for a new one.", code="link-expired") from None
+    except signing.BadSignature:
+        raise ApplicationError("This confirmation link is not valid.", code="link-invalid") from None
+    user = User.objects.filter(pk=payload.get("u"), is_active=True).first()
+    if user is None:
+        raise ApplicationError("This confirmation link is not valid.", code="link-invalid")
+    return EmailChange(user=user, old=str(payload.get("o") or ""), new=str(payload.get("n") or ""))
+
+
+def user_email_change_confirm(*, token: str) -> EmailChange:
+    """Give the account the address its link proves the user holds; tell the old address.
+
+    Idempotent: confirming a change that is already made changes nothing. For directory users the
+    directory's ``mail`` changes too (as the transaction's last step, so a refusal changes nothing)."""
+    change = email_change_from_token(token)
+    user = change.user
+    if user.email == change.new:
+        return change
+    if user.email != change.old:
+        raise ApplicationError(
+            "This link was made for an earlier change of your e-mail address; ask for a new one.",
+            code="link-invalid",
+        )
+    if reason := email_claim(change.new, user=user):
+        raise _email_taken(change.new, reason)
+    with transaction.atomic():
+        changed = User.objects.filter(pk=user.pk, email=change.old, is_active=True).update(email=change.new)
+        if changed != 1:
+            raise ApplicationError("This confirmation link is not valid.", code="link-invalid")
+        user.email = change.new
+        audit.record(user, "accounts.user.email_changed", user, old=change.old, new=change.new)
+        _mail_after_commit(
+            template="email_changed_notice",
+            subject="Your e-mail address was changed",
+            to=[change.old],
+            context={"user": user, "old_email": change.old, "new_email": change.new},
+        )
+        if is_directory_user(user):
+            _directory_call(
+                lambda: directory.person_set_mail(user.username, mail=change.new), what="the e-mail address"
+            )
+    return change
+
+
+def _directory_call(write: Any, *, what: str) -> None:
+    try:
+        write()
+    except directory.DirectoryUnavailable as exc:
+        raise Unavailable(
+            f"The user directory is unavailable; {what} was not changed. ({exc})", code="directory-unavailable"
+        ) from exc
+    except directory.DirectoryError as exc:
+        raise Unavailable(f"The user directory refused {what}. ({exc})", code="directory-error") from exc
+
+
+# --- directory membership -------------------------------------------------------------------------
+
+
+def directory_users_sync() -> list[str]:
+    """Deactivate every active directory user who is no longer in the access group: their API tokens go,
+    a fresh unusable password changes the session hash (so every session of theirs ends) and their
+    session rows are deleted. Returns the usernames deactivated. Logging in again after being put back
+    in the group reactivates the account (``AUTH_LDAP_USER_FLAGS_BY_GROUP``).
+
+    Raises Unavailable when the directory cannot be read; then nobody is changed."""
+    if not directory.is_configured():
+        return []
+    try:
+        members = directory.access_group_uids()
+    except directory.DirectoryError as exc:
+        raise Unavailable(f"The access group could not be read; nobody was changed. ({exc})") from exc
+    if members is None:
+        return []
+    candidates = User.objects.filter(is_active=True, password__startswith=UNUSABLE_PASSWORD_PREFIX).order_by("pk")
+    gone: list[User] = []
+    for user in candidates:
+        if user.username.lower() in members:
+            continue
+        with transaction.atomic():
+            user.set_unusable_password()
+            changed = User.objects.filter(
+                pk=user.pk, is_active=True, password__startswith=UNUSABLE_PASSWORD_PREFIX
+            ).update(is_active=False, password=user.password)
+            if changed != 1:
+                continue  # changed meanwhile (e.g. a local password was set): not a directory user now
+            revoked, _ = AuthToken.objects.filter(user=user).delete()
+            audit.record(
+                None, "accounts.user.deactivated", user, reason="left the directory access group", revoked=revoked
+            )
+        gone.append(user)
+    if gone:
+        _sessions_delete(user_ids={str(user.pk) for user in gone})
+    return [user.username for user in gone]
+
+
+def _sessions_delete(*, user_ids: set[str]) -> None:
+    """Delete the stored sessions of these users (database sessions only; others end by the hash change)."""
+    if settings.SESSION_ENGINE != "django.contrib.sessions.backends.db":
+        return
+    from django.contrib.sessions.models import Session
+
+    doomed = [
+        session.pk
+        for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator()
+        if str(session.get_decoded().get("_auth_user_id")) in user_ids
+    ]
+    Session.objects.filter(pk__in=doomed).delete()
+
+
 # --- projects ---------------------------------------------------------------------------------------
 
 
@@ -378,7 +622,7 @@ def project_create(*, actor: User, name: str, description: str = "", manager: Us
     each project brings its own quota)."""
     if not actor.is_staff:
         raise PermissionDenied("only site administrators create projects")
-    if not PROJECT_NAME_PATTERN.match(name) or name.startswith(PERSONAL_PREFIX):
+    if not PROJECT_NAME_PATTERN.fullmatch(name) or name.startswith(PERSONAL_PREFIX):
         raise ApplicationError(
             f"name: use 2 to 100 letters, digits, '.', '_' or '-', not starting with '{PERSONAL_PREFIX}'",
             code="invalid",
@@ -495,19 +739,43 @@ def ssh_key_delete(*, actor: User, key: SshKey) -> None:
 # --- API tokens -------------------------------------------------------------------------------------
 
 
-def api_token_create(*, actor: User, name: str, expires_in_days: int | None = None) -> tuple[ApiToken, str]:
+def api_token_create(
+    *,
+    actor: User,
+    name: str,
+    expires_in_days: int | None = None,
+    never_expires: bool = False,
+    credential_expiry: datetime | None = None,
+) -> tuple[ApiToken, str]:
     """A new API token for ``actor``. Returns the record and the token itself, which is stored only as
-    knox's hash and never shown again."""
+    knox's hash and never shown again.
+
+    ``credential_expiry`` is the expiry of the token the request was authenticated by (None: a session
+    or a token that never expires): the new token may not outlive it. Without ``expires_in_days`` it gets
+    that expiry; ``never_expires`` (asked explicitly) is then refused, like a later expiry."""
     name = name.strip()
     if not name:
         raise ApplicationError("name: give the token a name, e.g. the machine or script using it", code="invalid")
     maximum = settings.ACCOUNTS_TOKEN_MAX_DAYS
     if expires_in_days is not None and not 1 <= expires_in_days <= maximum:
         raise ApplicationError(f"expires_in_days: must be between 1 and {maximum}", code="invalid")
+    expiry = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
+    if credential_expiry is not None:
+        if never_expires or (expiry is not None and expiry > credential_expiry):
+            raise ApplicationError(
+                f"expires_in_days: the token you are using expires at "
+                f"{credential_expiry.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}; a token made with it "
+                f"may not outlive it (leave expires_in_days out to get the same expiry)",
+                code="token-outlives-credential",
+            )
+        if expiry is None:
+            expiry = credential_expiry
     with transaction.atomic():
-        token, secret = AuthToken.objects.create(
-            user=actor, expiry=timedelta(days=expires_in_days) if expires_in_days else None
-        )
+        token, secret = AuthToken.objects.create(user=actor, expiry=None)
+        if expiry is not None:
+            # Set exactly, not as a delay from knox's own "now", so an inherited expiry is the same instant.
+            token.expiry = expiry
+            token.save(update_fields=["expiry"])
         record = ApiToken.objects.create(token=token, user=actor, name=name[:100])
         audit.record(actor, "accounts.api_token.created", record, name=record.name, expires=token.expiry)
     return record, secret

@@ -3,6 +3,7 @@ console and password reset. Every change goes through a service."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -11,10 +12,11 @@ from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 from django.views.decorators.http import require_http_methods, require_POST
+from rest_framework.throttling import SimpleRateThrottle
 
 from accounts import forms, selectors, services
 from accounts.quotas import quota_usage
@@ -49,6 +51,36 @@ def register_done(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/register_done.html")
 
 
+@require_http_methods(["GET", "POST"])
+def register_confirm(request: HttpRequest, token: str) -> HttpResponse:
+    """The page a confirmation link opens; confirming is its POST (mail scanners fetch links with GET)."""
+    context: dict[str, Any] = {"token": token}
+    try:
+        if request.method == "POST":
+            context["registration"] = services.registration_email_confirm(token=token)
+            context["confirmed"] = True
+        else:
+            context["registration"] = services.registration_from_token(token)
+    except ApplicationError as exc:
+        context["error"] = exc.message
+        return render(request, "accounts/register_confirm.html", context, status=exc.status)
+    return render(request, "accounts/register_confirm.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def register_confirm_resend(request: HttpRequest) -> HttpResponse:
+    form = forms.EmailForm(request.POST or None)
+    if request.method == "POST":
+        if (wait := page_throttle_wait(request, "registration")) is not None:
+            form.add_error(None, f"Too many requests from your address; try again in {int(wait) + 1} seconds.")
+            return render(request, "accounts/register_confirm_resend.html", {"form": form}, status=429)
+        if form.is_valid():
+            services.registration_confirmation_resend(email=form.cleaned_data["email"])
+            messages.success(request, services.CONFIRMATION_RESEND_ANSWER)
+            return redirect("register-confirm-resend")
+    return render(request, "accounts/register_confirm_resend.html", {"form": form})
+
+
 # --- profile ----------------------------------------------------------------------------------------
 
 
@@ -68,6 +100,7 @@ def _profile(request: HttpRequest, *, status: int = 200, **extra: Any) -> HttpRe
         "tokens": selectors.api_token_list(actor=user),
         "ssh_key_form": forms.SshKeyForm(),
         "token_form": forms.TokenForm(),
+        "email_form": forms.NewEmailForm(),
         **extra,
     }
     response = render(request, "accounts/profile.html", context, status=status)
@@ -78,6 +111,38 @@ def _profile(request: HttpRequest, *, status: int = 200, **extra: Any) -> HttpRe
 @login_required
 def profile(request: HttpRequest) -> HttpResponse:
     return _profile(request)
+
+
+@login_required
+@require_POST
+def profile_email_change(request: HttpRequest) -> HttpResponse:
+    form = forms.NewEmailForm(request.POST)
+    if form.is_valid():
+        try:
+            new = services.user_email_change_request(actor=request.user, email=form.cleaned_data["email"])
+        except ApplicationError as exc:
+            forms.add_service_errors(form, exc)
+        else:
+            messages.success(request, f"We sent a confirmation link to {new}; your address changes once you open it.")
+            return redirect("profile")
+    return _profile(request, status=400, email_form=form)
+
+
+@require_http_methods(["GET", "POST"])
+def profile_email_confirm(request: HttpRequest, token: str) -> HttpResponse:
+    """The page the link mailed to a new address opens; confirming is its POST. No login needed: the
+    link itself is the proof, bound to the account, the new and the current address."""
+    context: dict[str, Any] = {"token": token}
+    try:
+        if request.method == "POST":
+            context["change"] = services.user_email_change_confirm(token=token)
+            context["confirmed"] = True
+        else:
+            context["change"] = services.email_change_from_token(token)
+    except ApplicationError as exc:
+        context["error"] = exc.message
+        return render(request, "accounts/email_confirm.html", context, status=exc.status)
+    return render(request, "accounts/email_confirm.html", context)
 
 
 @login_required
@@ -187,10 +252,42 @@ def console_registration_reject(request: HttpRequest, registration_id: int) -> H
 # --- password reset ---------------------------------------------------------------------------------
 
 
+class _AccountResetThrottle(SimpleRateThrottle):
+    """Counts reset mails per target address (hashed into the cache key), whoever asks for them."""
+
+    scope = "password_reset_account"
+
+    def __init__(self, email: str) -> None:
+        self.address = hashlib.sha256(email.strip().lower().encode()).hexdigest()
+        super().__init__()
+
+    def get_cache_key(self, request: Any, view: Any) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": self.address}
+
+
 class PasswordResetView(auth_views.PasswordResetView):
+    """Django's reset form, rate-limited per client address (``password_reset``, answered 429) and per
+    account (``password_reset_account``: over it no mail goes out, and the answer is the usual one, so
+    it tells nothing about the account)."""
+
     form_class = forms.DirectoryAwarePasswordResetForm
     extra_email_context = {"site_name": settings.SITE_NAME}
     success_url = reverse_lazy("password_reset_done")
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if (wait := page_throttle_wait(request, "password_reset")) is not None:
+            form = self.get_form()
+            form.is_valid()
+            form.add_error(None, f"Too many password resets from your address; try again in {int(wait) + 1} seconds.")
+            response = self.render_to_response(self.get_context_data(form=form))
+            response.status_code = 429
+            return response
+        return super().post(request, *args, **kwargs)
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        if not _AccountResetThrottle(form.cleaned_data["email"]).allow_request(self.request, None):
+            return HttpResponseRedirect(self.get_success_url())
+        return super().form_valid(form)
 
 
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):

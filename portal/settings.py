@@ -218,7 +218,7 @@ AUTH_LDAP_ADMIN_GROUP = env_str("AUTH_LDAP_ADMIN_GROUP", "")
 if AUTH_LDAP_SERVER_URI:
     if not AUTH_LDAP_USERS_OU:
         raise ImproperlyConfigured("AUTH_LDAP_USERS_OU must be set when AUTH_LDAP_SERVER_URI is set")
-    AUTHENTICATION_BACKENDS = ["django_auth_ldap.backend.LDAPBackend", *AUTHENTICATION_BACKENDS]
+    AUTHENTICATION_BACKENDS = ["accounts.backends.LDAPBackend", *AUTHENTICATION_BACKENDS]
 
 # accounts
 # django-auth-ldap: users are found by ``uid`` one level under AUTH_LDAP_USERS_OU; only members of
@@ -233,6 +233,9 @@ if AUTH_LDAP_GROUP_TYPE_NAME not in {"groupOfNames", "groupOfUniqueNames"}:
     )
 AUTH_LDAP_GROUPS_OU = env_str("AUTH_LDAP_GROUPS_OU", AUTH_LDAP_ACCESS_GROUP.partition(",")[2])
 AUTH_LDAP_TIMEOUT = env_int("AUTH_LDAP_TIMEOUT", 5, minimum=1)
+# Seconds between two reads of the access group: a person removed from it is deactivated (tokens and
+# sessions end) within this time (accounts.directory_sync).
+AUTH_LDAP_SYNC_SECONDS = env_int("AUTH_LDAP_SYNC_SECONDS", 60, minimum=1)
 
 
 def ldap_auth_settings(
@@ -257,7 +260,12 @@ def ldap_auth_settings(
         "AUTH_LDAP_GROUP_TYPE": GroupOfUniqueNamesType() if group_type == "groupOfUniqueNames" else GroupOfNamesType(),
         "AUTH_LDAP_GROUP_SEARCH": LDAPSearch(groups_ou, ldap.SCOPE_SUBTREE, f"(objectClass={group_type})"),
         "AUTH_LDAP_REQUIRE_GROUP": access_group or None,
-        "AUTH_LDAP_USER_FLAGS_BY_GROUP": {"is_staff": admin_group} if admin_group else {},
+        # is_active follows the access group at each login: someone deactivated after leaving it
+        # (accounts.directory_sync) is active again once put back.
+        "AUTH_LDAP_USER_FLAGS_BY_GROUP": {
+            **({"is_staff": admin_group} if admin_group else {}),
+            **({"is_active": access_group} if access_group else {}),
+        },
         "AUTH_LDAP_CONNECTION_OPTIONS": {ldap.OPT_NETWORK_TIMEOUT: timeout, ldap.OPT_TIMEOUT: timeout},
     }
     return config
@@ -293,6 +301,8 @@ KNOX_TOKEN_MODEL = "knox.AuthToken"  # noqa: S105 - a model name, not a secret
 SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 # Longest lifetime a user may give an API token, in days.
 ACCOUNTS_TOKEN_MAX_DAYS = env_int("TOKEN_MAX_DAYS", 365, minimum=1)
+# Hours a mailed link that confirms an e-mail address (registration, change of address) stays valid.
+EMAIL_CONFIRMATION_HOURS = env_int("EMAIL_CONFIRMATION_HOURS", 48, minimum=1)
 
 # Celery: a filesystem broker in var/broker/ by default; Redis or RabbitMQ through CELERY_BROKER_URL.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
@@ -329,6 +339,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "core.idempotency_purge": {"task": "core.idempotency_purge", "schedule": 3600.0},  # hourly
+    # A no-op without LDAP; with it, people who left the access group are deactivated.
+    "accounts.directory_sync": {"task": "accounts.directory_sync", "schedule": float(AUTH_LDAP_SYNC_SECONDS)},
 }
 
 # libvirt: the URI of the simulated host that seed_demo registers.
@@ -379,6 +391,9 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "registration": env_str("THROTTLE_REGISTRATION", "20/hour"),
         "validate": env_str("THROTTLE_VALIDATE", "120/minute"),
+        "password_reset": env_str("THROTTLE_PASSWORD_RESET", "5/hour"),
+        # Reset mails to one account, whoever asks (answered like a sent mail when over).
+        "password_reset_account": env_str("THROTTLE_PASSWORD_RESET_ACCOUNT", "3/hour"),
     },
     # Behind a reverse proxy, how many X-Forwarded-For hops to trust when telling clients apart.
     "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0) or None,

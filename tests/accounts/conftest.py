@@ -164,7 +164,7 @@ def apply_ldap_settings(settings, uri: str, *, access_group: str = ACCESS_GROUP)
     ).items():
         setattr(settings, name, value)
     settings.AUTHENTICATION_BACKENDS = [
-        "django_auth_ldap.backend.LDAPBackend",
+        "accounts.backends.LDAPBackend",
         "django.contrib.auth.backends.ModelBackend",
     ]
 
@@ -218,11 +218,25 @@ def registration_body(**overrides: object) -> dict[str, object]:
     return body
 
 
+def confirm_email(registration_id: int) -> None:
+    """Confirm a request's address the way its mailed link does."""
+    from accounts.models import RegistrationRequest
+    from accounts.services import registration_confirmation_token, registration_email_confirm
+
+    registration_email_confirm(
+        token=registration_confirmation_token(RegistrationRequest.objects.get(pk=registration_id))
+    )
+
+
 @pytest.fixture
 def register(api):
-    """``register(**overrides)``: POST a registration anonymously, return the response."""
+    """``register(confirmed=True, **overrides)``: POST a registration anonymously, return the response.
+    With ``confirmed`` (the default) the applicant then confirms the address, as the mailed link does."""
 
-    def post(**overrides: object):
-        return api.post("/api/v1/accounts/registrations/", registration_body(**overrides), format="json")
+    def post(*, confirmed: bool = True, **overrides: object):
+        response = api.post("/api/v1/accounts/registrations/", registration_body(**overrides), format="json")
+        if confirmed and response.status_code == 201:
+            confirm_email(response.json()["id"])
+        return response
 
     return post

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from django.core import mail
 
 from tests.accounts.conftest import REGISTRATION_PASSWORD
 from tests.factories import TEST_PASSWORD
@@ -27,6 +30,11 @@ def test_register_then_staff_approves_then_the_user_sees_quotas_on_the_profile(
     applicant.get_by_role("button", name="Send the request").click()
     applicant.wait_for_url("**/accounts/register/done/")
     assert applicant.get_by_role("heading", name="Registration sent").is_visible()
+    [confirmation] = mail.outbox
+    link = re.search(r"http://127\.0\.0\.1:8000(/accounts/register/confirm/\S+/)", confirmation.body).group(1)
+    applicant.goto(link)
+    applicant.get_by_role("button", name="Confirm my e-mail address").click()
+    assert applicant.get_by_text("marie@example.org is confirmed").is_visible()
 
     admin = browser.new_context(base_url=live_server.url).new_page()
     admin.goto("/accounts/login/")

@@ -174,3 +174,148 @@ def test_an_entry_someone_else_made_is_not_overwritten(ldap_directory, register,
     assert directory.ssha_check("Other-Pass-77", ldap_entry(ldap_directory, "ada_l")["userPassword"][0])
     registration.refresh_from_db()
     assert registration.status == "pending"
+
+
+def test_a_directory_that_accepts_but_never_answers_says_it_timed_out(slapd, settings, register, api, staff):
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshake; nobody ever reads or writes
+        apply_ldap_settings(settings, f"ldap://127.0.0.1:{silent.getsockname()[1]}")
+        settings.AUTH_LDAP_TIMEOUT = 1
+        register()
+        response = _approve(api, staff, RegistrationRequest.objects.get())
+    assert response.status_code == 503
+    body = response.json()
+    assert body["code"] == "directory-unavailable"
+    assert "does not answer: timed out after 1 s" in body["detail"]
+    assert RegistrationRequest.objects.get().status == "pending"
+
+
+# --- the access group decides, within AUTH_LDAP_SYNC_SECONDS ----------------------------------------
+
+
+def _remove_from_group(server, uid: str, group: str = ACCESS_GROUP) -> None:
+    import ldap
+
+    conn = server.connect()
+    conn.modify_s(group, [(ldap.MOD_DELETE, "member", [f"uid={uid},{USERS_OU}".encode()])])
+    conn.unbind_s()
+
+
+def _put_back_in_group(server, uid: str, group: str = ACCESS_GROUP) -> None:
+    import ldap
+
+    conn = server.connect()
+    conn.modify_s(group, [(ldap.MOD_ADD, "member", [f"uid={uid},{USERS_OU}".encode()])])
+    conn.unbind_s()
+
+
+def test_leaving_the_access_group_ends_the_sessions_and_tokens_at_the_next_sync(ldap_directory, client, api):
+    from knox.models import AuthToken
+
+    from accounts.tasks import directory_sync
+    from core.models import AuditEntry
+
+    _add_person(ldap_directory, "leaver", "Leaver-Pass-77", groups=[ACCESS_GROUP])
+    _add_person(ldap_directory, "stayer", "Stayer-Pass-77", groups=[ACCESS_GROUP])
+    assert client.login(username="leaver", password="Leaver-Pass-77")
+    secret = client.post("/api/v1/accounts/tokens/", {"name": "cli"}).json()["token"]
+    api.credentials(HTTP_AUTHORIZATION=f"Token {secret}")
+    newer = api.post("/api/v1/accounts/tokens/", {"name": "minted"}).json()["token"]  # the token mints another
+    stayer = type(client)()
+    assert stayer.login(username="stayer", password="Stayer-Pass-77")
+
+    _remove_from_group(ldap_directory, "leaver")
+    assert directory_sync() == ["leaver"]
+
+    assert api.get("/api/v1/accounts/me/").status_code == 401
+    api.credentials(HTTP_AUTHORIZATION=f"Token {newer}")
+    assert api.get("/api/v1/accounts/me/").status_code == 401
+    assert client.get("/api/v1/accounts/me/").status_code == 401  # the session is logged out
+    assert client.get("/accounts/profile/").status_code == 302
+    user = User.objects.get(username="leaver")
+    assert not user.is_active and not AuthToken.objects.filter(user=user).exists()
+    assert AuditEntry.objects.filter(action="accounts.user.deactivated", object_id=str(user.pk)).count() == 1
+    assert stayer.get("/api/v1/accounts/me/").status_code == 200  # the others are untouched
+    assert directory_sync() == []  # running it again changes nothing
+
+
+def test_someone_put_back_in_the_access_group_logs_in_again(ldap_directory, client):
+    from accounts.tasks import directory_sync
+
+    _add_person(ldap_directory, "returner", "Return-Pass-77", groups=[ACCESS_GROUP])
+    assert client.login(username="returner", password="Return-Pass-77")
+    _remove_from_group(ldap_directory, "returner")
+    directory_sync()
+    assert not client.login(username="returner", password="Return-Pass-77")
+    _put_back_in_group(ldap_directory, "returner")
+    response = client.post("/accounts/login/", {"username": "returner", "password": "Return-Pass-77"})
+    assert response.status_code == 302
+    assert User.objects.get(username="returner").is_active
+    assert client.get("/api/v1/accounts/me/").status_code == 200
+
+
+def test_local_accounts_are_not_touched_by_the_sync(ldap_directory, owner):
+    from accounts.tasks import directory_sync
+
+    assert directory_sync() == []
+    owner.refresh_from_db()
+    assert owner.is_active and owner.has_usable_password()
+
+
+def test_a_directory_that_cannot_be_read_deactivates_nobody(slapd, settings):
+    from accounts.services import directory_users_sync
+    from core.errors import Unavailable
+    from tests.factories import UserFactory
+
+    apply_ldap_settings(settings, f"ldap://127.0.0.1:{free_port()}")
+    user = UserFactory(username="someone")
+    user.set_unusable_password()
+    user.save()
+    with pytest.raises(Unavailable):
+        directory_users_sync()
+    user.refresh_from_db()
+    assert user.is_active
+
+
+def test_the_sync_runs_on_the_beat_every_auth_ldap_sync_seconds(settings):
+    entry = settings.CELERY_BEAT_SCHEDULE["accounts.directory_sync"]
+    assert entry["task"] == "accounts.directory_sync"
+    assert entry["schedule"] == float(settings.AUTH_LDAP_SYNC_SECONDS) == 60.0
+
+
+# --- first login, change of address -----------------------------------------------------------------
+
+
+def test_a_first_login_through_the_directory_gets_a_personal_project(ldap_directory, client):
+    _add_person(ldap_directory, "newcomer", "Newcomer-Pass-77", groups=[ACCESS_GROUP])
+    assert client.post("/accounts/login/", {"username": "newcomer", "password": "Newcomer-Pass-77"}).status_code == 302
+    [project] = client.get("/api/v1/accounts/me/").json()["projects"]
+    assert (project["name"], project["role"], project["personal"]) == ("personal-newcomer", "manager", True)
+    client.logout()
+    assert client.login(username="newcomer", password="Newcomer-Pass-77")  # a second login makes no second one
+    assert Project.objects.filter(personal_owner__username="newcomer").count() == 1
+
+
+def test_a_directory_user_changing_address_changes_the_directory_mail_too(
+    ldap_directory, register, api, staff, client, django_capture_on_commit_callbacks
+):
+    import re
+
+    from django.core import mail
+
+    register()
+    _approve(api, staff, RegistrationRequest.objects.get())
+    user = User.objects.get(username="ada_l")
+    api.force_authenticate(user)
+    mail.outbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api.post("/api/v1/accounts/me/email/", {"email": "ada@new.example.org"}).status_code == 202
+    link = re.search(r"http://127\.0\.0\.1:8000(/accounts/profile/email/confirm/\S+/)", mail.outbox[0].body).group(1)
+    assert client.post(link).status_code == 200
+    assert ldap_entry(ldap_directory, "ada_l")["mail"] == ["ada@new.example.org"]
+    # A login copies the directory's mail into the account: it stays the confirmed one.
+    assert client.login(username="ada_l", password=REGISTRATION_PASSWORD)
+    assert User.objects.get(username="ada_l").email == "ada@new.example.org"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from django.core import mail
 from django.test import Client
 
 from accounts import directory
@@ -30,6 +33,13 @@ def test_register_approve_find_in_slapd_log_in_with_ldap_password_and_see_quotas
             format="json",
         )
     assert created.status_code == 201 and created.json()["status"] == "pending"
+    [confirmation] = mail.outbox
+    link = re.search(r"http://127\.0\.0\.1:8000(/accounts/register/confirm/\S+/)", confirmation.body).group(1)
+    applicant = Client()
+    assert b"Confirm my e-mail address" in applicant.get(link).content  # a GET confirms nothing
+    with django_capture_on_commit_callbacks(execute=True):
+        assert b"is confirmed" in applicant.post(link).content
+    assert [m.to for m in mail.outbox[1:]] == [["staff@example.org"]]  # now the staff are told
     assert ldap_entry(ldap_directory, "rosalind") is None  # nothing in the directory before approval
 
     api.force_authenticate(staff)

@@ -223,3 +223,41 @@ def test_profile_actions_on_other_users_objects_are_404(client, owner, outsider)
     client.force_login(outsider)
     assert client.post(f"/accounts/profile/ssh-keys/{key.pk}/delete/").status_code == 404
     assert SshKey.objects.exists()
+
+
+# --- a token may not outlive the credential that made it --------------------------------------------
+
+
+def _token_client(api, owner, **body):
+    api.force_authenticate(owner)
+    created = api.post("/api/v1/accounts/tokens/", {"name": "parent", **body}).json()
+    api.force_authenticate(None)
+    api.credentials(HTTP_AUTHORIZATION=f"Token {created['token']}")
+    return created
+
+
+@pytest.mark.parametrize("body", [{"expires_in_days": None}, {"expires_in_days": 30}])
+def test_a_token_cannot_outlive_the_token_that_creates_it(api, owner, body):
+    parent = _token_client(api, owner, expires_in_days=7)
+    response = api.post("/api/v1/accounts/tokens/", {"name": "child", **body}, format="json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "token-outlives-credential"
+    expiry = AuthToken.objects.get(token_key=parent["token"][:15]).expiry
+    assert expiry.strftime("%Y-%m-%dT%H:%M:%SZ") in response.json()["detail"]
+    assert AuthToken.objects.filter(user=owner).count() == 1
+
+
+def test_a_token_made_by_an_expiring_token_without_an_expiry_gets_the_same_expiry(api, owner):
+    parent = _token_client(api, owner, expires_in_days=7)
+    child = api.post("/api/v1/accounts/tokens/", {"name": "child"}, format="json")
+    assert child.status_code == 201
+    assert child.json()["expires"] == parent["expires"]
+    shorter = api.post("/api/v1/accounts/tokens/", {"name": "short", "expires_in_days": 3}, format="json")
+    assert shorter.status_code == 201
+
+
+def test_a_token_made_in_a_session_may_still_never_expire(api_as, owner):
+    response = api_as(owner).post(
+        "/api/v1/accounts/tokens/", {"name": "forever", "expires_in_days": None}, format="json"
+    )
+    assert response.status_code == 201 and response.json()["expires"] is None

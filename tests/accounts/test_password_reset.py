@@ -7,10 +7,11 @@ import re
 import pytest
 from django.contrib.auth import authenticate
 from django.core import mail
+from rest_framework.throttling import SimpleRateThrottle
 
 from accounts.models import RegistrationRequest
 from tests.accounts.conftest import REGISTRATION_PASSWORD, ldap_entry
-from tests.factories import TEST_PASSWORD
+from tests.factories import TEST_PASSWORD, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -72,3 +73,27 @@ def test_a_directory_user_resets_the_password_in_ldap(ldap_directory, register, 
     assert client.login(username="ada_l", password=NEW_PASSWORD)
     assert not client.login(username="ada_l", password=REGISTRATION_PASSWORD)
     assert not client.get(link, follow=True).context["validlink"]
+
+
+def test_reset_mails_from_one_client_address_are_rate_limited(client, owner, monkeypatch):
+    monkeypatch.setitem(SimpleRateThrottle.THROTTLE_RATES, "password_reset", "2/hour")
+    for _ in range(2):
+        assert client.post("/accounts/password-reset/", {"email": "owner@example.org"}).status_code == 302
+    refused = client.post("/accounts/password-reset/", {"email": "owner@example.org"})
+    assert refused.status_code == 429
+    assert b"Too many password resets from your address" in refused.content
+    assert len(mail.outbox) == 2
+
+
+def test_reset_mails_to_one_account_are_capped_whoever_asks_and_the_answer_does_not_tell(client, owner, monkeypatch):
+    monkeypatch.setitem(SimpleRateThrottle.THROTTLE_RATES, "password_reset_account", "2/hour")
+    answers = [
+        client.post("/accounts/password-reset/", {"email": "OWNER@example.org"}, REMOTE_ADDR=f"192.0.2.{n}")
+        for n in range(30)
+    ]
+    assert {(a.status_code, a["Location"]) for a in answers} == {(302, "/accounts/password-reset/sent/")}
+    assert len(mail.outbox) == 2
+    # Other accounts are not held back by it.
+    UserFactory(username="other")
+    client.post("/accounts/password-reset/", {"email": "other@example.org"}, REMOTE_ADDR="198.51.100.1")
+    assert mail.outbox[-1].to == ["other@example.org"]

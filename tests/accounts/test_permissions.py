@@ -21,7 +21,7 @@ from accounts.services import (
     registration_submit,
     ssh_key_add,
 )
-from tests.accounts.conftest import registration_body
+from tests.accounts.conftest import confirm_email, registration_body
 from tests.factories import StaffFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -54,6 +54,7 @@ def world(db) -> World:
     key = ssh_key_add(actor=users["manager"], name="laptop", public_key=_public_key())
     token, _secret = api_token_create(actor=users["manager"], name="cli")
     registration = registration_submit(data=RegistrationInput(**registration_body()))  # type: ignore[arg-type]
+    confirm_email(registration.pk)
     return World(users, project, key.pk, token.pk, registration.pk)
 
 
@@ -71,6 +72,10 @@ NEW_REGISTRATION = {**registration_body(username="grace", email="grace@example.o
 MATRIX = [
     ("post", "/api/v1/accounts/registrations/", NEW_REGISTRATION,
      {"anonymous": 201, "outsider": 201, "staff": 201}),
+    ("post", "/api/v1/accounts/registrations/confirmation/", {"email": "ada@example.org"},
+     {"anonymous": 202, "outsider": 202, "member": 202, "manager": 202, "staff": 202}),
+    ("post", "/api/v1/accounts/me/email/", {"email": "new-address@example.org"},
+     {"anonymous": 401, "outsider": 202, "member": 202, "manager": 202, "staff": 202}),
     ("get", "/api/v1/accounts/me/", None,
      {"anonymous": 401, "outsider": 200, "member": 200, "manager": 200, "staff": 200}),
     ("get", "/api/v1/accounts/projects/", None,
@@ -157,6 +162,8 @@ def test_the_openapi_schema_documents_every_accounts_endpoint(api):
     for path in [
         "/api/v1/accounts/registrations/",
         "/api/v1/accounts/me/",
+        "/api/v1/accounts/me/email/",
+        "/api/v1/accounts/registrations/confirmation/",
         "/api/v1/accounts/projects/{project_id}/members/{user_id}/",
         "/api/v1/accounts/ssh-keys/{key_id}/",
         "/api/v1/accounts/tokens/{token_id}/",
@@ -165,3 +172,7 @@ def test_the_openapi_schema_documents_every_accounts_endpoint(api):
         assert path in paths
     assert paths["/api/v1/accounts/registrations/"]["post"].get("security", []) in ([], [{}])  # anonymous
     assert paths["/api/v1/accounts/me/"]["get"]["security"]
+    assert paths["/api/v1/accounts/registrations/confirmation/"]["post"].get("security", []) in ([], [{}])
+    assert "202" in paths["/api/v1/accounts/me/email/"]["post"]["responses"]
+    approve = paths["/api/v1/admin/registrations/{registration_id}/approve/"]["post"]
+    assert "email-unconfirmed" in approve["description"]

@@ -109,3 +109,57 @@ def test_project_list_uses_a_bounded_number_of_queries(api_as, owner, staff, dja
         project_create(actor=staff, name=f"p{n}x", manager=owner)
     with django_assert_max_num_queries(4 + 5):  # user, count, page, memberships + one usage query per project
         assert len(api_as(owner).get("/api/v1/accounts/projects/").json()["results"]) == 5
+
+
+def test_a_project_name_with_a_trailing_newline_is_refused(staff):
+    # The API trims its input; the service is what every caller goes through.
+    from core.errors import ApplicationError
+
+    with pytest.raises(ApplicationError, match="^name: "):
+        project_create(actor=staff, name="astro\n", manager=staff)
+    assert not Project.objects.filter(name__startswith="astro").exists()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/accounts/projects/{project}/members/99999999999999999999/",
+        "/api/v1/accounts/projects/1234567890123456789/",
+        "/api/v1/admin/registrations/99999999999999999999/",
+    ],
+)
+def test_ids_beyond_64_bits_are_not_found_as_json(api_as, staff, url):
+    project = project_personal_ensure(user=staff)
+    response = api_as(staff).get(url.format(project=project.pk))
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+def test_an_id_of_eighteen_digits_reaches_the_view(api_as, owner):
+    response = api_as(owner).get("/api/v1/accounts/projects/999999999999999999/")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "No such project.", "code": "not_found"}
+
+
+def test_page_ids_beyond_64_bits_are_not_found(client, owner):
+    client.force_login(owner)
+    assert client.post("/accounts/profile/ssh-keys/99999999999999999999/delete/").status_code == 404
+
+
+def test_no_route_of_any_app_takes_an_unbounded_int():
+    from django.urls import URLResolver, get_resolver
+    from django.urls.converters import IntConverter
+
+    def routes(patterns, prefix=""):
+        for entry in patterns:
+            here = prefix + str(entry.pattern)
+            yield here, getattr(entry.pattern, "converters", {})
+            if isinstance(entry, URLResolver):
+                yield from routes(entry.url_patterns, here)
+
+    unbounded = [
+        route
+        for route, converters in routes(get_resolver().url_patterns)
+        if any(isinstance(c, IntConverter) for c in converters.values())
+    ]
+    assert unbounded == [], "use <id:…> (core/converters.py): an int beyond 64 bits overflows the database"

@@ -15,7 +15,7 @@ from accounts.models import Membership, Project, RegistrationRequest
 from accounts.services import RegistrationInput, registration_approve, registration_submit
 from core.errors import ApplicationError
 from portal.management.commands.seed_demo import DEMO_ACCOUNTS
-from tests.accounts.conftest import registration_body
+from tests.accounts.conftest import confirm_email, registration_body
 from tests.factories import StaffFactory
 
 
@@ -62,6 +62,7 @@ def test_ten_simultaneous_registrations_of_one_username_make_one_request():
 @pytest.mark.django_db(transaction=True)
 def test_two_staff_approving_at_once_create_one_account():
     registration = registration_submit(data=RegistrationInput(**registration_body()))  # type: ignore[arg-type]
+    confirm_email(registration.pk)
     approvers = [StaffFactory(username=f"staff{i}") for i in range(2)]
 
     def approve(i: int) -> str:
@@ -83,3 +84,22 @@ def test_seed_demo_gives_the_demo_accounts_their_personal_projects():
         membership = Membership.objects.get(project__personal_owner__username=username)
         assert membership.role == "manager" and membership.user.username == username
     assert Project.objects.count() == len(usernames) == 3
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_ten_simultaneous_registrations_of_one_address_make_one_request():
+    def submit(i: int) -> str:
+        try:
+            registration_submit(data=RegistrationInput(**registration_body(username=f"ada_{i}")))  # type: ignore[arg-type]
+        except ApplicationError as exc:
+            assert exc.extra["errors"] == {
+                "email": ["a registration with this e-mail address is already waiting for a decision"]
+            }
+            raise
+        return "created"
+
+    outcomes = _race(10, submit)
+    assert outcomes.count("created") == 1
+    assert outcomes.count("invalid") == 9
+    assert RegistrationRequest.objects.count() == 1

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+
 import pytest
+import time_machine
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
 from django.core import mail
@@ -105,14 +109,134 @@ def test_x509_dn_in_openssl_form_is_stored_as_rfc4514(register):
     assert RegistrationRequest.objects.get().dn == "CN=Ada Lovelace,O=Example,DC=example,DC=org"
 
 
-def test_registration_mails_the_applicant_and_the_staff(register, staff, django_capture_on_commit_callbacks):
+def _confirmation_link(message) -> str:
+    match = re.search(r"http://127\.0\.0\.1:8000(/accounts/register/confirm/[^/\s]+/)", message.body)
+    assert match, message.body
+    return match.group(1)
+
+
+def test_registration_mails_the_applicant_a_link_and_the_staff_only_once_it_is_confirmed(
+    register, staff, client, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
-        register()
-    assert sorted(m.to[0] for m in mail.outbox) == ["ada@example.org", "staff@example.org"]
-    to_staff = next(m for m in mail.outbox if m.to == ["staff@example.org"])
+        register(confirmed=False)
+    [to_applicant] = mail.outbox
+    assert to_applicant.to == ["ada@example.org"]
+    assert REGISTRATION_PASSWORD not in to_applicant.body
+    link = _confirmation_link(to_applicant)
+    page = client.get(link)  # what a mail scanner does: it confirms nothing
+    assert page.status_code == 200 and b"Confirm my e-mail address" in page.content
+    assert b"<nav" in page.content  # in the site's layout
+    assert RegistrationRequest.objects.get().email_confirmed is None
+    with django_capture_on_commit_callbacks(execute=True):
+        confirmed = client.post(link)
+    assert confirmed.status_code == 200 and b"is confirmed" in confirmed.content
+    assert RegistrationRequest.objects.get().email_confirmed is not None
+    to_staff = mail.outbox[1]
+    assert to_staff.to == ["staff@example.org"]
     assert "ada_l" in to_staff.subject
     assert "/accounts/console/registrations/" in to_staff.body
     assert REGISTRATION_PASSWORD not in to_staff.body
+    assert AuditEntry.objects.filter(action="accounts.registration.email_confirmed").count() == 1
+
+
+def test_confirming_twice_changes_nothing_more(register, staff, client, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        register(confirmed=False)
+    link = _confirmation_link(mail.outbox[0])
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(link)
+    first = RegistrationRequest.objects.get().email_confirmed
+    with django_capture_on_commit_callbacks(execute=True):
+        again = client.post(link)
+    assert again.status_code == 200 and b"is confirmed" in again.content
+    assert RegistrationRequest.objects.get().email_confirmed == first
+    assert len(mail.outbox) == 2  # one to the applicant, one to the staff
+    assert AuditEntry.objects.filter(action="accounts.registration.email_confirmed").count() == 1
+
+
+def test_an_expired_confirmation_link_is_refused(register, client, settings, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        register(confirmed=False)
+    link = _confirmation_link(mail.outbox[0])
+    later = dt.datetime.now(tz=dt.UTC) + dt.timedelta(hours=settings.EMAIL_CONFIRMATION_HOURS, minutes=1)
+    with time_machine.travel(later):
+        response = client.post(link)
+    assert response.status_code == 400 and b"expired" in response.content
+    assert RegistrationRequest.objects.get().email_confirmed is None
+
+
+@pytest.mark.parametrize("tamper", [lambda t: t[:-2] + "xx", lambda t: "forged:" + t])
+def test_a_forged_confirmation_link_is_refused(register, client, tamper, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        register(confirmed=False)
+    token = _confirmation_link(mail.outbox[0]).split("/")[-2]
+    response = client.post(f"/accounts/register/confirm/{tamper(token)}/")
+    assert response.status_code == 400 and b"not valid" in response.content
+    assert RegistrationRequest.objects.get().email_confirmed is None
+
+
+def test_approving_an_unconfirmed_request_is_refused_in_the_api_and_the_console(register, api, client, staff):
+    register(confirmed=False)
+    registration = RegistrationRequest.objects.get()
+    api.force_authenticate(staff)
+    response = api.post(f"/api/v1/admin/registrations/{registration.pk}/approve/")
+    assert response.status_code == 409
+    assert response.json()["code"] == "email-unconfirmed"
+    client.force_login(staff)
+    page = client.post(f"/accounts/console/registrations/{registration.pk}/approve/", follow=True)
+    assert b"ada_l was not approved" in page.content and b"not confirmed yet" in page.content
+    registration.refresh_from_db()
+    assert registration.status == "pending" and registration.password_hash
+    assert not User.objects.filter(username="ada_l").exists()
+
+
+def test_the_console_and_the_admin_api_show_whether_the_address_is_confirmed(register, api, client, staff):
+    register(confirmed=False)
+    register(username="grace", email="grace@example.org")
+    api.force_authenticate(staff)
+    listed = {r["username"]: r["email_confirmed"] for r in api.get("/api/v1/admin/registrations/").json()["results"]}
+    assert listed["ada_l"] is None and listed["grace"] is not None
+    client.force_login(staff)
+    html = client.get("/accounts/console/registrations/").content.decode()
+    assert re.search(r'data-username="ada_l">.*?not confirmed yet', html, re.S)
+    assert re.search(r'data-username="grace">.*?<td class="email-confirmed">confirmed ', html, re.S)
+
+
+def test_asking_for_the_link_again_answers_the_same_whatever_the_address(
+    register, api, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        register(confirmed=False)
+    mail.outbox.clear()
+    answers = []
+    for address in ("ADA@example.org", "nobody@example.org"):
+        with django_capture_on_commit_callbacks(execute=True):
+            answers.append(api.post("/api/v1/accounts/registrations/confirmation/", {"email": address}))
+    assert [a.status_code for a in answers] == [202, 202]
+    assert answers[0].json() == answers[1].json()
+    [again] = mail.outbox
+    assert again.to == ["ada@example.org"]
+    assert RegistrationRequest.objects.get().email_confirmed is None
+
+
+def test_asking_for_the_link_again_is_rate_limited_with_registrations(api, client, monkeypatch):
+    monkeypatch.setitem(SimpleRateThrottle.THROTTLE_RATES, "registration", "2/hour")
+    for _ in range(2):
+        assert api.post("/api/v1/accounts/registrations/confirmation/", {"email": "a@example.org"}).status_code == 202
+    refused = api.post("/api/v1/accounts/registrations/confirmation/", {"email": "a@example.org"})
+    assert refused.status_code == 429
+    page = client.post("/accounts/register/confirm/", {"email": "a@example.org"})
+    assert page.status_code == 429 and b"Too many requests" in page.content
+
+
+def test_the_page_sends_the_link_again(register, client, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        register(confirmed=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/accounts/register/confirm/", {"email": "ada@example.org"}, follow=True)
+    assert b"we have sent the link again" in response.content
+    assert len(mail.outbox) == 2 and "/accounts/register/confirm/" in mail.outbox[1].body
 
 
 def test_staff_lists_pending_registrations(register, api, staff):
@@ -278,3 +402,11 @@ def test_registrations_from_one_address_are_rate_limited_on_the_api_and_the_page
     assert page.status_code == 429
     assert "Too many registrations from your address" in page.content.decode()
     assert RegistrationRequest.objects.count() == 2
+
+
+def test_a_username_with_a_trailing_newline_is_refused_with_a_field_error(register):
+    response = register(username="bob\n")
+    assert response.status_code == 400
+    assert response.json()["detail"] == "username: use 3 to 20 letters, digits or underscores"
+    assert "username" in response.json()["errors"]
+    assert not RegistrationRequest.objects.exists()
