@@ -470,6 +470,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The entry status appears in several serializers; one name for it in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "EntryStatusEnum": [(v, v.capitalize()) for v in ("valid", "expired", "deprecated", "revoked")]
+    },
 }
 
 LOGGING = {
