@@ -21,6 +21,7 @@ from accounts.views import staff_required
 from core.errors import ApplicationError, NotFound
 from marketplace import metadata, policy, selectors, services
 from marketplace.api import EndorserFilter, ImageSearchFilter, parse_created, read_rules
+from marketplace.api.entries import signed_download_headers
 from marketplace.forms import (
     EntryUploadForm,
     PgpKeyForm,
@@ -109,9 +110,9 @@ def entry_detail(request: HttpRequest, identifier: str, email: str, created: str
 def entry_download(request: HttpRequest, identifier: str, email: str, created: str) -> HttpResponse:
     """The original signed bytes, as a file."""
     entry = _entry(identifier, email, created)
-    response = HttpResponse(bytes(entry.raw), content_type="application/rdf+xml")
-    response["Content-Disposition"] = f'attachment; filename="{identifier}-{created.replace(":", "")}.xml"'
-    return response
+    return HttpResponse(
+        bytes(entry.raw), content_type="application/rdf+xml", headers=signed_download_headers(identifier, created)
+    )
 
 
 def endorser_list(request: HttpRequest) -> HttpResponse:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
 from celery.schedules import crontab
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -98,6 +100,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "csp",
+    "axes",
     # Our apps, lowest layer first (DESIGN.md §1): nothing imports an app listed above it.
     "core",
     "accounts",
@@ -109,6 +113,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before whitenoise, so that static files carry the policy too.
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -117,6 +123,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -169,6 +177,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# The login lockout's backend goes in front of these (and of LDAP's) below, under "Login lockout".
 AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
@@ -180,7 +189,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = env_path("STATIC_ROOT", VAR_DIR / "static")
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
@@ -193,6 +202,43 @@ WHITENOISE_AUTOREFRESH = DEBUG
 
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# HTTPS and browser hardening (deploy/altostratus.env.example turns the HTTPS ones on). HSTS defaults to a
+# year once cookies are HTTPS-only, since such a site is reached over HTTPS anyway.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if SESSION_COOKIE_SECURE else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# The load balancer's plain-HTTP health probe is not redirected.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# The header a TLS-terminating proxy sets to "https" (e.g. X-Forwarded-Proto); empty: requests are
+# secure only when they reach us over TLS. Never set it unless the proxy always sets (or strips) it.
+_proxy_ssl_header = env_str("SECURE_PROXY_SSL_HEADER", "").strip()
+if _proxy_ssl_header:
+    if not _proxy_ssl_header.replace("-", "").isalnum():
+        raise ImproperlyConfigured(f"SECURE_PROXY_SSL_HEADER must be a header name, got {_proxy_ssl_header!r}")
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# Content Security Policy (django-csp) on every answer, pages, API and static files alike: our own origin
+# only, no inline script. The one inline script left, drf-spectacular's Swagger UI set-up, carries the
+# request's nonce (templates/drf_spectacular/swagger_ui.html); a nonce appears in the header only on
+# answers whose template used it. Swagger UI's stylesheet draws its icons with data: images.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+    }
+}
 
 # E-mail: console by default, SMTP when EMAIL_HOST is set.
 EMAIL_HOST = env_str("EMAIL_HOST", "")
@@ -330,6 +376,9 @@ else:
     _default_results = "rpc://"
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", _default_results)
 CELERY_RESULT_EXPIRES = 3600
+# General work goes to the queue "default"; a hypervisor host's work to "host.<name>" (DESIGN §4), so that
+# deployed workers can be given `-Q default,host.<name>` (deploy/altostratus-worker.service).
+CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -387,6 +436,12 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.rest.exception_handler",
+    # Bodies are read up to DATA_UPLOAD_MAX_MEMORY_SIZE, and JSON nesting is bounded (core/rest.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "core.rest.JSONParser",
+        "core.rest.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     # Anonymous endpoints that do work for strangers, per client address (core/throttling.py).
     "DEFAULT_THROTTLE_RATES": {
         "registration": env_str("THROTTLE_REGISTRATION", "20/hour"),
@@ -395,10 +450,25 @@ REST_FRAMEWORK = {
         # Reset mails to one account, whoever asks (answered like a sent mail when over).
         "password_reset_account": env_str("THROTTLE_PASSWORD_RESET_ACCOUNT", "3/hour"),
     },
-    # Behind a reverse proxy, how many X-Forwarded-For hops to trust when telling clients apart.
-    "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0) or None,
+    # Behind a reverse proxy, how many X-Forwarded-For hops to trust when telling clients apart; 0 trusts
+    # none and uses REMOTE_ADDR (DRF's None would key on the raw header, which any client can vary).
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0),
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
+# Login lockout (django-axes): after LOGIN_FAILURE_LIMIT failed logins for one username from one client
+# address, that combination is refused (the lockout page, 429) for LOGIN_LOCKOUT_MINUTES after its latest
+# failure; other users and other addresses are unaffected. Failures are kept in the database (the axes
+# tables), so every web process sees them. The address is core.throttling's, the NUM_PROXIES rule.
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_CLIENT_IP_CALLABLE = "core.throttling.login_client_address"
+AXES_LOCKOUT_CALLABLE = "core.throttling.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+# First in both cases, LDAP's backend or not: a locked-out login never reaches the directory.
+AUTHENTICATION_BACKENDS = ["core.throttling.LoginLockoutBackend", *AUTHENTICATION_BACKENDS]
+
 REST_KNOX = {
     "AUTH_HEADER_PREFIX": "Token",
     "TOKEN_TTL": None,  # each token carries its own expiry, chosen when it is created
@@ -415,6 +485,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The entry status appears in several serializers; one name for it in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "EntryStatusEnum": [(v, v.capitalize()) for v in ("valid", "expired", "deprecated", "revoked")]
+    },
 }
 
 LOGGING = {
@@ -423,5 +497,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # axes.apps announces its configuration at every start; failures and lockouts (axes.*) still log.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes.apps": {"level": "WARNING"}},
 }

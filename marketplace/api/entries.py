@@ -68,6 +68,16 @@ class SignedRdfXmlRenderer(SignedXmlRenderer):
     format = "rdf"
 
 
+def signed_download_headers(identifier: str, created: str) -> dict[str, str]:
+    """Headers for an entry's signed bytes: a file to save, never a document the browser renders or runs.
+    An entry may carry any extension element, XHTML ``script`` included, and browsers run that in XML."""
+    return {
+        "Content-Disposition": f'attachment; filename="{identifier}-{created.replace(":", "")}.xml"',
+        "Content-Security-Policy": "sandbox; default-src 'none'",
+        "X-Content-Type-Options": "nosniff",
+    }
+
+
 ERROR = inline_serializer("MarketplaceError", {"detail": serializers.CharField(), "code": serializers.CharField()})
 
 
@@ -381,11 +391,10 @@ class EntryDetailApi(APIView):
     def get(self, request: Request, identifier: str, email: str, created: str) -> Response:
         entry = selectors.entry_get(identifier=identifier, email=email, created=parse_created(created))
         if isinstance(request.accepted_renderer, SignedXmlRenderer):
-            filename = f"{identifier}-{created.replace(':', '')}.xml"
             return Response(
                 bytes(entry.raw),
                 content_type=request.accepted_media_type,
-                headers={"Content-Disposition": f'inline; filename="{filename}"'},
+                headers=signed_download_headers(identifier, created),
             )
         return Response(EntryDetailSerializer(entry, context={"request": request}).data)
 

@@ -56,6 +56,12 @@ def _start_django(**env: str) -> subprocess.CompletedProcess:
         ("DEBUG", "perhaps", "DEBUG must be a boolean"),
         ("EMAIL_PORT", "smtp", "EMAIL_PORT must be an integer"),
         ("CACHE_URL", "memcached://127.0.0.1", "CACHE_URL must be redis://"),
+        ("NUM_PROXIES", "-1", "NUM_PROXIES must be at least 0"),
+        ("LOGIN_FAILURE_LIMIT", "0", "LOGIN_FAILURE_LIMIT must be at least 1"),
+        ("LOGIN_LOCKOUT_MINUTES", "soon", "LOGIN_LOCKOUT_MINUTES must be an integer"),
+        ("SECURE_HSTS_SECONDS", "a year", "SECURE_HSTS_SECONDS must be an integer"),
+        ("SECURE_SSL_REDIRECT", "maybe", "SECURE_SSL_REDIRECT must be a boolean"),
+        ("SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto: https", "SECURE_PROXY_SSL_HEADER must be a header name"),
     ],
 )
 def test_start_up_stops_on_a_malformed_variable_naming_it(variable, value, message):
@@ -77,3 +83,28 @@ def test_secret_key_is_generated_once_into_var(tmp_path):
     assert len(first.stdout.strip()) >= 50
     assert first.stdout == second.stdout
     assert (tmp_path / "secret-key").stat().st_mode & 0o777 == 0o600
+
+
+def test_hsts_is_on_for_a_year_once_cookies_are_https_only():
+    script = "from django.conf import settings as s; print(s.SECURE_HSTS_SECONDS, s.SECURE_PROXY_SSL_HEADER)"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings"}
+    secure = {**env, "SESSION_COOKIE_SECURE": "true", "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=secure, capture_output=True, text=True)
+    assert result.stdout.split() == ["31536000", "('HTTP_X_FORWARDED_PROTO',", "'https')"], result.stderr
+    env.pop("SESSION_COOKIE_SECURE", None)
+    env.pop("SECURE_PROXY_SSL_HEADER", None)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.stdout.split() == ["0", "None"], result.stderr
+
+
+def test_gunicorn_config_stops_on_a_malformed_variable_naming_it():
+    result = subprocess.run(
+        [sys.executable, "deploy/gunicorn.conf.py"],
+        cwd=ROOT,
+        env={**os.environ, "GUNICORN_WORKERS": "many"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "GUNICORN_WORKERS must be an integer, got 'many'" in result.stderr
