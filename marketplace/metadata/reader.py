@@ -37,6 +37,7 @@ from marketplace.metadata.vocabulary import (
     SLTERMS,
     XML,
     XML_BASE,
+    XML_WHITESPACE,
     Checksum,
     Endorsement,
     Metadata,
@@ -156,7 +157,17 @@ class _Reader:
             self.problem("too-many:Signature", f"An entry carries one signature element; found {len(signatures)}.")
         if children[-1] is not signatures[-1] or len(signatures) > 1:
             self.problem("signature-position", "The signature element must be the last child of rdf:RDF.")
-        return SIGNATURE_ELEMENTS[signatures[-1].tag]
+        signature = signatures[-1]
+        # The signature's tail text is removed with it before C14N (DESIGN.md §2.2), so nothing signs it.
+        if (signature.tail or "").strip(XML_WHITESPACE) or any(
+            not isinstance(node.tag, str) for node in signature.itersiblings()
+        ):
+            self.problem(
+                "after-signature",
+                f"Text, a comment or a processing instruction follows {_name(signature.tag)}; only whitespace may "
+                "follow the signature element, as no signature covers what does.",
+            )
+        return SIGNATURE_ELEMENTS[signature.tag]
 
     def read_description(self, description: etree._Element) -> dict[str, Any]:
         where = "rdf:Description"

@@ -24,6 +24,7 @@ NS = {"rdf": RDF, "dcterms": DCTERMS, "slreq": SLREQ, "slterms": SLTERMS, "sig":
 _PREFIX = {RDF: "rdf", DCTERMS: "dcterms", SLREQ: "slreq", SLTERMS: "slterms", SIG: "sig", DSIG: "ds"}
 
 XML_BASE = "http://mp.stratuslab.eu/"
+XML_WHITESPACE = " \t\r\n"  # XML's whitespace; str.strip() without it would also strip e.g. U+00A0
 DEFAULT_MAX_BYTES = 1024 * 1024
 # StratusLab entries are five levels deep; anything far deeper is an attack, not metadata.
 MAX_DEPTH = 32
