@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from lxml import etree
 
+from marketplace.metadata.extensions import node_problem, property_problem, shown
 from marketplace.metadata.guard import _guarded_root, _Refused
 from marketplace.metadata.identity import identifier_from_sha1, is_identifier
 from marketplace.metadata.vocabulary import (
@@ -82,8 +83,18 @@ class _Reader:
                     f"{_name(tag)} is not a StratusLab element allowed inside {_name(parent.tag)}.",
                 )
             else:
-                self.extensions.append((tag, "".join(child.itertext()).strip()))
+                self.extension(child, parent, property_problem(child), "property")
         return found
+
+    def extension(self, element: etree._Element, parent: etree._Element, problem: str | None, form: str) -> None:
+        """Keep an element of another namespace, or report why it is not valid RDF/XML (``extension-invalid``)."""
+        if problem is not None:
+            self.problem(
+                "extension-invalid",
+                f"The extension element {shown(element)} in {_name(parent.tag)} is not an RDF/XML {form} element "
+                f"as entries allow: {problem}.",
+            )
+        self.extensions.append((element.tag, "".join(element.itertext()).strip()))
 
     def single(
         self, found: dict[str, list[etree._Element]], tag: str, *, required: bool, where: str
@@ -136,7 +147,7 @@ class _Reader:
                 local = etree.QName(child).localname
                 self.problem(f"unknown-element:{local}", f"{_name(child.tag)} is not allowed inside rdf:RDF.")
             else:
-                self.extensions.append((child.tag, "".join(child.itertext()).strip()))
+                self.extension(child, root, node_problem(child), "node")
         if not descriptions:
             self.problem("missing:Description", "rdf:RDF must hold one rdf:Description; none found.")
             return None
