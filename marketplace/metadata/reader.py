@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ from lxml import etree
 from marketplace.metadata.extensions import node_problem, property_problem, shown
 from marketplace.metadata.guard import _guarded_root, _Refused
 from marketplace.metadata.identity import identifier_from_sha1, is_identifier
+from marketplace.metadata.locations import allowed_file_dirs, location_problem
 from marketplace.metadata.vocabulary import (
     _ABOUT,
     _CHECKSUM,
@@ -25,7 +27,6 @@ from marketplace.metadata.vocabulary import (
     _RDF_ROOT,
     _SINGLE,
     _STRICT_NAMESPACES,
-    _URI_RE,
     ALGORITHMS,
     COMPRESSIONS,
     DCTERMS,
@@ -53,8 +54,9 @@ from marketplace.metadata.vocabulary import (
 class _Reader:
     """Reads one document, collecting every problem rather than stopping at the first."""
 
-    def __init__(self, root: etree._Element) -> None:
+    def __init__(self, root: etree._Element, file_dirs: tuple[str, ...]) -> None:
         self.root = root
+        self.file_dirs = file_dirs
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.extensions: list[tuple[str, str]] = []
@@ -310,8 +312,9 @@ class _Reader:
         values = []
         for element in elements:
             value = self.text(element)
-            if not _URI_RE.fullmatch(value):
-                self.problem("location-format", f"slterms:location is {value!r}; it must be an absolute URL.")
+            problem = location_problem(value, self.file_dirs)
+            if problem is not None:
+                self.problems.append(problem)
             else:
                 values.append(value)
         return tuple(values)
@@ -389,13 +392,19 @@ class _Reader:
         return Endorsement(email=email.lower(), subject=subject, issuer=issuer, created=created)
 
 
-def check(raw: bytes, *, max_bytes: int | None = None) -> tuple[Metadata | None, list[Problem]]:
-    """Every problem of the document (empty when valid) and, when valid, its :class:`Metadata`."""
+def check(
+    raw: bytes, *, max_bytes: int | None = None, file_location_dirs: Iterable[str] | None = None
+) -> tuple[Metadata | None, list[Problem]]:
+    """Every problem of the document (empty when valid) and, when valid, its :class:`Metadata`.
+
+    ``max_bytes`` and ``file_location_dirs`` (the absolute directories file: locations may point into) default
+    to the settings ``MARKETPLACE_MAX_ENTRY_BYTES`` and ``MARKETPLACE_FILE_LOCATION_DIRS``, read at the call
+    and only when not given: callers outside Django (tools, benchmarks) pass them and need no settings."""
     try:
         root = _guarded_root(raw, max_bytes)
     except _Refused as refused:
         return None, [refused.problem]
-    reader = _Reader(root)
+    reader = _Reader(root, allowed_file_dirs(file_location_dirs))
     fields = reader.read()
     if reader.problems or fields is None:
         return None, reader.problems
@@ -403,9 +412,11 @@ def check(raw: bytes, *, max_bytes: int | None = None) -> tuple[Metadata | None,
     return metadata, []
 
 
-def parse(raw: bytes, *, max_bytes: int | None = None) -> Metadata:
-    """The entry's :class:`Metadata`; raises :class:`MetadataInvalid` listing every broken rule."""
-    metadata, problems = check(raw, max_bytes=max_bytes)
+def parse(raw: bytes, *, max_bytes: int | None = None, file_location_dirs: Iterable[str] | None = None) -> Metadata:
+    """The entry's :class:`Metadata`; raises :class:`MetadataInvalid` listing every broken rule.
+
+    The keyword arguments are those of :func:`check`."""
+    metadata, problems = check(raw, max_bytes=max_bytes, file_location_dirs=file_location_dirs)
     if problems or metadata is None:
         raise MetadataInvalid(problems)
     return metadata

@@ -48,7 +48,6 @@ _ID_RE = re.compile(r"[A-Za-z0-9_-]{27}")
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S+")
 _ISSUER_RE = re.compile(r"OpenPGP:[0-9A-Fa-f]{40}")
 
 
