@@ -10,8 +10,8 @@ A strict subset of the grammar, checked on the element tree:
 - a *node element* (§7.2.11: the child of a resource property, or an extension directly in rdf:RDF) has at
   most one of ``rdf:about``, ``rdf:nodeID``, ``rdf:ID``, no property attributes, and only property elements;
 - element names have a namespace and are not RDF syntax names (§7.2.2–7.2.5);
-- elements in a markup namespace (XHTML, SVG, MathML) are at most text-only properties, so no kept extension
-  carries markup a browser would run.
+- elements in a markup namespace (XHTML, SVG, MathML) are at most text-only properties, and no literal has
+  the datatype rdf:HTML or rdf:XMLLiteral, so no kept extension carries markup a browser would run.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ _CORE_SYNTAX_TERMS = frozenset({"RDF", "ID", "about", "parseType", "resource", "
 _OLD_TERMS = frozenset({"aboutEach", "aboutEachPrefix", "bagID"})
 _NOT_PROPERTY = _CORE_SYNTAX_TERMS | _OLD_TERMS | {"Description"}  # propertyElementURIs, §7.2.5
 _NOT_NODE = _CORE_SYNTAX_TERMS | _OLD_TERMS | {"li"}  # nodeElementURIs, §7.2.4
+# Literal datatypes whose text is markup to its readers (RDF 1.1 Concepts §5.2); no extension carries markup.
+_MARKUP_DATATYPES = frozenset({f"{RDF}HTML", f"{RDF}XMLLiteral"})
 MARKUP_NAMESPACES = frozenset(
     {"http://www.w3.org/1999/xhtml", "http://www.w3.org/2000/svg", "http://www.w3.org/1998/Math/MathML"}
 )
@@ -108,6 +110,8 @@ def _check_property(element: etree._Element) -> None:
         raise _Invalid(f"{shown(element)} is markup (XHTML, SVG or MathML) holding elements; it may hold text only")
     _check_attributes(element, _PROPERTY_ATTRIBUTES)
     attrib = element.attrib
+    if attrib.get(_DATATYPE) in _MARKUP_DATATYPES:
+        raise _Invalid(f"{shown(element)} has the markup datatype {attrib[_DATATYPE]}; extensions hold no markup")
     parse_type = attrib.get(_PARSE_TYPE)
     if parse_type is not None:
         if parse_type != "Resource":
