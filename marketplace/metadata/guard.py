@@ -1,4 +1,6 @@
-"""Hostile-input guard: every read of entry XML starts here, before lxml does real work."""
+"""Hostile-input guard: every read of entry XML starts here, before lxml does real work. It also refuses what
+no signature would cover: bytes outside rdf:RDF other than the XML declaration and whitespace, and any
+encoding but UTF-8 (DESIGN.md §2.2)."""
 
 from __future__ import annotations
 
