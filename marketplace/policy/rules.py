@@ -468,7 +468,10 @@ def rules_from_policy_cfg(text: str, *, base: PolicyRules | None = None) -> Poli
         lists: dict[str, list[str]] = dict.fromkeys(keys.values(), [])
         for key, value in parser.items(section):
             if key not in keys:  # configparser has lower-cased the key
-                raise _cfg_invalid(f"[{section}] key {key!r} is not a StratusLab key; use {', '.join(keys)}")
+                raise _cfg_invalid(
+                    f"[{section}] key {key!r} is neither whitelist… nor blacklist… of this section; "
+                    f"StratusLab's keys here are {', '.join(keys)}"
+                )
             lists[keys[key]] = [v for v in re.split(r"[\s,]+", value) if v]
         data.update(lists)
     return PolicyRules.from_json(data)
