@@ -399,7 +399,7 @@ def check(
 
     ``max_bytes`` and ``file_location_dirs`` (the absolute directories file: locations may point into) default
     to the settings ``MARKETPLACE_MAX_ENTRY_BYTES`` and ``MARKETPLACE_FILE_LOCATION_DIRS``, read at the call
-    and only when not given: callers outside Django (tools, benchmarks) pass them and need no settings."""
+    and only when not given: callers that pass both (tools, benchmarks) need no configured Django settings."""
     try:
         root = _guarded_root(raw, max_bytes)
     except _Refused as refused:
