@@ -399,6 +399,13 @@ LIBVIRT_DEFAULT_URI = env_str("LIBVIRT_DEFAULT_URI", "test:///default")
 # trusted OpenPGP keyring (a private GNUPGHOME, mode 700, created on demand) that verifies entries.
 MARKETPLACE_MAX_ENTRY_BYTES = env_int("MARKETPLACE_MAX_ENTRY_BYTES", 1024 * 1024, minimum=1024)
 MARKETPLACE_GNUPG_HOME = env_path("MARKETPLACE_GNUPG_HOME", VAR_DIR / "gnupg")
+# The only directories an entry's file: locations may point into (comma-separated absolute paths; empty: no
+# file: locations at all). The default is where seed_demo writes its demo images (portal/demo.py).
+MARKETPLACE_FILE_LOCATION_DIRS = env_list("MARKETPLACE_FILE_LOCATION_DIRS", [str(VAR_DIR / "demo-images")])
+if any(not os.path.isabs(directory) for directory in MARKETPLACE_FILE_LOCATION_DIRS):
+    raise ImproperlyConfigured(
+        f"MARKETPLACE_FILE_LOCATION_DIRS must be absolute paths, got {','.join(MARKETPLACE_FILE_LOCATION_DIRS)!r}"
+    )
 # Marketplace (site policy and site key, DESIGN.md §2.4): `manage.py create_site_key` makes the site's OpenPGP
 # key (uid "SITE_NAME <MARKETPLACE_SITE_KEY_EMAIL>") in its own keyring, protected by the passphrase in the
 # file (made mode 600 if missing), and records its fingerprint in the database: entries it signs are the

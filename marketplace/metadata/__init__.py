@@ -1,7 +1,9 @@
 """StratusLab-compatible metadata entries (DESIGN.md §2.1): parse, validate, build; the identifier.
 
 Pure: no database, no gpg. Everything that reads entry XML goes through :func:`xml_root`, which refuses
-hostile input (size, DTDs, entities, deep nesting, non-XML) before lxml does any real work.
+hostile input (size, DTDs, entities, deep nesting, non-XML) before lxml does any real work, and anything the
+signature would not cover (bytes outside rdf:RDF, encodings other than UTF-8). Django settings are read only
+for defaults a caller does not pass (``max_bytes``, ``file_location_dirs``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Hostile-input guard: every read of entry XML starts here, before lxml does real work."""
+"""Hostile-input guard: every read of entry XML starts here, before lxml does real work. It also refuses what
+no signature would cover: bytes outside rdf:RDF other than the XML declaration and whitespace, and any
+encoding but UTF-8 (DESIGN.md §2.2)."""
 
 from __future__ import annotations
 
@@ -31,9 +33,62 @@ def _parser() -> etree.XMLParser:
     )
 
 
+# UTF-16 and UTF-32 byte-order marks, and the first character "<" in those encodings without one.
+_WIDE_STARTS = (
+    b"\x00\x00\xfe\xff",
+    b"\xff\xfe\x00\x00",
+    b"\xfe\xff",
+    b"\xff\xfe",
+    b"\x00\x00\x00<",
+    b"<\x00\x00\x00",
+    b"\x00<",
+    b"<\x00",
+)
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _check_encoding(raw: bytes) -> None:
+    """Refuse anything but UTF-8 without a byte-order mark: the stored bytes must be the text that was signed
+    (C14N is UTF-8) and that every reader decodes (DESIGN.md §2.2)."""
+    if raw.startswith(_WIDE_STARTS):
+        raise _Refused("encoding", "The document is UTF-16 or UTF-32; entries are UTF-8 (without a byte-order mark).")
+    if raw.startswith(_UTF8_BOM):
+        raise _Refused(
+            "outside-root",
+            "The document starts with a byte-order mark; nothing but the XML declaration and whitespace may stand "
+            "outside rdf:RDF.",
+        )
+    if b"\x00" in raw:
+        raise _Refused("not-xml", "The document is not XML text: it contains NUL bytes (binary data or UTF-16/32).")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Refused(
+            "encoding", f"The document is not UTF-8: byte {exc.start} ({raw[exc.start]:#04x}) is not valid UTF-8."
+        ) from None
+
+
+def _check_outside_root(root: etree._Element) -> None:
+    """Refuse a declared encoding other than UTF-8, and comments or processing instructions around rdf:RDF:
+    no signature covers them (DESIGN.md §2.2)."""
+    declared = root.getroottree().docinfo.encoding or "UTF-8"
+    if declared.upper() != "UTF-8":
+        raise _Refused("encoding", f"The XML declaration names the encoding {declared!r}; entries are UTF-8.")
+    before = next(root.itersiblings(preceding=True), None)
+    after = next(root.itersiblings(), None)
+    for node, where in ((before, "before"), (after, "after")):
+        if node is not None:
+            kind = "a comment" if isinstance(node, etree._Comment) else "a processing instruction"
+            raise _Refused(
+                "outside-root",
+                f"The document has {kind} {where} rdf:RDF; nothing but the XML declaration and whitespace may "
+                "stand outside rdf:RDF, where no signature covers it.",
+            )
+
+
 def _scan_prolog(raw: bytes) -> None:
     """Refuse a document type declaration by looking only at the prolog, before lxml parses anything."""
-    i = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
+    i = 0
     length = len(raw)
     while i < length:
         if raw[i] in b" \t\r\n":
@@ -86,8 +141,7 @@ def _guarded_root(raw: bytes, max_bytes: int | None) -> etree._Element:
         raise _Refused("too-large", f"The document is {len(raw)} bytes; entries may be at most {limit} bytes.")
     if not raw.strip():
         raise _Refused("not-xml", "The document is empty.")
-    if b"\x00" in raw:
-        raise _Refused("not-xml", "The document is not XML text: it contains NUL bytes (binary data or UTF-16/32).")
+    _check_encoding(raw)
     _scan_prolog(raw)
     try:
         root = etree.fromstring(raw, _parser())
@@ -102,10 +156,17 @@ def _guarded_root(raw: bytes, max_bytes: int | None) -> etree._Element:
             raise _Refused(
                 "entity-forbidden", f"The document refers to an XML entity, which is not allowed: {exc}"
             ) from None
+        if type_name == "ERR_DOCUMENT_END":
+            raise _Refused(
+                "outside-root",
+                f"The document has content after rdf:RDF; nothing but the XML declaration and whitespace may stand "
+                f"outside rdf:RDF: {exc}",
+            ) from None
         raise _Refused("not-xml", f"The document is not well-formed XML: {exc}") from None
     tree = root.getroottree()
     if tree.docinfo.doctype or tree.docinfo.internalDTD is not None or tree.docinfo.externalDTD is not None:
         raise _Refused("dtd-forbidden", "The document has a document type declaration; DTDs are not allowed.")
+    _check_outside_root(root)
     if _depth_exceeds(root, MAX_DEPTH):
         raise _Refused("too-deep", f"The document nests elements more than {MAX_DEPTH} levels deep.")
     for node in root.iter():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -9,8 +10,10 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from lxml import etree
 
+from marketplace.metadata.extensions import node_problem, property_problem, shown
 from marketplace.metadata.guard import _guarded_root, _Refused
 from marketplace.metadata.identity import identifier_from_sha1, is_identifier
+from marketplace.metadata.locations import allowed_file_dirs, location_problem
 from marketplace.metadata.vocabulary import (
     _ABOUT,
     _CHECKSUM,
@@ -24,7 +27,6 @@ from marketplace.metadata.vocabulary import (
     _RDF_ROOT,
     _SINGLE,
     _STRICT_NAMESPACES,
-    _URI_RE,
     ALGORITHMS,
     COMPRESSIONS,
     DCTERMS,
@@ -37,6 +39,7 @@ from marketplace.metadata.vocabulary import (
     SLTERMS,
     XML,
     XML_BASE,
+    XML_WHITESPACE,
     Checksum,
     Endorsement,
     Metadata,
@@ -51,8 +54,9 @@ from marketplace.metadata.vocabulary import (
 class _Reader:
     """Reads one document, collecting every problem rather than stopping at the first."""
 
-    def __init__(self, root: etree._Element) -> None:
+    def __init__(self, root: etree._Element, file_dirs: tuple[str, ...]) -> None:
         self.root = root
+        self.file_dirs = file_dirs
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.extensions: list[tuple[str, str]] = []
@@ -81,8 +85,18 @@ class _Reader:
                     f"{_name(tag)} is not a StratusLab element allowed inside {_name(parent.tag)}.",
                 )
             else:
-                self.extensions.append((tag, "".join(child.itertext()).strip()))
+                self.extension(child, parent, property_problem(child), "property")
         return found
+
+    def extension(self, element: etree._Element, parent: etree._Element, problem: str | None, form: str) -> None:
+        """Keep an element of another namespace, or report why it is not valid RDF/XML (``extension-invalid``)."""
+        if problem is not None:
+            self.problem(
+                "extension-invalid",
+                f"The extension element {shown(element)} in {_name(parent.tag)} is not an RDF/XML {form} element "
+                f"as entries allow: {problem}.",
+            )
+        self.extensions.append((element.tag, "".join(element.itertext()).strip()))
 
     def single(
         self, found: dict[str, list[etree._Element]], tag: str, *, required: bool, where: str
@@ -135,7 +149,7 @@ class _Reader:
                 local = etree.QName(child).localname
                 self.problem(f"unknown-element:{local}", f"{_name(child.tag)} is not allowed inside rdf:RDF.")
             else:
-                self.extensions.append((child.tag, "".join(child.itertext()).strip()))
+                self.extension(child, root, node_problem(child), "node")
         if not descriptions:
             self.problem("missing:Description", "rdf:RDF must hold one rdf:Description; none found.")
             return None
@@ -156,7 +170,17 @@ class _Reader:
             self.problem("too-many:Signature", f"An entry carries one signature element; found {len(signatures)}.")
         if children[-1] is not signatures[-1] or len(signatures) > 1:
             self.problem("signature-position", "The signature element must be the last child of rdf:RDF.")
-        return SIGNATURE_ELEMENTS[signatures[-1].tag]
+        signature = signatures[-1]
+        # The signature's tail text is removed with it before C14N (DESIGN.md §2.2), so nothing signs it.
+        if (signature.tail or "").strip(XML_WHITESPACE) or any(
+            not isinstance(node.tag, str) for node in signature.itersiblings()
+        ):
+            self.problem(
+                "after-signature",
+                f"Text, a comment or a processing instruction follows {_name(signature.tag)}; only whitespace may "
+                "follow the signature element, as no signature covers what does.",
+            )
+        return SIGNATURE_ELEMENTS[signature.tag]
 
     def read_description(self, description: etree._Element) -> dict[str, Any]:
         where = "rdf:Description"
@@ -288,8 +312,9 @@ class _Reader:
         values = []
         for element in elements:
             value = self.text(element)
-            if not _URI_RE.fullmatch(value):
-                self.problem("location-format", f"slterms:location is {value!r}; it must be an absolute URL.")
+            problem = location_problem(value, self.file_dirs)
+            if problem is not None:
+                self.problems.append(problem)
             else:
                 values.append(value)
         return tuple(values)
@@ -367,13 +392,19 @@ class _Reader:
         return Endorsement(email=email.lower(), subject=subject, issuer=issuer, created=created)
 
 
-def check(raw: bytes, *, max_bytes: int | None = None) -> tuple[Metadata | None, list[Problem]]:
-    """Every problem of the document (empty when valid) and, when valid, its :class:`Metadata`."""
+def check(
+    raw: bytes, *, max_bytes: int | None = None, file_location_dirs: Iterable[str] | None = None
+) -> tuple[Metadata | None, list[Problem]]:
+    """Every problem of the document (empty when valid) and, when valid, its :class:`Metadata`.
+
+    ``max_bytes`` and ``file_location_dirs`` (the absolute directories file: locations may point into) default
+    to the settings ``MARKETPLACE_MAX_ENTRY_BYTES`` and ``MARKETPLACE_FILE_LOCATION_DIRS``, read at the call
+    and only when not given: callers that pass both (tools, benchmarks) need no configured Django settings."""
     try:
         root = _guarded_root(raw, max_bytes)
     except _Refused as refused:
         return None, [refused.problem]
-    reader = _Reader(root)
+    reader = _Reader(root, allowed_file_dirs(file_location_dirs))
     fields = reader.read()
     if reader.problems or fields is None:
         return None, reader.problems
@@ -381,9 +412,11 @@ def check(raw: bytes, *, max_bytes: int | None = None) -> tuple[Metadata | None,
     return metadata, []
 
 
-def parse(raw: bytes, *, max_bytes: int | None = None) -> Metadata:
-    """The entry's :class:`Metadata`; raises :class:`MetadataInvalid` listing every broken rule."""
-    metadata, problems = check(raw, max_bytes=max_bytes)
+def parse(raw: bytes, *, max_bytes: int | None = None, file_location_dirs: Iterable[str] | None = None) -> Metadata:
+    """The entry's :class:`Metadata`; raises :class:`MetadataInvalid` listing every broken rule.
+
+    The keyword arguments are those of :func:`check`."""
+    metadata, problems = check(raw, max_bytes=max_bytes, file_location_dirs=file_location_dirs)
     if problems or metadata is None:
         raise MetadataInvalid(problems)
     return metadata

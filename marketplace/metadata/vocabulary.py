@@ -24,6 +24,7 @@ NS = {"rdf": RDF, "dcterms": DCTERMS, "slreq": SLREQ, "slterms": SLTERMS, "sig":
 _PREFIX = {RDF: "rdf", DCTERMS: "dcterms", SLREQ: "slreq", SLTERMS: "slterms", SIG: "sig", DSIG: "ds"}
 
 XML_BASE = "http://mp.stratuslab.eu/"
+XML_WHITESPACE = " \t\r\n"  # XML's whitespace; str.strip() without it would also strip e.g. U+00A0
 DEFAULT_MAX_BYTES = 1024 * 1024
 # StratusLab entries are five levels deep; anything far deeper is an attack, not metadata.
 MAX_DEPTH = 32
@@ -47,7 +48,6 @@ _ID_RE = re.compile(r"[A-Za-z0-9_-]{27}")
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S+")
 _ISSUER_RE = re.compile(r"OpenPGP:[0-9A-Fa-f]{40}")
 
 

@@ -431,43 +431,47 @@ def evaluate_rules(rules: PolicyRules, facts: ImageFacts) -> Decision:
 
 # --- StratusLab policy.cfg ------------------------------------------------------------------------------
 
+# StratusLab's own key names (stratuslab.marketplace.Policy): section -> (allow key, deny key) and the
+# JSON rules they fill. Only these exact names are read; anything that merely starts like them is refused.
 _CFG_SECTIONS = {
-    "endorsers": ("endorsers_allow", "endorsers_deny"),
-    "images": ("images_allow", "images_deny"),
-    "checksums": ("checksums_allow", "checksums_deny"),
+    "endorsers": (("whitelistendorsers", "endorsers_allow"), ("blacklistendorsers", "endorsers_deny")),
+    "images": (("whitelistimages", "images_allow"), ("blacklistimages", "images_deny")),
+    "checksums": (("whitelistchecksums", "checksums_allow"), ("blacklistchecksums", "checksums_deny")),
 }
 
 
+def _cfg_invalid(message: str) -> PolicyInvalid:
+    return PolicyInvalid(f"policy.cfg {message}", code="policy-cfg-invalid")
+
+
 def rules_from_policy_cfg(text: str, *, base: PolicyRules | None = None) -> PolicyRules:
-    """Read a StratusLab ``policy.cfg``: sections ``[endorsers]``, ``[images]``, ``[checksums]`` whose
-    ``whitelist…`` / ``blacklist…`` keys hold one value per line (commas also separate). The lists replace
-    those of ``base``; every other rule of ``base`` is kept."""
+    """Read a StratusLab ``policy.cfg``: sections ``[endorsers]``, ``[images]``, ``[checksums]`` with the keys
+    ``whitelist<section>`` / ``blacklist<section>`` (any letter case), one value per line (commas also
+    separate). A section's lists replace those of ``base``; every other rule of ``base`` is kept. Any other
+    section or key (also a ``[DEFAULT]`` one) is refused with ``policy-cfg-invalid``, naming it."""
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read_string(text)
     except configparser.Error as exc:
-        raise PolicyInvalid(f"policy.cfg is not a valid INI file: {exc.message}", code="policy-cfg-invalid") from None
+        raise _cfg_invalid(f"is not a valid INI file: {exc.message}") from None
     unknown = [s for s in parser.sections() if s.lower() not in _CFG_SECTIONS]
     if unknown:
-        raise PolicyInvalid(
-            f"policy.cfg has unknown section [{unknown[0]}]; expected [endorsers], [images], [checksums]",
-            code="policy-cfg-invalid",
+        raise _cfg_invalid(f"has unknown section [{unknown[0]}]; expected [endorsers], [images], [checksums]")
+    if parser.defaults():
+        # configparser would copy these keys into every section.
+        raise _cfg_invalid(
+            f"has unknown section [{parser.default_section}]; expected [endorsers], [images], [checksums]"
         )
     data = (base or PolicyRules()).to_json()
     for section in parser.sections():
-        allow_name, deny_name = _CFG_SECTIONS[section.lower()]
-        allow: list[str] = []
-        deny: list[str] = []
+        keys = dict(_CFG_SECTIONS[section.lower()])
+        lists: dict[str, list[str]] = dict.fromkeys(keys.values(), [])
         for key, value in parser.items(section):
-            values = [v for v in re.split(r"[\s,]+", value) if v]
-            if key.startswith("whitelist"):
-                allow.extend(values)
-            elif key.startswith("blacklist"):
-                deny.extend(values)
-            else:
-                raise PolicyInvalid(
-                    f"policy.cfg [{section}] key {key!r} is neither whitelist… nor blacklist…",
-                    code="policy-cfg-invalid",
+            if key not in keys:  # configparser has lower-cased the key
+                raise _cfg_invalid(
+                    f"[{section}] key {key!r} is neither whitelist… nor blacklist… of this section; "
+                    f"StratusLab's keys here are {', '.join(keys)}"
                 )
-        data[allow_name], data[deny_name] = allow, deny
+            lists[keys[key]] = [v for v in re.split(r"[\s,]+", value) if v]
+        data.update(lists)
     return PolicyRules.from_json(data)

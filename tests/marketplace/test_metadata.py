@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from xml.sax.saxutils import escape
 
 import pytest
 from lxml import etree
@@ -28,9 +29,9 @@ EMPTY_SHA512 = (
 OTHER_ID = metadata.identifier_from_sha1(hashlib.sha1(b"older image").hexdigest())  # noqa: S324
 NEWER_ID = metadata.identifier_from_sha1(hashlib.sha1(b"newer image").hexdigest())  # noqa: S324
 
+PROLOG = '<?xml version="1.0" encoding="UTF-8"?>\n'
 # Every element DESIGN.md §2.1 names, plus a comment and elements in a namespace of their own.
 FULL = f"""<?xml version="1.0" encoding="UTF-8"?>
-<!-- built by hand for the tests -->
 <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"
          xmlns:dcterms="http://purl.org/dc/terms/"
          xmlns:slreq="http://mp.stratuslab.eu/slreq#"
@@ -95,9 +96,15 @@ FULL = f"""<?xml version="1.0" encoding="UTF-8"?>
     <!-- extension elements follow -->
     <ex:build-host>builder01.example.org</ex:build-host>
   </rdf:Description>
-  <ex:provenance>pipeline 42</ex:provenance>
+  <ex:Run rdf:about="#pipeline-42"><ex:number>42</ex:number></ex:Run>
 </rdf:RDF>
 """
+
+
+@pytest.fixture(autouse=True)
+def file_location_dirs(settings):
+    """FULL's file: location lies under the one directory these tests allow."""
+    settings.MARKETPLACE_FILE_LOCATION_DIRS = ["/srv/images"]
 
 
 def rules(raw: bytes | str) -> list[str]:
@@ -175,16 +182,15 @@ def test_full_document_parses_into_every_field():
 def test_unknown_namespace_elements_are_kept_and_reported():
     entry = metadata.parse(FULL.encode())
 
-    assert entry.extensions == (
-        ("{http://example.org/ns/extra#}provenance", "pipeline 42"),
-        ("{http://example.org/ns/extra#}build-host", "builder01.example.org"),
-    ) or set(entry.extensions) == {
-        ("{http://example.org/ns/extra#}provenance", "pipeline 42"),
+    assert set(entry.extensions) == {
+        ("{http://example.org/ns/extra#}Run", "42"),
         ("{http://example.org/ns/extra#}build-host", "builder01.example.org"),
     }
     # They stay in what a signature covers.
     assert b"<ex:build-host>builder01.example.org</ex:build-host>" in metadata.signed_bytes(FULL.encode())
-    assert b"<ex:provenance>pipeline 42</ex:provenance>" in metadata.signed_bytes(FULL.encode())
+    assert b'<ex:Run rdf:about="#pipeline-42"><ex:number>42</ex:number></ex:Run>' in metadata.signed_bytes(
+        FULL.encode()
+    )
 
 
 def test_full_document_round_trips_through_build():
@@ -409,7 +415,7 @@ INVALID = [
     ("not-text:title", mutate(">Ubuntu 22.04 base<", ">Ubuntu <ex:b>22.04</ex:b> base<")),
     ("root-element", '<ex:entry xmlns:ex="http://example.org/ns/extra#"/>'),
     ("missing:Description", drop_block("  <rdf:Description", "</rdf:Description>\n")),
-    ("too-many:Description", mutate("  <ex:provenance>", '  <rdf:Description rdf:about="#x"/>\n  <ex:provenance>')),
+    ("too-many:Description", mutate("  <ex:Run", '  <rdf:Description rdf:about="#x"/>\n  <ex:Run')),
     (
         "signature-position",
         mutate(
@@ -570,8 +576,8 @@ def test_billion_laughs_is_refused_as_entities():
 
 def test_external_entity_reading_a_local_file_is_refused():
     raw = FULL.replace(
-        "<!-- built by hand for the tests -->",
-        '<!DOCTYPE rdf:RDF [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>',
+        PROLOG,
+        PROLOG + '<!DOCTYPE rdf:RDF [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>\n',
     ).replace("Ubuntu 22.04 base<", "&xxe;<")
 
     problem = refused_quickly(raw.encode())
@@ -582,9 +588,7 @@ def test_external_entity_reading_a_local_file_is_refused():
 
 def test_external_dtd_is_refused_without_fetching_it(listener):
     port, seen = listener
-    raw = FULL.replace(
-        "<!-- built by hand for the tests -->", f'<!DOCTYPE rdf:RDF SYSTEM "http://127.0.0.1:{port}/evil.dtd">'
-    )
+    raw = FULL.replace(PROLOG, PROLOG + f'<!DOCTYPE rdf:RDF SYSTEM "http://127.0.0.1:{port}/evil.dtd">\n')
 
     assert refused_quickly(raw.encode()).rule == "dtd-forbidden"
     time.sleep(0.3)
@@ -650,16 +654,7 @@ def test_default_size_limit_is_one_mebibyte():
     assert refused_quickly(raw, max_bytes=None).rule == "too-large"
 
 
-@pytest.mark.parametrize(
-    "raw",
-    [
-        bytes(range(256)) * 8,
-        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
-        "<x/>".encode("utf-16"),
-        b"\xff\xfe\xfd garbage without nul",
-    ],
-    ids=["bytes", "png", "utf16", "junk"],
-)
+@pytest.mark.parametrize("raw", [bytes(range(256)) * 8, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"], ids=["bytes", "png"])
 def test_binary_junk_is_refused_as_not_xml(raw):
     assert refused_quickly(raw).rule == "not-xml"
 
@@ -707,7 +702,6 @@ def test_signed_bytes_are_the_inclusive_c14n_with_comments_of_rdf_rdf():
 
     assert signed_bytes.startswith(b"<rdf:RDF ")
     assert b"<!-- extension elements follow -->" in signed_bytes
-    assert b"built by hand" not in signed_bytes  # outside rdf:RDF
     assert signed_bytes == etree.tostring(etree.fromstring(FULL.encode()), method="c14n", with_comments=True)
 
 
@@ -726,3 +720,278 @@ def test_endorse_fills_the_endorsement():
 
     assert entry.endorsement == metadata.Endorsement("c@example.org", "C <c@example.org>", "OpenPGP:" + "B" * 40,
                                                      created)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------- every byte signed
+
+SIGNATURE = '<sig:Signature xmlns:sig="http://altostratus.dev/ns/pgp#">x</sig:Signature>'
+
+
+def with_signature(*, tail: str = "\n", after: str = "") -> str:
+    """FULL with a signature element ending rdf:RDF, its tail text, and whatever else follows it."""
+    return FULL.replace("</rdf:RDF>", SIGNATURE + tail + after + "</rdf:RDF>")
+
+
+OUTSIDE_ROOT = [
+    ("comment-before", FULL.replace(PROLOG, PROLOG + "<!-- unsigned -->\n")),
+    (
+        "pi-before",
+        FULL.replace(PROLOG, PROLOG + '<?xml-stylesheet type="text/xsl" href="https://evil.example/x.xsl"?>\n'),
+    ),
+    ("comment-after", FULL + "<!-- unsigned -->\n"),
+    ("pi-after", FULL + "<?evil unsigned?>\n"),
+    ("text-after", FULL + "unsigned text\n"),
+    ("element-after", FULL + '<ex:more xmlns:ex="http://example.org/ns/extra#"/>\n'),
+    ("comment-after-signed", with_signature() + "<!-- unsigned -->"),
+    ("byte-order-mark", "\ufeff" + FULL),
+]
+
+
+@pytest.mark.parametrize("document", [d for _n, d in OUTSIDE_ROOT], ids=[n for n, _d in OUTSIDE_ROOT])
+def test_anything_outside_rdf_rdf_but_the_declaration_and_whitespace_is_refused(document):
+    _entry, problems = metadata.check(document.encode())
+
+    assert [p.rule for p in problems] == ["outside-root"]
+    assert "outside rdf:RDF" in problems[0].message or "byte-order mark" in problems[0].message
+
+
+def test_whitespace_around_rdf_rdf_and_the_declaration_are_accepted():
+    assert rules("\n\n" + FULL.removeprefix(PROLOG) + "\n\t\n") == []
+    assert rules("<?xml version='1.0' encoding='utf-8' standalone='yes'?>\r\n" + FULL.removeprefix(PROLOG)) == []
+
+
+AFTER_SIGNATURE = [
+    ("text", with_signature(tail="\nunsigned text\n")),
+    ("comment", with_signature(after="<!-- unsigned -->\n")),
+    ("pi", with_signature(after="<?evil unsigned?>\n")),
+]
+
+
+@pytest.mark.parametrize("document", [d for _n, d in AFTER_SIGNATURE], ids=[n for n, _d in AFTER_SIGNATURE])
+def test_nothing_may_follow_the_signature_element(document):
+    _entry, problems = metadata.check(document.encode())
+
+    assert [p.rule for p in problems] == ["after-signature"]
+    assert "sig:Signature" in problems[0].message
+
+
+def test_text_after_the_signature_is_refused_because_no_signature_covers_it():
+    document = with_signature(tail="\nunsigned text\n").encode()
+
+    assert b"unsigned text" not in metadata.signed_bytes(document)
+    assert rules(document) == ["after-signature"]
+
+
+def test_whitespace_after_the_signature_is_accepted():
+    assert rules(with_signature(tail="\n \t\r\n")) == []
+
+
+# ------------------------------------------------------------------------------------------------- UTF-8 only
+
+LATIN_1 = FULL.replace(PROLOG, '<?xml version="1.0" encoding="ISO-8859-1"?>\n')
+UTF_16 = FULL.replace(PROLOG, '<?xml version="1.0" encoding="UTF-16"?>\n')
+ENCODING = [
+    ("latin-1-ascii-only", LATIN_1.encode()),
+    ("latin-1", LATIN_1.replace(">Jane Tester<", ">Jané Tester<").encode("latin-1")),
+    ("us-ascii", FULL.replace(PROLOG, '<?xml version="1.0" encoding="US-ASCII"?>\n').encode()),
+    ("utf-16-bom", UTF_16.encode("utf-16")),
+    ("utf-16-be-bom", b"\xfe\xff" + UTF_16.encode("utf-16-be")),
+    ("utf-16-no-bom", UTF_16.encode("utf-16-le")),
+    ("utf-32", FULL.replace(PROLOG, '<?xml version="1.0" encoding="UTF-32"?>\n').encode("utf-32")),
+    ("undeclared-latin-1", FULL.replace(">Jane Tester<", ">Jané Tester<").encode("latin-1")),
+    ("overlong-utf-8", FULL.encode().replace(b">Jane Tester<", b">Jane\xc0\xafTester<")),
+    ("surrogate", FULL.encode().replace(b">Jane Tester<", b">Jane\xed\xa0\x80Tester<")),
+    ("junk", b"\xff\xfe\xfd garbage without nul"),
+]
+
+
+@pytest.mark.parametrize("raw", [r for _n, r in ENCODING], ids=[n for n, _r in ENCODING])
+def test_anything_but_utf_8_is_refused(raw):
+    _entry, problems = metadata.check(raw)
+
+    assert [p.rule for p in problems] == ["encoding"]
+    assert "UTF-8" in problems[0].message
+
+
+def test_utf_8_declared_in_any_letter_case_or_undeclared_is_accepted():
+    accented = FULL.replace(">Jane Tester<", ">Jané Tester<")
+
+    assert metadata.parse(accented.encode()).creator == "Jané Tester"
+    assert rules(accented.replace(PROLOG, '<?xml version="1.0" encoding="utf-8"?>\n').encode()) == []
+    assert rules(accented.removeprefix(PROLOG).encode()) == []
+
+
+# ------------------------------------------------------------------------------------------------- extensions
+
+XHTML = 'xmlns:h="http://www.w3.org/1999/xhtml"'
+BUILD_HOST = "<ex:build-host>builder01.example.org</ex:build-host>"
+
+VALID_EXTENSIONS = [
+    ("literal", "<ex:note>plain text &lt;b&gt;</ex:note>"),
+    ("language", '<ex:note xml:lang="en">text</ex:note>'),
+    ("datatype", '<ex:size rdf:datatype="http://www.w3.org/2001/XMLSchema#integer">42</ex:size>'),
+    ("empty", "<ex:flag/>"),
+    ("resource", '<ex:seeAlso rdf:resource="https://example.org/doc"/>'),
+    ("node-id", '<ex:seeAlso rdf:nodeID="b1"/>'),
+    ("parse-type-resource", '<ex:builder rdf:parseType="Resource"><ex:host>b1</ex:host><ex:run>7</ex:run>'
+                            "</ex:builder>"),
+    ("node-element", '<ex:builder>\n <ex:Host rdf:about="https://b1.example.org/"><ex:name>b1</ex:name></ex:Host>\n</ex:builder>'),
+    ("description", "<ex:builder><rdf:Description><ex:name>b1</ex:name></rdf:Description></ex:builder>"),
+    ("comment", "<ex:note><!-- why -->text</ex:note>"),
+    ("xhtml-text", f"<h:p {XHTML}>text only &lt;script&gt;</h:p>"),
+    ("other-vocabulary", '<dcterms:subject xml:lang="en">genomics</dcterms:subject>'),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("element", [e for _n, e in VALID_EXTENSIONS], ids=[n for n, _e in VALID_EXTENSIONS])
+def test_extension_elements_in_rdf_xml_property_form_are_kept(element):
+    entry = metadata.parse(mutate(BUILD_HOST, element).encode())
+
+    assert len(entry.extensions) == 2
+
+
+INVALID_EXTENSIONS = [
+    ("text-and-element", "<ex:builder>host <ex:Host/></ex:builder>", "ex:builder"),
+    ("two-elements", "<ex:builder><ex:A/><ex:B/></ex:builder>", "ex:builder"),
+    ("property-attribute", '<ex:builder ex:host="b1">x</ex:builder>', "ex:host"),
+    ("unqualified-attribute", '<ex:link href="https://example.org/">x</ex:link>', "href"),
+    ("xml-base", '<ex:seeAlso xml:base="https://evil.example/" rdf:resource="x"/>', "xml:base"),
+    ("parse-type-literal", '<ex:doc rdf:parseType="Literal"><ex:b>bold</ex:b></ex:doc>', "Literal"),
+    ("parse-type-collection", '<ex:list rdf:parseType="Collection"><ex:A/></ex:list>', "Collection"),
+    ("resource-with-text", '<ex:seeAlso rdf:resource="https://example.org/">text</ex:seeAlso>', "ex:seeAlso"),
+    ("resource-and-node-id", '<ex:seeAlso rdf:resource="https://example.org/" rdf:nodeID="b1"/>', "ex:seeAlso"),
+    ("resource-with-datatype", '<ex:seeAlso rdf:resource="https://example.org/" rdf:datatype="x"/>', "ex:seeAlso"),
+    ("datatype-on-node", '<ex:builder rdf:datatype="x"><ex:Host/></ex:builder>', "ex:builder"),
+    ("resource-form-with-text", '<ex:builder rdf:parseType="Resource">text<ex:host/></ex:builder>', "ex:builder"),
+    ("node-with-text", "<ex:builder><ex:Host>b1</ex:Host></ex:builder>", "ex:Host"),
+    ("node-with-property-attribute", '<ex:builder><ex:Host ex:name="b1"/></ex:builder>', "ex:name"),
+    ("node-with-two-ids", '<ex:builder><ex:Host rdf:about="#a" rdf:nodeID="b"/></ex:builder>', "ex:Host"),
+    ("nested-invalid", '<ex:build rdf:parseType="Resource"><ex:host><ex:A/><ex:B/></ex:host></ex:build>', "ex:host"),
+    ("xhtml-script", f"<h:div {XHTML}><h:script>alert(1)</h:script></h:div>", "h:div"),
+    ("xhtml-node", f"<ex:note><h:script {XHTML}/></ex:note>", "h:script"),
+    ("xhtml-deep", f'<ex:note rdf:parseType="Resource"><h:div {XHTML}><h:img/></h:div></ex:note>', "h:div"),
+    ("svg", '<s:svg xmlns:s="http://www.w3.org/2000/svg"><s:script>alert(1)</s:script></s:svg>', "s:svg"),
+    ("html-literal", f'<ex:note rdf:datatype="{metadata.RDF}HTML">&lt;script&gt;alert(1)&lt;/script&gt;</ex:note>',
+     "HTML"),
+    ("xml-literal", f'<ex:note rdf:datatype="{metadata.RDF}XMLLiteral">&lt;b/&gt;</ex:note>', "XMLLiteral"),
+    ("no-namespace", "<script>alert(1)</script>", "script"),
+    ("rdf-syntax-name", "<rdf:about>x</rdf:about>", "rdf:about"),
+    ("rdf-li-as-node", "<ex:builder><rdf:li/></ex:builder>", "rdf:li"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("element", "named"), [(e, n) for _i, e, n in INVALID_EXTENSIONS], ids=[i for i, _e, _n in INVALID_EXTENSIONS]
+)
+def test_extension_elements_that_are_not_rdf_xml_properties_are_refused(element, named):
+    _entry, problems = metadata.check(mutate(BUILD_HOST, element).encode())
+
+    assert [p.rule for p in problems] == ["extension-invalid"]
+    assert named in problems[0].message
+    assert "rdf:Description" in problems[0].message
+
+
+def test_an_extension_directly_in_rdf_rdf_must_be_a_node_element():
+    document = mutate('  <ex:Run rdf:about="#pipeline-42">', "  <ex:provenance>pipeline 42</ex:provenance>\n  <ex:Run>")
+
+    _entry, problems = metadata.check(document.encode())
+
+    assert [p.rule for p in problems] == ["extension-invalid"]
+    assert "ex:provenance" in problems[0].message and "rdf:RDF" in problems[0].message
+
+
+def test_extensions_inside_the_endorser_are_checked_too():
+    document = mutate("<slreq:issuer>", f"<h:div {XHTML}><h:script>alert(1)</h:script></h:div><slreq:issuer>")
+
+    assert rules(document) == ["extension-invalid"]
+
+
+# ------------------------------------------------------------------------------------------------- locations
+
+ACCEPTED_LOCATIONS = [
+    "https://images.example.org/u.img",
+    "http://images.example.org:8080/u.img?version=2#top",
+    "HTTPS://IMAGES.EXAMPLE.ORG/u.img",
+    "file:///srv/images/u.img",
+    "file:/srv/images/sub/u.img",
+    "file:///srv/images/with%20space.img",
+]
+REFUSED_LOCATIONS = [
+    ("location-scheme", "javascript:alert(1)"),
+    ("location-scheme", "JaVaScRiPt:alert(document.cookie)"),
+    ("location-scheme", "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg=="),
+    ("location-scheme", "ftp://ftp.example.org/u.img"),
+    ("location-scheme", "images/u.img"),
+    ("location-scheme", "/srv/images/u.img"),
+    ("location-scheme", "//images.example.org/u.img"),
+    ("location-not-allowed", "http:///u.img"),
+    ("location-not-allowed", "https:u.img"),
+    ("location-not-allowed", "https://:443/u.img"),
+    ("location-not-allowed", "file:///etc/passwd"),
+    ("location-not-allowed", "file:///srv/images/../../etc/passwd"),
+    ("location-not-allowed", "file:///srv/images/%2e%2e/secret.img"),
+    ("location-not-allowed", "file:///srv/images/a/../u.img"),
+    ("location-not-allowed", "file:///srv/images-other/u.img"),
+    ("location-not-allowed", "file:///srv/images"),
+    ("location-not-allowed", "file:///srv/images/u.img?x=1"),
+    ("location-not-allowed", "file:///srv/images/%00.img"),
+    ("location-not-allowed", "file://fileserver/srv/images/u.img"),
+    ("location-not-allowed", "file://localhost/srv/images/u.img"),
+    ("location-not-allowed", "file:srv/images/u.img"),
+]
+
+
+def with_location(url: str) -> str:
+    return mutate("file:///srv/images/ubuntu-22.04.qcow2.gz", escape(url))
+
+
+@pytest.mark.parametrize("url", ACCEPTED_LOCATIONS)
+def test_http_https_and_allowed_file_locations_are_accepted(url):
+    assert metadata.parse(with_location(url).encode()).locations[1] == url
+
+
+@pytest.mark.parametrize(("rule", "url"), REFUSED_LOCATIONS, ids=[u for _r, u in REFUSED_LOCATIONS])
+def test_locations_other_than_http_https_and_allowed_files_are_refused_naming_the_url(rule, url):
+    _entry, problems = metadata.check(with_location(url).encode())
+
+    assert [p.rule for p in problems] == [rule]
+    assert repr(url) in problems[0].message
+
+
+def test_no_file_location_is_allowed_when_no_directory_is_set(settings):
+    settings.MARKETPLACE_FILE_LOCATION_DIRS = []
+
+    assert rules(FULL) == ["location-not-allowed"]
+
+
+def test_the_directories_can_be_given_to_the_reader_instead_of_the_setting():
+    raw = with_location("file:///data/images/u.img").encode()
+
+    assert metadata.check(raw)[1][0].rule == "location-not-allowed"
+    assert metadata.check(raw, file_location_dirs=["/data/images/"])[1] == []
+    assert metadata.parse(raw, file_location_dirs=["/data/images"]).locations[1] == "file:///data/images/u.img"
+
+
+# ------------------------------------------------------------------------------------------------- the writer
+
+
+def test_what_the_writer_makes_the_reader_accepts(tmp_path, settings):
+    image = tmp_path / "images" / "disk.img"
+    image.parent.mkdir()
+    image.write_bytes(b"disk")
+    settings.MARKETPLACE_FILE_LOCATION_DIRS = [str(image.parent)]
+    built = metadata.build_for_file(
+        image, type="base", endorser_email="c@example.org", locations=[image.as_uri(), "https://example.org/d.img"]
+    )
+    endorsed = metadata.endorse(
+        built, email="c@example.org", subject="C", issuer="OpenPGP:" + "C" * 40, created=dt.datetime.now(dt.UTC)
+    )
+    signed = metadata.attach_signature(endorsed, "-----BEGIN PGP SIGNATURE-----\n\nabc\n-----END PGP SIGNATURE-----")
+    rebuilt = metadata.rebuild(
+        metadata.parse(signed), endorser_email="d@example.org", endorsement_created=dt.datetime.now(dt.UTC)
+    )
+
+    for document in (built, endorsed, signed, rebuilt):
+        assert rules(document) == [], document
+        assert document.startswith(b"<?xml version='1.0' encoding='UTF-8'?>\n<rdf:RDF ")
+        assert document.rstrip().endswith(b"</rdf:RDF>")

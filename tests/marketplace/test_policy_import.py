@@ -12,23 +12,24 @@ from django.core.management import CommandError, call_command
 from core.models import AuditEntry
 from marketplace import services
 from marketplace.models import SitePolicy
-from marketplace.policy import PolicyRules
+from marketplace.policy import PolicyInvalid, PolicyRules, rules_from_policy_cfg
 from tests.marketplace.conftest import IMAGE, OTHER_IMAGE, T0
 
 pytestmark = pytest.mark.django_db
 
-# As StratusLab's policy.cfg wrote it: one value per line, numbered whitelist/blacklist keys.
+# As StratusLab's policy.cfg wrote it (stratuslab.marketplace.Policy): one value per line, and exactly one
+# whitelist and one blacklist key per section, named after it.
 POLICY_CFG = f"""\
 [endorsers]
-whitelist-endorsers =
+whitelistendorsers =
     creator@example.org
     security@example.org
 
 [images]
-blacklist-images = {OTHER_IMAGE.identifier}
+blacklistimages = {OTHER_IMAGE.identifier}
 
 [checksums]
-blacklist-checksums-sha1 =
+blacklistchecksums =
 """
 
 
@@ -120,8 +121,81 @@ def test_console_import_shows_the_dry_run_then_applies_on_confirm(client, staff,
 
 def test_console_import_of_a_broken_file_shows_the_error(client, staff, db):
     client.force_login(staff)
-    upload = SimpleUploadedFile("policy.cfg", b"[checksums]\nwhitelist = xyz\n")
+    upload = SimpleUploadedFile("policy.cfg", b"[checksums]\nwhitelistchecksums = xyz\n")
     response = client.post("/marketplace/console/policy/import/", {"policy_cfg": upload})
     assert response.status_code == 400
     assert "is not a SHA-1 (40 hex) or SHA-256 (64 hex) checksum" in response.content.decode()
+    assert not SitePolicy.objects.exists()
+
+
+# --- the keys: StratusLab's exact names, nothing that merely starts like them ------------------------------
+
+SHA1 = "a" * 40
+
+
+def test_every_stratuslab_key_fills_its_list():
+    rules = rules_from_policy_cfg(
+        f"""\
+[endorsers]
+whitelistendorsers = creator@example.org
+blacklistendorsers = mallory@example.org
+[images]
+whitelistimages = {IMAGE.identifier}
+blacklistimages = {OTHER_IMAGE.identifier}
+[checksums]
+WhiteListChecksums = {SHA1}
+blacklistchecksums = {"b" * 64}
+"""
+    )
+
+    assert (rules.endorsers_allow, rules.endorsers_deny) == (("creator@example.org",), ("mallory@example.org",))
+    assert (rules.images_allow, rules.images_deny) == ((IMAGE.identifier,), (OTHER_IMAGE.identifier,))
+    assert (rules.checksums_allow, rules.checksums_deny) == ((SHA1,), ("b" * 64,))
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "accepted"),
+    [
+        ("images", "whitelistchecksums", "whitelistimages, blacklistimages"),
+        ("images", "whitelist", "whitelistimages, blacklistimages"),
+        ("endorsers", "whitelist-endorsers", "whitelistendorsers, blacklistendorsers"),
+        ("endorsers", "whitelistendorsersx", "whitelistendorsers, blacklistendorsers"),
+        ("checksums", "blacklistchecksums-sha1", "whitelistchecksums, blacklistchecksums"),
+        ("checksums", "activate", "whitelistchecksums, blacklistchecksums"),
+    ],
+)
+def test_a_key_that_is_not_stratuslabs_is_refused_naming_it_its_section_and_the_accepted_keys(section, key, accepted):
+    with pytest.raises(PolicyInvalid) as refused:
+        rules_from_policy_cfg(f"[{section}]\n{key} = {SHA1}\n")
+
+    assert refused.value.code == "policy-cfg-invalid"
+    assert f"[{section}]" in refused.value.message and repr(key) in refused.value.message
+    assert accepted in refused.value.message
+
+
+def test_keys_in_a_default_section_are_refused_not_spread_over_every_section():
+    with pytest.raises(PolicyInvalid, match=r"\[DEFAULT\]") as refused:
+        rules_from_policy_cfg(f"[DEFAULT]\nwhitelistimages = {IMAGE.identifier}\n[images]\n")
+
+    assert refused.value.code == "policy-cfg-invalid"
+
+
+def test_import_policy_refuses_a_prefix_only_key_and_changes_nothing(images, tmp_path):
+    bad = tmp_path / "bad.cfg"
+    bad.write_text(f"[images]\nwhitelistchecksums = {SHA1}\n")
+
+    with pytest.raises(CommandError, match=r"\[images\] key 'whitelistchecksums'"):
+        call_command("import_policy", str(bad), stdout=StringIO())
+    assert not SitePolicy.objects.exists()
+
+
+def test_console_import_of_a_prefix_only_key_shows_the_error_and_changes_nothing(client, staff, db):
+    client.force_login(staff)
+    upload = SimpleUploadedFile("policy.cfg", f"[images]\nwhitelistchecksums = {SHA1}\n".encode())
+
+    response = client.post("/marketplace/console/policy/import/", {"policy_cfg": upload})
+
+    assert response.status_code == 400
+    text = response.content.decode()
+    assert "whitelistchecksums" in text and "whitelistimages, blacklistimages" in text
     assert not SitePolicy.objects.exists()
