@@ -132,7 +132,7 @@ def page_data(url: str) -> dict:
     if url.endswith("/console/policy/"):
         return POLICY_FORM
     if url.endswith("/policy/import/"):
-        return {"policy_cfg": SimpleUploadedFile("policy.cfg", b"[images]\nblacklist = x\n")}
+        return {"policy_cfg": SimpleUploadedFile("policy.cfg", b"[images]\nblacklistimages = x\n")}
     if url.endswith("/policy/confirm/"):
         return {"rules": json.dumps(POLICY_BODY), "based_on": "0"}
     if url.endswith("/deprecate/"):
