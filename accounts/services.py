@@ -25,7 +25,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from knox.models import AuthToken
 
-from accounts import directory
+from accounts import directory, emails
 from accounts.models import ApiToken, Membership, Project, RegistrationRequest, SshKey
 from accounts.quotas import quota_create_default
 from accounts.sshkeys import parse_public_key
@@ -120,8 +120,8 @@ def registration_errors(data: RegistrationInput) -> tuple[dict[str, list[str]], 
     except ValidationError:
         add("email", "enter a valid e-mail address")
     else:
-        if User.objects.filter(email__iexact=data.email, is_active=True).exists():
-            add("email", "an account with this e-mail address already exists; use password reset")
+        if reason := emails.email_claim(data.email):
+            add("email", reason)
     for field, label in (("first_name", "given name"), ("last_name", "family name")):
         value = getattr(data, field)
         if not value.strip():
