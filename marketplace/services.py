@@ -44,6 +44,11 @@ def pgp_key_register(*, actor: Any, armored: str) -> PgpKey:
     The key's user IDs must include the account's e-mail (only that user ID may endorse); secret keys,
     several keys, expired keys, the site's keys and keys registered before (to anyone) are refused."""
     info = signing.key_inspect(armored)  # SigningError: pgp-key-invalid / pgp-key-secret / pgp-key-count
+    if info.fingerprint in selectors.site_key_fingerprints():
+        raise Conflict(
+            f"The key {info.fingerprint} is the site's own key: it cannot be registered to an account.",
+            code="pgp-key-reserved",
+        )
     email = (actor.email or "").strip().lower()
     if not email or email not in info.emails:
         shown = ", ".join(info.emails) or "none"
@@ -55,11 +60,6 @@ def pgp_key_register(*, actor: Any, armored: str) -> PgpKey:
     if info.expires is not None and info.expires <= timezone.now():
         raise ApplicationError(
             f"The key {info.fingerprint} expired on {info.expires:%Y-%m-%d %H:%M:%SZ}.", code="pgp-key-expired"
-        )
-    if info.fingerprint in selectors.site_key_fingerprints():
-        raise Conflict(
-            f"The key {info.fingerprint} is the site's own key: it cannot be registered to an account.",
-            code="pgp-key-reserved",
         )
     if PgpKey.objects.filter(fingerprint=info.fingerprint).exists():
         raise Conflict(f"The key {info.fingerprint} is already registered.", code="pgp-key-registered")
