@@ -17,13 +17,16 @@ CHECK_IDS = {
 }
 HINTS = {
     "email-not-owner": "Those entries were accepted before the rule; revoke the key or ask its owner to re-sign.",
-    "endorser-several-accounts": "Set the endorser's account in the admin once you know whose the address is.",
+    "endorser-several-accounts": "It stays without an account (only the site key may add to it) until an "
+    "administrator decides whose the address is and sets Endorser.account.",
     "site-key-registered": "Revoke and remove that key row: the site key belongs to the site only.",
 }
 
 
 @register(Tags.database)
-def identity_check(app_configs: Sequence[Any] | None = None, databases: Sequence[str] | None = None, **kwargs: Any) -> list[CheckMessage]:
+def identity_check(
+    app_configs: Sequence[Any] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
     """Stored entries, endorsers and keys that break the endorser-identity rule, one warning per group."""
     if not databases or "default" not in databases:
         return []

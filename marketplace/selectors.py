@@ -385,7 +385,10 @@ def identity_problems(*, apps: Any = None) -> list[IdentityProblem]:
                 f"({row['key__owner__email'] or 'no e-mail'}): not the e-mail of the key's owner.",
             )
         )
-    site = {fingerprint: email.strip().lower() for fingerprint, email in site_keys.objects.values_list("fingerprint", "email")}
+    site = {
+        fingerprint: email.strip().lower()
+        for fingerprint, email in site_keys.objects.values_list("fingerprint", "email")
+    }
     for fingerprint, site_email in sorted(site.items()):
         wrong = (
             entries.objects.filter(key__isnull=True, fingerprint=fingerprint)

@@ -160,6 +160,14 @@ def _signature_report(raw: bytes, md: metadata.Metadata) -> tuple[SignatureRepor
                 "with it are no longer accepted, whatever their created time.",
             ), key
         owner_email, account_id = (key.owner.email or "").strip().lower(), key.owner_id
+    if site_key is None and email in selectors.site_emails():
+        # An account that came to hold the site e-mail (before it was reserved) still cannot speak for the site.
+        return _refused(
+            check,
+            "email-not-owner",
+            f"slreq:email {email} is the site's e-mail: only the site key endorses as it, not the key of "
+            f"{owner_email or 'an account'}.",
+        ), key
     if not owner_email or email != owner_email:
         return _refused(
             check,

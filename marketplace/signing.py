@@ -430,9 +430,7 @@ def register_verifier(tag: str) -> Callable[[Verifier], Verifier]:
 
 
 @register_verifier(md.OPENPGP_SIGNATURE)
-def _verify_openpgp(
-    element: etree._Element, payload: bytes, entry: md.Metadata, now: datetime | None = None
-) -> SignatureCheck:
+def _verify_openpgp(element: etree._Element, payload: bytes, entry: md.Metadata, now: datetime) -> SignatureCheck:
     kind = "openpgp"
     armored = (element.text or "").strip()
     if not armored.isascii() or not _ARMOR_RE.fullmatch(armored):
@@ -548,9 +546,7 @@ def _good_notation(verdict: _GpgVerdict) -> str | None:
 
 
 @register_verifier(f"{{{md.DSIG}}}Signature")
-def _verify_xmldsig(
-    element: etree._Element, payload: bytes, entry: md.Metadata, now: datetime | None = None
-) -> SignatureCheck:
+def _verify_xmldsig(element: etree._Element, payload: bytes, entry: md.Metadata, now: datetime) -> SignatureCheck:
     return _fail(
         "xmldsig",
         "unsupported-signature",

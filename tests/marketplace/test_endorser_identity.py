@@ -291,13 +291,13 @@ def short_lived_key(tmp_path_factory):
     signing.shutdown_agent(home)
 
 
-def test_an_entry_signed_before_the_key_expired_is_refused_once_it_has_expired(
-    owner, short_lived_key, api_as
-):
+def test_an_entry_signed_before_the_key_expired_is_refused_once_it_has_expired(owner, short_lived_key, api_as):
     key, born = short_lived_key
     registered = services.pgp_key_register(actor=owner, armored=key.armored)
     assert registered.expires is not None
-    raw = key.sign_endorsed(unsigned_entry(IMAGE), created=born + dt.timedelta(minutes=5), at=born + dt.timedelta(minutes=5))
+    raw = key.sign_endorsed(
+        unsigned_entry(IMAGE), created=born + dt.timedelta(minutes=5), at=born + dt.timedelta(minutes=5)
+    )
 
     with time_machine.travel(registered.expires + dt.timedelta(hours=1), tick=False):
         response = upload(api_as(owner), raw)
@@ -377,7 +377,9 @@ def broken_rows(creators_entry, owner, site_key, researcher):
     come from two accounts' keys, and an account's key row carrying the site key's fingerprint."""
     researchers_key = PgpKey.objects.get(owner=researcher)
     Entry.objects.filter(pk=creators_entry.pk).update(key=researchers_key)
-    second = Image.objects.create(identifier=OTHER_IMAGE.identifier, sha1="0" * 40, bytes=1, first_endorsed=T0, updated=T0)
+    second = Image.objects.create(
+        identifier=OTHER_IMAGE.identifier, sha1="0" * 40, bytes=1, first_endorsed=T0, updated=T0
+    )
     Entry.objects.create(
         image=second, endorser=creators_entry.endorser, created=T0, subject="x", issuer="x", fingerprint="F" * 40,
         key=PgpKey.objects.get(owner=owner), raw=b"", is_latest=True, type="base", bytes=1, sha1="0" * 40,
@@ -426,3 +428,22 @@ def test_an_unambiguous_endorser_is_given_its_account_by_the_migration(creators_
     migration.backfill_accounts(apps, None)
 
     assert Endorser.objects.get(email=CREATOR).account == owner
+
+
+def test_an_account_holding_the_site_email_cannot_endorse_as_the_site(site_key, site_settings, tmp_path_factory):
+    holder = UserFactory(username="siteholder", email=SITE_EMAIL)  # made before the e-mail was reserved
+    home = tmp_path_factory.mktemp("siteholder")
+    home.chmod(0o700)
+    try:
+        key = generate_key(home, f"Not The Site <{SITE_EMAIL}>")
+        services.pgp_key_register(actor=holder, armored=key.armored)  # its own key: the fingerprint is not reserved
+        raw = key.sign(unsigned_entry(IMAGE), now=T0)
+
+        with pytest.raises(services.ApplicationError) as refused:
+            services.entry_upload(raw=raw, uploader=holder)
+    finally:
+        signing.shutdown_agent(home)
+
+    assert refused.value.code == "email-not-owner"
+    assert "only the site key" in refused.value.message
+    assert not Endorser.objects.filter(email=SITE_EMAIL).exists()  # the site's timelines stay the site's

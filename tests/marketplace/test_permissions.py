@@ -200,7 +200,9 @@ def attack(name: str, world, keyring, forger_key, pgp_keys) -> bytes:
 
     later = T0 + dt.timedelta(hours=2)
     if name == "email-not-owner":
-        services.pgp_key_register(actor=UserFactory(username="forger", email="forger@example.org"), armored=forger_key.armored)
+        services.pgp_key_register(
+            actor=UserFactory(username="forger", email="forger@example.org"), armored=forger_key.armored
+        )
         return forger_key.sign(unsigned_entry(IMAGE), email="creator@example.org", now=later)
     if name == "revoked-key":
         services.pgp_key_revoke(actor=world["users"]["owner"], fingerprint=world["fingerprint"])
