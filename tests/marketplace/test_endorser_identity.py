@@ -447,3 +447,37 @@ def test_an_account_holding_the_site_email_cannot_endorse_as_the_site(site_key, 
     assert refused.value.code == "email-not-owner"
     assert "only the site key" in refused.value.message
     assert not Endorser.objects.filter(email=SITE_EMAIL).exists()  # the site's timelines stay the site's
+
+
+def test_the_migration_prints_the_rows_breaking_the_rule_with_the_historical_models(broken_rows, capsys):
+    from importlib import import_module
+
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    migration = import_module("marketplace.migrations.0003_endorser_account")
+    state = MigrationExecutor(connection).loader.project_state(("marketplace", "0003_endorser_account"))
+    before = (Entry.objects.count(), PgpKey.objects.count(), list(Endorser.objects.values_list("account_id")))
+
+    migration.report_rows_breaking_the_rule(state.apps, None)
+
+    printed = capsys.readouterr().out
+    assert "3 group(s) of stored rows" in printed
+    assert all(
+        f"[{kind}]" in printed for kind in ("email-not-owner", "endorser-several-accounts", "site-key-registered")
+    )
+    after = (Entry.objects.count(), PgpKey.objects.count(), list(Endorser.objects.values_list("account_id")))
+    assert before == after  # reported, not changed
+
+
+def test_an_endorser_with_entries_from_several_accounts_keys_is_left_without_an_account(broken_rows):
+    from importlib import import_module
+
+    from django.apps import apps
+
+    migration = import_module("marketplace.migrations.0003_endorser_account")
+    Endorser.objects.update(account=None)
+
+    migration.backfill_accounts(apps, None)
+
+    assert Endorser.objects.get(email=CREATOR).account is None
