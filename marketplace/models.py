@@ -45,9 +45,20 @@ class PgpKey(models.Model):
 
 
 class Endorser(models.Model):
-    """Everyone who has signed at least one entry, by e-mail. Its row is the lock of its timelines."""
+    """Everyone who has signed at least one entry, by e-mail. Its row is the lock of its timelines.
+
+    An endorser e-mail belongs to exactly one holder, fixed by its first entry: the account whose key signed
+    it, or the site (``account`` null) for the site key's entries (DESIGN §2.2)."""
 
     email = models.CharField(max_length=254, unique=True)
+    account = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="endorsers",
+        help_text="The account whose keys endorse as this e-mail; empty: the site.",
+    )
     subject = models.CharField(max_length=500, blank=True, help_text="The user ID of the newest entry.")
     first_endorsed = models.DateTimeField()
     last_endorsed = models.DateTimeField(db_index=True)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.conf import settings
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce, Lower
 from django.utils import timezone
 
 from core.errors import NotFound
+from marketplace import signing
 from marketplace.models import Endorser, Entry, Image, PgpKey, SiteKey, SitePolicy
 
 STATUSES = ("valid", "expired", "deprecated", "revoked", "all")
@@ -91,7 +94,7 @@ def pgp_key_list(*, actor: Any) -> QuerySet[PgpKey]:
     """The actor's own keys, newest first."""
     if not getattr(actor, "is_authenticated", False):
         return PgpKey.objects.none()
-    return PgpKey.objects.filter(owner=actor).order_by("-registered", "-id")
+    return PgpKey.objects.filter(owner=actor).select_related("owner").order_by("-registered", "-id")
 
 
 def pgp_key_get(*, actor: Any, fingerprint: str) -> PgpKey:
@@ -102,6 +105,41 @@ def pgp_key_get(*, actor: Any, fingerprint: str) -> PgpKey:
         if key is not None:
             return key
     raise NotFound(f"No OpenPGP key {fingerprint}.")
+
+
+def pgp_key_endorsing_uids(key: PgpKey) -> list[str]:
+    """The key's user IDs that may endorse: those carrying its owner's e-mail (DESIGN §2.2); the others give
+    no right to endorse as their address."""
+    owner_email = (key.owner.email or "").strip().lower()
+    return [uid for uid in key.uids if owner_email and signing.uid_email(uid) == owner_email]
+
+
+# --- Who holds an e-mail (registered with accounts.emails in MarketplaceConfig.ready) ----------------------
+
+
+def site_emails() -> frozenset[str]:
+    """The site's e-mails: the configured one and every recorded site key's. They are nobody's."""
+    configured = (getattr(settings, "MARKETPLACE_SITE_KEY_EMAIL", "") or "").strip().lower()
+    recorded = {e.strip().lower() for e in SiteKey.objects.values_list("email", flat=True)}
+    return frozenset({configured, *recorded} - {""})
+
+
+def email_claim(email: str, user: Any) -> str | None:
+    """The Marketplace's objection to giving ``email`` to ``user`` (None: an applicant), or None.
+
+    The site's e-mail belongs to no account; an endorser e-mail belongs to the account of its first entry
+    (or to the site), so that no one else can take over its timelines by holding the address."""
+    address = (email or "").strip().lower()
+    if not address:
+        return None
+    if address in site_emails():
+        return "this address is the Marketplace site key's e-mail and cannot belong to an account"
+    endorser = Endorser.objects.filter(email=address).only("account_id").first()
+    if endorser is None:
+        return None
+    if endorser.account_id is None or endorser.account_id != getattr(user, "pk", None):
+        return "this address endorses Marketplace images for another holder and cannot be given to this account"
+    return None
 
 
 # --- Images --------------------------------------------------------------------------------------------
@@ -307,3 +345,94 @@ def entries_expiring(*, now: dt.datetime, within: dt.timedelta) -> QuerySet[Entr
         .defer(*_HEAVY)
         .order_by("endorser__email", "valid_until", "id")
     )
+
+
+# --- Rows stored before the endorser-identity rule (DESIGN §2.2) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class IdentityProblem:
+    """One group of stored rows that breaks who-may-endorse-as-whom; reported, never changed silently."""
+
+    kind: str  # "email-not-owner" | "endorser-several-accounts" | "site-key-registered"
+    message: str
+
+
+def identity_problems(*, apps: Any = None) -> list[IdentityProblem]:
+    """Entries whose endorser e-mail is not their key owner's (or not the site's, for the site key), endorsers
+    whose entries come from the keys of more than one holder, and account keys carrying a site key's
+    fingerprint. ``apps``: a migration's app registry (historical models); by default the real ones."""
+    entries, endorsers, keys, site_keys = (
+        (apps.get_model("marketplace", name) for name in ("Entry", "Endorser", "PgpKey", "SiteKey"))
+        if apps is not None
+        else (Entry, Endorser, PgpKey, SiteKey)
+    )
+    problems: list[IdentityProblem] = []
+    mismatched = (
+        entries.objects.filter(key__isnull=False)
+        .alias(owner_email=Lower("key__owner__email"))
+        .exclude(endorser__email=F("owner_email"))
+        .values("endorser__email", "key__fingerprint", "key__owner__username", "key__owner__email")
+        .annotate(n=Count("id"))
+        .order_by("endorser__email", "key__fingerprint")
+    )
+    for row in mismatched:
+        problems.append(
+            IdentityProblem(
+                "email-not-owner",
+                f"{row['n']} entr{'y' if row['n'] == 1 else 'ies'} of endorser {row['endorser__email']} signed with "
+                f"the key {row['key__fingerprint']} of account {row['key__owner__username']} "
+                f"({row['key__owner__email'] or 'no e-mail'}): not the e-mail of the key's owner.",
+            )
+        )
+    site = {
+        fingerprint: email.strip().lower()
+        for fingerprint, email in site_keys.objects.values_list("fingerprint", "email")
+    }
+    for fingerprint, site_email in sorted(site.items()):
+        wrong = (
+            entries.objects.filter(key__isnull=True, fingerprint=fingerprint)
+            .exclude(endorser__email=site_email)
+            .values("endorser__email")
+            .annotate(n=Count("id"))
+            .order_by("endorser__email")
+        )
+        for row in wrong:
+            problems.append(
+                IdentityProblem(
+                    "email-not-owner",
+                    f"{row['n']} entr{'y' if row['n'] == 1 else 'ies'} of endorser {row['endorser__email']} signed "
+                    f"with the site key {fingerprint}: not the site e-mail ({site_email}).",
+                )
+            )
+    several = (
+        endorsers.objects.annotate(
+            owners=Count("entries__key__owner", distinct=True),
+            by_site=Exists(entries.objects.filter(endorser=OuterRef("pk"), key__isnull=True)),
+        )
+        .filter(Q(owners__gt=1) | Q(owners__gte=1, by_site=True))
+        .order_by("email")
+    )
+    for endorser in several:
+        owners = sorted(
+            entries.objects.filter(endorser=endorser, key__isnull=False)
+            .values_list("key__owner__username", flat=True)
+            .distinct()
+        )
+        holders = ", ".join(owners + (["the site"] if endorser.by_site else []))
+        problems.append(
+            IdentityProblem(
+                "endorser-several-accounts",
+                f"Endorser {endorser.email} has entries from the keys of several holders ({holders}); "
+                "it belongs to none of them until an administrator decides.",
+            )
+        )
+    for key in keys.objects.filter(fingerprint__in=list(site)).order_by("fingerprint"):
+        problems.append(
+            IdentityProblem(
+                "site-key-registered",
+                f"The site key {key.fingerprint} is registered as an account's key (account id {key.owner_id}, key "
+                f"row {key.pk}); only the site may hold it.",
+            )
+        )
+    return problems

@@ -41,9 +41,14 @@ CLOCK_SKEW = dt.timedelta(minutes=5)
 def pgp_key_register(*, actor: Any, armored: str) -> PgpKey:
     """Register ``armored`` (one public key) to ``actor`` and trust it for verifying entries.
 
-    The key's user IDs must include the account's e-mail; secret keys, several keys, expired keys and
-    keys registered before (to anyone) are refused."""
+    The key's user IDs must include the account's e-mail (only that user ID may endorse); secret keys,
+    several keys, expired keys, the site's keys and keys registered before (to anyone) are refused."""
     info = signing.key_inspect(armored)  # SigningError: pgp-key-invalid / pgp-key-secret / pgp-key-count
+    if info.fingerprint in selectors.site_key_fingerprints():
+        raise Conflict(
+            f"The key {info.fingerprint} is the site's own key: it cannot be registered to an account.",
+            code="pgp-key-reserved",
+        )
     email = (actor.email or "").strip().lower()
     if not email or email not in info.emails:
         shown = ", ".join(info.emails) or "none"
@@ -119,40 +124,70 @@ class Validation:
         return not self.problems
 
 
+def _refused(check: signing.SignatureCheck, name: str, message: str) -> SignatureReport:
+    return SignatureReport(check.kind, False, check.fingerprint, name, message)
+
+
 def _signature_report(raw: bytes, md: metadata.Metadata) -> tuple[SignatureReport, PgpKey | None]:
-    """Verify the signature against the trusted keyring, then against registration and revocation."""
+    """Verify the signature against the trusted keyring, then against who owns the key (DESIGN §2.2).
+
+    The key must be the site key or registered to an account, unrevoked now; ``slreq:email`` must be the
+    e-mail its owner holds (the account's, or the site's); and the endorser e-mail must not belong to
+    another account (or to the site) already. Reads only: ``entry_upload`` checks the endorser again
+    under its row lock."""
     check = signing.verify(raw, md)
     if not check.verified:
         return SignatureReport(check.kind, False, check.fingerprint, check.check, check.message), None
     fingerprint = (check.fingerprint or "").upper()
-    key = PgpKey.objects.filter(fingerprint=fingerprint).first()
-    created = md.endorsement.created
-    if key is None:
-        if fingerprint and fingerprint in selectors.site_key_fingerprints():
-            return SignatureReport(check.kind, True, fingerprint, None, check.message), None
-        return (
-            SignatureReport(
-                check.kind,
-                False,
-                fingerprint,
-                "unregistered-key",
-                f"The signing key {fingerprint} is not registered with the Marketplace.",
-            ),
-            None,
-        )
-    if key.revoked_at is not None and key.revoked_at <= created:
-        return (
-            SignatureReport(
-                check.kind,
-                False,
-                fingerprint,
+    email = md.endorsement.email.lower()
+    # The site key first: should an account ever hold a row with its fingerprint, the entry is still the site's.
+    site_key = SiteKey.objects.filter(fingerprint=fingerprint).first() if fingerprint else None
+    key: PgpKey | None = None
+    if site_key is not None:
+        owner_email, account_id = site_key.email.strip().lower(), None
+    else:
+        key = PgpKey.objects.filter(fingerprint=fingerprint).select_related("owner").first()
+        if key is None:
+            return _refused(
+                check, "unregistered-key", f"The signing key {fingerprint} is not registered with the Marketplace."
+            ), None
+        if key.revoked_at is not None:
+            # Whatever the entry's created time says: a revoked key makes no new endorsements.
+            return _refused(
+                check,
                 "revoked-key",
-                f"The signing key {fingerprint} was revoked on {key.revoked_at:%Y-%m-%dT%H:%M:%SZ}, "
-                f"before the endorsement's created time {created:%Y-%m-%dT%H:%M:%SZ}.",
-            ),
-            key,
-        )
+                f"The signing key {fingerprint} was revoked on {key.revoked_at:%Y-%m-%dT%H:%M:%SZ}; entries signed "
+                "with it are no longer accepted, whatever their created time.",
+            ), key
+        owner_email, account_id = (key.owner.email or "").strip().lower(), key.owner_id
+    if site_key is None and email in selectors.site_emails():
+        # An account that came to hold the site e-mail (before it was reserved) still cannot speak for the site.
+        return _refused(
+            check,
+            "email-not-owner",
+            f"slreq:email {email} is the site's e-mail: only the site key endorses as it, not the key of "
+            f"{owner_email or 'an account'}.",
+        ), key
+    if not owner_email or email != owner_email:
+        return _refused(
+            check,
+            "email-not-owner",
+            f"slreq:email {email} is not the e-mail of the key's owner ({owner_email or 'none'}): a user ID "
+            "carrying someone else's e-mail gives no right to endorse as them.",
+        ), key
+    endorser = Endorser.objects.filter(email=email).only("account_id").first()
+    if endorser is not None and endorser.account_id != account_id:
+        return _refused(check, "endorser-taken", _endorser_taken(email, endorser.account_id)), key
     return SignatureReport(check.kind, True, fingerprint, None, check.message), key
+
+
+def _endorser_taken(email: str, holder_id: int | None) -> str:
+    """Why an entry for ``email``, whose endorser belongs to ``holder_id`` (None: the site), is refused."""
+    holder = "the site" if holder_id is None else "another account"
+    return (
+        f"The endorser e-mail {email} already belongs to {holder}: its timelines take entries from its holder's "
+        "keys only."
+    )
 
 
 def entry_validate(*, raw: bytes) -> Validation:
@@ -240,11 +275,20 @@ def entry_upload(
     columns = _entry_columns(md)
 
     with transaction.atomic():
+        # The first entry fixes whose the endorser e-mail is: the key's account, or the site (no account).
+        account_id = key.owner_id if key is not None else None
         endorser, _ = Endorser.objects.get_or_create(
             email=email,
-            defaults={"subject": md.endorsement.subject, "first_endorsed": created, "last_endorsed": created},
+            defaults={
+                "subject": md.endorsement.subject,
+                "first_endorsed": created,
+                "last_endorsed": created,
+                "account_id": account_id,
+            },
         )
         endorser = Endorser.objects.select_for_update().get(pk=endorser.pk)
+        if endorser.account_id != account_id:
+            raise ApplicationError(_endorser_taken(email, endorser.account_id), code="endorser-taken")
         image, image_created = Image.objects.get_or_create(
             identifier=md.identifier,
             defaults={

@@ -69,7 +69,7 @@ class KeyInfo:
     def uid_for(self, email: str) -> str | None:
         """The first user ID whose e-mail is ``email`` (case-insensitive)."""
         email = email.lower()
-        return next((uid for uid in self.uids if _uid_email(uid) == email), None)
+        return next((uid for uid in self.uids if uid_email(uid) == email), None)
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,8 @@ def _scratch_home() -> Iterator[Path]:
                 shutdown_agent(home)
 
 
-def _uid_email(uid: str) -> str:
+def uid_email(uid: str) -> str:
+    """The lower-case e-mail of an OpenPGP user ID (``Name <address>``), or "" when it has none."""
     _, address = parseaddr(uid)
     return address.lower() if "@" in address else ""
 
@@ -149,7 +150,7 @@ def _key_info(gpg: gnupg.GPG, fingerprint: str, *, secret: bool = False) -> KeyI
     return KeyInfo(
         fingerprint=key["fingerprint"].upper(),
         uids=uids,
-        emails=tuple(dict.fromkeys(e for e in map(_uid_email, uids) if e)),
+        emails=tuple(dict.fromkeys(e for e in map(uid_email, uids) if e)),
         created=created,
         expires=_timestamp(key["expires"]),
         armored=armored,
@@ -315,7 +316,7 @@ def sign(
     if key is None:
         raise SigningError(f"No secret key {fingerprint} in {gnupghome}.", code="pgp-key-missing")
     if email is None:
-        uid = next((u for u in key.uids if _uid_email(u)), None)
+        uid = next((u for u in key.uids if uid_email(u)), None)
         if uid is None:
             raise SigningError(f"The key {key.fingerprint} has no user ID with an e-mail.", code="email-not-on-key")
     else:
@@ -327,7 +328,7 @@ def sign(
             )
     created = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     endorsed = md.endorse(
-        document, email=_uid_email(uid), subject=uid, issuer=f"OpenPGP:{key.fingerprint}", created=created
+        document, email=uid_email(uid), subject=uid, issuer=f"OpenPGP:{key.fingerprint}", created=created
     )
     entry = md.parse(endorsed)  # refuses to sign an invalid entry
     payload = md.signed_bytes(endorsed)
@@ -413,7 +414,8 @@ def _fail(kind: str, check: str, message: str, fingerprint: str | None = None) -
     return SignatureCheck(kind=kind, verified=False, fingerprint=fingerprint, check=check, message=message)
 
 
-Verifier = Callable[[etree._Element, bytes, md.Metadata], SignatureCheck]
+# (signature element, signed bytes, the entry, now): the key and the signature must be usable at ``now``.
+Verifier = Callable[[etree._Element, bytes, md.Metadata, datetime], SignatureCheck]
 VERIFIERS: dict[str, Verifier] = {}
 
 
@@ -428,10 +430,10 @@ def register_verifier(tag: str) -> Callable[[Verifier], Verifier]:
 
 
 @register_verifier(md.OPENPGP_SIGNATURE)
-def _verify_openpgp(element: etree._Element, payload: bytes, entry: md.Metadata) -> SignatureCheck:
+def _verify_openpgp(element: etree._Element, payload: bytes, entry: md.Metadata, now: datetime) -> SignatureCheck:
     kind = "openpgp"
     armored = (element.text or "").strip()
-    if not _ARMOR_RE.fullmatch(armored):
+    if not armored.isascii() or not _ARMOR_RE.fullmatch(armored):
         return _fail(kind, "signature-malformed", "sig:Signature does not hold an ASCII-armored OpenPGP signature.")
     verdict = _run_verify(armored, payload)
     if len(verdict.statuses.get("NEWSIG", [])) > 1:
@@ -468,6 +470,15 @@ def _verify_openpgp(element: etree._Element, payload: bytes, entry: md.Metadata)
         )
     if verdict.has("REVKEYSIG"):
         return _fail(kind, "revoked-key", f"The key {fingerprint} has been revoked by its owner.", fingerprint)
+    signature_expires = _timestamp(valid[3]) if len(valid) > 3 and valid[3] not in ("", "0") else None
+    if verdict.has("EXPSIG") or (signature_expires is not None and signature_expires <= now):
+        when = f" at {md.format_date(signature_expires)}" if signature_expires else ""
+        return _fail(
+            kind,
+            "signature-expired",
+            f"The signature expired{when}: its signer limited how long it may be used. Sign the entry again.",
+            fingerprint,
+        )
     if endorsement.issuer.upper() != f"OPENPGP:{fingerprint}":
         return _fail(
             kind,
@@ -493,6 +504,15 @@ def _verify_openpgp(element: etree._Element, payload: bytes, entry: md.Metadata)
             "key-expired",
             f"The key {fingerprint} expired at {md.format_date(key.expires)}, before the entry was signed "
             f"(created {md.format_date(endorsement.created)}).",
+            fingerprint,
+        )
+    if verdict.has("EXPKEYSIG") or (key.expires is not None and key.expires <= now):
+        expired = f" at {md.format_date(key.expires)}" if key.expires else ""
+        return _fail(
+            kind,
+            "key-expired",
+            f"The key {fingerprint} expired{expired}: it can no longer endorse entries, whatever their created "
+            f"time ({md.format_date(endorsement.created)}) says. Extend the key's expiry or sign with another key.",
             fingerprint,
         )
     if any(moment < key.created for moment in moments):
@@ -526,7 +546,7 @@ def _good_notation(verdict: _GpgVerdict) -> str | None:
 
 
 @register_verifier(f"{{{md.DSIG}}}Signature")
-def _verify_xmldsig(element: etree._Element, payload: bytes, entry: md.Metadata) -> SignatureCheck:
+def _verify_xmldsig(element: etree._Element, payload: bytes, entry: md.Metadata, now: datetime) -> SignatureCheck:
     return _fail(
         "xmldsig",
         "unsupported-signature",
@@ -534,10 +554,12 @@ def _verify_xmldsig(element: etree._Element, payload: bytes, entry: md.Metadata)
     )
 
 
-def verify(raw: bytes, metadata: md.Metadata) -> SignatureCheck:
+def verify(raw: bytes, metadata: md.Metadata, *, now: datetime | None = None) -> SignatureCheck:
     """Who signed ``raw`` (already parsed into ``metadata``), or the check that failed.
 
-    Uses the trusted keyring only; registration and revocation in the database are the caller's checks."""
+    The key and the signature must be usable ``now`` (default: the clock), whatever the entry claims: an
+    upload is a fresh endorsement. Uses the trusted keyring only; registration, revocation and whether the
+    key's owner holds the e-mail are the caller's checks (they live in the database)."""
     root = md.xml_root(raw)
     element = md.signature_element(root)
     if element is None:
@@ -548,7 +570,7 @@ def verify(raw: bytes, metadata: md.Metadata) -> SignatureCheck:
         return _fail(kind, "unsupported-signature", f"No verifier for the signature element {element.tag}.")
     root.remove(element)
     payload = etree.tostring(root, method="c14n", with_comments=True)
-    return verifier(element, payload, metadata)
+    return verifier(element, payload, metadata, now or datetime.now(UTC))
 
 
 def shutdown_agent(gnupghome: Path) -> None:

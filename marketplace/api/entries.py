@@ -271,13 +271,30 @@ class EndorserSerializer(serializers.ModelSerializer):
 
 class PgpKeySerializer(serializers.ModelSerializer):
     revoked = serializers.SerializerMethodField()
+    endorsing_uids = serializers.SerializerMethodField(
+        help_text="The user IDs that may endorse: those carrying the account's e-mail. The other `uids` are "
+        "not usable for endorsing (a user ID with someone else's e-mail gives no right to endorse as them)."
+    )
 
     class Meta:
         model = PgpKey
-        fields = ["fingerprint", "uids", "emails", "created", "expires", "registered", "revoked", "revoked_at"]
+        fields = [
+            "fingerprint",
+            "uids",
+            "endorsing_uids",
+            "emails",
+            "created",
+            "expires",
+            "registered",
+            "revoked",
+            "revoked_at",
+        ]
 
     def get_revoked(self, key: PgpKey) -> bool:
         return key.revoked_at is not None
+
+    def get_endorsing_uids(self, key: PgpKey) -> list[str]:
+        return selectors.pgp_key_endorsing_uids(key)
 
 
 class ValidationSerializer(serializers.Serializer):

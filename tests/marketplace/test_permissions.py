@@ -170,3 +170,83 @@ def test_missing_pages_are_404(client, db):
     assert client.get("/marketplace/images/AAAAAAAAAAAAAAAAAAAAAAAAAAA/").status_code == 404
     assert client.get("/marketplace/endorsers/nobody@example.org/").status_code == 404
     assert client.get(f"/marketplace/entries/{IMAGE.identifier}/x@example.org/2024-01-01T12:00:00Z/").status_code == 404
+
+
+# --- Who may endorse as whom: the signing key's owner decides, never the uploader (DESIGN §2.2) --------------
+
+FORGER_UID = "Fay Forger <forger@example.org>"
+
+
+@pytest.fixture(scope="session")
+def forger_key(tmp_path_factory):
+    """A key whose extra user ID carries the creator's e-mail."""
+    from marketplace import signing
+    from tests.marketplace.keys import generate_key
+
+    home = tmp_path_factory.mktemp("forger")
+    home.chmod(0o700)
+    yield generate_key(home, FORGER_UID, extra_uids=["Casey Creator <creator@example.org>"])
+    signing.shutdown_agent(home)
+
+
+def attack(name: str, world, keyring, forger_key, pgp_keys) -> bytes:
+    """A signed entry of one refused attack class, with whatever the server must hold for it to be tried."""
+    from django.utils import timezone
+
+    from marketplace import services, signing
+    from marketplace.models import PgpKey
+    from tests.factories import UserFactory
+    from tests.marketplace.conftest import unsigned_entry
+
+    later = T0 + dt.timedelta(hours=2)
+    if name == "email-not-owner":
+        services.pgp_key_register(
+            actor=UserFactory(username="forger", email="forger@example.org"), armored=forger_key.armored
+        )
+        return forger_key.sign(unsigned_entry(IMAGE), email="creator@example.org", now=later)
+    if name == "revoked-key":
+        services.pgp_key_revoke(actor=world["users"]["owner"], fingerprint=world["fingerprint"])
+        return keyring["owner"].sign(unsigned_entry(IMAGE), now=later)  # dated before the revocation
+    if name == "key-expired":
+        info = signing.key_trust(pgp_keys.expiring.armored)
+        PgpKey.objects.create(
+            owner=UserFactory(username="eve", email="eve@example.org"), fingerprint=info.fingerprint,
+            uids=list(info.uids), emails=list(info.emails), armored=info.armored, created=info.created,
+            expires=info.expires,
+        )  # fmt: skip
+        at = dt.datetime(2020, 6, 1, tzinfo=dt.UTC)
+        return pgp_keys.expiring.sign_endorsed(unsigned_entry(IMAGE), created=at, at=at)
+    if name == "signature-expired":
+        at = timezone.now().replace(microsecond=0) - dt.timedelta(days=3)
+        extra = ["--default-sig-expire", "1d"]
+        return keyring["owner"].sign_endorsed(unsigned_entry(IMAGE), created=at, at=at, extra=extra)
+    assert name == "signature-malformed"
+    end = b"-----END PGP SIGNATURE-----"
+    return world["newer_entry"].replace(end, "\u00e9\n".encode() + end)
+
+
+@pytest.mark.parametrize(
+    "name", ["email-not-owner", "revoked-key", "key-expired", "signature-expired", "signature-malformed"]
+)
+@pytest.mark.parametrize("role", ROLES)
+def test_a_refused_endorsement_is_refused_whoever_uploads_it(world, keyring, forger_key, pgp_keys, name, role):
+    from marketplace.models import Entry
+
+    raw = attack(name, world, keyring, forger_key, pgp_keys)
+    before = Entry.objects.count()
+
+    response = client_for(world, role).post("/api/v1/marketplace/entries/", data=raw, content_type="application/xml")
+
+    assert response.status_code == (401 if role == "anonymous" else 400)
+    if role != "anonymous":
+        assert response.json()["code"] == name
+    assert Entry.objects.count() == before
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_no_role_may_register_the_site_key_as_its_own(world, site_key, role):
+    response = client_for(world, role).post("/api/v1/accounts/pgp-keys/", {"armored": site_key.armored}, format="json")
+
+    assert response.status_code == (401 if role == "anonymous" else 409)
+    if role != "anonymous":
+        assert response.json()["code"] == "pgp-key-reserved"

@@ -388,7 +388,8 @@ def test_a_key_expired_at_created_is_refused(pgp_keys: PgpKeys):
     assert "2020-12-31" in check.message
 
 
-def test_a_key_that_expired_after_the_entry_was_signed_still_verifies(pgp_keys: PgpKeys):
+def test_a_key_that_expired_after_the_entry_was_signed_no_longer_verifies(pgp_keys: PgpKeys):
+    # gpg itself says EXPKEYSIG: the key expired (2020-12-31) before now, whatever the entry's dates.
     key = pgp_keys.expiring
     signing.key_trust(key.armored)
     at = dt.datetime(2020, 6, 1, tzinfo=dt.UTC)
@@ -396,7 +397,66 @@ def test_a_key_that_expired_after_the_entry_was_signed_still_verifies(pgp_keys: 
 
     check = verify(signed)
 
-    assert (check.verified, check.fingerprint) == (True, key.fingerprint)
+    assert (check.verified, check.check, check.fingerprint) == (False, "key-expired", key.fingerprint)
+    assert "2020-12-31" in check.message and "no longer endorse" in check.message
+
+
+def test_the_same_entry_verified_while_its_key_was_valid(pgp_keys: PgpKeys):
+    # Verification happens at a moment: with gpg's key expiry still ahead of the clock, only ours decides.
+    key = pgp_keys.expiring
+    signing.key_trust(key.armored)
+    at = dt.datetime(2020, 6, 1, tzinfo=dt.UTC)
+    signed = key.sign_endorsed(entry_document(), created=at, at=at)
+
+    assert verify(signed).check == "key-expired"  # gpg's clock is today's: EXPKEYSIG
+    check = signing.verify(signed, metadata.parse(signed), now=dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
+    assert check.check == "key-expired"
+
+
+def test_a_key_expiring_later_is_refused_once_the_clock_passes_its_expiry(tmp_path_factory):
+    home = tmp_path_factory.mktemp("soon")
+    home.chmod(0o700)
+    try:
+        born = NOW - dt.timedelta(hours=1)
+        key = generate_key(home, "Sue Soon <sue@example.org>", born=born, expire="1d")
+        expires = signing.key_trust(key.armored).expires
+        assert expires is not None
+        signed = key.sign_endorsed(entry_document(), created=born + dt.timedelta(minutes=1), at=born)
+        parsed = metadata.parse(signed)
+
+        assert signing.verify(signed, parsed, now=expires - dt.timedelta(minutes=1)).verified
+        check = signing.verify(signed, parsed, now=expires)
+        assert (check.verified, check.check) == (False, "key-expired")
+    finally:
+        signing.shutdown_agent(home)
+
+
+def test_an_expired_signature_is_refused_expsig(creator_key):
+    at = NOW - dt.timedelta(days=3)
+    signed = creator_key.sign_endorsed(entry_document(), created=at, at=at, extra=["--default-sig-expire", "1d"])
+
+    check = verify(signed)
+
+    assert (check.verified, check.check) == (False, "signature-expired")
+    assert "expired at" in check.message
+
+
+def test_a_signature_expiring_later_verifies_until_it_expires(creator_key):
+    at = NOW - dt.timedelta(hours=1)
+    signed = creator_key.sign_endorsed(entry_document(), created=at, at=at, extra=["--default-sig-expire", "1d"])
+    parsed = metadata.parse(signed)
+
+    assert signing.verify(signed, parsed).verified
+    assert signing.verify(signed, parsed, now=at + dt.timedelta(days=2)).check == "signature-expired"
+
+
+def test_non_ascii_inside_the_armor_is_malformed_not_a_crash(creator_key):
+    signed = creator_key.sign(entry_document())
+    tampered = signed.replace(b"-----END PGP SIGNATURE-----", "\u00e9\n-----END PGP SIGNATURE-----".encode())
+
+    check = verify(tampered)
+
+    assert (check.verified, check.check) == (False, "signature-malformed")
 
 
 def test_a_signature_made_after_the_key_expired_is_refused_whatever_created_says(tmp_path_factory):

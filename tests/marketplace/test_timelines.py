@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 import time_machine
 
+from core.errors import ApplicationError
 from core.models import AuditEntry
 from marketplace import selectors, services
 from marketplace.models import Entry
@@ -107,9 +108,10 @@ def test_entries_of_a_revoked_key_stay_visible_marked_and_stop_counting(owner, s
     assert owner_entry["key_revoked"] is True and owner_entry["status"] == "revoked"
 
 
-def test_an_entry_dated_before_the_revocation_is_still_accepted_but_does_not_count(owner, registered, entry_for):
+def test_an_entry_dated_before_the_revocation_is_refused_after_it(owner, registered, entry_for):
+    # A revoked key makes no new endorsements, whatever the entry's created time claims (DESIGN §2.2).
     key = registered(owner, "owner")
     services.pgp_key_revoke(actor=owner, fingerprint=key.fingerprint)
-    entry = services.entry_upload(raw=entry_for("owner", at=T0), uploader=owner)  # signed in 2024, before revoking
-    entry.refresh_from_db()
-    assert selectors.entry_status(entry) == "revoked"
+    with pytest.raises(ApplicationError) as refused:
+        services.entry_upload(raw=entry_for("owner", at=T0), uploader=owner)  # signed in 2024, before revoking
+    assert refused.value.code == "revoked-key"

@@ -20,8 +20,6 @@ POLICY = {
     "frame-ancestors": "'none'",
     "form-action": "'self'",
 }
-# Templates still holding inline script or style, waiting to be moved to static files (see the report).
-PENDING_INLINE = {"marketplace/keys.html"}
 
 
 def directives(response) -> dict[str, str]:
@@ -71,4 +69,4 @@ def test_no_template_holds_inline_script_handlers_or_styles():
         style = re.search(r"<style|\sstyle\s*=", text)
         if (inline_script and not nonce_script) or handler or style:
             offenders.append(name)
-    assert set(offenders) <= PENDING_INLINE, offenders
+    assert offenders == []
