@@ -32,7 +32,9 @@ def fix_from_oldest_entry(apps, schema_editor):
                 if algorithm in checksums and checksums[algorithm] != value.lower():
                     disagree.add(f"{algorithm} {value.lower()} (fixed {checksums[algorithm]})")
         if disagree:
-            print(f"\n  image {image.identifier}: later entries disagree with the oldest: {'; '.join(sorted(disagree))}")
+            print(
+                f"\n  image {image.identifier}: later entries disagree with the oldest: {'; '.join(sorted(disagree))}"
+            )
         image.bytes = oldest["bytes"]
         image.checksums = checksums
         for algorithm, column in COLUMNS.items():
