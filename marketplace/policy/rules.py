@@ -374,27 +374,25 @@ def evaluate_rules(rules: PolicyRules, facts: ImageFacts) -> Decision:
         good = [e for e in trusted if getattr(e, claim) and getattr(e, claim).lower() in allowed_values]
         bad = [e for e in trusted if e not in good]
         claims_failed.extend(e for e in bad if e not in claims_failed)
-        refused = _listing(
-            f"{e.label} claims {getattr(e, claim)}" if getattr(e, claim) else f"{e.label} declares no {what}"
-            for e in bad
-        )
         if good:
             by_value: dict[str, list[str]] = {}
             for e in good:
                 by_value.setdefault(getattr(e, claim), []).append(e.label)
             reason = "; ".join(f"{what} {value} is allowed ({_listing(who)})" for value, who in by_value.items())
             if bad:
-                reason += f"; not counted: {refused}"
+                reason += "; not counted: " + _listing(
+                    f"{e.label} claims {getattr(e, claim)}" if getattr(e, claim) else f"{e.label} declares no {what}"
+                    for e in bad
+                )
             claim_results.append(RuleResult(rule, "passed", reason))
         elif bad:
-            claim_results.append(
-                RuleResult(
-                    rule,
-                    "failed",
-                    f"no trusted endorsement claims an allowed {what} "
-                    f"({_listing(allowed_values)}); not counted: {refused}",
-                )
+            reason = "; ".join(
+                f"{what} {getattr(e, claim)} is not one of {_listing(allowed_values)} (claimed by {e.label})"
+                if getattr(e, claim)
+                else f"{e.label} declares no {what}; allowed: {_listing(allowed_values)}"
+                for e in bad
             )
+            claim_results.append(RuleResult(rule, "failed", reason))
         else:
             claim_results.append(
                 RuleResult(
