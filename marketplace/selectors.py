@@ -222,6 +222,17 @@ def images_latest_signed_by(*, key: PgpKey) -> list[int]:
     return list(Entry.objects.filter(key=key, is_latest=True).order_by("image_id").values_list("image_id", flat=True))
 
 
+def image_show(image: Image, *, now: dt.datetime | None = None) -> Entry | None:
+    """Set ``image``'s display attributes (in memory) to the claims of :func:`image_display_entry` now and
+    return that entry: detail pages show the choice as it is at this moment (an endorsement may have expired
+    since the cached columns were written), lists show the cached columns."""
+    entry = image_display_entry(image=image, now=now)
+    if entry is not None:
+        for name in DISPLAY_FIELDS:
+            setattr(image, name, getattr(entry, name))
+    return entry
+
+
 def image_claims_differing(image: Image) -> list[tuple[Entry, list[tuple[str, str]]]]:
     """Each latest entry (from ``image_get``) whose claims differ from what the image is shown with, and how:
     (entry, [(field, its value), …]), so that pages can say whose claims they are."""
