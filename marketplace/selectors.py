@@ -222,6 +222,14 @@ def images_latest_signed_by(*, key: PgpKey) -> list[int]:
     return list(Entry.objects.filter(key=key, is_latest=True).order_by("image_id").values_list("image_id", flat=True))
 
 
+def image_display_source(*, image: Image) -> Entry:
+    """The entry the image is shown with, with its signed bytes (what a new site entry is built from)."""
+    shown = image_display_entry(image=image)
+    if shown is None:  # an image exists only through its entries
+        raise NotFound(f"No entry for the image {image.identifier}.")
+    return Entry.objects.get(pk=shown.pk)
+
+
 def image_show(image: Image, *, now: dt.datetime | None = None) -> Entry | None:
     """Set ``image``'s display attributes (in memory) to the claims of :func:`image_display_entry` now and
     return that entry: detail pages show the choice as it is at this moment (an endorsement may have expired

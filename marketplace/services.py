@@ -489,7 +489,7 @@ def site_key_ensure(*, actor: Any) -> tuple[SiteKey, bool]:
 def _site_entry(
     *, actor: Any, image: Image, deprecated: str | None, valid_until: dt.datetime | None, action: str, reason: str
 ) -> Entry:
-    """Sign a new site entry for ``image``, built from its newest entry, and upload it like any other."""
+    """Sign a new site entry for ``image``, built from the entry it is shown with, and upload it like any other."""
     key = selectors.site_key_get()
     if key is None:
         raise Conflict("The site has no key yet: run `manage.py create_site_key`.", code="site-key-missing")
@@ -502,7 +502,9 @@ def _site_entry(
     site_latest = Entry.objects.filter(image=image, endorser__email=key.email, is_latest=True).only("created").first()
     if site_latest is not None and now <= site_latest.created:
         now = site_latest.created + dt.timedelta(seconds=1)  # two clicks within a second: keep the timeline moving
-    source = metadata.parse(bytes(selectors.image_newest_entry(image=image).raw))
+    # Built from the entry the image is shown with (the site's own, else the oldest current endorsement's),
+    # never simply the newest: that could be anyone's claims.
+    source = metadata.parse(bytes(selectors.image_display_source(image=image).raw))
     document = metadata.rebuild(
         source, endorser_email=key.email, endorsement_created=now, deprecated=deprecated, valid=valid_until
     )
@@ -519,7 +521,8 @@ def _site_entry(
 
 def image_site_endorse(*, actor: Any, image: Image, valid_until: dt.datetime | None = None, reason: str = "") -> Entry:
     """Endorse ``image`` with the site key (also un-deprecates the site's earlier word): a new signed entry
-    built from the image's newest entry, uploaded through :func:`entry_upload`. Audit: ``marketplace.site.endorsed``."""
+    built from the entry the image is shown with, uploaded through :func:`entry_upload`. Audit:
+    ``marketplace.site.endorsed``."""
     return _site_entry(
         actor=actor,
         image=image,

@@ -26,4 +26,4 @@ def location_link(url: str) -> str:
     # so only a value that is exactly an http(s) address with a host becomes a link.
     if scheme in LINK_SCHEMES and text == text.strip() and text.isprintable() and urlsplit(text).netloc:
         return format_html('<a href="{}" rel="nofollow noopener noreferrer">{}</a>', text, text)
-    return format_html("<span class=\"location\">{}</span>", text)
+    return format_html('<span class="location">{}</span>', text)
