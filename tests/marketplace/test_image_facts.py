@@ -291,3 +291,12 @@ def test_the_backfill_fixes_checksums_from_each_images_oldest_entry_and_reports_
     assert f"image {IMAGE.identifier}: later entries disagree with the oldest: bytes {TERABYTES}" in out
     assert OTHER_IMAGE.identifier not in out
     assert Entry.objects.count() == 3
+
+
+def test_the_migration_recomputes_display_columns_that_followed_the_newest_entry(defaced):
+    from django.apps import apps
+
+    Image.objects.update(title=EVIL_TITLE, kind="disk")  # as the old "follow the newest entry" rule left them
+    importlib.import_module("marketplace.migrations.0003_image_facts").refresh_display(apps, None)
+    defaced.refresh_from_db()
+    assert (defaced.title, defaced.kind) == ("Ubuntu 24.04 LTS", "machine")
