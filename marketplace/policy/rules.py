@@ -372,25 +372,25 @@ def evaluate_rules(rules: PolicyRules, facts: ImageFacts) -> Decision:
             claim_results.append(_na(rule, f"any {what} is allowed"))
             continue
         good = [e for e in trusted if getattr(e, claim) and getattr(e, claim).lower() in allowed_values]
-        bad = [e for e in trusted if e not in good]
-        claims_failed.extend(e for e in bad if e not in claims_failed)
+        refused_by = [e for e in trusted if e not in good]
+        claims_failed.extend(e for e in refused_by if e not in claims_failed)
         if good:
             by_value: dict[str, list[str]] = {}
             for e in good:
                 by_value.setdefault(getattr(e, claim), []).append(e.label)
             reason = "; ".join(f"{what} {value} is allowed ({_listing(who)})" for value, who in by_value.items())
-            if bad:
+            if refused_by:
                 reason += "; not counted: " + _listing(
                     f"{e.label} claims {getattr(e, claim)}" if getattr(e, claim) else f"{e.label} declares no {what}"
-                    for e in bad
+                    for e in refused_by
                 )
             claim_results.append(RuleResult(rule, "passed", reason))
-        elif bad:
+        elif refused_by:
             reason = "; ".join(
                 f"{what} {getattr(e, claim)} is not one of {_listing(allowed_values)} (claimed by {e.label})"
                 if getattr(e, claim)
                 else f"{e.label} declares no {what}; allowed: {_listing(allowed_values)}"
-                for e in bad
+                for e in refused_by
             )
             claim_results.append(RuleResult(rule, "failed", reason))
         else:
