@@ -121,7 +121,8 @@ class PolicyForm(forms.Form):
 class PolicyCfgForm(forms.Form):
     policy_cfg = forms.FileField(
         label="StratusLab policy.cfg",
-        help_text="[endorsers], [images], [checksums] sections with whitelist<section>/blacklist<section> keys (whitelistimages, …), one value per line. "
+        help_text="[endorsers], [images], [checksums] sections with whitelist<section>/blacklist<section> keys "
+        "(whitelistimages, …), one value per line. "
         "Its lists replace the active policy's; the other rules are kept.",
     )
 

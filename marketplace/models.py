@@ -72,12 +72,22 @@ class Endorser(models.Model):
 
 
 class Image(models.Model):
-    """One image, named by its identifier (DESIGN §2.1). The descriptive columns are copied from the
-    newest entry any endorser uploaded, for display and ordering; filters look at the latest entries."""
+    """One image, named by its identifier (DESIGN §2.1).
+
+    What the content is, is fixed: the identifier fixes the SHA-1, and the first accepted entry fixes
+    ``bytes`` and every other checksum it gives (an algorithm no entry gave yet is fixed by the first
+    that does); ``services.entry_upload`` refuses entries that disagree. A checksum value belongs to one
+    image in the whole Marketplace (the partial unique constraints). The descriptive columns are a cache
+    of the most trusted current endorsement's claims (``services.image_display_refresh``), for display
+    and ordering; filters look at the latest entries."""
 
     identifier = models.CharField(max_length=27, unique=True)
     sha1 = models.CharField(max_length=40)
     bytes = models.BigIntegerField(db_index=True)
+    checksums = models.JSONField(default=dict, help_text="Fixed checksums: algorithm → lower-case hex.")
+    sha256 = models.CharField(max_length=64, blank=True)
+    sha512 = models.CharField(max_length=128, blank=True)
+    md5 = models.CharField(max_length=32, blank=True)
     title = models.CharField(max_length=500, blank=True)
     description = models.TextField(blank=True)
     os = models.CharField(max_length=200, blank=True)
@@ -88,9 +98,17 @@ class Image(models.Model):
     first_endorsed = models.DateTimeField()
     updated = models.DateTimeField(db_index=True, help_text="Created time of the newest entry.")
 
+    # Checksum algorithms with a column of their own (SHA-1 is the identifier's own).
+    CHECKSUM_COLUMNS = {"SHA-256": "sha256", "SHA-512": "sha512", "MD5": "md5"}
+
     class Meta:
         ordering = ["-updated", "-id"]
         indexes = [models.Index(fields=["title", "id"], name="mp_image_title")]
+        constraints = [
+            models.UniqueConstraint(fields=["sha256"], condition=~Q(sha256=""), name="mp_image_sha256"),
+            models.UniqueConstraint(fields=["sha512"], condition=~Q(sha512=""), name="mp_image_sha512"),
+            models.UniqueConstraint(fields=["md5"], condition=~Q(md5=""), name="mp_image_md5"),
+        ]
 
     def __str__(self) -> str:
         return self.identifier

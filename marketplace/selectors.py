@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, F, IntegerField, Min, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce, Lower
 from django.utils import timezone
 
@@ -210,6 +211,83 @@ def current_endorsements(image: Image, *, now: dt.datetime | None = None) -> lis
     """The image's valid latest entries whose key is not revoked (from ``image_get``/``image_search``)."""
     now = now or timezone.now()
     return [e for e in image.latest_entries if entry_status(e, now=now) == Entry.Status.VALID]  # type: ignore[attr-defined]
+
+
+# What an image is shown with: one endorsement's claims, never a mix, never simply the newest entry's.
+DISPLAY_FIELDS = ("title", "description", "os", "os_version", "arch", "kind", "format")
+# The claims compared when an image page marks other endorsers' differing claims (description is left out:
+# listings do not load it).
+CLAIM_FIELDS = ("title", "os", "os_version", "arch", "kind", "format")
+
+
+def image_display_choice(
+    entries: Sequence[Entry], *, timeline_starts: Mapping[int, int], now: dt.datetime
+) -> Entry | None:
+    """Of an image's latest entries, the most trusted one, whose claims the image is shown with: the site's
+    current endorsement, else the current endorsement whose timeline for the image started first, else (none
+    current) the latest entry of the timeline that started first.
+
+    ``timeline_starts``: endorser id → id of that endorser's first entry for the image. Timelines are ordered
+    by when the Marketplace stored them, not by the signers' ``created`` dates, which a signer may backdate."""
+    if not entries:
+        return None
+    ordered = sorted(entries, key=lambda e: (timeline_starts.get(e.endorser_id, e.pk), e.pk))
+    current = [e for e in ordered if entry_status(e, now=now) == Entry.Status.VALID]
+    site = [e for e in current if e.key_id is None]  # only site-key entries are stored without a registered key
+    return (site or current or ordered)[0]
+
+
+def image_display_entry(*, image: Image, now: dt.datetime | None = None) -> Entry | None:
+    """The entry :func:`image_display_choice` picks for ``image`` now (two queries)."""
+    entries = list(
+        Entry.objects.filter(image=image, is_latest=True)
+        .select_related("key")
+        .defer("raw", "details", "search_text")
+        .order_by("pk")
+    )
+    starts = dict(
+        Entry.objects.filter(image=image)
+        .order_by()
+        .values("endorser_id")
+        .annotate(first=Min("pk"))
+        .values_list("endorser_id", "first")
+    )
+    return image_display_choice(entries, timeline_starts=starts, now=now or timezone.now())
+
+
+def images_latest_signed_by(*, key: PgpKey) -> list[int]:
+    """Ids of the images one of whose latest entries ``key`` signed (whose display a revocation may change)."""
+    return list(Entry.objects.filter(key=key, is_latest=True).order_by("image_id").values_list("image_id", flat=True))
+
+
+def image_display_source(*, image: Image) -> Entry:
+    """The entry the image is shown with, with its signed bytes (what a new site entry is built from)."""
+    shown = image_display_entry(image=image)
+    if shown is None:  # an image exists only through its entries
+        raise NotFound(f"No entry for the image {image.identifier}.")
+    return Entry.objects.get(pk=shown.pk)
+
+
+def image_show(image: Image, *, now: dt.datetime | None = None) -> Entry | None:
+    """Set ``image``'s display attributes (in memory) to the claims of :func:`image_display_entry` now and
+    return that entry: detail pages show the choice as it is at this moment (an endorsement may have expired
+    since the cached columns were written), lists show the cached columns."""
+    entry = image_display_entry(image=image, now=now)
+    if entry is not None:
+        for name in DISPLAY_FIELDS:
+            setattr(image, name, getattr(entry, name))
+    return entry
+
+
+def image_claims_differing(image: Image) -> list[tuple[Entry, list[tuple[str, str]]]]:
+    """Each latest entry (from ``image_get``) whose claims differ from what the image is shown with, and how:
+    (entry, [(field, its value), …]), so that pages can say whose claims they are."""
+    differing = []
+    for entry in image.latest_entries:  # type: ignore[attr-defined]
+        fields = [(name, getattr(entry, name)) for name in CLAIM_FIELDS if getattr(entry, name) != getattr(image, name)]
+        if fields:
+            differing.append((entry, fields))
+    return differing
 
 
 # --- Entries ----------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,7 @@ def pgp_key_revoke(*, actor: Any, fingerprint: str) -> PgpKey:
             raise Conflict(f"The key {key.fingerprint} is already revoked.", code="pgp-key-already-revoked")
         key.refresh_from_db()
         audit.record(actor, "marketplace.pgp_key.revoked", key, fingerprint=key.fingerprint, owner=key.owner_id)
+        image_display_refresh(image_ids=selectors.images_latest_signed_by(key=key))
     return key
 
 
@@ -248,6 +249,105 @@ def _entry_columns(md: metadata.Metadata) -> dict[str, Any]:
     }
 
 
+def _claimed_checksums(md: metadata.Metadata) -> dict[str, str]:
+    return {c.algorithm: c.value.lower() for c in md.checksums}
+
+
+def _checksum_holder(algorithm: str, value: str, *, identifier: str) -> str | None:
+    """The other image whose ``algorithm`` checksum is fixed to ``value``, if any."""
+    column = Image.CHECKSUM_COLUMNS.get(algorithm)
+    if column is None:
+        return None
+    found = Image.objects.filter(**{column: value}).exclude(identifier=identifier)
+    return found.values_list("identifier", flat=True).first()
+
+
+def _checksums_unclaimed(identifier: str, checksums: Mapping[str, str]) -> None:
+    """Refuse checksums fixed for another image: content with that checksum has that image's SHA-1."""
+    for algorithm, value in checksums.items():
+        holder = _checksum_holder(algorithm, value, identifier=identifier)
+        if holder is not None:
+            raise ApplicationError(
+                f"The {algorithm} checksum {value} is already fixed for the image {holder}: content with that "
+                f"checksum has that image's SHA-1, so it cannot be {identifier}.",
+                code="checksum-conflict",
+            )
+
+
+def _checksum_columns(checksums: Mapping[str, str]) -> dict[str, str]:
+    return {column: checksums.get(algorithm, "") for algorithm, column in Image.CHECKSUM_COLUMNS.items()}
+
+
+def _image_fix(*, md: metadata.Metadata, created: dt.datetime) -> Image:
+    """The image row of ``md``'s identifier, locked: made from this entry if it is the first, else checked
+    against what the first accepted entry fixed (size, checksums) and completed with checksums it lacked.
+
+    Precondition: inside the upload's transaction. The unique checksum columns make the cross-image check
+    race-free: of two images claiming one checksum at once, the second insert or update fails."""
+    claimed = _claimed_checksums(md)
+    image = Image.objects.select_for_update().filter(identifier=md.identifier).first()
+    if image is None:
+        _checksums_unclaimed(md.identifier, claimed)
+        try:
+            with transaction.atomic():
+                return Image.objects.create(
+                    identifier=md.identifier,
+                    sha1=md.sha1.lower(),
+                    bytes=md.bytes,
+                    checksums=claimed,
+                    **_checksum_columns(claimed),
+                    first_endorsed=created,
+                    updated=created,
+                )
+        except IntegrityError:
+            # Another upload stored this identifier or one of these checksums first (and has committed).
+            image = Image.objects.select_for_update().filter(identifier=md.identifier).first()
+            if image is None:
+                _checksums_unclaimed(md.identifier, claimed)
+                raise
+    if md.bytes != image.bytes:
+        raise ApplicationError(
+            f"The image {image.identifier} is {image.bytes} bytes, as its first entry fixed; "
+            f"this entry claims {md.bytes}.",
+            code="bytes-conflict",
+        )
+    for algorithm, value in claimed.items():
+        fixed = image.checksums.get(algorithm)
+        if fixed is not None and fixed != value:
+            raise ApplicationError(
+                f"The image {image.identifier}'s {algorithm} checksum is {fixed}, as its first entry that gave one "
+                f"fixed; this entry claims {value}.",
+                code="checksum-conflict",
+            )
+    added = {a: v for a, v in claimed.items() if a not in image.checksums}
+    if added:
+        _checksums_unclaimed(image.identifier, added)
+        checksums = {**image.checksums, **added}
+        try:
+            with transaction.atomic():
+                Image.objects.filter(pk=image.pk).update(checksums=checksums, **_checksum_columns(checksums))
+        except IntegrityError:
+            _checksums_unclaimed(image.identifier, added)
+            raise
+        image.refresh_from_db()
+    return image
+
+
+def image_display_refresh(*, image_ids: Iterable[int]) -> None:
+    """Recompute the display columns of these images: a cache of the claims of the entry that
+    ``selectors.image_display_entry`` picks (the site's current endorsement, else the one whose timeline
+    started first). Takes the images' row locks in primary-key order (``entry_upload`` already holds its one)."""
+    now = timezone.now()
+    with transaction.atomic():
+        for image in Image.objects.select_for_update().filter(pk__in=list(image_ids)).order_by("pk"):
+            entry = selectors.image_display_entry(image=image, now=now)
+            if entry is None:
+                continue
+            values = {name: getattr(entry, name) for name in selectors.DISPLAY_FIELDS}
+            if any(getattr(image, name) != value for name, value in values.items()):
+                Image.objects.filter(pk=image.pk).update(**values)
+
+
 def entry_upload(
     *,
     raw: bytes,
@@ -259,8 +359,10 @@ def entry_upload(
 
     Refused with 400 naming the rule (format, signature, key) or 409 when the endorser's timeline
     already holds an entry as new or newer. Parsing and gpg run first, outside any transaction; the
-    store runs under the endorser's row lock, which serialises that endorser's timelines. Callers that
-    upload for a reason of their own (the site's endorsements) name their audit action and add details."""
+    store runs under the endorser's row lock, which serialises that endorser's timelines, and the image's
+    row lock, which serialises what is fixed about the image (``bytes-conflict``, ``checksum-conflict``: 400)
+    and its display columns. Callers that upload for a reason of their own (the site's endorsements) name
+    their audit action and add details."""
     md = metadata.parse(raw)
     report, key = _signature_report(raw, md)
     if not report.verified:
@@ -289,22 +391,7 @@ def entry_upload(
         endorser = Endorser.objects.select_for_update().get(pk=endorser.pk)
         if endorser.account_id != account_id:
             raise ApplicationError(_endorser_taken(email, endorser.account_id), code="endorser-taken")
-        image, image_created = Image.objects.get_or_create(
-            identifier=md.identifier,
-            defaults={
-                "sha1": columns["sha1"],
-                "bytes": md.bytes,
-                "title": columns["title"],
-                "description": md.description,
-                "os": columns["os"],
-                "os_version": columns["os_version"],
-                "arch": columns["arch"],
-                "kind": columns["kind"],
-                "format": columns["format"],
-                "first_endorsed": created,
-                "updated": created,
-            },
-        )
+        image = _image_fix(md=md, created=created)
         latest = (
             Entry.objects.filter(image=image, endorser=endorser, is_latest=True)
             .only("id", "created", "deprecated")
@@ -339,19 +426,9 @@ def entry_upload(
                 else {}
             ),
         )
-        if not image_created:
-            # Display columns follow the newest entry of any endorser; a conditional update needs no lock.
-            Image.objects.filter(pk=image.pk, updated__lt=created).update(
-                title=columns["title"],
-                description=md.description,
-                os=columns["os"],
-                os_version=columns["os_version"],
-                arch=columns["arch"],
-                kind=columns["kind"],
-                format=columns["format"],
-                bytes=md.bytes,
-                updated=created,
-            )
+        Image.objects.filter(pk=image.pk, updated__lt=created).update(updated=created)
+        image_display_refresh(image_ids=[image.pk])
+        image.refresh_from_db()
         if latest is None:
             change = "new"
         elif entry.deprecated and not latest.deprecated:
@@ -456,7 +533,7 @@ def site_key_ensure(*, actor: Any) -> tuple[SiteKey, bool]:
 def _site_entry(
     *, actor: Any, image: Image, deprecated: str | None, valid_until: dt.datetime | None, action: str, reason: str
 ) -> Entry:
-    """Sign a new site entry for ``image``, built from its newest entry, and upload it like any other."""
+    """Sign a new site entry for ``image``, built from the entry it is shown with, and upload it like any other."""
     key = selectors.site_key_get()
     if key is None:
         raise Conflict("The site has no key yet: run `manage.py create_site_key`.", code="site-key-missing")
@@ -469,7 +546,9 @@ def _site_entry(
     site_latest = Entry.objects.filter(image=image, endorser__email=key.email, is_latest=True).only("created").first()
     if site_latest is not None and now <= site_latest.created:
         now = site_latest.created + dt.timedelta(seconds=1)  # two clicks within a second: keep the timeline moving
-    source = metadata.parse(bytes(selectors.image_newest_entry(image=image).raw))
+    # Built from the entry the image is shown with (the site's own, else the oldest current endorsement's),
+    # never simply the newest: that could be anyone's claims.
+    source = metadata.parse(bytes(selectors.image_display_source(image=image).raw))
     document = metadata.rebuild(
         source, endorser_email=key.email, endorsement_created=now, deprecated=deprecated, valid=valid_until
     )
@@ -486,7 +565,8 @@ def _site_entry(
 
 def image_site_endorse(*, actor: Any, image: Image, valid_until: dt.datetime | None = None, reason: str = "") -> Entry:
     """Endorse ``image`` with the site key (also un-deprecates the site's earlier word): a new signed entry
-    built from the image's newest entry, uploaded through :func:`entry_upload`. Audit: ``marketplace.site.endorsed``."""
+    built from the entry the image is shown with, uploaded through :func:`entry_upload`. Audit:
+    ``marketplace.site.endorsed``."""
     return _site_entry(
         actor=actor,
         image=image,

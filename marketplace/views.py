@@ -76,11 +76,16 @@ def image_detail(request: HttpRequest, identifier: str) -> HttpResponse:
     entries = _mark(image.latest_entries, now)  # type: ignore[attr-defined]
     current = [e for e in entries if e.status_now == "valid"]  # type: ignore[attr-defined]
     decision = policy.evaluate(image, now=now)
-    return render(
-        request,
-        "marketplace/image.html",
-        {"image": image, "entries": entries, "current": current, "decision": decision},
-    )
+    shown = selectors.image_show(image, now=now)
+    context = {
+        "image": image,
+        "entries": entries,
+        "current": current,
+        "decision": decision,
+        "shown": shown,
+        "differing": selectors.image_claims_differing(image),
+    }
+    return render(request, "marketplace/image.html", context)
 
 
 def _entry(identifier: str, email: str, created: str) -> Entry:
@@ -238,8 +243,11 @@ def _review(request: HttpRequest, image: Image, *, status: int = 200, **forms: A
     )
     # Registered keys that signed one of the image's latest entries and still count: revocable from here.
     keys = {e.key.pk: e.key for e in image.latest_entries if e.key is not None and e.key.revoked_at is None}  # type: ignore[attr-defined]
+    shown = selectors.image_show(image, now=now)
     context = {
         "image": image,
+        "shown": shown,
+        "differing": selectors.image_claims_differing(image),
         "decision": policy.evaluate(image, now=now),
         "timelines": timelines,
         "site_key": site_key,

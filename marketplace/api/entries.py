@@ -209,7 +209,10 @@ def entry_created_response(entry: Entry, request: Request) -> Response:
 
 
 class ImageSerializer(serializers.ModelSerializer):
-    """An image with each endorser's latest entry and how many of them count now."""
+    """An image with each endorser's latest entry and how many of them count now. Its title, description, OS,
+    arch, kind and format are the claims of its most trusted current endorsement (the site's, else the one
+    whose timeline started first); each endorsement carries its own claims. ``bytes`` and ``checksums`` are
+    fixed by the first accepted entry."""
 
     current_endorsements = serializers.SerializerMethodField()
     # A declared nested field: DRF builds it once per list, not once per image.
@@ -229,6 +232,7 @@ class ImageSerializer(serializers.ModelSerializer):
             "format",
             "bytes",
             "sha1",
+            "checksums",
             "first_endorsed",
             "updated",
             "current_endorsements",
@@ -510,6 +514,7 @@ class ImageDetailApi(APIView):
     @extend_schema(operation_id="marketplace_images_retrieve", responses={200: ImageSerializer, 404: ERROR})
     def get(self, request: Request, identifier: str) -> Response:
         image = selectors.image_get(identifier=identifier)
+        selectors.image_show(image)
         return Response(ImageSerializer(image, context={"request": request}).data)
 
 

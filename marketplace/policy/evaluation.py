@@ -45,36 +45,29 @@ def endorsement_fact(entry: Entry, *, now: dt.datetime, site_fingerprints: froze
         status=selectors.entry_document_status(entry, now=now),
         revoked=selectors.key_revoked(entry, now=now),
         is_site=entry.key_id is None and entry.fingerprint.upper() in site_fingerprints,
+        kind=entry.kind,
+        os=entry.os,
+        arch=entry.arch,
+        format=entry.format,
+        locations=tuple(entry.locations),
     )
 
 
 def image_facts(
     image: Image, *, now: dt.datetime | None = None, site_fingerprints: frozenset[str] | None = None
 ) -> ImageFacts:
-    """What the policy judges: the image's declared properties (from its newest entry, as the image
-    columns are) and every endorser's latest entry. Locations come from the current endorsements only:
-    a deprecated or expired entry's download address is not one the site should follow."""
+    """What the policy judges: what is fixed about the image (identifier, checksums and size, from the
+    ``Image`` row that the first accepted entry fixed) and every endorser's latest entry with its own claims
+    (kind, OS, arch, format, locations). Nothing comes from whichever entry happens to be the newest."""
     now = now or timezone.now()
     fingerprints = selectors.site_key_fingerprints() if site_fingerprints is None else site_fingerprints
     entries = _latest_entries(image)
-    facts = tuple(endorsement_fact(e, now=now, site_fingerprints=fingerprints) for e in entries)
-    newest_first = sorted(entries, key=lambda e: e.created, reverse=True)
-    sha256 = next((e.sha256 for e in newest_first if e.sha256), None)
-    locations: list[str] = []
-    for entry, fact in zip(entries, facts, strict=True):
-        if fact.is_current:
-            locations.extend(url for url in entry.locations if url not in locations)
     return ImageFacts(
         identifier=image.identifier,
         sha1=image.sha1,
-        sha256=sha256,
-        kind=image.kind,
-        os=image.os,
-        arch=image.arch,
-        format=image.format,
+        sha256=image.sha256 or None,
         bytes=image.bytes,
-        locations=tuple(locations),
-        endorsements=facts,
+        endorsements=tuple(endorsement_fact(e, now=now, site_fingerprints=fingerprints) for e in entries),
     )
 
 

@@ -175,13 +175,19 @@ def _read_required(raw: Any, problems: dict[str, str]) -> RequiredEndorsers | No
 
 @dataclass(frozen=True)
 class EndorsementFact:
-    """One endorser's latest entry for the image, as the Marketplace sees it now."""
+    """One endorser's latest entry for the image, as the Marketplace sees it now, with what it claims about the
+    image's description (each endorsement speaks for itself: the kind, OS, arch and format rules judge its claims)."""
 
     email: str
     fingerprint: str
     status: str  # valid | expired | deprecated
     revoked: bool = False  # the signing key is revoked (now)
     is_site: bool = False  # signed with the site key
+    kind: str = ""
+    os: str = ""
+    arch: str = ""
+    format: str = ""
+    locations: tuple[str, ...] = ()
 
     @property
     def is_current(self) -> bool:
@@ -199,15 +205,13 @@ class EndorsementFact:
 
 @dataclass(frozen=True)
 class ImageFacts:
+    """What is fixed about the image whoever endorses it (identifier, checksums and size: the first accepted
+    entry fixed them), and every endorser's latest entry with its own claims."""
+
     identifier: str
     sha1: str
     sha256: str | None = None
-    kind: str = ""
-    os: str = ""
-    arch: str = ""
-    format: str = ""
     bytes: int | None = None
-    locations: tuple[str, ...] = ()
     endorsements: tuple[EndorsementFact, ...] = ()
 
 
@@ -328,6 +332,7 @@ def evaluate_rules(rules: PolicyRules, facts: ImageFacts) -> Decision:
     else:
         results.append(_na("images_deny", "no image is denied"))
 
+    # The image's fixed checksums, never what its newest entry says.
     digests = {d for d in (facts.sha1.lower(), (facts.sha256 or "").lower()) if d}
     if rules.checksums_allow:
         ok = bool(digests & set(rules.checksums_allow))
@@ -352,8 +357,56 @@ def evaluate_rules(rules: PolicyRules, facts: ImageFacts) -> Decision:
     else:
         results.append(_na("checksums_deny", "no checksum is denied"))
 
+    # Kind, OS, arch and format are each endorsement's own claims: an endorsement whose claims a rule refuses
+    # does not count (like the endorser lists, before the counting rules); a rule fails when no trusted
+    # endorsement satisfies it. The lines are kept for their place in the order of DESIGN §2.4.
+    claim_results: list[RuleResult] = []
+    claims_failed: list[EndorsementFact] = []
+    for rule, allowed_values, claim, what in (
+        ("kinds", rules.kinds, "kind", "kind"),
+        ("os", rules.os, "os", "OS"),
+        ("arch", rules.arch, "arch", "architecture"),
+        ("formats", rules.formats, "format", "format"),
+    ):
+        if not allowed_values:
+            claim_results.append(_na(rule, f"any {what} is allowed"))
+            continue
+        good = [e for e in trusted if getattr(e, claim) and getattr(e, claim).lower() in allowed_values]
+        refused_by = [e for e in trusted if e not in good]
+        claims_failed.extend(e for e in refused_by if e not in claims_failed)
+        if good:
+            by_value: dict[str, list[str]] = {}
+            for e in good:
+                by_value.setdefault(getattr(e, claim), []).append(e.label)
+            reason = "; ".join(f"{what} {value} is allowed ({_listing(who)})" for value, who in by_value.items())
+            if refused_by:
+                reason += "; not counted: " + _listing(
+                    f"{e.label} claims {getattr(e, claim)}" if getattr(e, claim) else f"{e.label} declares no {what}"
+                    for e in refused_by
+                )
+            claim_results.append(RuleResult(rule, "passed", reason))
+        elif refused_by:
+            reason = "; ".join(
+                f"{what} {getattr(e, claim)} is not one of {_listing(allowed_values)} (claimed by {e.label})"
+                if getattr(e, claim)
+                else f"{e.label} declares no {what}; allowed: {_listing(allowed_values)}"
+                for e in refused_by
+            )
+            claim_results.append(RuleResult(rule, "failed", reason))
+        else:
+            claim_results.append(
+                RuleResult(
+                    rule,
+                    "failed",
+                    f"no trusted current endorsement claims a {what}; allowed: {_listing(allowed_values)}",
+                )
+            )
+    trusted = [e for e in trusted if e not in claims_failed]
+
     count = len(trusted)
     ignored = f" ({len(not_counted)} expired, deprecated or revoked not counted)" if not_counted else ""
+    if claims_failed:
+        ignored += f" ({len(claims_failed)} not counted: claims outside the kind, OS, arch or format rules)"
     if rules.min_endorsements:
         ok = count >= rules.min_endorsements
         results.append(
@@ -378,22 +431,7 @@ def evaluate_rules(rules: PolicyRules, facts: ImageFacts) -> Decision:
     else:
         results.append(_na("required_endorsers", "no endorsers are required"))
 
-    for rule, allowed_values, value, what in (
-        ("kinds", rules.kinds, facts.kind, "kind"),
-        ("os", rules.os, facts.os, "OS"),
-        ("arch", rules.arch, facts.arch, "architecture"),
-        ("formats", rules.formats, facts.format, "format"),
-    ):
-        if not allowed_values:
-            results.append(_na(rule, f"any {what} is allowed"))
-        elif not value:
-            results.append(
-                RuleResult(rule, "failed", f"the image declares no {what}; allowed: {_listing(allowed_values)}")
-            )
-        elif value.lower() in allowed_values:
-            results.append(RuleResult(rule, "passed", f"{what} {value} is allowed"))
-        else:
-            results.append(RuleResult(rule, "failed", f"{what} {value} is not one of {_listing(allowed_values)}"))
+    results.extend(claim_results)
 
     if rules.max_bytes is not None:
         if facts.bytes is None:
@@ -409,12 +447,15 @@ def evaluate_rules(rules: PolicyRules, facts: ImageFacts) -> Decision:
         results.append(_na("max_bytes", "any size is allowed"))
 
     if rules.require_location:
-        ok = bool(facts.locations)
+        locations = [url for e in trusted for url in e.locations]
+        ok = bool(locations)
         results.append(
             RuleResult(
                 "require_location",
                 "passed" if ok else "failed",
-                f"downloadable from {facts.locations[0]}" if ok else "no entry gives a location to download it from",
+                f"downloadable from {locations[0]}"
+                if ok
+                else "no trusted current endorsement gives a location to download it from",
             )
         )
     else:

@@ -144,12 +144,17 @@ def policy_form(**overrides) -> dict:
     return {**data, **overrides}
 
 
-def test_policy_form_shows_the_dry_run_first_and_changes_on_confirm(as_staff, images, staff):
+def test_policy_form_shows_the_dry_run_first_and_changes_on_confirm(as_staff, images, staff, keyring):
     response = as_staff.post(POLICY_PAGE, policy_form(os="Ubuntu, centos", note="only what we patch"))
     assert response.status_code == 200
     preview = response.context["preview"]
     assert [(c.identifier, c.reason) for c in preview["result"].newly_denied] == [
-        (OTHER_IMAGE.identifier, "os: OS Debian is not one of ubuntu, centos")
+        (
+            OTHER_IMAGE.identifier,
+            "min_endorsements: 0 current endorsements, 1 required (1 not counted: claims outside the kind, OS, "
+            "arch or format rules); os: OS Debian is not one of ubuntu, centos (claimed by creator@example.org ("
+            f"{keyring['owner'].fingerprint[-16:]}))",
+        )
     ]
     assert "Debian 12" in response.content.decode()
     assert not SitePolicy.objects.exists()

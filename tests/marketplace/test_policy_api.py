@@ -115,7 +115,7 @@ def test_a_body_that_is_not_an_object_is_refused(api_as, staff):
     assert response.status_code == 400 and response.json()["code"] == "policy-invalid"
 
 
-def test_dry_run_lists_images_newly_denied_with_reasons_and_changes_nothing(api_as, staff, images):
+def test_dry_run_lists_images_newly_denied_with_reasons_and_changes_nothing(api_as, staff, images, keyring):
     response = api_as(staff).post(DRY_RUN, {"formats": ["qcow2"], "require_location": True}, format="json")
     assert response.status_code == 200
     body = response.json()
@@ -125,23 +125,30 @@ def test_dry_run_lists_images_newly_denied_with_reasons_and_changes_nothing(api_
         {
             "identifier": OTHER_IMAGE.identifier,
             "title": "Debian 12",
-            "reason": "formats: format raw is not one of qcow2; "
-            "require_location: no entry gives a location to download it from",
+            # The creator's endorsement claims raw: it does not count, so the minimum fails too.
+            "reason": "min_endorsements: 0 current endorsements, 1 required (1 not counted: claims outside the "
+            "kind, OS, arch or format rules); formats: format raw is not one of qcow2 (claimed by "
+            f"creator@example.org ({keyring['owner'].fingerprint[-16:]})); "
+            "require_location: no trusted current endorsement gives a location to download it from",
         }
     ]
     assert not SitePolicy.objects.exists()
 
 
-def test_dry_run_lists_images_newly_allowed_with_what_denied_them(api_as, staff, images):
+def test_dry_run_lists_images_newly_allowed_with_what_denied_them(api_as, staff, images, keyring):
     services.policy_change(actor=staff, rules=PolicyRules.from_json({"os": ["ubuntu"]}))
     body = api_as(staff).post(DRY_RUN, {"os": ["ubuntu"], "mode": "warn"}, format="json").json()
+    failed = (
+        "min_endorsements: 0 current endorsements, 1 required (1 not counted: claims outside the kind, OS, arch or "
+        "format rules); os: OS Debian is not one of ubuntu (claimed by creator@example.org "
+        f"({keyring['owner'].fingerprint[-16:]}))"
+    )
     assert body["newly_denied"] == []
     assert body["newly_allowed"] == [
         {
             "identifier": OTHER_IMAGE.identifier,
             "title": "Debian 12",
-            "reason": "was denied by os: OS Debian is not one of ubuntu; "
-            "now allowed in warn mode despite os: OS Debian is not one of ubuntu",
+            "reason": f"was denied by {failed}; now allowed in warn mode despite {failed}",
         }
     ]
 

@@ -146,7 +146,39 @@ def test_the_default_policy_applies_until_one_is_set(endorsers, keyring):
 def test_locations_come_from_current_endorsements_only(endorsers, keyring):
     upload(keyring, "owner", endorsers, locations=("https://old.example.org/u.qcow2",), deprecated="moved")
     upload(keyring, "staff", endorsers, locations=("https://new.example.org/u.qcow2",))
-    assert policy.image_facts(image()).locations == ("https://new.example.org/u.qcow2",)
+    decision = policy.evaluate(image(), rules=PolicyRules(require_location=True))
+    assert line(decision, "require_location").reason == "downloadable from https://new.example.org/u.qcow2"
+
+
+def test_locations_of_endorsements_the_site_does_not_trust_do_not_count(endorsers, keyring):
+    upload(keyring, "owner", endorsers, locations=())
+    upload(keyring, "outsider", endorsers, locations=("https://evil.example/u.qcow2",))
+    rules = PolicyRules(require_location=True, endorsers_deny=("mallory@example.org",))
+    assert line(policy.evaluate(image(), rules=rules), "require_location").outcome == "failed"
+
+
+def test_each_endorsements_own_claims_are_judged_and_a_failing_one_does_not_count(endorsers, keyring):
+    upload(keyring, "owner", endorsers)
+    upload(keyring, "outsider", endorsers, kind="disk", title="DO NOT USE - see http://evil.example")
+    set_policy(kinds=["machine"], min_endorsements=1)
+    decision = policy.evaluate(image())
+    assert decision.allowed
+    assert [label.split(" ")[0] for label in decision.trusted_endorsers] == [CREATOR]
+    assert line(decision, "kinds").reason.startswith(f"kind machine is allowed ({CREATOR} (")
+    assert f"not counted: {MALLORY} (" in line(decision, "kinds").reason
+    assert line(decision, "kinds").reason.endswith("claims disk")
+    set_policy(kinds=["machine"], min_endorsements=2)
+    assert not policy.evaluate(image()).allowed
+
+
+def test_checksum_rules_look_at_the_images_fixed_checksums(endorsers, keyring):
+    upload(keyring, "owner", endorsers)
+    upload(keyring, "staff", endorsers, at=T0 + dt.timedelta(hours=1))
+    sha256 = IMAGE.checksums["SHA-256"]
+    fixed = image()
+    assert fixed.sha256 == sha256 and fixed.checksums["SHA-256"] == sha256
+    assert not policy.evaluate(fixed, rules=PolicyRules(checksums_deny=(sha256,))).allowed
+    assert policy.evaluate(fixed, rules=PolicyRules(checksums_allow=(sha256,))).allowed
 
 
 def test_audit_mode_logs_failures_on_use_only(endorsers, keyring, owner):

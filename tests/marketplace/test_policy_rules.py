@@ -16,10 +16,28 @@ from marketplace.policy import (
     rules_from_policy_cfg,
 )
 
-ALICE = EndorsementFact(email="alice@example.org", fingerprint="A" * 40, status="valid")
-BOB = EndorsementFact(email="bob@example.org", fingerprint="B" * 40, status="valid")
-CAROL = EndorsementFact(email="carol@example.org", fingerprint="C" * 40, status="valid")
-SITE_KEY = EndorsementFact(email="security@site.example", fingerprint="D" * 40, status="valid", is_site=True)
+# What each endorser claims about the image (the kind, OS, arch and format rules judge each endorsement's own).
+CLAIMS = {
+    "kind": "machine",
+    "os": "Ubuntu",
+    "arch": "x86_64",
+    "format": "qcow2",
+    "locations": ("https://images.example.org/ubuntu.qcow2",),
+}
+ALICE = EndorsementFact(email="alice@example.org", fingerprint="A" * 40, status="valid", **CLAIMS)
+BOB = EndorsementFact(email="bob@example.org", fingerprint="B" * 40, status="valid", **CLAIMS)
+CAROL = EndorsementFact(email="carol@example.org", fingerprint="C" * 40, status="valid", **CLAIMS)
+SITE_KEY = EndorsementFact(email="security@site.example", fingerprint="D" * 40, status="valid", is_site=True, **CLAIMS)
+EVIL = EndorsementFact(
+    email="evil@example.org",
+    fingerprint="E" * 40,
+    status="valid",
+    kind="disk",
+    os="Windows",
+    arch="x86_64",
+    format="raw",
+    locations=("https://evil.example/x.raw",),
+)
 SHA1 = "da39a3ee5e6b4b0d3255bfef95601890afd80709"
 SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
@@ -27,12 +45,7 @@ IMAGE = ImageFacts(
     identifier="No5o-5ea0sNMlW_75VgGJCv2AcJ",
     sha1=SHA1,
     sha256=SHA256,
-    kind="machine",
-    os="Ubuntu",
-    arch="x86_64",
-    format="qcow2",
     bytes=2_000_000_000,
-    locations=("https://images.example.org/ubuntu.qcow2",),
     endorsements=(ALICE,),
 )
 
@@ -73,7 +86,7 @@ def test_every_rule_has_a_line_in_the_decision():
         (PolicyRules(checksums_allow=("0" * 40,)), "checksums_allow", "neither its SHA-1 nor its SHA-256"),
         (PolicyRules(checksums_deny=(SHA256,)), "checksums_deny", f"checksum {SHA256} is on the deny list"),
         (PolicyRules(min_endorsements=2), "min_endorsements", "1 current endorsement, 2 required"),
-        (PolicyRules(kinds=("disk",)), "kinds", "kind machine is not one of disk"),
+        (PolicyRules(kinds=("disk",)), "kinds", f"kind machine is not one of disk (claimed by {ALICE.label})"),
         (PolicyRules(os=("debian", "centos")), "os", "OS Ubuntu is not one of debian, centos"),
         (PolicyRules(arch=("aarch64",)), "arch", "architecture x86_64 is not one of aarch64"),
         (PolicyRules(formats=("raw",)), "formats", "format qcow2 is not one of raw"),
@@ -87,9 +100,9 @@ def test_each_rule_alone_denies_in_enforce_mode_with_its_reason(rules, rule, rea
     line = outcome(decision, rule)
     assert line.outcome == "failed"
     assert reason_part in line.reason
-    # Endorser lists also leave no trusted endorsement, which the minimum then reports too.
-    also = ["min_endorsements"] if rule.startswith("endorsers") else []
-    assert [r.rule for r in decision.failures] == [rule, *also]
+    # Endorser lists and refused claims also leave no trusted endorsement, which the minimum then reports too.
+    also = ["min_endorsements"] if rule.startswith("endorsers") or rule in ("kinds", "os", "arch", "formats") else []
+    assert sorted(r.rule for r in decision.failures) == sorted([rule, *also])
 
 
 @pytest.mark.parametrize(
@@ -111,14 +124,57 @@ def test_each_rule_alone_passes_a_matching_image(rules):
 
 
 def test_require_location_fails_an_image_with_no_location():
-    decision = evaluate_rules(PolicyRules(require_location=True), replace(IMAGE, locations=()))
-    assert outcome(decision, "require_location").reason == "no entry gives a location to download it from"
+    image = replace(IMAGE, endorsements=(replace(ALICE, locations=()),))
+    decision = evaluate_rules(PolicyRules(require_location=True), image)
+    reason = outcome(decision, "require_location").reason
+    assert reason == "no trusted current endorsement gives a location to download it from"
     assert not decision.allowed
 
 
-def test_an_image_that_declares_no_os_fails_an_os_rule():
-    decision = evaluate_rules(PolicyRules(os=("ubuntu",)), replace(IMAGE, os=""))
-    assert outcome(decision, "os").reason.startswith("the image declares no OS")
+def test_an_endorsement_that_declares_no_os_fails_an_os_rule():
+    image = replace(IMAGE, endorsements=(replace(ALICE, os=""),))
+    decision = evaluate_rules(PolicyRules(os=("ubuntu",)), image)
+    assert outcome(decision, "os").reason == f"{ALICE.label} declares no OS; allowed: ubuntu"
+    assert not decision.allowed
+
+
+def test_an_endorsement_whose_claims_fail_a_rule_does_not_count_and_the_line_says_whose():
+    image = replace(IMAGE, endorsements=(ALICE, EVIL))
+    decision = evaluate_rules(PolicyRules(os=("ubuntu",), min_endorsements=1), image)
+    line = outcome(decision, "os")
+    assert line.outcome == "passed"
+    assert line.reason == f"OS Ubuntu is allowed ({ALICE.label}); not counted: {EVIL.label} claims Windows"
+    assert decision.allowed
+    assert decision.trusted_endorsers == (ALICE.label,)
+    assert "1 not counted: claims outside" in outcome(decision, "min_endorsements").reason
+    assert not evaluate_rules(PolicyRules(os=("ubuntu",), min_endorsements=2), image).allowed
+
+
+def test_a_kind_rule_is_met_by_the_endorsement_that_claims_an_allowed_kind_only():
+    decision = evaluate_rules(PolicyRules(kinds=("machine",)), replace(IMAGE, endorsements=(EVIL,)))
+    assert outcome(decision, "kinds").outcome == "failed"
+    assert not decision.allowed
+    assert decision.trusted_endorsers == ()
+
+
+def test_a_required_endorser_whose_claims_fail_is_missing():
+    rules = PolicyRules.from_json(
+        {"kinds": ["machine"], "required_endorsers": {"k": 1, "of": ["evil@example.org"]}, "min_endorsements": 1}
+    )
+    decision = evaluate_rules(rules, replace(IMAGE, endorsements=(ALICE, EVIL)))
+    assert outcome(decision, "required_endorsers").outcome == "failed"
+    assert "missing: evil@example.org" in outcome(decision, "required_endorsers").reason
+
+
+def test_require_location_looks_at_trusted_endorsements_only():
+    image = replace(IMAGE, endorsements=(replace(ALICE, locations=()), EVIL))
+    rules = PolicyRules(require_location=True, endorsers_deny=("evil@example.org",), min_endorsements=0)
+    assert outcome(evaluate_rules(rules, image), "require_location").outcome == "failed"
+    rules = PolicyRules(require_location=True, kinds=("machine",), min_endorsements=0)
+    assert outcome(evaluate_rules(rules, image), "require_location").outcome == "failed"
+    assert outcome(evaluate_rules(PolicyRules(require_location=True), image), "require_location").reason == (
+        "downloadable from https://evil.example/x.raw"
+    )
 
 
 @pytest.mark.parametrize("status", ["expired", "deprecated"])
@@ -179,7 +235,7 @@ def test_site_stands_for_the_site_key_in_endorser_lists():
 def test_combined_rules_report_every_failure():
     rules = PolicyRules(images_deny=(IMAGE.identifier,), os=("debian",), max_bytes=10)
     decision = evaluate_rules(rules, IMAGE)
-    assert [r.rule for r in decision.failures] == ["images_deny", "os", "max_bytes"]
+    assert [r.rule for r in decision.failures] == ["images_deny", "min_endorsements", "os", "max_bytes"]
     assert decision.summary.startswith("denied (enforce mode): images_deny: ")
 
 
@@ -187,14 +243,14 @@ def test_warn_mode_allows_and_reports_the_failures_as_warnings():
     decision = evaluate_rules(PolicyRules(mode="warn", os=("debian",)), IMAGE)
     assert decision.allowed
     assert decision.verdict == "allowed-with-warnings"
-    assert [r.rule for r in decision.failures] == ["os"]
+    assert [r.rule for r in decision.failures] == ["min_endorsements", "os"]
 
 
 def test_audit_mode_allows_and_keeps_the_failures_for_the_log_only():
     decision = evaluate_rules(PolicyRules(mode="audit", os=("debian",)), IMAGE)
     assert decision.allowed
     assert decision.verdict == "allowed"
-    assert [r.rule for r in decision.failures] == ["os"]
+    assert [r.rule for r in decision.failures] == ["min_endorsements", "os"]
 
 
 def test_policy_json_round_trips_with_the_design_names():

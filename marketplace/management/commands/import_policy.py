@@ -13,7 +13,8 @@ from marketplace import policy, selectors, services
 
 class Command(BaseCommand):
     help = (
-        "Import a StratusLab policy.cfg ([endorsers], [images], [checksums] with whitelist<section>/blacklist<section> keys): "
+        "Import a StratusLab policy.cfg ([endorsers], [images], [checksums] with whitelist<section>/blacklist<section> "
+        "keys): "
         "its lists replace the active policy's, every other rule is kept. Prints the dry run (images newly "
         "denied or allowed), then applies it unless --dry-run."
     )
