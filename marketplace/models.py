@@ -76,8 +76,10 @@ class Image(models.Model):
 
     What the content is, is fixed: the identifier fixes the SHA-1, and the first accepted entry fixes
     ``bytes`` and every other checksum it gives (an algorithm no entry gave yet is fixed by the first
-    that does); ``services.entry_upload`` refuses entries that disagree. A checksum value belongs to one
-    image in the whole Marketplace (the partial unique constraints). The descriptive columns are a cache
+    that does); ``services.entry_upload`` refuses entries that disagree. Two images may claim one SHA-256
+    (at most one of them tells the truth): the claim counts for the image that made it first (the lowest id),
+    so a latecomer can neither borrow a trusted checksum nor block the genuine image from being published
+    (``selectors.image_sha256_claimed_first_by``). The descriptive columns are a cache
     of the most trusted current endorsement's claims (``services.image_display_refresh``), for display
     and ordering; filters look at the latest entries."""
 
@@ -85,9 +87,7 @@ class Image(models.Model):
     sha1 = models.CharField(max_length=40)
     bytes = models.BigIntegerField(db_index=True)
     checksums = models.JSONField(default=dict, help_text="Fixed checksums: algorithm → lower-case hex.")
-    sha256 = models.CharField(max_length=64, blank=True)
-    sha512 = models.CharField(max_length=128, blank=True)
-    md5 = models.CharField(max_length=32, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True, help_text="The fixed SHA-256, for checksum rules.")
     title = models.CharField(max_length=500, blank=True)
     description = models.TextField(blank=True)
     os = models.CharField(max_length=200, blank=True)
@@ -98,16 +98,12 @@ class Image(models.Model):
     first_endorsed = models.DateTimeField()
     updated = models.DateTimeField(db_index=True, help_text="Created time of the newest entry.")
 
-    # Checksum algorithms with a column of their own (SHA-1 is the identifier's own).
-    CHECKSUM_COLUMNS = {"SHA-256": "sha256", "SHA-512": "sha512", "MD5": "md5"}
-
     class Meta:
         ordering = ["-updated", "-id"]
-        indexes = [models.Index(fields=["title", "id"], name="mp_image_title")]
-        constraints = [
-            models.UniqueConstraint(fields=["sha256"], condition=~Q(sha256=""), name="mp_image_sha256"),
-            models.UniqueConstraint(fields=["sha512"], condition=~Q(sha512=""), name="mp_image_sha512"),
-            models.UniqueConstraint(fields=["md5"], condition=~Q(md5=""), name="mp_image_md5"),
+        indexes = [
+            models.Index(fields=["title", "id"], name="mp_image_title"),
+            # Which image claimed a SHA-256 first (checksum rules).
+            models.Index(fields=["sha256", "id"], condition=~Q(sha256=""), name="mp_image_sha256"),
         ]
 
     def __str__(self) -> str:

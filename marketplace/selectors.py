@@ -200,8 +200,9 @@ def image_search(
 
 
 def image_get(*, identifier: str) -> Image:
-    """One image with every endorser's latest entry (``latest_entries``)."""
-    image = _with_latest_entries(Image.objects.filter(identifier=identifier)).first()
+    """One image with every endorser's latest entry (``latest_entries``) and its SHA-256 claim (what the policy
+    needs, in the same query)."""
+    image = _with_latest_entries(with_sha256_claims(Image.objects.filter(identifier=identifier))).first()
     if image is None:
         raise NotFound(f"No image {identifier} in the Marketplace.")
     return image
@@ -384,7 +385,31 @@ def policy_history(*, limit: int = 50) -> QuerySet[SitePolicy]:
 
 def images_for_evaluation() -> QuerySet[Image]:
     """Every image with its latest entries prefetched, in a stable order, for evaluating them all."""
-    return _with_latest_entries(Image.objects.order_by("identifier"))
+    return _with_latest_entries(with_sha256_claims(Image.objects.order_by("identifier")))
+
+
+def _sha256_first_claim() -> Subquery:
+    earlier = Image.objects.filter(sha256=OuterRef("sha256"), pk__lt=OuterRef("pk")).exclude(sha256="")
+    return Subquery(earlier.order_by("pk").values("identifier")[:1])
+
+
+def with_sha256_claims(images: QuerySet[Image]) -> QuerySet[Image]:
+    """``images`` annotated with ``sha256_first_claim``: see :func:`image_sha256_claimed_first_by`."""
+    return images.annotate(sha256_first_claim=_sha256_first_claim())
+
+
+def image_sha256_claimed_first_by(image: Image) -> str | None:
+    """The identifier of another image that claimed ``image``'s SHA-256 before it did (lower id), if any.
+
+    At most one of two images claiming one SHA-256 tells the truth; the claim vouches for the first only, so
+    that an image uploaded later can neither borrow a trusted checksum nor keep the genuine one from being
+    published. Uses the ``with_sha256_claims`` annotation when present, else one query."""
+    if not image.sha256:
+        return None
+    if hasattr(image, "sha256_first_claim"):
+        return image.sha256_first_claim
+    earlier = Image.objects.filter(sha256=image.sha256, pk__lt=image.pk).order_by("pk")
+    return earlier.values_list("identifier", flat=True).first()
 
 
 def image_newest_entry(*, image: Image) -> Entry:

@@ -253,41 +253,14 @@ def _claimed_checksums(md: metadata.Metadata) -> dict[str, str]:
     return {c.algorithm: c.value.lower() for c in md.checksums}
 
 
-def _checksum_holder(algorithm: str, value: str, *, identifier: str) -> str | None:
-    """The other image whose ``algorithm`` checksum is fixed to ``value``, if any."""
-    column = Image.CHECKSUM_COLUMNS.get(algorithm)
-    if column is None:
-        return None
-    found = Image.objects.filter(**{column: value}).exclude(identifier=identifier)
-    return found.values_list("identifier", flat=True).first()
-
-
-def _checksums_unclaimed(identifier: str, checksums: Mapping[str, str]) -> None:
-    """Refuse checksums fixed for another image: content with that checksum has that image's SHA-1."""
-    for algorithm, value in checksums.items():
-        holder = _checksum_holder(algorithm, value, identifier=identifier)
-        if holder is not None:
-            raise ApplicationError(
-                f"The {algorithm} checksum {value} is already fixed for the image {holder}: content with that "
-                f"checksum has that image's SHA-1, so it cannot be {identifier}.",
-                code="checksum-conflict",
-            )
-
-
-def _checksum_columns(checksums: Mapping[str, str]) -> dict[str, str]:
-    return {column: checksums.get(algorithm, "") for algorithm, column in Image.CHECKSUM_COLUMNS.items()}
-
-
 def _image_fix(*, md: metadata.Metadata, created: dt.datetime) -> Image:
     """The image row of ``md``'s identifier, locked: made from this entry if it is the first, else checked
     against what the first accepted entry fixed (size, checksums) and completed with checksums it lacked.
 
-    Precondition: inside the upload's transaction. The unique checksum columns make the cross-image check
-    race-free: of two images claiming one checksum at once, the second insert or update fails."""
+    Precondition: inside the upload's transaction (after the endorser's row lock)."""
     claimed = _claimed_checksums(md)
     image = Image.objects.select_for_update().filter(identifier=md.identifier).first()
     if image is None:
-        _checksums_unclaimed(md.identifier, claimed)
         try:
             with transaction.atomic():
                 return Image.objects.create(
@@ -295,16 +268,12 @@ def _image_fix(*, md: metadata.Metadata, created: dt.datetime) -> Image:
                     sha1=md.sha1.lower(),
                     bytes=md.bytes,
                     checksums=claimed,
-                    **_checksum_columns(claimed),
+                    sha256=claimed.get("SHA-256", ""),
                     first_endorsed=created,
                     updated=created,
                 )
-        except IntegrityError:
-            # Another upload stored this identifier or one of these checksums first (and has committed).
-            image = Image.objects.select_for_update().filter(identifier=md.identifier).first()
-            if image is None:
-                _checksums_unclaimed(md.identifier, claimed)
-                raise
+        except IntegrityError:  # another upload made this identifier's row first (and has committed)
+            image = Image.objects.select_for_update().get(identifier=md.identifier)
     if md.bytes != image.bytes:
         raise ApplicationError(
             f"The image {image.identifier} is {image.bytes} bytes, as its first entry fixed; "
@@ -321,14 +290,8 @@ def _image_fix(*, md: metadata.Metadata, created: dt.datetime) -> Image:
             )
     added = {a: v for a, v in claimed.items() if a not in image.checksums}
     if added:
-        _checksums_unclaimed(image.identifier, added)
         checksums = {**image.checksums, **added}
-        try:
-            with transaction.atomic():
-                Image.objects.filter(pk=image.pk).update(checksums=checksums, **_checksum_columns(checksums))
-        except IntegrityError:
-            _checksums_unclaimed(image.identifier, added)
-            raise
+        Image.objects.filter(pk=image.pk).update(checksums=checksums, sha256=checksums.get("SHA-256", ""))
         image.refresh_from_db()
     return image
 

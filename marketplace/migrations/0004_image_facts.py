@@ -2,21 +2,19 @@
 and recompute its display columns as services.image_display_refresh does.
 
 "Oldest" is the first the Marketplace stored (lowest id): a signer may backdate ``created``. Images whose entries
-already disagree are printed, never changed otherwise; a checksum an older image already holds is left off the
-younger one (printed too), since a checksum value belongs to one image. Nothing is deleted."""
+already disagree are printed, never changed otherwise; images claiming a SHA-256 that an older image claimed first
+are printed too (the claim counts for the older one only). Nothing is deleted."""
 
 from django.db import migrations, models
 from django.db.models import Min
 from django.utils import timezone
 
-COLUMNS = {"SHA-256": "sha256", "SHA-512": "sha512", "MD5": "md5"}
-
 
 def fix_from_oldest_entry(apps, schema_editor):
     Image = apps.get_model("marketplace", "Image")
     Entry = apps.get_model("marketplace", "Entry")
-    taken: dict[tuple[str, str], str] = {}  # (algorithm, value) -> identifier
-    images = Image.objects.order_by("first_endorsed", "id")
+    first_claims: dict[str, str] = {}  # SHA-256 -> the identifier that claimed it first
+    images = Image.objects.order_by("id")
     for image in images.iterator(chunk_size=500):
         entries = list(Entry.objects.filter(image=image).order_by("id").values("bytes", "details", "sha1", "sha256"))
         if not entries:
@@ -39,17 +37,12 @@ def fix_from_oldest_entry(apps, schema_editor):
             )
         image.bytes = oldest["bytes"]
         image.checksums = checksums
-        for algorithm, column in COLUMNS.items():
-            value = checksums.get(algorithm, "")
-            holder = taken.get((algorithm, value)) if value else None
-            if holder is not None:
-                print(f"\n  image {image.identifier}: its {algorithm} {value} is already {holder}'s; left unset")
-                del checksums[algorithm]
-                value = ""
-            elif value:
-                taken[(algorithm, value)] = image.identifier
-            setattr(image, column, value)
-        image.save(update_fields=["bytes", "checksums", *COLUMNS.values()])
+        image.sha256 = checksums.get("SHA-256", "")
+        if image.sha256:
+            first = first_claims.setdefault(image.sha256, image.identifier)
+            if first != image.identifier:
+                print(f"\n  image {image.identifier}: its SHA-256 {image.sha256} was claimed first by {first}")
+        image.save(update_fields=["bytes", "checksums", "sha256"])
 
 
 def refresh_display(apps, schema_editor):
@@ -86,37 +79,15 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name="image",
-            name="md5",
-            field=models.CharField(blank=True, max_length=32),
-        ),
-        migrations.AddField(
-            model_name="image",
             name="sha256",
-            field=models.CharField(blank=True, max_length=64),
-        ),
-        migrations.AddField(
-            model_name="image",
-            name="sha512",
-            field=models.CharField(blank=True, max_length=128),
+            field=models.CharField(blank=True, help_text="The fixed SHA-256, for checksum rules.", max_length=64),
         ),
         migrations.RunPython(fix_from_oldest_entry, migrations.RunPython.noop, elidable=True),
         migrations.RunPython(refresh_display, migrations.RunPython.noop, elidable=True),
-        migrations.AddConstraint(
+        migrations.AddIndex(
             model_name="image",
-            constraint=models.UniqueConstraint(
-                condition=models.Q(("sha256", ""), _negated=True), fields=("sha256",), name="mp_image_sha256"
-            ),
-        ),
-        migrations.AddConstraint(
-            model_name="image",
-            constraint=models.UniqueConstraint(
-                condition=models.Q(("sha512", ""), _negated=True), fields=("sha512",), name="mp_image_sha512"
-            ),
-        ),
-        migrations.AddConstraint(
-            model_name="image",
-            constraint=models.UniqueConstraint(
-                condition=models.Q(("md5", ""), _negated=True), fields=("md5",), name="mp_image_md5"
+            index=models.Index(
+                condition=models.Q(("sha256", ""), _negated=True), fields=["sha256", "id"], name="mp_image_sha256"
             ),
         ),
     ]

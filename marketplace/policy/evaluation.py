@@ -66,6 +66,7 @@ def image_facts(
         identifier=image.identifier,
         sha1=image.sha1,
         sha256=image.sha256 or None,
+        sha256_claimed_first_by=selectors.image_sha256_claimed_first_by(image),
         bytes=image.bytes,
         endorsements=tuple(endorsement_fact(e, now=now, site_fingerprints=fingerprints) for e in entries),
     )

@@ -211,6 +211,8 @@ class ImageFacts:
     identifier: str
     sha1: str
     sha256: str | None = None
+    # Another image that claimed the same SHA-256 before this one did: the claim counts for that one only.
+    sha256_claimed_first_by: str | None = None
     bytes: int | None = None
     endorsements: tuple[EndorsementFact, ...] = ()
 
@@ -332,17 +334,24 @@ def evaluate_rules(rules: PolicyRules, facts: ImageFacts) -> Decision:
     else:
         results.append(_na("images_deny", "no image is denied"))
 
-    # The image's fixed checksums, never what its newest entry says.
-    digests = {d for d in (facts.sha1.lower(), (facts.sha256 or "").lower()) if d}
+    # The image's fixed checksums, never what its newest entry says. The SHA-1 is the identifier's own; a SHA-256
+    # vouches for the image only if no other image claimed it first (a latecomer cannot borrow a trusted one),
+    # while a denied checksum denies whoever claims it.
+    sha256 = (facts.sha256 or "").lower()
+    digests = {d for d in (facts.sha1.lower(), sha256) if d}
     if rules.checksums_allow:
-        ok = bool(digests & set(rules.checksums_allow))
-        results.append(
-            RuleResult(
-                "checksums_allow",
-                "passed" if ok else "failed",
-                "its checksum is on the allow list" if ok else "neither its SHA-1 nor its SHA-256 is on the allow list",
+        vouching = digests - ({sha256} if facts.sha256_claimed_first_by else set())
+        ok = bool(vouching & set(rules.checksums_allow))
+        if ok:
+            reason = "its checksum is on the allow list"
+        elif sha256 in rules.checksums_allow:
+            reason = (
+                f"its SHA-256 is on the allow list, but the image {facts.sha256_claimed_first_by} claimed that "
+                "SHA-256 first: it cannot vouch for this image"
             )
-        )
+        else:
+            reason = "neither its SHA-1 nor its SHA-256 is on the allow list"
+        results.append(RuleResult("checksums_allow", "passed" if ok else "failed", reason))
     else:
         results.append(_na("checksums_allow", "any checksum is allowed"))
     if rules.checksums_deny:

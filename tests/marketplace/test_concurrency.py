@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import threading
 
 import pytest
@@ -60,42 +59,3 @@ def test_newer_and_older_racing_end_with_the_newest_as_the_only_latest(owner, re
     latest = Entry.objects.get(is_latest=True)
     assert latest.created == T0 + dt.timedelta(minutes=3)
     assert Endorser.objects.get().entry_count == stored.count()
-
-
-def test_two_images_claiming_one_sha256_at_once_end_with_one_holder(owner, outsider, registered, keyring):
-    """Different identifiers, different endorsers (so different endorser locks), the same SHA-256: the
-    unique checksum column lets exactly one of them have it."""
-    from core.errors import ApplicationError
-    from marketplace import metadata
-    from marketplace.models import Image
-
-    registered(owner, "owner")
-    registered(outsider, "outsider")
-    sha256 = hashlib.sha256(b"the real content").hexdigest()
-    documents = []
-    for name, content in (("owner", b"first claimant"), ("outsider", b"second claimant")):
-        checksums = {"SHA-1": hashlib.sha1(content).hexdigest(), "SHA-256": sha256}  # noqa: S324
-        unsigned = metadata.build(image_bytes=len(content), checksums=checksums, type="base", title=name)
-        documents.append(keyring[name].sign(unsigned, now=T0))
-    barrier = threading.Barrier(2)
-    outcomes: list[object] = [None, None]
-
-    def run(index: int, user) -> None:
-        barrier.wait()
-        try:
-            outcomes[index] = services.entry_upload(raw=documents[index], uploader=user)
-        except Exception as exc:  # noqa: BLE001 - the outcome is what the test looks at
-            outcomes[index] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i, user)) for i, user in enumerate((owner, outsider))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert sum(isinstance(o, Entry) for o in outcomes) == 1, outcomes
-    [refusal] = [o for o in outcomes if not isinstance(o, Entry)]
-    assert isinstance(refusal, ApplicationError) and refusal.code == "checksum-conflict", refusal
-    assert Image.objects.get(sha256=sha256).entries.count() == 1
-    assert Image.objects.count() == 1

@@ -123,6 +123,19 @@ def test_each_rule_alone_passes_a_matching_image(rules):
     assert evaluate_rules(rules, IMAGE).allowed
 
 
+def test_a_sha256_another_image_claimed_first_does_not_pass_the_allow_list_but_is_denied():
+    contested = replace(IMAGE, sha256_claimed_first_by="OtherImageClaimedItFirst___")
+    allowed = outcome(evaluate_rules(PolicyRules(checksums_allow=(SHA256,)), contested), "checksums_allow")
+    assert allowed.outcome == "failed"
+    assert "OtherImageClaimedItFirst___ claimed that SHA-256 first" in allowed.reason
+    assert outcome(evaluate_rules(PolicyRules(checksums_allow=(SHA1,)), contested), "checksums_allow").outcome == (
+        "passed"
+    )
+    assert outcome(evaluate_rules(PolicyRules(checksums_deny=(SHA256,)), contested), "checksums_deny").outcome == (
+        "failed"
+    )
+
+
 def test_require_location_fails_an_image_with_no_location():
     image = replace(IMAGE, endorsements=(replace(ALICE, locations=()),))
     decision = evaluate_rules(PolicyRules(require_location=True), image)
