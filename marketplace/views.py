@@ -24,13 +24,12 @@ from marketplace.api import EndorserFilter, ImageSearchFilter, parse_created, re
 from marketplace.forms import (
     EntryUploadForm,
     PgpKeyForm,
-    PolicyCfgForm,
-    PolicyForm,
     SiteDeprecateForm,
     SiteEndorseForm,
 )
 from marketplace.models import Entry, Image
 from marketplace.policy import PolicyInvalid, PolicyRules
+from marketplace.policy.forms import PolicyCfgForm, PolicyForm
 
 PAGE_SIZE = 25
 
