@@ -23,7 +23,7 @@ TEST_CACHE_URL ?= redis://127.0.0.1:6379/14
 help:
 	@echo "make run    install what is missing, migrate, load demo data, start the portal and a worker"
 	@echo "make test   install what is missing and run the whole test suite"
-	@echo "make lint   ruff (lint + format check) and mypy"
+	@echo "make lint   ruff (lint + format check), mypy and the import layers (lint-imports)"
 	@echo "make format apply ruff's formatting and safe fixes"
 	@echo "make lock   re-pin requirements/*.txt from requirements/*.in"
 
@@ -74,6 +74,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -7,7 +7,7 @@ from django.db import transaction
 from compute import hypervisor
 from compute.models import Host, InstanceType
 from core import audit
-from core.errors import Conflict
+from core.errors import ApplicationError, Conflict, Unavailable
 
 # StratusLab's instance types: name → (vCPU, RAM MiB, swap MiB). m1.small is the default.
 STRATUSLAB_INSTANCE_TYPES = {
@@ -46,7 +46,12 @@ def instance_types_seed(*, actor: object | None) -> list[InstanceType]:
 def host_register(*, actor: object | None, name: str, uri: str) -> Host:
     """Register the libvirt host at ``uri`` with the capacity it reports. Probing happens before the
     transaction; a host already registered under that URI is a conflict."""
-    info = hypervisor.host_info(uri)
+    try:
+        info = hypervisor.host_info(uri)
+    except hypervisor.HostUnreachable as exc:
+        raise Unavailable(f"{exc}; try again when the host is up.", code="host-unreachable") from None
+    except hypervisor.HypervisorRefused as exc:
+        raise ApplicationError(str(exc), code="host-refused") from None
     with transaction.atomic():
         if Host.objects.filter(uri=uri).exists():
             raise Conflict(f"a host with URI {uri} is already registered", code="host-exists")

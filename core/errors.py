@@ -1,4 +1,10 @@
-"""The one application error type. Services raise these; the API handler and views render them."""
+"""Errors. Services raise :class:`ApplicationError` and its kinds; the API handler and the views render them.
+
+Adapters (the modules that talk to gpg, LDAP, libvirt, qemu-img, tgtadm) raise their own typed errors, each a
+:class:`TransientError` (asking again may help: host unreachable, daemon restarting, timeout) or a
+:class:`PermanentError` (asking again will not: bad input, not found, refused). Services translate them into
+application errors; tasks retry transient ones only (:func:`core.workflow.task`). Nothing outside an adapter
+catches a library's own exception type."""
 
 from __future__ import annotations
 
@@ -42,3 +48,15 @@ class Unavailable(ApplicationError):
 
     status = 503
     default_code = "unavailable"
+
+
+class AdapterError(Exception):
+    """An outside system failed; ``str(error)`` says what it answered, in words."""
+
+
+class TransientError(AdapterError):
+    """Asking again may help: the outside system is unreachable, restarting or did not answer in time."""
+
+
+class PermanentError(AdapterError):
+    """Asking again will not help: the outside system refused the request or the input is wrong."""

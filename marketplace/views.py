@@ -25,13 +25,12 @@ from marketplace.api.entries import signed_download_headers
 from marketplace.forms import (
     EntryUploadForm,
     PgpKeyForm,
-    PolicyCfgForm,
-    PolicyForm,
     SiteDeprecateForm,
     SiteEndorseForm,
 )
 from marketplace.models import Entry, Image
 from marketplace.policy import PolicyInvalid, PolicyRules
+from marketplace.policy.forms import PolicyCfgForm, PolicyForm
 
 PAGE_SIZE = 25
 

@@ -16,30 +16,15 @@ from core.idempotency import idempotent
 from marketplace import policy, selectors, services
 from marketplace.api.entries import ERROR, EntryDetailSerializer, entry_created_response
 from marketplace.models import SitePolicy
-from marketplace.policy import MODES, PolicyInvalid, PolicyRules
+from marketplace.policy import PolicyInvalid, PolicyRules
+from marketplace.policy.serializers import (
+    DecisionSerializer,
+    PolicyInputSerializer,
+    PolicyRulesSerializer,
+    PolicySerializer,
+)
 
 # --- Decisions ---------------------------------------------------------------------------------------------
-
-
-class RuleResultSerializer(serializers.Serializer):
-    rule = serializers.CharField(help_text="The rule's JSON name (DESIGN §2.4).")
-    outcome = serializers.ChoiceField(choices=["passed", "failed", "not_applicable"])
-    reason = serializers.CharField()
-
-
-class DecisionSerializer(serializers.Serializer):
-    identifier = serializers.CharField()
-    mode = serializers.ChoiceField(choices=list(MODES))
-    allowed = serializers.BooleanField(help_text="Whether the image may be used here now.")
-    verdict = serializers.ChoiceField(
-        choices=["allowed", "denied", "allowed-with-warnings"],
-        help_text="allowed-with-warnings: warn mode let failed rules pass; tell the user.",
-    )
-    summary = serializers.CharField(help_text="One line: the verdict and every failed rule's reason.")
-    trusted_endorsers = serializers.ListField(
-        child=serializers.CharField(), help_text="The current endorsements the endorser lists kept."
-    )
-    rules = RuleResultSerializer(many=True, help_text="One line per rule, in the order of DESIGN §2.4.")
 
 
 def decision_json(identifier: str, decision: policy.Decision) -> dict[str, Any]:
@@ -60,48 +45,6 @@ class ImagePolicyApi(APIView):
 
 
 # --- The policy ----------------------------------------------------------------------------------------------
-
-
-class RequiredEndorsersSerializer(serializers.Serializer):
-    k = serializers.IntegerField(min_value=1)
-    of = serializers.ListField(child=serializers.CharField(), help_text="Fingerprints, e-mails or `site`.")
-
-
-class PolicyRulesSerializer(serializers.Serializer):
-    """The rules by their JSON names (DESIGN §2.4); describes the body, ``PolicyRules.from_json`` reads it."""
-
-    mode = serializers.ChoiceField(choices=list(MODES), default="enforce")
-    endorsers_allow = serializers.ListField(
-        child=serializers.CharField(), default=list, help_text="Fingerprints, e-mails or `site`; empty = any."
-    )
-    endorsers_deny = serializers.ListField(child=serializers.CharField(), default=list)
-    images_allow = serializers.ListField(
-        child=serializers.CharField(), default=list, help_text="Identifiers; empty = any."
-    )
-    images_deny = serializers.ListField(child=serializers.CharField(), default=list)
-    checksums_allow = serializers.ListField(
-        child=serializers.CharField(), default=list, help_text="SHA-1 or SHA-256 hex digests; empty = any."
-    )
-    checksums_deny = serializers.ListField(child=serializers.CharField(), default=list)
-    min_endorsements = serializers.IntegerField(min_value=0, default=1)
-    required_endorsers = RequiredEndorsersSerializer(allow_null=True, default=None, help_text="k of n endorsers.")
-    kinds = serializers.ListField(child=serializers.CharField(), default=list, help_text="Empty = any.")
-    os = serializers.ListField(child=serializers.CharField(), default=list, help_text="Empty = any.")
-    arch = serializers.ListField(child=serializers.CharField(), default=list, help_text="Empty = any.")
-    formats = serializers.ListField(child=serializers.CharField(), default=list, help_text="Empty = any.")
-    max_bytes = serializers.IntegerField(min_value=1, allow_null=True, default=None, help_text="null = any size.")
-    require_location = serializers.BooleanField(default=False)
-
-
-class PolicyInputSerializer(PolicyRulesSerializer):
-    note = serializers.CharField(required=False, allow_blank=True, help_text="Why; kept in the policy's history.")
-
-
-class PolicySerializer(PolicyRulesSerializer):
-    id = serializers.IntegerField(allow_null=True, help_text="The version; null while the defaults apply.")
-    created = serializers.DateTimeField(allow_null=True)
-    created_by = serializers.CharField(allow_null=True)
-    note = serializers.CharField()
 
 
 # Keys of the GET answer that a PUT may send back unchanged: a client can edit what it read.

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
-from collections.abc import Callable
 
 import pytest
 import time_machine
 from django.core import mail
-from django.db import connection
 
 from core.errors import Conflict
 from core.models import AuditEntry
@@ -17,29 +14,9 @@ from marketplace import services
 from marketplace.models import SitePolicy
 from marketplace.policy import PolicyRules
 from tests.marketplace.conftest import IMAGE, OTHER_IMAGE, T0
+from tests.race import race
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-
-def race(calls: list[Callable[[], object]]) -> list[object]:
-    barrier = threading.Barrier(len(calls))
-    outcomes: list[object] = [None] * len(calls)
-
-    def run(index: int) -> None:
-        barrier.wait()
-        try:
-            outcomes[index] = calls[index]()
-        except Exception as exc:  # noqa: BLE001 - the outcome is what the test looks at
-            outcomes[index] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return outcomes
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["first-policy", "replacing"])
