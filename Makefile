@@ -25,7 +25,7 @@ help:
 	@echo "make test   install what is missing and run the whole test suite"
 	@echo "make lint   ruff (lint + format check), mypy and the import layers (lint-imports)"
 	@echo "make format apply ruff's formatting and safe fixes"
-	@echo "make lock   re-pin requirements/*.txt from requirements/*.in"
+	@echo "make lock   re-pin requirements.txt and requirements/dev.txt from requirements/*.in"
 
 system-deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
@@ -40,8 +40,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): requirements/base.txt requirements/dev.txt | $(BIN)/python
-	$(BIN)/pip install -q -r requirements/base.txt -r requirements/dev.txt
+$(STAMP): requirements.txt requirements/dev.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements.txt -r requirements/dev.txt
 	touch $@
 
 install: system-deps $(STAMP)
@@ -82,7 +82,7 @@ format: $(STAMP)
 
 lock: | $(BIN)/python
 	$(BIN)/pip install -q pip-tools
-	cd requirements && ../$(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links base.in -o base.txt
+	cd requirements && ../$(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links base.in -o ../requirements.txt
 	cd requirements && ../$(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links dev.in -o dev.txt
 
 clean:
