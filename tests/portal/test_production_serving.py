@@ -27,8 +27,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+# The test run's own settings, and the browser tests' async escape hatch, which a deployment never has.
+NOT_INHERITED = {"DATABASE_URL", "CACHE_URL", "CELERY_RESULT_BACKEND", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+
+
 def production_env(tmp: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CACHE_URL", "CELERY_RESULT_BACKEND"}}
+    env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
     return {
         **env,
         "DJANGO_SETTINGS_MODULE": "portal.settings",
@@ -147,7 +151,7 @@ def test_errors_are_the_sites_pages_not_debug_pages(gunicorn):
 
 
 def test_check_deploy_on_the_example_environment_reports_only_the_accepted_warning(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CACHE_URL", "CELERY_RESULT_BACKEND"}}
+    env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
     for line in (ROOT / "deploy" / "altostratus.env.example").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             name, _, value = line.partition("=")
