@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 def report_shared_emails(apps, schema_editor):
     """Print the rows that break "an e-mail names one person" (reads only; rows are never changed).
-    Pending requests sharing an address make the new constraint fail: reject all but one first."""
+    Pending requests sharing an address would make the new constraint fail: stop with what to do instead."""
     from accounts.selectors import email_conflicts
 
     conflicts = email_conflicts(
@@ -14,6 +14,13 @@ def report_shared_emails(apps, schema_editor):
     )
     for conflict in conflicts:
         print(f"\n  accounts: {conflict.email} is shared by the {conflict.kind} {', '.join(conflict.names)}")
+    pending = [c for c in conflicts if c.kind == "pending registrations"]
+    if pending:
+        shared = "; ".join(f"{c.email} ({', '.join(c.names)})" for c in pending)
+        raise RuntimeError(
+            f"Pending registration requests share an e-mail address: {shared}. Reject all but one of each in the "
+            "registrations console (or with the previous release's admin API), then run migrate again."
+        )
 
 
 class Migration(migrations.Migration):
