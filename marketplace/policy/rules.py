@@ -170,6 +170,22 @@ def _read_required(raw: Any, problems: dict[str, str]) -> RequiredEndorsers | No
     return RequiredEndorsers(k=k, of=of)
 
 
+# Keys of the API's GET answer that a PUT may send back unchanged: a client can edit what it read.
+_READ_ONLY = ("id", "created", "created_by")
+
+
+def read_rules(data: Any) -> tuple[PolicyRules, str]:
+    """The rules and note of a request body (the API's, the console's confirmation); every bad field named at
+    once (``policy-invalid``)."""
+    if not isinstance(data, dict):
+        raise PolicyInvalid("The body must be a JSON object of policy rules.")
+    body = {k: v for k, v in data.items() if k not in _READ_ONLY}
+    note = body.pop("note", "")
+    if not isinstance(note, str):
+        raise PolicyInvalid("note must be a string", extra={"errors": {"note": "note must be a string"}})
+    return PolicyRules.from_json(body), note
+
+
 # --- facts and decisions -------------------------------------------------------------------------------
 
 
