@@ -294,6 +294,15 @@ def image_claims_differing(image: Image) -> list[tuple[Entry, list[tuple[str, st
 # --- Entries ----------------------------------------------------------------------------------------------
 
 
+def parse_created(value: str) -> dt.datetime:
+    """The ``created`` part of an entry's URL (``YYYY-MM-DDTHH:MM:SSZ``); anything else is not found."""
+    try:
+        created = dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        raise NotFound(f"No entry created {value!r}: times look like 2025-01-31T12:00:00Z.") from None
+    return created
+
+
 def entry_get(*, identifier: str, email: str, created: dt.datetime) -> Entry:
     """One entry by its key (identifier, endorser e-mail, created)."""
     entry = (

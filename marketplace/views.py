@@ -11,17 +11,17 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.views import staff_required
 from core.errors import ApplicationError, NotFound
+from core.pages import error_pages, staff_required
 from marketplace import metadata, policy, selectors, services
-from marketplace.api import EndorserFilter, ImageSearchFilter, parse_created, read_rules
-from marketplace.api.entries import signed_download_headers
+from marketplace.downloads import signed_download_headers
+from marketplace.filters import EndorserFilter, ImageSearchFilter
 from marketplace.forms import (
     EntryUploadForm,
     PgpKeyForm,
@@ -29,7 +29,7 @@ from marketplace.forms import (
     SiteEndorseForm,
 )
 from marketplace.models import Entry, Image
-from marketplace.policy import PolicyInvalid, PolicyRules
+from marketplace.policy import PolicyInvalid, PolicyRules, read_rules
 from marketplace.policy.forms import PolicyCfgForm, PolicyForm
 
 PAGE_SIZE = 25
@@ -66,12 +66,10 @@ def search(request: HttpRequest) -> HttpResponse:
     )
 
 
+@error_pages
 def image_detail(request: HttpRequest, identifier: str) -> HttpResponse:
     now = timezone.now()
-    try:
-        image = selectors.image_get(identifier=identifier)
-    except NotFound as exc:
-        raise Http404(exc.message) from None
+    image = selectors.image_get(identifier=identifier)
     entries = _mark(image.latest_entries, now)  # type: ignore[attr-defined]
     current = [e for e in entries if e.status_now == "valid"]  # type: ignore[attr-defined]
     decision = policy.evaluate(image, now=now)
@@ -88,12 +86,10 @@ def image_detail(request: HttpRequest, identifier: str) -> HttpResponse:
 
 
 def _entry(identifier: str, email: str, created: str) -> Entry:
-    try:
-        return selectors.entry_get(identifier=identifier, email=email, created=parse_created(created))
-    except NotFound as exc:
-        raise Http404(exc.message) from None
+    return selectors.entry_get(identifier=identifier, email=email, created=selectors.parse_created(created))
 
 
+@error_pages
 def entry_detail(request: HttpRequest, identifier: str, email: str, created: str) -> HttpResponse:
     now = timezone.now()
     entry = _entry(identifier, email, created)
@@ -111,6 +107,7 @@ def entry_detail(request: HttpRequest, identifier: str, email: str, created: str
     )
 
 
+@error_pages
 def entry_download(request: HttpRequest, identifier: str, email: str, created: str) -> HttpResponse:
     """The original signed bytes, as a file."""
     entry = _entry(identifier, email, created)
@@ -126,12 +123,10 @@ def endorser_list(request: HttpRequest) -> HttpResponse:
     return render(request, "marketplace/endorsers.html", {"filters": filters, "page": page})
 
 
+@error_pages
 def endorser_history(request: HttpRequest, email: str) -> HttpResponse:
     now = timezone.now()
-    try:
-        endorser = selectors.endorser_get(email=email)
-    except NotFound as exc:
-        raise Http404(exc.message) from None
+    endorser = selectors.endorser_get(email=email)
     page = Paginator(selectors.endorser_history(endorser=endorser), PAGE_SIZE).get_page(request.GET.get("page"))
     _mark(page.object_list, now)
     return render(request, "marketplace/endorser.html", {"endorser": endorser, "page": page})
@@ -169,6 +164,7 @@ def pgp_keys(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@error_pages
 @require_POST
 def pgp_key_revoke(request: HttpRequest, fingerprint: str) -> HttpResponse:
     _revoke_key(request, fingerprint)
@@ -176,11 +172,12 @@ def pgp_key_revoke(request: HttpRequest, fingerprint: str) -> HttpResponse:
 
 
 def _revoke_key(request: HttpRequest, fingerprint: str) -> None:
-    """Revoke through the service and say how it went; a key the user may not see is a 404."""
+    """Revoke through the service and say how it went; a key the user may not see is a 404 (the caller is
+    wrapped in ``error_pages``)."""
     try:
         key = services.pgp_key_revoke(actor=request.user, fingerprint=fingerprint)
-    except NotFound as exc:
-        raise Http404(exc.message) from None
+    except NotFound:
+        raise
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:
@@ -194,13 +191,6 @@ VERDICT_FILTERS = {
     "denied": "Denied",
     "warnings": "Allowed despite failed rules",
 }
-
-
-def _image(identifier: str) -> Image:
-    try:
-        return selectors.image_get(identifier=identifier)
-    except NotFound as exc:
-        raise Http404(exc.message) from None
 
 
 @staff_required
@@ -259,16 +249,18 @@ def _review(request: HttpRequest, image: Image, *, status: int = 200, **forms: A
 
 
 @staff_required
+@error_pages
 @require_GET
 def console_image(request: HttpRequest, identifier: str) -> HttpResponse:
     """One image for review: its metadata, every endorser's timeline, the policy's decision, the actions."""
-    return _review(request, _image(identifier))
+    return _review(request, selectors.image_get(identifier=identifier))
 
 
 @staff_required
+@error_pages
 @require_POST
 def console_image_endorse(request: HttpRequest, identifier: str) -> HttpResponse:
-    image = _image(identifier)
+    image = selectors.image_get(identifier=identifier)
     form = SiteEndorseForm(request.POST)
     if not form.is_valid():
         return _review(request, image, status=400, endorse_form=form)
@@ -287,9 +279,10 @@ def console_image_endorse(request: HttpRequest, identifier: str) -> HttpResponse
 
 
 @staff_required
+@error_pages
 @require_POST
 def console_image_deprecate(request: HttpRequest, identifier: str) -> HttpResponse:
-    image = _image(identifier)
+    image = selectors.image_get(identifier=identifier)
     form = SiteDeprecateForm(request.POST)
     if not form.is_valid():
         return _review(request, image, status=400, deprecate_form=form)
@@ -303,6 +296,7 @@ def console_image_deprecate(request: HttpRequest, identifier: str) -> HttpRespon
 
 
 @staff_required
+@error_pages
 @require_POST
 def console_key_revoke(request: HttpRequest, fingerprint: str) -> HttpResponse:
     """Revoke an endorser's key, then go back to the image being reviewed (if any)."""

@@ -1,28 +1,20 @@
-"""Marketplace REST API (DESIGN §6): entries, image search, endorsers and the account's OpenPGP keys
-(``entries``); an image's policy decision, the site key and the staff-only policy endpoints (``policy``)."""
+"""Marketplace REST API (DESIGN §6), one module per resource: ``entries`` (the signed-XML wire formats, upload,
+validate, detail), ``images`` (search, detail), ``endorsers``, ``keys`` (the account's OpenPGP keys) and
+``policy`` (an image's decision, the site key, the staff-only policy and site endorsements)."""
 
 from __future__ import annotations
 
+from marketplace.api.endorsers import EndorserHistoryApi, EndorserListApi, EndorserSerializer
 from marketplace.api.entries import (
     ERROR,
-    EndorserFilter,
-    EndorserHistoryApi,
-    EndorserListApi,
-    EndorserSerializer,
     EntryDetailApi,
     EntryDetailSerializer,
     EntrySummarySerializer,
     EntryUploadApi,
     EntryValidateApi,
-    ImageDetailApi,
-    ImageListApi,
-    ImageSearchFilter,
-    ImageSerializer,
-    PgpKeyListApi,
-    PgpKeyRevokeApi,
-    PgpKeySerializer,
-    parse_created,
 )
+from marketplace.api.images import ImageDetailApi, ImageListApi, ImageSerializer
+from marketplace.api.keys import PgpKeyListApi, PgpKeyRevokeApi, PgpKeySerializer
 from marketplace.api.policy import (
     AdminImageDeprecateApi,
     AdminImageEndorseApi,
@@ -32,7 +24,6 @@ from marketplace.api.policy import (
     ImagePolicyApi,
     SiteKeyApi,
     decision_json,
-    read_rules,
 )
 
 __all__ = [
@@ -42,7 +33,6 @@ __all__ = [
     "AdminPolicyApi",
     "AdminPolicyDryRunApi",
     "DecisionSerializer",
-    "EndorserFilter",
     "EndorserHistoryApi",
     "EndorserListApi",
     "EndorserSerializer",
@@ -54,13 +44,10 @@ __all__ = [
     "ImageDetailApi",
     "ImageListApi",
     "ImagePolicyApi",
-    "ImageSearchFilter",
     "ImageSerializer",
     "PgpKeyListApi",
     "PgpKeyRevokeApi",
     "PgpKeySerializer",
     "SiteKeyApi",
     "decision_json",
-    "parse_created",
-    "read_rules",
 ]

@@ -1,14 +1,12 @@
-"""Marketplace REST API (DESIGN §6): entries, image search, endorsers, and the account's OpenPGP keys."""
+"""Marketplace REST API (DESIGN §6): entries. The signed-XML wire formats, the error shape every Marketplace
+endpoint documents, the entry serializers the other resources nest, and upload, validate and detail."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-import django_filters
 from django.conf import settings
-from django.db.models import QuerySet
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -17,7 +15,7 @@ from drf_spectacular.utils import (
     extend_schema_field,
     inline_serializer,
 )
-from rest_framework import generics, permissions, serializers, status
+from rest_framework import permissions, serializers, status
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -26,10 +24,10 @@ from rest_framework.reverse import reverse
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from core.errors import NotFound
 from core.idempotency import idempotent
 from marketplace import selectors, services
-from marketplace.models import Endorser, Entry, Image, PgpKey
+from marketplace.downloads import signed_download_headers
+from marketplace.models import Entry
 
 # --- Wire formats ----------------------------------------------------------------------------------------
 
@@ -66,16 +64,6 @@ class SignedXmlRenderer(BaseRenderer):
 class SignedRdfXmlRenderer(SignedXmlRenderer):
     media_type = "application/rdf+xml"
     format = "rdf"
-
-
-def signed_download_headers(identifier: str, created: str) -> dict[str, str]:
-    """Headers for an entry's signed bytes: a file to save, never a document the browser renders or runs.
-    An entry may carry any extension element, XHTML ``script`` included, and browsers run that in XML."""
-    return {
-        "Content-Disposition": f'attachment; filename="{identifier}-{created.replace(":", "")}.xml"',
-        "Content-Security-Policy": "sandbox; default-src 'none'",
-        "X-Content-Type-Options": "nosniff",
-    }
 
 
 ERROR = inline_serializer("MarketplaceError", {"detail": serializers.CharField(), "code": serializers.CharField()})
@@ -208,99 +196,6 @@ def entry_created_response(entry: Entry, request: Request) -> Response:
     return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["url"]})
 
 
-class ImageSerializer(serializers.ModelSerializer):
-    """An image with each endorser's latest entry and how many of them count now. Its title, description, OS,
-    arch, kind and format are the claims of its most trusted current endorsement (the site's, else the one
-    whose timeline started first); each endorsement carries its own claims. ``bytes`` and ``checksums`` are
-    fixed by the first accepted entry."""
-
-    current_endorsements = serializers.SerializerMethodField()
-    # A declared nested field: DRF builds it once per list, not once per image.
-    endorsements = EntrySummarySerializer(source="latest_entries", many=True, read_only=True)
-    url = serializers.SerializerMethodField()
-
-    class Meta:
-        model = Image
-        fields = [
-            "identifier",
-            "title",
-            "description",
-            "os",
-            "os_version",
-            "arch",
-            "kind",
-            "format",
-            "bytes",
-            "sha1",
-            "checksums",
-            "first_endorsed",
-            "updated",
-            "current_endorsements",
-            "endorsements",
-            "url",
-        ]
-
-    def get_current_endorsements(self, image: Image) -> int:
-        return len(selectors.current_endorsements(image, now=self.context.get("now")))
-
-    def get_url(self, image: Image) -> str:
-        return reverse(
-            "api-marketplace-image", kwargs={"identifier": image.identifier}, request=self.context.get("request")
-        )
-
-
-class EndorserSerializer(serializers.ModelSerializer):
-    image_count = serializers.IntegerField(help_text="Images this endorser has an entry for.")
-    current_count = serializers.IntegerField(help_text="Images this endorser currently endorses.")
-    url = serializers.SerializerMethodField()
-
-    class Meta:
-        model = Endorser
-        fields = [
-            "email",
-            "subject",
-            "first_endorsed",
-            "last_endorsed",
-            "entry_count",
-            "image_count",
-            "current_count",
-            "url",
-        ]
-
-    def get_url(self, endorser: Endorser) -> str:
-        return reverse(
-            "api-marketplace-endorser", kwargs={"email": endorser.email}, request=self.context.get("request")
-        )
-
-
-class PgpKeySerializer(serializers.ModelSerializer):
-    revoked = serializers.SerializerMethodField()
-    endorsing_uids = serializers.SerializerMethodField(
-        help_text="The user IDs that may endorse: those carrying the account's e-mail. The other `uids` are "
-        "not usable for endorsing (a user ID with someone else's e-mail gives no right to endorse as them)."
-    )
-
-    class Meta:
-        model = PgpKey
-        fields = [
-            "fingerprint",
-            "uids",
-            "endorsing_uids",
-            "emails",
-            "created",
-            "expires",
-            "registered",
-            "revoked",
-            "revoked_at",
-        ]
-
-    def get_revoked(self, key: PgpKey) -> bool:
-        return key.revoked_at is not None
-
-    def get_endorsing_uids(self, key: PgpKey) -> list[str]:
-        return selectors.pgp_key_endorsing_uids(key)
-
-
 class ValidationSerializer(serializers.Serializer):
     valid = serializers.BooleanField(help_text="Whether the document is valid metadata (the signature apart).")
     errors = inline_serializer(
@@ -377,15 +272,6 @@ class EntryValidateApi(APIView):
         )
 
 
-def parse_created(value: str) -> dt.datetime:
-    """The ``created`` part of an entry's URL (``YYYY-MM-DDTHH:MM:SSZ``); anything else is not found."""
-    try:
-        created = dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-    except ValueError:
-        raise NotFound(f"No entry created {value!r}: times look like 2025-01-31T12:00:00Z.") from None
-    return created
-
-
 class EntryDetailApi(APIView):
     """One entry as JSON, or its original signed bytes with ``?format=xml`` or ``Accept: application/xml``.
 
@@ -410,7 +296,7 @@ class EntryDetailApi(APIView):
         },
     )
     def get(self, request: Request, identifier: str, email: str, created: str) -> Response:
-        entry = selectors.entry_get(identifier=identifier, email=email, created=parse_created(created))
+        entry = selectors.entry_get(identifier=identifier, email=email, created=selectors.parse_created(created))
         if isinstance(request.accepted_renderer, SignedXmlRenderer):
             return Response(
                 bytes(entry.raw),
@@ -425,187 +311,3 @@ class EntryDetailApi(APIView):
             self.request.accepted_renderer = JSONRenderer()
             self.request.accepted_media_type = JSONRenderer.media_type
         return super().handle_exception(exc)
-
-
-# --- Images ----------------------------------------------------------------------------------------------------
-
-
-# How the search page names each ordering; the API takes the keys.
-ORDERING_LABELS = {
-    "-updated": "newest first",
-    "updated": "oldest first",
-    "title": "title A-Z",
-    "-title": "title Z-A",
-    "identifier": "identifier",
-    "-identifier": "identifier, reversed",
-    "-bytes": "largest first",
-    "bytes": "smallest first",
-}
-
-
-class ImageSearchFilter(django_filters.FilterSet):
-    """The search form of DESIGN §6. Its fields are collected here and applied together by
-    ``selectors.image_search``, because they must all hold for the same endorser's latest entry."""
-
-    q = django_filters.CharFilter(method="collect", label="Words", help_text="Words in the title or description.")
-    os = django_filters.CharFilter(method="collect", label="OS", help_text="Operating system, e.g. Ubuntu (any case).")
-    os_version = django_filters.CharFilter(
-        method="collect", label="OS version", help_text="Operating system version, e.g. 24.04."
-    )
-    arch = django_filters.CharFilter(method="collect", label="Architecture", help_text="Architecture, e.g. x86_64.")
-    kind = django_filters.ChoiceFilter(
-        method="collect", label="Kind", choices=[("machine", "machine"), ("disk", "disk")], help_text="machine or disk."
-    )
-    endorser = django_filters.CharFilter(
-        method="collect", label="Endorser", help_text="Endorser e-mail or key fingerprint."
-    )
-    status = django_filters.ChoiceFilter(
-        method="collect",
-        label="Status",
-        choices=[(s, s) for s in selectors.STATUSES],
-        empty_label="valid",
-        help_text="Status of the matching latest entry; default valid.",
-    )
-    location = django_filters.ChoiceFilter(
-        method="collect",
-        label="Location",
-        choices=[("web", "with a download location"), ("none", "without"), ("all", "all")],
-        empty_label="all",
-        help_text="web: has a download location; none: has none; default all.",
-    )
-    ordering = django_filters.ChoiceFilter(
-        method="collect",
-        label="Sort by",
-        choices=[(o, ORDERING_LABELS[o]) for o in selectors.ORDERINGS],
-        empty_label="newest first",
-        help_text="Sort order; default -updated (newest endorsement first).",
-    )
-
-    class Meta:
-        model = Image
-        fields: list[str] = []
-
-    def collect(self, queryset: QuerySet[Image], name: str, value: Any) -> QuerySet[Image]:
-        return queryset
-
-    def filter_queryset(self, queryset: QuerySet[Image]) -> QuerySet[Image]:
-        criteria = {name: value for name, value in self.form.cleaned_data.items() if value not in (None, "")}
-        return selectors.image_search(images=queryset, **criteria)
-
-
-class ImageListApi(generics.ListAPIView):
-    """Search images. Each result carries every endorser's latest entry and its status."""
-
-    permission_classes = [permissions.AllowAny]
-    serializer_class = ImageSerializer
-    filterset_class = ImageSearchFilter
-
-    def get_queryset(self) -> QuerySet[Image]:
-        return selectors.image_list()
-
-    def get_serializer_context(self) -> dict[str, Any]:
-        # One clock for the whole page, so that every status in it is judged at the same moment.
-        return {**super().get_serializer_context(), "now": timezone.now()}
-
-
-class ImageDetailApi(APIView):
-    permission_classes = [permissions.AllowAny]
-
-    @extend_schema(operation_id="marketplace_images_retrieve", responses={200: ImageSerializer, 404: ERROR})
-    def get(self, request: Request, identifier: str) -> Response:
-        image = selectors.image_get(identifier=identifier)
-        selectors.image_show(image)
-        return Response(ImageSerializer(image, context={"request": request}).data)
-
-
-# --- Endorsers --------------------------------------------------------------------------------------------------
-
-
-class EndorserFilter(django_filters.FilterSet):
-    q = django_filters.CharFilter(method="collect", help_text="Part of the e-mail or user ID.")
-
-    class Meta:
-        model = Endorser
-        fields: list[str] = []
-
-    def collect(self, queryset: QuerySet[Endorser], name: str, value: str) -> QuerySet[Endorser]:
-        return queryset
-
-    def filter_queryset(self, queryset: QuerySet[Endorser]) -> QuerySet[Endorser]:
-        return selectors.endorser_list(q=self.form.cleaned_data.get("q") or "")
-
-
-class EndorserListApi(generics.ListAPIView):
-    permission_classes = [permissions.AllowAny]
-    serializer_class = EndorserSerializer
-    filterset_class = EndorserFilter
-
-    def get_queryset(self) -> QuerySet[Endorser]:
-        return selectors.endorser_list()
-
-
-class EndorserHistoryFilter(django_filters.FilterSet):
-    identifier = django_filters.CharFilter(field_name="image__identifier", help_text="One image only.")
-
-    class Meta:
-        model = Entry
-        fields: list[str] = []
-
-
-class EndorserHistoryApi(generics.ListAPIView):
-    """Every entry one endorser has signed, newest first."""
-
-    permission_classes = [permissions.AllowAny]
-    serializer_class = EntrySummarySerializer
-    filterset_class = EndorserHistoryFilter
-
-    @extend_schema(operation_id="marketplace_endorsers_history")
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
-
-    def get_queryset(self) -> QuerySet[Entry]:
-        if getattr(self, "swagger_fake_view", False):
-            return Entry.objects.none()
-        endorser = selectors.endorser_get(email=self.kwargs["email"])
-        return selectors.endorser_history(endorser=endorser)
-
-
-# --- The account's OpenPGP keys --------------------------------------------------------------------------------
-
-
-class PgpKeyListApi(generics.ListAPIView):
-    """Your registered OpenPGP keys; POST registers one (its user IDs must include your e-mail)."""
-
-    permission_classes = [permissions.IsAuthenticated]
-    serializer_class = PgpKeySerializer
-
-    class InputSerializer(serializers.Serializer):
-        armored = serializers.CharField(max_length=200_000, trim_whitespace=False)
-
-    def get_queryset(self) -> QuerySet[PgpKey]:
-        return selectors.pgp_key_list(actor=self.request.user)
-
-    @extend_schema(
-        operation_id="accounts_pgp_keys_create",
-        request=InputSerializer,
-        responses={201: PgpKeySerializer, 400: ERROR, 409: ERROR},
-    )
-    @idempotent
-    def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        key = services.pgp_key_register(actor=request.user, armored=data.validated_data["armored"])
-        return Response(PgpKeySerializer(key).data, status=status.HTTP_201_CREATED)
-
-
-class PgpKeyRevokeApi(APIView):
-    """Revoke a key (its owner or staff): entries it signed stop counting as endorsements from now."""
-
-    permission_classes = [permissions.IsAuthenticated]
-
-    @extend_schema(
-        operation_id="accounts_pgp_keys_revoke", request=None, responses={200: PgpKeySerializer, 404: ERROR, 409: ERROR}
-    )
-    def post(self, request: Request, fingerprint: str) -> Response:
-        key = services.pgp_key_revoke(actor=request.user, fingerprint=fingerprint)
-        return Response(PgpKeySerializer(key).data)

@@ -16,9 +16,10 @@ from core.idempotency import idempotent
 from marketplace import policy, selectors, services
 from marketplace.api.entries import ERROR, EntryDetailSerializer, entry_created_response
 from marketplace.models import SitePolicy
-from marketplace.policy import PolicyInvalid, PolicyRules
+from marketplace.policy import PolicyRules, read_rules
 from marketplace.policy.serializers import (
     DecisionSerializer,
+    DryRunSerializer,
     PolicyInputSerializer,
     PolicyRulesSerializer,
     PolicySerializer,
@@ -47,10 +48,6 @@ class ImagePolicyApi(APIView):
 # --- The policy ----------------------------------------------------------------------------------------------
 
 
-# Keys of the GET answer that a PUT may send back unchanged: a client can edit what it read.
-READ_ONLY = ("id", "created", "created_by")
-
-
 def policy_json(row: SitePolicy | None) -> dict[str, Any]:
     rules = PolicyRules.from_json(row.rules) if row is not None else PolicyRules()
     return {
@@ -60,17 +57,6 @@ def policy_json(row: SitePolicy | None) -> dict[str, Any]:
         "note": row.note if row else "",
         **rules.to_json(),
     }
-
-
-def read_rules(data: Any) -> tuple[PolicyRules, str]:
-    """The rules and note of a request body; every bad field named at once (400 ``policy-invalid``)."""
-    if not isinstance(data, dict):
-        raise PolicyInvalid("The body must be a JSON object of policy rules.")
-    body = {k: v for k, v in data.items() if k not in READ_ONLY}
-    note = body.pop("note", "")
-    if not isinstance(note, str):
-        raise PolicyInvalid("note must be a string", extra={"errors": {"note": "note must be a string"}})
-    return PolicyRules.from_json(body), note
 
 
 class AdminPolicyApi(APIView):
@@ -95,21 +81,6 @@ class AdminPolicyApi(APIView):
         rules, note = read_rules(request.data)
         row, _changed = services.policy_change(actor=request.user, rules=rules, note=note, source="api")
         return Response(policy_json(row))
-
-
-class DryRunChangeSerializer(serializers.Serializer):
-    identifier = serializers.CharField()
-    title = serializers.CharField()
-    reason = serializers.CharField()
-
-
-class DryRunSerializer(serializers.Serializer):
-    evaluated = serializers.IntegerField(help_text="Images evaluated.")
-    denied_before = serializers.IntegerField(help_text="Denied under the active policy.")
-    denied_after = serializers.IntegerField(help_text="Denied under the proposed policy.")
-    newly_denied = DryRunChangeSerializer(many=True)
-    newly_allowed = DryRunChangeSerializer(many=True)
-    active_policy = serializers.IntegerField(allow_null=True, help_text="The active policy compared against.")
 
 
 class AdminPolicyDryRunApi(APIView):

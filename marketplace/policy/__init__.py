@@ -1,6 +1,7 @@
 """Site policy: which images may run here, decided rule by rule with reasons (DESIGN §2.4).
 
-``rules``: the rules as a plain value and the pure engine (``evaluate_rules``), StratusLab ``policy.cfg``.
+``rules``: the rules as a plain value (read from a request body by ``read_rules``) and the pure engine
+(``evaluate_rules``), StratusLab ``policy.cfg``.
 ``evaluation``: the same rules against the Marketplace's data: :func:`evaluate` (the function compute and
 storage call before an image is used), :func:`dry_run` (what a proposed policy would change).
 """
@@ -30,6 +31,7 @@ from marketplace.policy.rules import (
     RequiredEndorsers,
     RuleResult,
     evaluate_rules,
+    read_rules,
     rules_from_policy_cfg,
 )
 
@@ -54,5 +56,6 @@ __all__ = [
     "evaluate_all",
     "evaluate_rules",
     "image_facts",
+    "read_rules",
     "rules_from_policy_cfg",
 ]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import configparser
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from core.errors import ApplicationError
 
@@ -170,6 +170,22 @@ def _read_required(raw: Any, problems: dict[str, str]) -> RequiredEndorsers | No
     return RequiredEndorsers(k=k, of=of)
 
 
+# Keys of the API's GET answer that a PUT may send back unchanged: a client can edit what it read.
+_READ_ONLY = ("id", "created", "created_by")
+
+
+def read_rules(data: Any) -> tuple[PolicyRules, str]:
+    """The rules and note of a request body (the API's, the console's confirmation); every bad field named at
+    once (``policy-invalid``)."""
+    if not isinstance(data, dict):
+        raise PolicyInvalid("The body must be a JSON object of policy rules.")
+    body = {k: v for k, v in data.items() if k not in _READ_ONLY}
+    note = body.pop("note", "")
+    if not isinstance(note, str):
+        raise PolicyInvalid("note must be a string", extra={"errors": {"note": "note must be a string"}})
+    return PolicyRules.from_json(body), note
+
+
 # --- facts and decisions -------------------------------------------------------------------------------
 
 
@@ -272,204 +288,246 @@ def _listing(items: Iterable[str]) -> str:
     return ", ".join(items)
 
 
+# --- the engine: one function per rule (the claim rules as one family), run in the order of DESIGN §2.4 -------
+
+Trusted = tuple[EndorsementFact, ...]
+
+
+class Step(NamedTuple):
+    """The lines one rule wrote, and the current endorsements the site still trusts after it."""
+
+    results: tuple[RuleResult, ...]
+    trusted: Trusted
+
+
+RuleCheck = Callable[[PolicyRules, ImageFacts, Trusted], Step]
+
+
+# Endorser lists filter which current endorsements the site trusts.
+def _endorsers_allow(rules: PolicyRules, facts: ImageFacts, trusted: Trusted) -> Step:
+    if not rules.endorsers_allow:
+        return Step((_na("endorsers_allow", "any endorser is allowed"),), trusted)
+    kept = tuple(e for e in trusted if any(e.matches(a) for a in rules.endorsers_allow))
+    if kept:
+        result = RuleResult("endorsers_allow", "passed", f"endorsed by allowed {_listing(e.label for e in kept)}")
+    else:
+        result = RuleResult("endorsers_allow", "failed", "no current endorsement is from an allowed endorser")
+    return Step((result,), kept)
+
+
+def _endorsers_deny(rules: PolicyRules, facts: ImageFacts, trusted: Trusted) -> Step:
+    if not rules.endorsers_deny:
+        return Step((_na("endorsers_deny", "no endorser is denied"),), trusted)
+    denied = [e for e in trusted if any(e.matches(d) for d in rules.endorsers_deny)]
+    kept = tuple(e for e in trusted if e not in denied)
+    if denied and not kept:
+        reason = f"only denied endorsers endorse it: {_listing(e.label for e in denied)}"
+        result = RuleResult("endorsers_deny", "failed", reason)
+    elif denied:
+        result = RuleResult(
+            "endorsers_deny", "passed", f"ignored denied endorsers: {_listing(e.label for e in denied)}"
+        )
+    else:
+        result = RuleResult("endorsers_deny", "passed", "no denied endorser endorses it")
+    return Step((result,), kept)
+
+
+def _images_allow(rules: PolicyRules, facts: ImageFacts, trusted: Trusted) -> Step:
+    if not rules.images_allow:
+        return Step((_na("images_allow", "any image is allowed"),), trusted)
+    ok = facts.identifier in rules.images_allow
+    reason = "the image is on the allow list" if ok else f"{facts.identifier} is not on the allow list"
+    return Step((RuleResult("images_allow", "passed" if ok else "failed", reason),), trusted)
+
+
+def _images_deny(rules: PolicyRules, facts: ImageFacts, trusted: Trusted) -> Step:
+    if not rules.images_deny:
+        return Step((_na("images_deny", "no image is denied"),), trusted)
+    bad = facts.identifier in rules.images_deny
+    reason = f"{facts.identifier} is on the deny list" if bad else "the image is not on the deny list"
+    return Step((RuleResult("images_deny", "failed" if bad else "passed", reason),), trusted)
+
+
+# The image's fixed checksums, never what its newest entry says. The SHA-1 is the identifier's own; a SHA-256
+# vouches for the image only if no other image claimed it first (a latecomer cannot borrow a trusted one),
+# while a denied checksum denies whoever claims it.
+def _sha256(facts: ImageFacts) -> str:
+    return (facts.sha256 or "").lower()
+
+
+def _digests(facts: ImageFacts) -> set[str]:
+    return {d for d in (facts.sha1.lower(), _sha256(facts)) if d}
+
+
+def _checksums_allow(rules: PolicyRules, facts: ImageFacts, trusted: Trusted) -> Step:
+    if not rules.checksums_allow:
+        return Step((_na("checksums_allow", "any checksum is allowed"),), trusted)
+    sha256 = _sha256(facts)
+    vouching = _digests(facts) - ({sha256} if facts.sha256_claimed_first_by else set())
+    ok = bool(vouching & set(rules.checksums_allow))
+    if ok:
+        reason = "its checksum is on the allow list"
+    elif sha256 in rules.checksums_allow:
+        reason = (
+            f"its SHA-256 is on the allow list, but the image {facts.sha256_claimed_first_by} claimed that "
+            "SHA-256 first: it cannot vouch for this image"
+        )
+    else:
+        reason = "neither its SHA-1 nor its SHA-256 is on the allow list"
+    return Step((RuleResult("checksums_allow", "passed" if ok else "failed", reason),), trusted)
+
+
+def _checksums_deny(rules: PolicyRules, facts: ImageFacts, trusted: Trusted) -> Step:
+    if not rules.checksums_deny:
+        return Step((_na("checksums_deny", "no checksum is denied"),), trusted)
+    hit = sorted(_digests(facts) & set(rules.checksums_deny))
+    reason = f"checksum {hit[0]} is on the deny list" if hit else "its checksums are not on the deny list"
+    return Step((RuleResult("checksums_deny", "failed" if hit else "passed", reason),), trusted)
+
+
+# Kind, OS, arch and format are each endorsement's own claims: an endorsement whose claims a rule refuses does
+# not count (like the endorser lists), and a rule fails when no trusted endorsement satisfies it. The counting
+# rules come first in DESIGN §2.4 but count only what these rules accept (``_counted``); these rules narrow the
+# trusted endorsements for the rules after them.
+_CLAIM_RULES: tuple[tuple[str, str, str], ...] = (
+    # (rule, the endorsement's attribute, how a reason names it)
+    ("kinds", "kind", "kind"),
+    ("os", "os", "OS"),
+    ("arch", "arch", "architecture"),
+    ("formats", "format", "format"),
+)
+
+
+def _claim_accepted(endorsement: EndorsementFact, claim: str, allowed_values: tuple[str, ...]) -> bool:
+    value = getattr(endorsement, claim)
+    return bool(value) and value.lower() in allowed_values
+
+
+def _refused_for_claims(rules: PolicyRules, trusted: Trusted) -> list[EndorsementFact]:
+    """The trusted endorsements whose claims one of the kind, OS, arch or format rules refuses."""
+    refused: list[EndorsementFact] = []
+    for rule, claim, _what in _CLAIM_RULES:
+        allowed_values = getattr(rules, rule)
+        if allowed_values:
+            refused.extend(e for e in trusted if not _claim_accepted(e, claim, allowed_values) and e not in refused)
+    return refused
+
+
+def _claim_result(rule: str, claim: str, what: str, allowed_values: tuple[str, ...], trusted: Trusted) -> RuleResult:
+    if not allowed_values:
+        return _na(rule, f"any {what} is allowed")
+    good = [e for e in trusted if _claim_accepted(e, claim, allowed_values)]
+    refused_by = [e for e in trusted if e not in good]
+    if good:
+        by_value: dict[str, list[str]] = {}
+        for e in good:
+            by_value.setdefault(getattr(e, claim), []).append(e.label)
+        reason = "; ".join(f"{what} {value} is allowed ({_listing(who)})" for value, who in by_value.items())
+        if refused_by:
+            reason += "; not counted: " + _listing(
+                f"{e.label} claims {getattr(e, claim)}" if getattr(e, claim) else f"{e.label} declares no {what}"
+                for e in refused_by
+            )
+        return RuleResult(rule, "passed", reason)
+    if refused_by:
+        reason = "; ".join(
+            f"{what} {getattr(e, claim)} is not one of {_listing(allowed_values)} (claimed by {e.label})"
+            if getattr(e, claim)
+            else f"{e.label} declares no {what}; allowed: {_listing(allowed_values)}"
+            for e in refused_by
+        )
+        return RuleResult(rule, "failed", reason)
+    reason = f"no trusted current endorsement claims a {what}; allowed: {_listing(allowed_values)}"
+    return RuleResult(rule, "failed", reason)
+
+
+def _claims(rules: PolicyRules, facts: ImageFacts, trusted: Trusted) -> Step:
+    """``kinds``, ``os``, ``arch`` and ``formats``, each judging the same trusted endorsements."""
+    results = tuple(
+        _claim_result(rule, claim, what, getattr(rules, rule), trusted) for rule, claim, what in _CLAIM_RULES
+    )
+    refused = _refused_for_claims(rules, trusted)
+    return Step(results, tuple(e for e in trusted if e not in refused))
+
+
+def _counted(rules: PolicyRules, trusted: Trusted) -> Trusted:
+    """What the counting rules count: the trusted endorsements whose claims the claim rules accept."""
+    refused = _refused_for_claims(rules, trusted)
+    return tuple(e for e in trusted if e not in refused)
+
+
+def _min_endorsements(rules: PolicyRules, facts: ImageFacts, trusted: Trusted) -> Step:
+    if not rules.min_endorsements:
+        return Step((_na("min_endorsements", "no minimum"),), trusted)
+    refused = _refused_for_claims(rules, trusted)
+    count = sum(e not in refused for e in trusted)
+    not_current = sum(not e.is_current for e in facts.endorsements)
+    ignored = f" ({not_current} expired, deprecated or revoked not counted)" if not_current else ""
+    if refused:
+        ignored += f" ({len(refused)} not counted: claims outside the kind, OS, arch or format rules)"
+    ok = count >= rules.min_endorsements
+    reason = f"{count} current endorsement{'s' if count != 1 else ''}, {rules.min_endorsements} required{ignored}"
+    return Step((RuleResult("min_endorsements", "passed" if ok else "failed", reason),), trusted)
+
+
+def _required_endorsers(rules: PolicyRules, facts: ImageFacts, trusted: Trusted) -> Step:
+    if not rules.required_endorsers:
+        return Step((_na("required_endorsers", "no endorsers are required"),), trusted)
+    req = rules.required_endorsers
+    counted = _counted(rules, trusted)
+    present = [name for name in req.of if any(e.matches(name) for e in counted)]
+    missing = [name for name in req.of if name not in present]
+    ok = len(present) >= req.k
+    reason = f"{len(present)} of the {req.k} required from [{_listing(req.of)}] endorse it"
+    if not ok:
+        reason += f"; missing: {_listing(missing)}"
+    return Step((RuleResult("required_endorsers", "passed" if ok else "failed", reason),), trusted)
+
+
+def _max_bytes(rules: PolicyRules, facts: ImageFacts, trusted: Trusted) -> Step:
+    if rules.max_bytes is None:
+        return Step((_na("max_bytes", "any size is allowed"),), trusted)
+    if facts.bytes is None:
+        return Step((RuleResult("max_bytes", "failed", "the image declares no size"),), trusted)
+    ok = facts.bytes <= rules.max_bytes
+    reason = f"{facts.bytes} bytes, at most {rules.max_bytes} allowed"
+    return Step((RuleResult("max_bytes", "passed" if ok else "failed", reason),), trusted)
+
+
+def _require_location(rules: PolicyRules, facts: ImageFacts, trusted: Trusted) -> Step:
+    if not rules.require_location:
+        return Step((_na("require_location", "a location is not required"),), trusted)
+    locations = [url for e in trusted for url in e.locations]
+    if locations:
+        return Step((RuleResult("require_location", "passed", f"downloadable from {locations[0]}"),), trusted)
+    reason = "no trusted current endorsement gives a location to download it from"
+    return Step((RuleResult("require_location", "failed", reason),), trusted)
+
+
+# The rules in the order of DESIGN §2.4, which is the order of the decision's lines.
+RULE_CHECKS: tuple[RuleCheck, ...] = (
+    _endorsers_allow,
+    _endorsers_deny,
+    _images_allow,
+    _images_deny,
+    _checksums_allow,
+    _checksums_deny,
+    _min_endorsements,
+    _required_endorsers,
+    _claims,
+    _max_bytes,
+    _require_location,
+)
+
+
 def evaluate_rules(rules: PolicyRules, facts: ImageFacts) -> Decision:
     """Every rule, in the order of DESIGN §2.4, with why it passed, failed or did not apply."""
     results: list[RuleResult] = []
-    current = [e for e in facts.endorsements if e.is_current]
-    not_counted = [e for e in facts.endorsements if not e.is_current]
-
-    # Endorser lists filter which current endorsements the site trusts.
-    trusted = list(current)
-    if rules.endorsers_allow:
-        kept = [e for e in trusted if any(e.matches(a) for a in rules.endorsers_allow)]
-        if kept:
-            results.append(
-                RuleResult("endorsers_allow", "passed", f"endorsed by allowed {_listing(e.label for e in kept)}")
-            )
-        else:
-            results.append(
-                RuleResult("endorsers_allow", "failed", "no current endorsement is from an allowed endorser")
-            )
-        trusted = kept
-    else:
-        results.append(_na("endorsers_allow", "any endorser is allowed"))
-    if rules.endorsers_deny:
-        denied = [e for e in trusted if any(e.matches(d) for d in rules.endorsers_deny)]
-        trusted = [e for e in trusted if e not in denied]
-        if denied and not trusted:
-            results.append(
-                RuleResult(
-                    "endorsers_deny", "failed", f"only denied endorsers endorse it: {_listing(e.label for e in denied)}"
-                )
-            )
-        elif denied:
-            results.append(
-                RuleResult("endorsers_deny", "passed", f"ignored denied endorsers: {_listing(e.label for e in denied)}")
-            )
-        else:
-            results.append(RuleResult("endorsers_deny", "passed", "no denied endorser endorses it"))
-    else:
-        results.append(_na("endorsers_deny", "no endorser is denied"))
-
-    if rules.images_allow:
-        ok = facts.identifier in rules.images_allow
-        results.append(
-            RuleResult(
-                "images_allow",
-                "passed" if ok else "failed",
-                "the image is on the allow list" if ok else f"{facts.identifier} is not on the allow list",
-            )
-        )
-    else:
-        results.append(_na("images_allow", "any image is allowed"))
-    if rules.images_deny:
-        bad = facts.identifier in rules.images_deny
-        results.append(
-            RuleResult(
-                "images_deny",
-                "failed" if bad else "passed",
-                f"{facts.identifier} is on the deny list" if bad else "the image is not on the deny list",
-            )
-        )
-    else:
-        results.append(_na("images_deny", "no image is denied"))
-
-    # The image's fixed checksums, never what its newest entry says. The SHA-1 is the identifier's own; a SHA-256
-    # vouches for the image only if no other image claimed it first (a latecomer cannot borrow a trusted one),
-    # while a denied checksum denies whoever claims it.
-    sha256 = (facts.sha256 or "").lower()
-    digests = {d for d in (facts.sha1.lower(), sha256) if d}
-    if rules.checksums_allow:
-        vouching = digests - ({sha256} if facts.sha256_claimed_first_by else set())
-        ok = bool(vouching & set(rules.checksums_allow))
-        if ok:
-            reason = "its checksum is on the allow list"
-        elif sha256 in rules.checksums_allow:
-            reason = (
-                f"its SHA-256 is on the allow list, but the image {facts.sha256_claimed_first_by} claimed that "
-                "SHA-256 first: it cannot vouch for this image"
-            )
-        else:
-            reason = "neither its SHA-1 nor its SHA-256 is on the allow list"
-        results.append(RuleResult("checksums_allow", "passed" if ok else "failed", reason))
-    else:
-        results.append(_na("checksums_allow", "any checksum is allowed"))
-    if rules.checksums_deny:
-        hit = sorted(digests & set(rules.checksums_deny))
-        results.append(
-            RuleResult(
-                "checksums_deny",
-                "failed" if hit else "passed",
-                f"checksum {hit[0]} is on the deny list" if hit else "its checksums are not on the deny list",
-            )
-        )
-    else:
-        results.append(_na("checksums_deny", "no checksum is denied"))
-
-    # Kind, OS, arch and format are each endorsement's own claims: an endorsement whose claims a rule refuses
-    # does not count (like the endorser lists, before the counting rules); a rule fails when no trusted
-    # endorsement satisfies it. The lines are kept for their place in the order of DESIGN §2.4.
-    claim_results: list[RuleResult] = []
-    claims_failed: list[EndorsementFact] = []
-    for rule, allowed_values, claim, what in (
-        ("kinds", rules.kinds, "kind", "kind"),
-        ("os", rules.os, "os", "OS"),
-        ("arch", rules.arch, "arch", "architecture"),
-        ("formats", rules.formats, "format", "format"),
-    ):
-        if not allowed_values:
-            claim_results.append(_na(rule, f"any {what} is allowed"))
-            continue
-        good = [e for e in trusted if getattr(e, claim) and getattr(e, claim).lower() in allowed_values]
-        refused_by = [e for e in trusted if e not in good]
-        claims_failed.extend(e for e in refused_by if e not in claims_failed)
-        if good:
-            by_value: dict[str, list[str]] = {}
-            for e in good:
-                by_value.setdefault(getattr(e, claim), []).append(e.label)
-            reason = "; ".join(f"{what} {value} is allowed ({_listing(who)})" for value, who in by_value.items())
-            if refused_by:
-                reason += "; not counted: " + _listing(
-                    f"{e.label} claims {getattr(e, claim)}" if getattr(e, claim) else f"{e.label} declares no {what}"
-                    for e in refused_by
-                )
-            claim_results.append(RuleResult(rule, "passed", reason))
-        elif refused_by:
-            reason = "; ".join(
-                f"{what} {getattr(e, claim)} is not one of {_listing(allowed_values)} (claimed by {e.label})"
-                if getattr(e, claim)
-                else f"{e.label} declares no {what}; allowed: {_listing(allowed_values)}"
-                for e in refused_by
-            )
-            claim_results.append(RuleResult(rule, "failed", reason))
-        else:
-            claim_results.append(
-                RuleResult(
-                    rule,
-                    "failed",
-                    f"no trusted current endorsement claims a {what}; allowed: {_listing(allowed_values)}",
-                )
-            )
-    trusted = [e for e in trusted if e not in claims_failed]
-
-    count = len(trusted)
-    ignored = f" ({len(not_counted)} expired, deprecated or revoked not counted)" if not_counted else ""
-    if claims_failed:
-        ignored += f" ({len(claims_failed)} not counted: claims outside the kind, OS, arch or format rules)"
-    if rules.min_endorsements:
-        ok = count >= rules.min_endorsements
-        results.append(
-            RuleResult(
-                "min_endorsements",
-                "passed" if ok else "failed",
-                f"{count} current endorsement{'s' if count != 1 else ''}, {rules.min_endorsements} required{ignored}",
-            )
-        )
-    else:
-        results.append(_na("min_endorsements", "no minimum"))
-
-    if rules.required_endorsers:
-        req = rules.required_endorsers
-        present = [name for name in req.of if any(e.matches(name) for e in trusted)]
-        missing = [name for name in req.of if name not in present]
-        ok = len(present) >= req.k
-        reason = f"{len(present)} of the {req.k} required from [{_listing(req.of)}] endorse it"
-        if not ok:
-            reason += f"; missing: {_listing(missing)}"
-        results.append(RuleResult("required_endorsers", "passed" if ok else "failed", reason))
-    else:
-        results.append(_na("required_endorsers", "no endorsers are required"))
-
-    results.extend(claim_results)
-
-    if rules.max_bytes is not None:
-        if facts.bytes is None:
-            results.append(RuleResult("max_bytes", "failed", "the image declares no size"))
-        else:
-            ok = facts.bytes <= rules.max_bytes
-            results.append(
-                RuleResult(
-                    "max_bytes", "passed" if ok else "failed", f"{facts.bytes} bytes, at most {rules.max_bytes} allowed"
-                )
-            )
-    else:
-        results.append(_na("max_bytes", "any size is allowed"))
-
-    if rules.require_location:
-        locations = [url for e in trusted for url in e.locations]
-        ok = bool(locations)
-        results.append(
-            RuleResult(
-                "require_location",
-                "passed" if ok else "failed",
-                f"downloadable from {locations[0]}"
-                if ok
-                else "no trusted current endorsement gives a location to download it from",
-            )
-        )
-    else:
-        results.append(_na("require_location", "a location is not required"))
-
+    trusted: Trusted = tuple(e for e in facts.endorsements if e.is_current)
+    for check in RULE_CHECKS:
+        step = check(rules, facts, trusted)
+        results.extend(step.results)
+        trusted = step.trusted
     failed = any(r.outcome == "failed" for r in results)
     return Decision(
         mode=rules.mode,

@@ -1,4 +1,4 @@
-"""The policy and its decisions over the API. The rule fields are built from :data:`RULE_FIELDS`."""
+"""The policy, its decisions and its dry runs over the API. The rule fields are built from :data:`RULE_FIELDS`."""
 
 from __future__ import annotations
 
@@ -29,6 +29,21 @@ class DecisionSerializer(serializers.Serializer):
         child=serializers.CharField(), help_text="The current endorsements the endorser lists kept."
     )
     rules = RuleResultSerializer(many=True, help_text="One line per rule, in the order of DESIGN §2.4.")
+
+
+class DryRunChangeSerializer(serializers.Serializer):
+    identifier = serializers.CharField()
+    title = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class DryRunSerializer(serializers.Serializer):
+    evaluated = serializers.IntegerField(help_text="Images evaluated.")
+    denied_before = serializers.IntegerField(help_text="Denied under the active policy.")
+    denied_after = serializers.IntegerField(help_text="Denied under the proposed policy.")
+    newly_denied = DryRunChangeSerializer(many=True)
+    newly_allowed = DryRunChangeSerializer(many=True)
+    active_policy = serializers.IntegerField(allow_null=True, help_text="The active policy compared against.")
 
 
 class RequiredEndorsersSerializer(serializers.Serializer):
