@@ -3,7 +3,6 @@ console and password reset. Every change goes through a service."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from django.conf import settings
@@ -14,10 +13,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpRespons
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 from django.views.decorators.http import require_http_methods, require_POST
-from rest_framework.throttling import SimpleRateThrottle
 
 from accounts import forms, selectors, services
 from accounts.quotas import quota_usage
+from accounts.throttling import password_reset_allowed
 from core import pages
 from core.errors import ApplicationError
 from core.throttling import page_throttle_wait
@@ -236,19 +235,6 @@ def console_registration_reject(request: HttpRequest, registration_id: int) -> H
 # --- password reset ---------------------------------------------------------------------------------
 
 
-class _AccountResetThrottle(SimpleRateThrottle):
-    """Counts reset mails per target address (hashed into the cache key), whoever asks for them."""
-
-    scope = "password_reset_account"
-
-    def __init__(self, email: str) -> None:
-        self.address = hashlib.sha256(email.strip().lower().encode()).hexdigest()
-        super().__init__()
-
-    def get_cache_key(self, request: Any, view: Any) -> str:
-        return self.cache_format % {"scope": self.scope, "ident": self.address}
-
-
 class PasswordResetView(auth_views.PasswordResetView):
     """Django's reset form, rate-limited per client address (``password_reset``, answered 429) and per
     account (``password_reset_account``: over it no mail goes out, and the answer is the usual one, so
@@ -269,7 +255,7 @@ class PasswordResetView(auth_views.PasswordResetView):
         return super().post(request, *args, **kwargs)
 
     def form_valid(self, form: Any) -> HttpResponse:
-        if not _AccountResetThrottle(form.cleaned_data["email"]).allow_request(self.request, None):
+        if not password_reset_allowed(self.request, email=form.cleaned_data["email"]):
             return HttpResponseRedirect(self.get_success_url())
         return super().form_valid(form)
 
