@@ -2,8 +2,10 @@
 
 Approved users become ``inetOrgPerson`` entries under ``AUTH_LDAP_USERS_OU`` and members of
 ``AUTH_LDAP_ACCESS_GROUP``; django-auth-ldap then authenticates them (see the ``# accounts`` block of
-the settings). Every call opens its own short connection bound as ``AUTH_LDAP_BIND_DN``; a directory
-that does not answer raises :class:`DirectoryUnavailable`, any other refusal :class:`DirectoryError`.
+the settings). Every call opens its own short connection bound as ``AUTH_LDAP_BIND_DN``. Failures come out
+in the house's two kinds (``core.errors``), both a :class:`DirectoryFailure`: a directory that does not answer
+raises :class:`DirectoryUnavailable` (transient: asking again may help), a refusal :class:`DirectoryError`
+(permanent) or its :class:`DirectoryEntryExists`; ``ldap.LDAPError`` never leaves this module.
 """
 
 from __future__ import annotations
@@ -22,14 +24,20 @@ import ldap.dn
 import ldap.modlist
 from django.conf import settings
 
+from core.errors import AdapterError, PermanentError, TransientError
+
 logger = logging.getLogger(__name__)
 
 
-class DirectoryError(Exception):
+class DirectoryFailure(AdapterError):
+    """The directory failed: either kind below (callers that treat both alike catch this one)."""
+
+
+class DirectoryError(DirectoryFailure, PermanentError):
     """The directory refused an operation (bad configuration, schema violation, missing group…)."""
 
 
-class DirectoryUnavailable(DirectoryError):
+class DirectoryUnavailable(DirectoryFailure, TransientError):
     """The directory did not answer (down, unreachable, timed out). Nothing was written."""
 
 
@@ -275,7 +283,7 @@ def access_group_uids() -> frozenset[str] | None:
     """The ``uid`` of every person under the users OU who is in the access group now (lower-case), or None
     when no access group is configured (everyone under the OU may log in).
 
-    Raises DirectoryUnavailable / DirectoryError, also when the group is missing: an empty answer must
+    Raises DirectoryUnavailable / DirectoryError (the latter also when the group is missing): an empty answer must
     mean an empty group, never a directory that could not be read."""
     config = _config()
     if not config.access_group:

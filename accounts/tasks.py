@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from celery import shared_task
-
 from accounts import services
+from core.workflow import task
 
 
-@shared_task(name="accounts.directory_sync", acks_late=True, reject_on_worker_lost=True)
+@task("accounts.directory_sync")
 def directory_sync() -> list[str]:
-    """Deactivate directory users who left the access group (every ``AUTH_LDAP_SYNC_SECONDS``)."""
-    return services.directory_users_sync()
+    """Deactivate directory users who left the access group (every ``AUTH_LDAP_SYNC_SECONDS``); a directory
+    that does not answer is asked again with backoff, and a refusal fails the run (nobody is changed)."""
+    return services.directory_users_sync_attempt()

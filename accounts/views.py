@@ -3,33 +3,26 @@ console and password reset. Every change goes through a service."""
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 from django.views.decorators.http import require_http_methods, require_POST
-from rest_framework.throttling import SimpleRateThrottle
 
 from accounts import forms, selectors, services
 from accounts.quotas import quota_usage
-from core.errors import ApplicationError, NotFound
+from accounts.throttling import password_reset_allowed
+from core import pages
+from core.errors import ApplicationError
 from core.throttling import page_throttle_wait
 
-
-def _found(fetch: Callable[[], Any]) -> Any:
-    """Run an ``access_*`` selector for a page: missing or not yours is the HTML 404."""
-    try:
-        return fetch()
-    except NotFound:
-        raise Http404 from None
+# Only for marketplace/views.py until it imports core.pages.staff_required (changed in parallel); goes at the merge.
+staff_required = pages.staff_required
 
 
 def register(request: HttpRequest) -> HttpResponse:
@@ -162,8 +155,9 @@ def profile_ssh_key_add(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
+@pages.error_pages
 def profile_ssh_key_delete(request: HttpRequest, key_id: int) -> HttpResponse:
-    key = _found(lambda: selectors.access_ssh_key(actor=request.user, key_id=key_id))
+    key = selectors.access_ssh_key(actor=request.user, key_id=key_id)
     services.ssh_key_delete(actor=request.user, key=key)
     messages.success(request, f"SSH key {key.name} deleted.")
     return redirect("profile")
@@ -186,8 +180,9 @@ def profile_token_create(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
+@pages.error_pages
 def profile_token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
-    token = _found(lambda: selectors.access_api_token(actor=request.user, token_id=token_id))
+    token = selectors.access_api_token(actor=request.user, token_id=token_id)
     services.api_token_revoke(actor=request.user, token=token)
     messages.success(request, f"Token {token.name} revoked.")
     return redirect("profile")
@@ -196,21 +191,7 @@ def profile_token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
 # --- staff console ----------------------------------------------------------------------------------
 
 
-def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Anonymous users go to the login page; signed-in users who are not staff get 403."""
-
-    @login_required
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not request.user.is_staff:
-            raise DjangoPermissionDenied
-        return view(request, *args, **kwargs)
-
-    wrapped.__name__ = view.__name__
-    wrapped.__doc__ = view.__doc__
-    return wrapped
-
-
-@staff_required
+@pages.staff_required
 @require_http_methods(["GET"])
 def console_registrations(request: HttpRequest) -> HttpResponse:
     context = {
@@ -221,10 +202,11 @@ def console_registrations(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/console_registrations.html", context)
 
 
-@staff_required
+@pages.staff_required
 @require_POST
+@pages.error_pages
 def console_registration_approve(request: HttpRequest, registration_id: int) -> HttpResponse:
-    registration = _found(lambda: selectors.access_registration(actor=request.user, registration_id=registration_id))
+    registration = selectors.access_registration(actor=request.user, registration_id=registration_id)
     try:
         services.registration_approve(actor=request.user, registration=registration)
     except ApplicationError as exc:
@@ -234,10 +216,11 @@ def console_registration_approve(request: HttpRequest, registration_id: int) -> 
     return redirect("console-registrations")
 
 
-@staff_required
+@pages.staff_required
 @require_POST
+@pages.error_pages
 def console_registration_reject(request: HttpRequest, registration_id: int) -> HttpResponse:
-    registration = _found(lambda: selectors.access_registration(actor=request.user, registration_id=registration_id))
+    registration = selectors.access_registration(actor=request.user, registration_id=registration_id)
     form = forms.RejectForm(request.POST)
     reason = form.cleaned_data["reason"] if form.is_valid() else ""
     try:
@@ -250,19 +233,6 @@ def console_registration_reject(request: HttpRequest, registration_id: int) -> H
 
 
 # --- password reset ---------------------------------------------------------------------------------
-
-
-class _AccountResetThrottle(SimpleRateThrottle):
-    """Counts reset mails per target address (hashed into the cache key), whoever asks for them."""
-
-    scope = "password_reset_account"
-
-    def __init__(self, email: str) -> None:
-        self.address = hashlib.sha256(email.strip().lower().encode()).hexdigest()
-        super().__init__()
-
-    def get_cache_key(self, request: Any, view: Any) -> str:
-        return self.cache_format % {"scope": self.scope, "ident": self.address}
 
 
 class PasswordResetView(auth_views.PasswordResetView):
@@ -285,7 +255,7 @@ class PasswordResetView(auth_views.PasswordResetView):
         return super().post(request, *args, **kwargs)
 
     def form_valid(self, form: Any) -> HttpResponse:
-        if not _AccountResetThrottle(form.cleaned_data["email"]).allow_request(self.request, None):
+        if not password_reset_allowed(self.request, email=form.cleaned_data["email"]):
             return HttpResponseRedirect(self.get_success_url())
         return super().form_valid(form)
 

@@ -1,4 +1,8 @@
-"""Fixtures for the whole suite: the cast of users, API clients and a real Celery worker."""
+"""Fixtures for the whole suite: the cast of users, API clients and a real Celery worker.
+
+The cast: ``owner`` manages the shared ``project`` (and owns what the tests give them), ``member`` is a plain
+member of it, ``outsider`` is signed in but in no project of theirs, ``staff`` is a site administrator who is
+not in the project. Permission matrices say (method, URL, role) for these four, and ``anonymous``."""
 
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from django.core.cache import cache
 from django.db import connection
 from rest_framework.test import APIClient
 
+from accounts.models import Project
+from accounts.services import project_create, project_member_add
 from tests.factories import StaffFactory, UserFactory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +46,20 @@ def outsider(db):
 @pytest.fixture
 def staff(db):
     return StaffFactory(username="staff")
+
+
+@pytest.fixture
+def member(db):
+    """A plain member (role ``member``, not manager) of ``project``; request ``project`` for the membership."""
+    return UserFactory(username="member")
+
+
+@pytest.fixture
+def project(owner, member, staff) -> Project:
+    """The shared project ``climate``, made by ``staff``: ``owner`` manages it, ``member`` is a plain member."""
+    project = project_create(actor=staff, name="climate", manager=owner)
+    project_member_add(actor=owner, project=project, user=member, role="member")
+    return project
 
 
 @pytest.fixture

@@ -280,6 +280,57 @@ def test_a_directory_that_cannot_be_read_deactivates_nobody(slapd, settings):
     assert user.is_active
 
 
+def _directory_user(username: str) -> User:
+    from tests.factories import UserFactory
+
+    user = UserFactory(username=username)
+    user.set_unusable_password()
+    user.save()
+    return user
+
+
+def test_a_directory_outage_during_the_sync_is_transient_retried_and_changes_nothing(slapd, settings):
+    from unittest import mock
+
+    from accounts.tasks import directory_sync
+    from core.errors import TransientError
+    from core.models import AuditEntry
+    from core.workflow import TASK_MAX_RETRIES
+
+    apply_ldap_settings(settings, f"ldap://127.0.0.1:{free_port()}")  # nothing listens there
+    user = _directory_user("someone")
+    real = directory.access_group_uids
+    with mock.patch.object(directory, "access_group_uids", autospec=True, side_effect=real) as read:
+        run = directory_sync.apply()
+    assert run.failed()
+    assert isinstance(run.result, directory.DirectoryUnavailable)
+    assert isinstance(run.result, TransientError)
+    assert read.call_count == 1 + TASK_MAX_RETRIES  # asked again, up to the house bound
+    user.refresh_from_db()
+    assert user.is_active
+    assert not AuditEntry.objects.filter(action="accounts.user.deactivated").exists()
+
+
+def test_a_directory_that_refuses_fails_the_sync_at_once_and_changes_nothing(ldap_directory, settings):
+    from unittest import mock
+
+    from accounts.tasks import directory_sync
+    from core.errors import PermanentError
+
+    # A real refusal by slapd: the configured access group does not exist.
+    apply_ldap_settings(settings, ldap_directory.uri, access_group=f"cn=no-such-group,{USERS_OU}")
+    user = _directory_user("someone")
+    real = directory.access_group_uids
+    with mock.patch.object(directory, "access_group_uids", autospec=True, side_effect=real) as read:
+        run = directory_sync.apply()
+    assert run.failed()
+    assert isinstance(run.result, directory.DirectoryError)
+    assert isinstance(run.result, PermanentError)
+    assert read.call_count == 1
+    user.refresh_from_db()
+    assert user.is_active
+
+
 def test_the_sync_runs_on_the_beat_every_auth_ldap_sync_seconds(settings):
     entry = settings.CELERY_BEAT_SCHEDULE["accounts.directory_sync"]
     assert entry["task"] == "accounts.directory_sync"

@@ -1,8 +1,9 @@
 """Permission matrix of every accounts endpoint: (method, URL, role) → status.
 
-Roles: ``anonymous``; ``outsider`` (signed in, in no project, owns nothing); ``member`` and ``manager``
-of the project ``climate`` (the manager also owns the SSH key and the token); ``staff`` (site
-administrator, not in the project)."""
+Roles: the suite's cast (tests/conftest.py) and ``anonymous``: ``outsider`` (signed in, in no project, owns
+nothing); ``owner``, the manager of the shared project ``climate``, who also owns the SSH key and the token;
+``member``, a plain member of it (reads the project and its members, may leave, changes nobody); ``staff``
+(site administrator, not in the project)."""
 
 from __future__ import annotations
 
@@ -13,16 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from accounts.models import Project
-from accounts.services import (
-    RegistrationInput,
-    api_token_create,
-    project_create,
-    project_member_add,
-    registration_submit,
-    ssh_key_add,
-)
+from accounts.services import RegistrationInput, api_token_create, registration_submit, ssh_key_add
 from tests.accounts.conftest import confirm_email, registration_body
-from tests.factories import StaffFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -42,17 +35,10 @@ def _public_key() -> str:
 
 
 @pytest.fixture
-def world(db) -> World:
-    users = {
-        "outsider": UserFactory(username="outsider"),
-        "member": UserFactory(username="member"),
-        "manager": UserFactory(username="manager"),
-        "staff": StaffFactory(username="staff"),
-    }
-    project = project_create(actor=users["staff"], name="climate", manager=users["manager"])
-    project_member_add(actor=users["manager"], project=project, user=users["member"], role="member")
-    key = ssh_key_add(actor=users["manager"], name="laptop", public_key=_public_key())
-    token, _secret = api_token_create(actor=users["manager"], name="cli")
+def world(owner, member, outsider, staff, project) -> World:
+    users = {"outsider": outsider, "member": member, "owner": owner, "staff": staff}
+    key = ssh_key_add(actor=owner, name="laptop", public_key=_public_key())
+    token, _secret = api_token_create(actor=owner, name="cli")
     registration = registration_submit(data=RegistrationInput(**registration_body()))  # type: ignore[arg-type]
     confirm_email(registration.pk)
     return World(users, project, key.pk, token.pk, registration.pk)
@@ -61,7 +47,7 @@ def world(db) -> World:
 P = "/api/v1/accounts/projects/{project}/"
 M = "/api/v1/accounts/projects/{project}/members/"
 MEMBER = "/api/v1/accounts/projects/{project}/members/{member}/"
-MANAGER = "/api/v1/accounts/projects/{project}/members/{manager}/"
+OWNER = "/api/v1/accounts/projects/{project}/members/{owner}/"
 KEY = "/api/v1/accounts/ssh-keys/{key}/"
 TOKEN = "/api/v1/accounts/tokens/{token}/"
 REG = "/api/v1/admin/registrations/{registration}/"
@@ -73,51 +59,53 @@ MATRIX = [
     ("post", "/api/v1/accounts/registrations/", NEW_REGISTRATION,
      {"anonymous": 201, "outsider": 201, "staff": 201}),
     ("post", "/api/v1/accounts/registrations/confirmation/", {"email": "ada@example.org"},
-     {"anonymous": 202, "outsider": 202, "member": 202, "manager": 202, "staff": 202}),
+     {"anonymous": 202, "outsider": 202, "member": 202, "owner": 202, "staff": 202}),
     ("post", "/api/v1/accounts/me/email/", {"email": "new-address@example.org"},
-     {"anonymous": 401, "outsider": 202, "member": 202, "manager": 202, "staff": 202}),
+     {"anonymous": 401, "outsider": 202, "member": 202, "owner": 202, "staff": 202}),
     ("get", "/api/v1/accounts/me/", None,
-     {"anonymous": 401, "outsider": 200, "member": 200, "manager": 200, "staff": 200}),
+     {"anonymous": 401, "outsider": 200, "member": 200, "owner": 200, "staff": 200}),
     ("get", "/api/v1/accounts/projects/", None,
-     {"anonymous": 401, "outsider": 200, "member": 200, "manager": 200, "staff": 200}),
+     {"anonymous": 401, "outsider": 200, "member": 200, "owner": 200, "staff": 200}),
     ("post", "/api/v1/accounts/projects/", {"name": "astro", "manager": "member"},
-     {"anonymous": 401, "outsider": 403, "member": 403, "manager": 403, "staff": 201}),
+     {"anonymous": 401, "outsider": 403, "member": 403, "owner": 403, "staff": 201}),
     ("get", P, None,
-     {"anonymous": 401, "outsider": 404, "member": 200, "manager": 200, "staff": 404}),
+     {"anonymous": 401, "outsider": 404, "member": 200, "owner": 200, "staff": 404}),
     ("get", M, None,
-     {"anonymous": 401, "outsider": 404, "member": 200, "manager": 200, "staff": 404}),
+     {"anonymous": 401, "outsider": 404, "member": 200, "owner": 200, "staff": 404}),
     ("post", M, {"username": "outsider", "role": "member"},
-     {"anonymous": 401, "outsider": 404, "member": 403, "manager": 201, "staff": 404}),
+     {"anonymous": 401, "outsider": 404, "member": 403, "owner": 201, "staff": 404}),
     ("get", MEMBER, None,
-     {"anonymous": 401, "outsider": 404, "member": 200, "manager": 200, "staff": 404}),
+     {"anonymous": 401, "outsider": 404, "member": 200, "owner": 200, "staff": 404}),
     ("patch", MEMBER, {"role": "manager"},
-     {"anonymous": 401, "outsider": 404, "member": 403, "manager": 200, "staff": 404}),
+     {"anonymous": 401, "outsider": 404, "member": 403, "owner": 200, "staff": 404}),
     ("delete", MEMBER, None,
-     {"anonymous": 401, "outsider": 404, "member": 204, "manager": 204, "staff": 404}),
-    ("delete", MANAGER, None,
-     {"anonymous": 401, "outsider": 404, "member": 403, "manager": 409, "staff": 404}),
+     {"anonymous": 401, "outsider": 404, "member": 204, "owner": 204, "staff": 404}),
+    ("patch", OWNER, {"role": "member"},
+     {"anonymous": 401, "outsider": 404, "member": 403, "owner": 409, "staff": 404}),
+    ("delete", OWNER, None,
+     {"anonymous": 401, "outsider": 404, "member": 403, "owner": 409, "staff": 404}),
     ("get", "/api/v1/accounts/ssh-keys/", None,
-     {"anonymous": 401, "outsider": 200, "member": 200, "manager": 200, "staff": 200}),
+     {"anonymous": 401, "outsider": 200, "member": 200, "owner": 200, "staff": 200}),
     ("post", "/api/v1/accounts/ssh-keys/", {"name": "new", "public_key": "GENERATED"},
-     {"anonymous": 401, "outsider": 201, "member": 201, "manager": 201, "staff": 201}),
+     {"anonymous": 401, "outsider": 201, "member": 201, "owner": 201, "staff": 201}),
     ("get", KEY, None,
-     {"anonymous": 401, "outsider": 404, "member": 404, "manager": 200, "staff": 404}),
+     {"anonymous": 401, "outsider": 404, "member": 404, "owner": 200, "staff": 404}),
     ("delete", KEY, None,
-     {"anonymous": 401, "outsider": 404, "member": 404, "manager": 204, "staff": 404}),
+     {"anonymous": 401, "outsider": 404, "member": 404, "owner": 204, "staff": 404}),
     ("get", "/api/v1/accounts/tokens/", None,
-     {"anonymous": 401, "outsider": 200, "member": 200, "manager": 200, "staff": 200}),
+     {"anonymous": 401, "outsider": 200, "member": 200, "owner": 200, "staff": 200}),
     ("post", "/api/v1/accounts/tokens/", {"name": "new"},
-     {"anonymous": 401, "outsider": 201, "member": 201, "manager": 201, "staff": 201}),
+     {"anonymous": 401, "outsider": 201, "member": 201, "owner": 201, "staff": 201}),
     ("delete", TOKEN, None,
-     {"anonymous": 401, "outsider": 404, "member": 404, "manager": 204, "staff": 404}),
+     {"anonymous": 401, "outsider": 404, "member": 404, "owner": 204, "staff": 404}),
     ("get", "/api/v1/admin/registrations/", None,
-     {"anonymous": 401, "outsider": 403, "member": 403, "manager": 403, "staff": 200}),
+     {"anonymous": 401, "outsider": 403, "member": 403, "owner": 403, "staff": 200}),
     ("get", REG, None,
-     {"anonymous": 401, "outsider": 403, "member": 403, "manager": 403, "staff": 200}),
+     {"anonymous": 401, "outsider": 403, "member": 403, "owner": 403, "staff": 200}),
     ("post", REG + "approve/", None,
-     {"anonymous": 401, "outsider": 403, "member": 403, "manager": 403, "staff": 200}),
+     {"anonymous": 401, "outsider": 403, "member": 403, "owner": 403, "staff": 200}),
     ("post", REG + "reject/", {"reason": "no"},
-     {"anonymous": 401, "outsider": 403, "member": 403, "manager": 403, "staff": 200}),
+     {"anonymous": 401, "outsider": 403, "member": 403, "owner": 403, "staff": 200}),
 ]  # fmt: skip
 
 CASES = [
@@ -134,7 +122,7 @@ def test_permission_matrix(api, world, method, url, body, role, expected):
     target = url.format(
         project=world.project.pk,
         member=world.users["member"].pk,
-        manager=world.users["manager"].pk,
+        owner=world.users["owner"].pk,
         key=world.key_id,
         token=world.token_id,
         registration=world.registration_id,

@@ -1,26 +1,14 @@
-"""Projects, members and roles: managers manage, members look, outsiders see nothing."""
+"""Projects, members and roles: managers manage, members look, outsiders see nothing (the cast and the
+project ``climate`` come from tests/conftest.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from accounts.models import Membership, Project
-from accounts.services import project_create, project_member_add, project_personal_ensure
-from tests.factories import UserFactory
+from accounts.services import project_create, project_personal_ensure
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def member(db):
-    return UserFactory(username="member")
-
-
-@pytest.fixture
-def project(owner, member, staff) -> Project:
-    project = project_create(actor=staff, name="climate", manager=owner)
-    project_member_add(actor=owner, project=project, user=member, role="member")
-    return project
 
 
 def test_staff_create_a_project_with_its_first_manager_and_default_quota(api_as, staff, owner, settings):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
-from django.db import close_old_connections, connection, transaction
+from django.db import transaction
 from django.db.models import Sum
 
 from accounts import quotas
@@ -15,6 +14,7 @@ from accounts.quotas import QuotaExceeded, quota_release, quota_reserve, quota_s
 from accounts.services import project_personal_ensure
 from core.models import AuditEntry
 from tests.factories import UserFactory
+from tests.race import race
 
 
 @pytest.fixture
@@ -150,29 +150,15 @@ def test_me_shows_the_quota_and_usage(api_as, owner, project, vcpu_limit):
 def test_fifty_concurrent_reservations_never_exceed_the_quota():
     project = project_personal_ensure(user=UserFactory(username="racer"))
     project.quota.__class__.objects.filter(project=project).update(vcpus=10)
-    start = threading.Barrier(50)
-    outcomes: list[str] = []
-    lock = threading.Lock()
 
-    def reserve(n: int) -> None:
+    def reserve(n: int) -> str:
         try:
-            start.wait()
-            try:
-                quota_reserve(project=project, request={"vcpus": 1}, holder=f"racer:{n}")
-                outcome = "ok"
-            except QuotaExceeded as exc:
-                outcome = exc.message
-            with lock:
-                outcomes.append(outcome)
-        finally:
-            connection.close()
+            quota_reserve(project=project, request={"vcpus": 1}, holder=f"racer:{n}")
+        except QuotaExceeded as exc:
+            return exc.message
+        return "ok"
 
-    threads = [threading.Thread(target=reserve, args=(n,)) for n in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    close_old_connections()
+    outcomes = race([lambda n=n: reserve(n) for n in range(50)], timeout=120)
     assert len(outcomes) == 50
     assert outcomes.count("ok") == 10
     refusals = [o for o in outcomes if o != "ok"]
