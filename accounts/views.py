@@ -21,9 +21,6 @@ from core import pages
 from core.errors import ApplicationError
 from core.throttling import page_throttle_wait
 
-# Only for marketplace/views.py until it imports core.pages.staff_required (changed in parallel); goes at the merge.
-staff_required = pages.staff_required
-
 
 def register(request: HttpRequest) -> HttpResponse:
     form = forms.RegistrationForm(request.POST or None)

@@ -64,8 +64,8 @@ def transition(
     """Move the row ``pk`` of ``model`` from the ``allowed`` values to ``changes``; returns the changed row.
 
     Must run inside ``transaction.atomic``. When no row changed: :class:`NotFound` if the row does not exist,
-    else :class:`Conflict` with ``code`` and ``refusal(current row)`` as its message (default: the state found),
-    and ``extra`` naming the fields' current values. With ``action``, an audit entry records the change."""
+    else :class:`Conflict` with ``code`` and ``refusal(current row)`` as its message (default: the state found;
+    the error keeps the API's ``{detail, code}`` shape). With ``action``, an audit entry records the change."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("transition() must run inside transaction.atomic()")
     manager = model._default_manager
@@ -80,7 +80,7 @@ def transition(
         else:
             shown = ", ".join(f"{field} {value}" for field, value in found.items())
             message = f"This {model._meta.verbose_name} cannot change now: its {shown}."
-        raise Conflict(message, code=code, extra={"current": audit.blank_secrets(found)})
+        raise Conflict(message, code=code)
     if action:
         audit.record(actor, action, current, **{**changes, **(details or {})})
     return current

@@ -212,11 +212,11 @@ def registration_email_confirm(*, token: str) -> RegistrationRequest:
                 code="registration-decided",
                 refusal=_already_decided,
             )
-        except Conflict as refused:
+        except Conflict:
             confirmed = RegistrationRequest.objects.get(pk=registration.pk)
             if confirmed.email_confirmed is not None:
                 return confirmed
-            raise _without_state(refused) from None
+            raise
         audit.record(None, "accounts.registration.email_confirmed", current, email=current.email)
         mail_after_commit(
             template="registration_to_review",
@@ -249,35 +249,27 @@ def _already_decided(registration: RegistrationRequest) -> str:
     return f"this registration request is already {registration.status}"
 
 
-def _without_state(refused: Conflict) -> Conflict:
-    """The refusal as the API has always answered it, ``{detail, code}``: the state found is in the message."""
-    return Conflict(refused.message, code=refused.code)
-
-
 def _registration_decide(*, registration_id: int, actor: User, status: str, reason: str = "") -> RegistrationRequest:
     """Move a pending request to ``status`` (one conditional update, :func:`core.workflow.transition`); the row
     stays locked until the caller's transaction ends. Blanks the kept password hashes. The callers write the
     audit entry, with their own details."""
-    try:
-        return transition(
-            RegistrationRequest,
-            pk=registration_id,
-            allowed={"status": [RegistrationRequest.Status.PENDING]},
-            changes={
-                "status": status,
-                "decided": timezone.now(),
-                "decided_by": actor,
-                "reason": reason,
-                "password_hash": "",
-                "ldap_password_hash": "",
-            },
-            actor=actor,
-            action=None,
-            code="registration-decided",
-            refusal=_already_decided,
-        )
-    except Conflict as refused:
-        raise _without_state(refused) from None
+    return transition(
+        RegistrationRequest,
+        pk=registration_id,
+        allowed={"status": [RegistrationRequest.Status.PENDING]},
+        changes={
+            "status": status,
+            "decided": timezone.now(),
+            "decided_by": actor,
+            "reason": reason,
+            "password_hash": "",
+            "ldap_password_hash": "",
+        },
+        actor=actor,
+        action=None,
+        code="registration-decided",
+        refusal=_already_decided,
+    )
 
 
 def _require_staff(actor: User) -> None:

@@ -48,7 +48,7 @@ def test_a_transition_from_another_state_is_a_conflict_naming_the_state_found():
         _reject(registration.pk)
     assert refused.value.code == "registration-decided"
     assert "status approved" in refused.value.message
-    assert refused.value.extra == {"current": {"status": "approved"}}
+    assert refused.value.extra == {}
     assert not AuditEntry.objects.exists()
 
 
