@@ -292,10 +292,9 @@ def _directory_user(username: str) -> User:
 def test_a_directory_outage_during_the_sync_is_transient_retried_and_changes_nothing(slapd, settings):
     from unittest import mock
 
-    from accounts.tasks import directory_sync
+    from accounts.tasks import SYNC_RETRIES, directory_sync
     from core.errors import TransientError
     from core.models import AuditEntry
-    from core.workflow import TASK_MAX_RETRIES
 
     apply_ldap_settings(settings, f"ldap://127.0.0.1:{free_port()}")  # nothing listens there
     user = _directory_user("someone")
@@ -305,7 +304,7 @@ def test_a_directory_outage_during_the_sync_is_transient_retried_and_changes_not
     assert run.failed()
     assert isinstance(run.result, directory.DirectoryUnavailable)
     assert isinstance(run.result, TransientError)
-    assert read.call_count == 1 + TASK_MAX_RETRIES  # asked again, up to the house bound
+    assert read.call_count == 1 + SYNC_RETRIES  # asked again, up to the task's bound
     user.refresh_from_db()
     assert user.is_active
     assert not AuditEntry.objects.filter(action="accounts.user.deactivated").exists()
