@@ -15,6 +15,7 @@ from core.errors import ApplicationError, Conflict
 from core.models import AuditEntry
 from marketplace import metadata, policy, services, signing
 from marketplace.models import Entry, Image, SiteKey
+from marketplace.policy.services import policy_change
 from marketplace.signing.gpg import gpg_for
 from tests.marketplace.conftest import IMAGE, SITE_EMAIL, T0, unsigned_entry
 
@@ -197,9 +198,7 @@ def test_site_key_api_is_404_before_there_is_a_key(api, db):
 
 
 def test_site_endorsement_counts_for_the_policy(creators_image, site_key, staff):
-    services.policy_change(
-        actor=staff, rules=policy.PolicyRules.from_json({"required_endorsers": {"k": 1, "of": ["site"]}})
-    )
+    policy_change(actor=staff, rules=policy.PolicyRules.from_json({"required_endorsers": {"k": 1, "of": ["site"]}}))
     assert not policy.evaluate(creators_image).allowed
     services.image_site_endorse(actor=staff, image=creators_image)
     assert policy.evaluate(creators_image).allowed
