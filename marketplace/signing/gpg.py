@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeAlias
 
 import gnupg
 from django.conf import settings
@@ -37,7 +38,7 @@ ARMOR_RE = re.compile(r"-----BEGIN PGP SIGNATURE-----\r?\n.*\r?\n-----END PGP SI
 # python-gnupg logs every non-zero gpg exit as a warning; a refused signature is an answer, not an incident.
 logging.getLogger("gnupg").setLevel(logging.ERROR)
 
-Gpg = gnupg.GPG
+Gpg: TypeAlias = gnupg.GPG  # what the other signing modules hold a keyring by, without importing gnupg
 
 
 class SigningError(AdapterError):
