@@ -58,15 +58,26 @@ def _image_file(directory: Path, demo: DemoImage) -> Path:
     return path
 
 
+def _signed(document: bytes, *, home: Path, key: signing.KeyInfo, now: dt.datetime) -> bytes:
+    """``document`` signed with the creator's demo key; gpg's refusals and failures as application errors."""
+    with services.gpg_errors():
+        return signing.sign(
+            document, gnupghome=home, fingerprint=key.fingerprint, passphrase=CREATOR_KEY_PASSPHRASE, now=now
+        )
+
+
 def marketplace_demo_seed(*, creator: Any, staff: Any) -> list[Image]:
     """Register ``creator``'s demo key and upload the demo entries that are not there yet."""
     var_dir = Path(settings.VAR_DIR)
     home = var_dir / "demo-creator-gnupg"
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key = signing.secret_key_find(gnupghome=home, email=creator.email)
-    if key is None:
-        name = creator.get_full_name() or creator.get_username()
-        key = signing.key_generate(gnupghome=home, name=name, email=creator.email, passphrase=CREATOR_KEY_PASSPHRASE)
+    with services.gpg_errors():
+        key = signing.secret_key_find(gnupghome=home, email=creator.email)
+        if key is None:
+            name = creator.get_full_name() or creator.get_username()
+            key = signing.key_generate(
+                gnupghome=home, name=name, email=creator.email, passphrase=CREATOR_KEY_PASSPHRASE
+            )
     if not PgpKey.objects.filter(fingerprint=key.fingerprint).exists():
         services.pgp_key_register(actor=creator, armored=key.armored)
 
@@ -95,19 +106,11 @@ def marketplace_demo_seed(*, creator: Any, staff: Any) -> list[Image]:
             "valid": when + dt.timedelta(days=365),
         }
         document = metadata.build(image_bytes=size, checksums=checksums, **fields)
-        signed = signing.sign(
-            document, gnupghome=home, fingerprint=key.fingerprint, passphrase=CREATOR_KEY_PASSPHRASE, now=when
-        )
+        signed = _signed(document, home=home, key=key, now=when)
         entry = services.entry_upload(raw=signed, uploader=creator)
         if demo.deprecated:
             document = metadata.build(image_bytes=size, checksums=checksums, deprecated=demo.deprecated, **fields)
-            signed = signing.sign(
-                document,
-                gnupghome=home,
-                fingerprint=key.fingerprint,
-                passphrase=CREATOR_KEY_PASSPHRASE,
-                now=when + dt.timedelta(seconds=1),
-            )
+            signed = _signed(document, home=home, key=key, now=when + dt.timedelta(seconds=1))
             services.entry_upload(raw=signed, uploader=creator)
         if demo.site_endorsed:
             services.image_site_endorse(actor=staff, image=entry.image)

@@ -11,6 +11,7 @@ from core.models import AuditEntry
 from marketplace import services
 from marketplace.models import Entry, PgpKey, SitePolicy
 from marketplace.policy import PolicyRules
+from marketplace.policy.services import policy_change
 from tests.marketplace.conftest import IMAGE, OTHER_IMAGE, SITE_EMAIL, T0
 
 pytestmark = pytest.mark.django_db
@@ -40,12 +41,12 @@ def listed(response) -> dict[str, str]:
 
 
 def test_console_lists_images_with_their_verdicts_and_filters_them(as_staff, images, staff):
-    services.policy_change(actor=staff, rules=PolicyRules.from_json({"os": ["ubuntu"]}))
+    policy_change(actor=staff, rules=PolicyRules.from_json({"os": ["ubuntu"]}))
     assert listed(as_staff.get(CONSOLE)) == {IMAGE.identifier: "allowed", OTHER_IMAGE.identifier: "denied"}
     assert listed(as_staff.get(CONSOLE, {"verdict": "denied"})) == {OTHER_IMAGE.identifier: "denied"}
     assert listed(as_staff.get(CONSOLE, {"verdict": "warnings"})) == {}
 
-    services.policy_change(actor=staff, rules=PolicyRules.from_json({"os": ["ubuntu"], "mode": "warn"}))
+    policy_change(actor=staff, rules=PolicyRules.from_json({"os": ["ubuntu"], "mode": "warn"}))
     response = as_staff.get(CONSOLE, {"verdict": "warnings"})
     assert listed(response) == {OTHER_IMAGE.identifier: "allowed-with-warnings"}
     assert "OS Debian is not one of ubuntu" in response.content.decode()
@@ -184,7 +185,7 @@ def test_policy_form_reports_each_bad_field_next_to_it(as_staff, db):
 
 
 def test_policy_form_starts_from_the_active_policy(as_staff, staff):
-    services.policy_change(
+    policy_change(
         actor=staff, rules=PolicyRules.from_json({"required_endorsers": {"k": 1, "of": ["site", "a@example.org"]}})
     )
     form = as_staff.get(POLICY_PAGE).context["form"]
@@ -193,7 +194,7 @@ def test_policy_form_starts_from_the_active_policy(as_staff, staff):
 
 def test_a_stale_dry_run_cannot_be_confirmed(as_staff, images, staff):
     preview = as_staff.post(POLICY_PAGE, policy_form(min_endorsements="2")).context["preview"]
-    services.policy_change(actor=staff, rules=PolicyRules.from_json({"os": ["ubuntu"]}))  # someone else, meanwhile
+    policy_change(actor=staff, rules=PolicyRules.from_json({"os": ["ubuntu"]}))  # someone else, meanwhile
 
     response = as_staff.post(
         "/marketplace/console/policy/confirm/",

@@ -7,6 +7,7 @@ from playwright.sync_api import expect
 
 from marketplace import services
 from marketplace.policy import PolicyRules
+from marketplace.policy.services import policy_change
 from tests.factories import TEST_PASSWORD
 from tests.marketplace.conftest import IMAGE
 
@@ -18,7 +19,7 @@ def test_admin_reviews_a_denied_image_endorses_it_and_sees_it_allowed(
 ):
     registered(owner, "owner")
     services.entry_upload(raw=entry_for("owner"), uploader=owner)
-    services.policy_change(actor=staff, rules=PolicyRules.from_json({"required_endorsers": {"k": 1, "of": ["site"]}}))
+    policy_change(actor=staff, rules=PolicyRules.from_json({"required_endorsers": {"k": 1, "of": ["site"]}}))
 
     page.goto("/accounts/login/?next=/marketplace/")
     page.get_by_label("Username").fill("staff")

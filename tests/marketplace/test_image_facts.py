@@ -15,6 +15,7 @@ import pytest
 from marketplace import metadata, policy, selectors, services
 from marketplace.models import Entry, Image
 from marketplace.policy import PolicyRules
+from marketplace.policy.services import policy_change
 from tests.marketplace.conftest import IMAGE, OTHER_IMAGE, T0
 
 pytestmark = pytest.mark.django_db
@@ -90,7 +91,7 @@ def test_an_unrelated_image_claiming_ubuntus_sha256_does_not_pass_ubuntus_checks
     raw = signed("outsider", content=UNRELATED, checksums=checksums_of(UNRELATED, SHA_256=UBUNTU_SHA256))
     assert post_as(api_as, outsider, raw).status_code == 201  # stored: refusing it would let squatters block images
     unrelated = Image.objects.exclude(pk=published.pk).get()
-    services.policy_change(actor=None, rules=PolicyRules(checksums_allow=(UBUNTU_SHA256,)))
+    policy_change(actor=None, rules=PolicyRules(checksums_allow=(UBUNTU_SHA256,)))
 
     body = api_as(outsider).get(f"/api/v1/marketplace/images/{unrelated.identifier}/policy/").json()
     assert body["allowed"] is False
@@ -126,7 +127,7 @@ def test_a_checksum_deny_denies_every_image_claiming_that_checksum(published, ou
 
 
 def test_a_newer_entry_with_another_sha256_cannot_lift_a_checksum_deny(published, outsider, signed, api_as):
-    services.policy_change(actor=None, rules=PolicyRules(checksums_deny=(UBUNTU_SHA256,)))
+    policy_change(actor=None, rules=PolicyRules(checksums_deny=(UBUNTU_SHA256,)))
     other = hashlib.sha256(b"something else").hexdigest()
     raw = signed("outsider", at=T0 + dt.timedelta(days=1), checksums=checksums_of(IMAGE.content, SHA_256=other))
     response = post_as(api_as, outsider, raw)
@@ -231,13 +232,13 @@ def test_the_api_and_the_search_show_the_creators_facts(defaced, api, client):
 
 
 def test_with_a_kinds_rule_an_endorsement_claiming_another_kind_does_not_count(defaced, api):
-    services.policy_change(actor=None, rules=PolicyRules.from_json({"kinds": ["machine"], "min_endorsements": 1}))
+    policy_change(actor=None, rules=PolicyRules.from_json({"kinds": ["machine"], "min_endorsements": 1}))
     body = api.get(f"/api/v1/marketplace/images/{IMAGE.identifier}/policy/").json()
     assert body["allowed"] is True
     assert [t.split(" ")[0] for t in body["trusted_endorsers"]] == ["creator@example.org"]
     kinds = next(r for r in body["rules"] if r["rule"] == "kinds")
     assert "not counted: mallory@example.org" in kinds["reason"] and kinds["reason"].endswith("claims disk")
-    services.policy_change(actor=None, rules=PolicyRules.from_json({"kinds": ["machine"], "min_endorsements": 2}))
+    policy_change(actor=None, rules=PolicyRules.from_json({"kinds": ["machine"], "min_endorsements": 2}))
     assert policy.evaluate(defaced).allowed is False
 
 

@@ -11,6 +11,7 @@ from core.models import AuditEntry
 from marketplace import services
 from marketplace.models import Entry, SitePolicy
 from marketplace.policy import PolicyRules
+from marketplace.policy.services import policy_change
 from tests.marketplace.conftest import IMAGE, OTHER_IMAGE, SITE_EMAIL, T0
 
 pytestmark = pytest.mark.django_db
@@ -136,7 +137,7 @@ def test_dry_run_lists_images_newly_denied_with_reasons_and_changes_nothing(api_
 
 
 def test_dry_run_lists_images_newly_allowed_with_what_denied_them(api_as, staff, images, keyring):
-    services.policy_change(actor=staff, rules=PolicyRules.from_json({"os": ["ubuntu"]}))
+    policy_change(actor=staff, rules=PolicyRules.from_json({"os": ["ubuntu"]}))
     body = api_as(staff).post(DRY_RUN, {"os": ["ubuntu"], "mode": "warn"}, format="json").json()
     failed = (
         "min_endorsements: 0 current endorsements, 1 required (1 not counted: claims outside the kind, OS, arch or "

@@ -13,6 +13,7 @@ from core.models import AuditEntry
 from marketplace import services
 from marketplace.models import SitePolicy
 from marketplace.policy import PolicyRules
+from marketplace.policy.services import policy_change
 from tests.marketplace.conftest import IMAGE, OTHER_IMAGE, T0
 from tests.race import race
 
@@ -22,9 +23,9 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 @pytest.mark.parametrize("existing", [False, True], ids=["first-policy", "replacing"])
 def test_concurrent_policy_changes_leave_exactly_one_active_policy_and_a_consistent_history(staff, existing):
     if existing:
-        services.policy_change(actor=staff, rules=PolicyRules.from_json({"min_endorsements": 0}))
+        policy_change(actor=staff, rules=PolicyRules.from_json({"min_endorsements": 0}))
     calls = [
-        (lambda n=n: services.policy_change(actor=staff, rules=PolicyRules.from_json({"min_endorsements": n + 1})))
+        (lambda n=n: policy_change(actor=staff, rules=PolicyRules.from_json({"min_endorsements": n + 1})))
         for n in range(8)
     ]
     outcomes = race(calls)

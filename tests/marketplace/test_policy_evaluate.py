@@ -12,6 +12,7 @@ from core.models import AuditEntry
 from marketplace import policy, selectors, services, signing
 from marketplace.models import Image
 from marketplace.policy import PolicyRules
+from marketplace.policy.services import policy_change
 from tests.factories import UserFactory
 from tests.marketplace.conftest import IMAGE, SITE_EMAIL, T0, unsigned_entry
 from tests.marketplace.keys import generate_key
@@ -51,7 +52,7 @@ def upload(keyring, name, users, *, at=T0, **fields):
 
 def set_policy(**rules) -> PolicyRules:
     parsed = PolicyRules.from_json(rules)
-    services.policy_change(actor=None, rules=parsed)
+    policy_change(actor=None, rules=parsed)
     return parsed
 
 

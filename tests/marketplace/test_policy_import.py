@@ -13,6 +13,7 @@ from core.models import AuditEntry
 from marketplace import services
 from marketplace.models import SitePolicy
 from marketplace.policy import PolicyInvalid, PolicyRules, rules_from_policy_cfg
+from marketplace.policy.services import policy_change
 from tests.marketplace.conftest import IMAGE, OTHER_IMAGE, T0
 
 pytestmark = pytest.mark.django_db
@@ -60,7 +61,7 @@ def test_import_policy_dry_run_prints_the_changes_and_changes_nothing(images, cf
 
 
 def test_import_policy_replaces_the_lists_and_keeps_the_other_rules(images, cfg_file, staff):
-    services.policy_change(
+    policy_change(
         actor=staff,
         rules=PolicyRules.from_json({"mode": "warn", "min_endorsements": 1, "endorsers_deny": ["mallory@example.org"]}),
     )

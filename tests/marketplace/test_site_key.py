@@ -15,6 +15,8 @@ from core.errors import ApplicationError, Conflict
 from core.models import AuditEntry
 from marketplace import metadata, policy, services, signing
 from marketplace.models import Entry, Image, SiteKey
+from marketplace.policy.services import policy_change
+from marketplace.signing.gpg import gpg_for
 from tests.marketplace.conftest import IMAGE, SITE_EMAIL, T0, unsigned_entry
 
 pytestmark = pytest.mark.django_db
@@ -63,7 +65,7 @@ def test_create_site_key_run_again_keeps_the_same_key(fresh_site):
     assert SiteKey.objects.get() == first
     assert f"The site key exists: {first.fingerprint}" in out.getvalue()
     assert fresh_site.MARKETPLACE_SITE_KEY_PASSPHRASE_FILE.read_text() == passphrase
-    assert len(signing._gpg(fresh_site.MARKETPLACE_SITE_GNUPG_HOME).list_keys(secret=True)) == 1
+    assert len(gpg_for(fresh_site.MARKETPLACE_SITE_GNUPG_HOME).list_keys(secret=True)) == 1
     assert AuditEntry.objects.filter(action="marketplace.site_key.created").count() == 1
 
 
@@ -178,9 +180,9 @@ def test_a_lost_passphrase_file_is_named_when_signing(creators_image, site_key, 
 
 def test_a_wrong_passphrase_is_refused_and_nothing_is_stored(creators_image, site_key, staff, site_settings):
     site_settings.MARKETPLACE_SITE_KEY_PASSPHRASE_FILE.write_text("wrong\n")
-    with pytest.raises(signing.SigningError) as refused:
+    with pytest.raises(ApplicationError) as refused:
         services.image_site_endorse(actor=staff, image=creators_image)
-    assert refused.value.code == "pgp-passphrase"
+    assert (refused.value.status, refused.value.code) == (400, "pgp-passphrase")
     assert not Entry.objects.filter(endorser__email=SITE_EMAIL).exists()
 
 
@@ -196,9 +198,7 @@ def test_site_key_api_is_404_before_there_is_a_key(api, db):
 
 
 def test_site_endorsement_counts_for_the_policy(creators_image, site_key, staff):
-    services.policy_change(
-        actor=staff, rules=policy.PolicyRules.from_json({"required_endorsers": {"k": 1, "of": ["site"]}})
-    )
+    policy_change(actor=staff, rules=policy.PolicyRules.from_json({"required_endorsers": {"k": 1, "of": ["site"]}}))
     assert not policy.evaluate(creators_image).allowed
     services.image_site_endorse(actor=staff, image=creators_image)
     assert policy.evaluate(creators_image).allowed

@@ -8,7 +8,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core.errors import ApplicationError
-from marketplace import policy, selectors, services
+from marketplace import policy, selectors
+from marketplace.policy.services import policy_change, policy_rules_from_cfg
 
 
 class Command(BaseCommand):
@@ -32,7 +33,7 @@ class Command(BaseCommand):
             raise CommandError(f"Cannot read {path}: {exc}") from None
         active = selectors.policy_active()
         try:
-            rules = services.policy_rules_from_cfg(text=text)
+            rules = policy_rules_from_cfg(text=text)
         except ApplicationError as exc:
             raise CommandError(f"{path}: {exc.message}") from None
         result = policy.dry_run(rules)
@@ -48,7 +49,7 @@ class Command(BaseCommand):
             self.stdout.write("Dry run only: the policy is unchanged.")
             return
         try:
-            new, changed = services.policy_change(
+            new, changed = policy_change(
                 actor=None,
                 rules=rules,
                 note=options["note"] or f"imported from {path.name}",
