@@ -5,7 +5,6 @@ from __future__ import annotations
 from accounts import services
 from core.workflow import task
 
-
 # Beat runs the sync every AUTH_LDAP_SYNC_SECONDS: two quick retries cover a directory restart, and the next
 # run is the real retry (retrying for the house's ten minutes would pile runs on top of each other).
 SYNC_RETRIES = 2

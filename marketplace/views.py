@@ -30,6 +30,7 @@ from marketplace.forms import (
 )
 from marketplace.models import Entry, Image
 from marketplace.policy import PolicyInvalid, PolicyRules, read_rules
+from marketplace.policy import services as policy_services
 from marketplace.policy.forms import PolicyCfgForm, PolicyForm
 
 PAGE_SIZE = 25
@@ -366,7 +367,7 @@ def console_policy_import(request: HttpRequest) -> HttpResponse:
     if not cfg_form.is_valid():
         return _policy_page(request, cfg_form=cfg_form, status=400)
     try:
-        rules = services.policy_rules_from_cfg(text=cfg_form.cleaned_data["policy_cfg"])
+        rules = policy_services.policy_rules_from_cfg(text=cfg_form.cleaned_data["policy_cfg"])
     except PolicyInvalid as exc:
         cfg_form.add_error("policy_cfg", exc.message)
         return _policy_page(request, cfg_form=cfg_form, status=400)
@@ -391,7 +392,7 @@ def console_policy_confirm(request: HttpRequest) -> HttpResponse:
         return redirect("marketplace-console-policy")
     source = request.POST.get("source", "form")
     try:
-        row, changed = services.policy_change(
+        row, changed = policy_services.policy_change(
             actor=request.user,
             rules=rules,
             note=request.POST.get("note", "")[:2000],

@@ -17,6 +17,7 @@ from marketplace import policy, selectors, services
 from marketplace.api.entries import ERROR, EntryDetailSerializer, entry_created_response
 from marketplace.models import SitePolicy
 from marketplace.policy import PolicyRules, read_rules
+from marketplace.policy import services as policy_services
 from marketplace.policy.serializers import (
     DecisionSerializer,
     DryRunSerializer,
@@ -79,7 +80,7 @@ class AdminPolicyApi(APIView):
     )
     def put(self, request: Request) -> Response:
         rules, note = read_rules(request.data)
-        row, _changed = services.policy_change(actor=request.user, rules=rules, note=note, source="api")
+        row, _changed = policy_services.policy_change(actor=request.user, rules=rules, note=note, source="api")
         return Response(policy_json(row))
 
 

@@ -4,7 +4,7 @@
 ``keys``: OpenPGP keys of accounts. ``entries``: validating and uploading signed entries, image facts and
 display columns. ``site``: the site key and the site's endorsements. ``notices``: expiry notices.
 ``gpg_errors``: the translation of the gpg adapter's errors. The site policy's changes live in
-:mod:`marketplace.policy.services` (re-exported here for older callers).
+:mod:`marketplace.policy.services`.
 
 gpg runs before any transaction opens; each transaction then holds the rows it needs for as short a time as it
 can.
@@ -12,8 +12,6 @@ can.
 
 from __future__ import annotations
 
-from core.errors import ApplicationError, Conflict
-from marketplace.policy.services import policy_change, policy_rules_from_cfg
 from marketplace.services.entries import (
     CLOCK_SKEW,
     SignatureReport,
@@ -29,8 +27,6 @@ from marketplace.services.site import image_site_deprecate, image_site_endorse, 
 
 __all__ = [
     "CLOCK_SKEW",
-    "ApplicationError",
-    "Conflict",
     "SignatureReport",
     "Validation",
     "endorsement_expiry_notify",
@@ -42,8 +38,6 @@ __all__ = [
     "image_site_endorse",
     "pgp_key_register",
     "pgp_key_revoke",
-    "policy_change",
-    "policy_rules_from_cfg",
     "site_key_ensure",
     "site_key_passphrase",
 ]

@@ -16,6 +16,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from accounts import emails
+from core.errors import ApplicationError
 from marketplace import policy, selectors, services, signing
 from marketplace.models import Endorser, Entry, Image, PgpKey, SiteKey
 from marketplace.policy import PolicyRules
@@ -152,7 +153,7 @@ def test_a_site_key_entry_for_another_email_is_refused(site_key, site_settings, 
         now=timezone.now(),
     )
 
-    with pytest.raises(services.ApplicationError) as refused:
+    with pytest.raises(ApplicationError) as refused:
         services.entry_upload(raw=signed, uploader=staff)
 
     assert refused.value.code == "email-not-owner"
@@ -439,7 +440,7 @@ def test_an_account_holding_the_site_email_cannot_endorse_as_the_site(site_key, 
         services.pgp_key_register(actor=holder, armored=key.armored)  # its own key: the fingerprint is not reserved
         raw = key.sign(unsigned_entry(IMAGE), now=T0)
 
-        with pytest.raises(services.ApplicationError) as refused:
+        with pytest.raises(ApplicationError) as refused:
             services.entry_upload(raw=raw, uploader=holder)
     finally:
         signing.shutdown_agent(home)
