@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from celery import shared_task
 from django.utils import timezone
 
+from core.workflow import task
 
-@shared_task(name="portal.ping", bind=True)
+
+@task("portal.ping", bind=True, max_retries=0)
 def ping(self, sent_at: str | None = None) -> dict[str, str | None]:
     """Answer from the worker: proves a task sent by the web process reached a running worker."""
     return {

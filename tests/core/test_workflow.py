@@ -149,3 +149,18 @@ def test_the_house_task_gives_up_after_its_bound():
     result = down.apply()
     assert result.failed()
     assert len(calls) == 3  # the first try and two retries
+
+
+def test_every_task_of_the_project_is_declared_the_house_way():
+    from portal.celery import app
+
+    app.loader.import_default_modules()
+    ours = {
+        name: t
+        for name, t in app.tasks.items()
+        if name.split(".")[0] in {"core", "accounts", "marketplace", "compute", "storage", "portal"}
+    }
+    assert {"core.idempotency_purge", "accounts.directory_sync", "marketplace.notify_expiring"} <= set(ours)
+    for name, declared in ours.items():
+        assert declared.acks_late and declared.reject_on_worker_lost, name
+        assert TransientError in declared.autoretry_for, name
