@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from uuid import UUID
 
 import libvirt
 
@@ -140,6 +141,15 @@ def disconnect_all() -> None:
         _close(conn)
 
 
+def _lookup(conn: libvirt.virConnect, uri: str, name: str) -> libvirt.virDomain:
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            raise DomainAbsent(f"libvirt host {uri}: no domain named {name!r}") from None
+        raise
+
+
 @contextmanager
 def _session(uri: str) -> Iterator[libvirt.virConnect]:
     """The kept connection to ``uri``; libvirt errors inside come out as :class:`HypervisorError`."""
@@ -178,7 +188,104 @@ def domain_state(uri: str, name: str) -> str:
     """The state of domain ``name`` in virsh's words (:data:`RUNNING`, :data:`SHUT_OFF`…), :data:`ABSENT` if none."""
     try:
         with _session(uri) as conn:
-            state, _reason = conn.lookupByName(name).state()
+            state, _reason = _lookup(conn, uri, name).state()
     except DomainAbsent:
         return ABSENT
     return _STATE_NAMES.get(state, NO_STATE)
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    name: str
+    uuid: UUID
+    state: str
+
+
+def domains(uri: str) -> list[DomainInfo]:
+    """Every domain the host knows, running or only defined, sorted by name (for reconciliation)."""
+    with _session(uri) as conn:
+        found = [
+            DomainInfo(name=dom.name(), uuid=UUID(dom.UUIDString()), state=_STATE_NAMES.get(dom.state()[0], NO_STATE))
+            for dom in conn.listAllDomains(0)
+        ]
+    return sorted(found, key=lambda info: info.name)
+
+
+def domain_start(uri: str, name: str) -> None:
+    """Start the defined domain ``name``; starting a running (or paused) domain is harmless.
+
+    Raises :class:`DomainAbsent` when it is not defined."""
+    with _session(uri) as conn:
+        dom = _lookup(conn, uri, name)
+        if dom.isActive():
+            return
+        try:
+            dom.create()
+        except libvirt.libvirtError as exc:
+            # Another worker started it between the check and the call.
+            if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and dom.isActive():
+                return
+            raise
+
+
+def domain_shutdown(uri: str, name: str) -> None:
+    """Ask the guest to shut down and return at once; the guest may take its time or ignore it.
+
+    No flags, so qemu presses the ACPI power button (our domains have no guest agent channel).
+
+    A domain that is not running is left as it is. Raises :class:`DomainAbsent` when it is not defined."""
+    with _session(uri) as conn:
+        dom = _lookup(conn, uri, name)
+        if not dom.isActive():
+            return
+        try:
+            dom.shutdown()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and not dom.isActive():
+                return
+            raise
+
+
+def domain_reboot(uri: str, name: str) -> None:
+    """Ask the guest to reboot (ACPI, as :func:`domain_shutdown`).
+
+    Raises :class:`HypervisorRefused` when it is not running (whatever the driver would do), :class:`DomainAbsent`
+    when it is not defined."""
+    with _session(uri) as conn:
+        dom = _lookup(conn, uri, name)
+        if not dom.isActive():
+            raise HypervisorRefused(f"libvirt host {uri}: domain {name!r} is not running")
+        dom.reboot(0)
+
+
+def domain_destroy(uri: str, name: str) -> None:
+    """Power the domain off at once (pull the plug); its definition stays.
+
+    Idempotent: a domain that is shut off or absent is not an error."""
+    try:
+        with _session(uri) as conn:
+            dom = _lookup(conn, uri, name)
+            if not dom.isActive():
+                return
+            try:
+                dom.destroy()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and not dom.isActive():
+                    return
+                raise
+    except DomainAbsent:
+        return
+
+
+def domain_undefine(uri: str, name: str) -> None:
+    """Remove the definition of ``name`` (and any managed save and snapshot metadata); its disks stay.
+
+    Destroy it first: a running domain only loses its definition and ends when it stops. Idempotent: an absent
+    domain is not an error."""
+    try:
+        with _session(uri) as conn:
+            _lookup(conn, uri, name).undefineFlags(
+                libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            )
+    except DomainAbsent:
+        return
