@@ -1,13 +1,22 @@
 """The one adapter to libvirt. Nothing else in the project imports ``libvirt``.
 
 Failures come out as :class:`HostUnreachable` (transient: the daemon or the network did not answer, asking
-again may help) or :class:`HypervisorRefused` (permanent: libvirt answered no); ``libvirtError`` never leaves
-this module.
+again may help) or :class:`HypervisorRefused` (permanent: libvirt answered no; :class:`DomainAbsent` when the
+domain does not exist); ``libvirtError`` never leaves this module.
+
+One connection per URI per process, opened on first use and kept (:func:`disconnect_all` closes them): a
+``test:///path/host.xml`` URI is a private simulated host per ``open()``, and a worker talking to a real host
+saves the handshake each call. A connection found dead, or one that failed with a transient error, is
+replaced on the next call.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from uuid import UUID
 
 import libvirt
 
@@ -28,6 +37,28 @@ _TRANSIENT_CODES = frozenset(
 # libvirt prints every error on stderr besides raising it; we report them ourselves.
 libvirt.registerErrorHandler(lambda _context, _error: None, None)
 
+# Domain states as :func:`domain_state` and :func:`domains` name them (virsh's words), plus ``absent``.
+RUNNING = "running"
+BLOCKED = "blocked"
+PAUSED = "paused"
+SHUTTING_DOWN = "shutting down"
+SHUT_OFF = "shut off"
+CRASHED = "crashed"
+SUSPENDED = "suspended"
+NO_STATE = "no state"
+ABSENT = "absent"
+
+_STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: NO_STATE,
+    libvirt.VIR_DOMAIN_RUNNING: RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: BLOCKED,
+    libvirt.VIR_DOMAIN_PAUSED: PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: SHUTTING_DOWN,
+    libvirt.VIR_DOMAIN_SHUTOFF: SHUT_OFF,
+    libvirt.VIR_DOMAIN_CRASHED: CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: SUSPENDED,
+}
+
 
 class HypervisorError(AdapterError):
     """libvirt failed; the message says which host and what it answered."""
@@ -41,9 +72,95 @@ class HypervisorRefused(HypervisorError, PermanentError):
     """The host's libvirt answered and refused (bad URI, bad XML, no such domain)."""
 
 
+class DomainAbsent(HypervisorRefused):
+    """The host has no domain of that name."""
+
+
 def _error(uri: str, exc: libvirt.libvirtError) -> HypervisorError:
-    kind = HostUnreachable if exc.get_error_code() in _TRANSIENT_CODES else HypervisorRefused
+    code = exc.get_error_code()
+    kind: type[HypervisorError]
+    if code in _TRANSIENT_CODES:
+        kind = HostUnreachable
+    elif code == libvirt.VIR_ERR_NO_DOMAIN:
+        kind = DomainAbsent
+    else:
+        kind = HypervisorRefused
     return kind(f"libvirt host {uri}: {exc.get_error_message()}")
+
+
+_connections: dict[str, libvirt.virConnect] = {}
+_opening: dict[str, threading.Lock] = {}
+_registry = threading.Lock()
+
+
+def _alive(conn: libvirt.virConnect) -> bool:
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
+
+
+def _close(conn: libvirt.virConnect) -> None:
+    # Closing a broken connection may fail; it is dropped either way.
+    with suppress(libvirt.libvirtError):
+        conn.close()
+
+
+def _connection(uri: str) -> libvirt.virConnect:
+    with _registry:
+        lock = _opening.setdefault(uri, threading.Lock())
+    # One opener per URI, so two threads never open two private test hosts; other URIs are not held up.
+    with lock:
+        conn = _connections.get(uri)
+        if conn is not None and _alive(conn):
+            return conn
+        if conn is not None:
+            _forget(uri, conn)
+        try:
+            conn = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            raise _error(uri, exc) from None
+        with _registry:
+            _connections[uri] = conn
+        return conn
+
+
+def _forget(uri: str, conn: libvirt.virConnect) -> None:
+    with _registry:
+        if _connections.get(uri) is conn:
+            del _connections[uri]
+    _close(conn)
+
+
+def disconnect_all() -> None:
+    """Close every kept connection (worker shutdown, tests). A simulated file host forgets its domains."""
+    with _registry:
+        conns = list(_connections.values())
+        _connections.clear()
+    for conn in conns:
+        _close(conn)
+
+
+def _lookup(conn: libvirt.virConnect, uri: str, name: str) -> libvirt.virDomain:
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            raise DomainAbsent(f"libvirt host {uri}: no domain named {name!r}") from None
+        raise
+
+
+@contextmanager
+def _session(uri: str) -> Iterator[libvirt.virConnect]:
+    """The kept connection to ``uri``; libvirt errors inside come out as :class:`HypervisorError`."""
+    conn = _connection(uri)
+    try:
+        yield conn
+    except libvirt.libvirtError as exc:
+        error = _error(uri, exc)
+        if isinstance(error, HostUnreachable):
+            _forget(uri, conn)
+        raise error from None
 
 
 @dataclass(frozen=True)
@@ -55,15 +172,120 @@ class HostInfo:
 
 
 def host_info(uri: str) -> HostInfo:
-    """What the host at ``uri`` reports about itself (a short read-only connection)."""
-    try:
-        conn = libvirt.open(uri)
-    except libvirt.libvirtError as exc:
-        raise _error(uri, exc) from None
-    try:
+    """What the host at ``uri`` reports about itself."""
+    with _session(uri) as conn:
         _model, memory_mib, cpus, *_ = conn.getInfo()
         return HostInfo(hostname=conn.getHostname(), vcpus=cpus, ram_mib=memory_mib, hypervisor=conn.getType())
-    except libvirt.libvirtError as exc:
-        raise _error(uri, exc) from None
-    finally:
-        conn.close()
+
+
+def domain_define(uri: str, xml: str) -> None:
+    """Define (or redefine: same name and UUID) the persistent domain ``xml``; defining twice is harmless."""
+    with _session(uri) as conn:
+        conn.defineXML(xml)
+
+
+def domain_state(uri: str, name: str) -> str:
+    """The state of domain ``name`` in virsh's words (:data:`RUNNING`, :data:`SHUT_OFF`…), :data:`ABSENT` if none."""
+    try:
+        with _session(uri) as conn:
+            state, _reason = _lookup(conn, uri, name).state()
+    except DomainAbsent:
+        return ABSENT
+    return _STATE_NAMES.get(state, NO_STATE)
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    name: str
+    uuid: UUID
+    state: str
+
+
+def domains(uri: str) -> list[DomainInfo]:
+    """Every domain the host knows, running or only defined, sorted by name (for reconciliation)."""
+    with _session(uri) as conn:
+        found = [
+            DomainInfo(name=dom.name(), uuid=UUID(dom.UUIDString()), state=_STATE_NAMES.get(dom.state()[0], NO_STATE))
+            for dom in conn.listAllDomains(0)
+        ]
+    return sorted(found, key=lambda info: info.name)
+
+
+def domain_start(uri: str, name: str) -> None:
+    """Start the defined domain ``name``; starting a running (or paused) domain is harmless.
+
+    Raises :class:`DomainAbsent` when it is not defined."""
+    with _session(uri) as conn:
+        dom = _lookup(conn, uri, name)
+        if dom.isActive():
+            return
+        try:
+            dom.create()
+        except libvirt.libvirtError as exc:
+            # Another worker started it between the check and the call.
+            if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and dom.isActive():
+                return
+            raise
+
+
+def domain_shutdown(uri: str, name: str) -> None:
+    """Ask the guest to shut down and return at once; the guest may take its time or ignore it.
+
+    No flags, so qemu presses the ACPI power button (our domains have no guest agent channel).
+
+    A domain that is not running is left as it is. Raises :class:`DomainAbsent` when it is not defined."""
+    with _session(uri) as conn:
+        dom = _lookup(conn, uri, name)
+        if not dom.isActive():
+            return
+        try:
+            dom.shutdown()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and not dom.isActive():
+                return
+            raise
+
+
+def domain_reboot(uri: str, name: str) -> None:
+    """Ask the guest to reboot (ACPI, as :func:`domain_shutdown`).
+
+    Raises :class:`HypervisorRefused` when it is not running (whatever the driver would do), :class:`DomainAbsent`
+    when it is not defined."""
+    with _session(uri) as conn:
+        dom = _lookup(conn, uri, name)
+        if not dom.isActive():
+            raise HypervisorRefused(f"libvirt host {uri}: domain {name!r} is not running")
+        dom.reboot(0)
+
+
+def domain_destroy(uri: str, name: str) -> None:
+    """Power the domain off at once (pull the plug); its definition stays.
+
+    Idempotent: a domain that is shut off or absent is not an error."""
+    try:
+        with _session(uri) as conn:
+            dom = _lookup(conn, uri, name)
+            if not dom.isActive():
+                return
+            try:
+                dom.destroy()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and not dom.isActive():
+                    return
+                raise
+    except DomainAbsent:
+        return
+
+
+def domain_undefine(uri: str, name: str) -> None:
+    """Remove the definition of ``name`` (and any managed save and snapshot metadata); its disks stay.
+
+    Destroy it first: a running domain only loses its definition and ends when it stops. Idempotent: an absent
+    domain is not an error."""
+    try:
+        with _session(uri) as conn:
+            _lookup(conn, uri, name).undefineFlags(
+                libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            )
+    except DomainAbsent:
+        return
