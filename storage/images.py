@@ -268,8 +268,12 @@ def _wait(identifier: str) -> CachedImage:
             raise _failure(row)
         if row.claimed_at <= _stale_before(timezone.now()):
             raise _Stale
-        time.sleep(POLL_SECONDS)
+        _pause(POLL_SECONDS)
     raise ImageCacheTransient(f"Image {identifier}: another worker's download did not finish in time")
+
+
+def _pause(seconds: float) -> None:
+    time.sleep(seconds)
 
 
 class _Stale(Exception):
