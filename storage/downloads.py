@@ -139,6 +139,7 @@ def _fetch_web(url: str, sink: _Sink, limits: Limits, deadline: float) -> None:
                         current = _redirect_target(url, current, response.headers.get("location", ""))
                         continue
                     _check_status(url, response.status_code)
+                    sink.check_announced(response.headers.get("content-length", ""))
                     for chunk in response.iter_raw(CHUNK_BYTES):
                         sink.feed_compressed(chunk)
                         if time.monotonic() > deadline:
@@ -200,9 +201,18 @@ class _Sink:
         self.sha256 = hashlib.sha256() if expected.sha256 else None
         self.inflater = _Inflater(compression) if compression else None
 
+    @property
+    def bound(self) -> int:
+        return compressed_bound(self.expected.bytes) if self.inflater else self.expected.bytes
+
+    def check_announced(self, content_length: str) -> None:
+        """Refuse before reading when the server announces more than the bound."""
+        if content_length.isdigit() and int(content_length) > self.bound:
+            raise DownloadPermanent("too-large", self.url, f"the server announces {content_length} bytes")
+
     def feed_compressed(self, chunk: bytes) -> None:
         self.compressed += len(chunk)
-        bound = compressed_bound(self.expected.bytes) if self.inflater else self.expected.bytes
+        bound = self.bound
         if self.compressed > bound:
             raise DownloadPermanent("too-large", self.url, f"the source sent more than {bound} bytes")
         if self.inflater is None:

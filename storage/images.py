@@ -24,7 +24,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from core.errors import Conflict, PermanentError, TransientError
+from core import audit
+from core.errors import Conflict, NotFound, PermanentError, TransientError
 from core.workflow import transition
 from marketplace import policy, selectors
 from marketplace.models import Entry, Image
@@ -90,7 +91,7 @@ def _limits() -> downloads.Limits:
 def image_cache_path(identifier: str) -> Path:
     """Where the copy of ``identifier`` lives in ``IMAGE_CACHE_DIR``."""
     if not _IDENTIFIER.match(identifier):
-        raise ValueError(f"not a Marketplace identifier: {identifier!r}")
+        raise NotFound(f"No image {identifier} in the Marketplace.")
     return Path(settings.IMAGE_CACHE_DIR) / identifier
 
 
@@ -98,12 +99,13 @@ def image_download_sources(image: Image, *, now: dt.datetime | None = None) -> l
     """The locations of ``image``'s current endorsements that the site policy trusts, site endorsements first.
 
     ``image`` comes from ``selectors.image_get`` (latest entries prefetched). Which endorsements are current and
-    trusted is the policy's word (``policy.evaluate``), not re-decided here. Empty when the policy denies."""
+    trusted is the policy's word (``policy.evaluate``), not re-decided here. Raises :class:`ImageCachePermanent`
+    (``policy-denied``) when the policy denies the image: nothing is downloaded for an image that may not run."""
     now = now or timezone.now()
     fingerprints = selectors.site_key_fingerprints()
     decision = policy.evaluate(image, now=now, site_fingerprints=fingerprints)
     if not decision.allowed:
-        return []
+        raise ImageCachePermanent(f"the site policy denies it: {decision.summary}", codes=("policy-denied",))
     trusted = set(decision.trusted_endorsers)
     entries = [
         (fact, entry)
@@ -153,6 +155,7 @@ def _claim(image: Image) -> tuple[CachedImage | None, CachedImage]:
     try:
         with transaction.atomic():
             row = CachedImage.objects.create(identifier=image.identifier, image=image, **changes)
+            audit.record(None, "storage.image_cache.claimed", row, identifier=image.identifier, previous_state="")
             return row, row
     except IntegrityError:
         pass  # another caller inserted it first
@@ -179,8 +182,9 @@ def _claim(image: Image) -> tuple[CachedImage | None, CachedImage]:
     return claimed, claimed
 
 
-def _finish(row: CachedImage, changes: dict[str, object], action: str) -> None:
-    """Record the outcome, only while ``row``'s claim still holds (a takeover makes this a no-op)."""
+def _finish(row: CachedImage, changes: dict[str, object], action: str) -> bool:
+    """Record the outcome, only while ``row``'s claim still holds; False when another worker took it over (its
+    outcome is the one recorded)."""
     try:
         with transaction.atomic():
             transition(
@@ -194,15 +198,20 @@ def _finish(row: CachedImage, changes: dict[str, object], action: str) -> None:
                 details={"identifier": row.identifier},
             )
     except Conflict:
-        pass  # another worker took the claim over; its outcome is the one recorded
+        return False
+    return True
 
 
-def _download(row: CachedImage, image: Image) -> CachedImage:
-    """Try every trusted location in order until one gives the right bytes; record the outcome. No transaction
-    may be open (the download is slow)."""
+def _download(row: CachedImage, image: Image) -> CachedImage | None:
+    """Try every trusted location in order until one gives the right bytes; record the outcome. The ready row, or
+    None when the claim was taken over meanwhile. No transaction may be open (the download is slow)."""
     if transaction.get_connection().in_atomic_block:
         raise RuntimeError("image_cache_ensure() downloads: it must not run inside a transaction")
-    sources = image_download_sources(image)
+    try:
+        sources = image_download_sources(image)
+    except ImageCachePermanent as exc:
+        _fail(row, exc.message, transient=False)
+        raise ImageCachePermanent(f"Image {image.identifier} is not cached: {exc.message}", codes=exc.codes) from None
     failures: list[downloads.DownloadError] = []
     expected = downloads.Expected(bytes=image.bytes, sha1=image.sha1, sha256=image.sha256)
     target = image_cache_path(image.identifier)
@@ -219,7 +228,7 @@ def _download(row: CachedImage, image: Image) -> CachedImage:
         except downloads.DownloadError as exc:
             failures.append(exc)
             continue
-        _finish(
+        held = _finish(
             row,
             {
                 "state": CachedImage.State.READY,
@@ -234,7 +243,7 @@ def _download(row: CachedImage, image: Image) -> CachedImage:
             },
             "storage.image_cache.ready",
         )
-        return CachedImage.objects.get(pk=row.pk)
+        return CachedImage.objects.get(pk=row.pk) if held else None
     if not sources:
         message = "no current endorsement the site policy trusts gives a location to download it from"
         error: ImageCacheError = ImageCachePermanent(f"Image {image.identifier}: {message}", codes=("no-location",))
@@ -243,17 +252,13 @@ def _download(row: CachedImage, image: Image) -> CachedImage:
         transient = any(isinstance(f, downloads.DownloadTransient) for f in failures)
         kind = ImageCacheTransient if transient else ImageCachePermanent
         error = kind(f"Image {image.identifier} could not be cached: {message}", codes=tuple(f.code for f in failures))
-    _finish(
-        row,
-        {
-            "state": CachedImage.State.FAILED,
-            "message": message,
-            "failure_transient": isinstance(error, TransientError),
-            "path": "",
-        },
-        "storage.image_cache.failed",
-    )
+    _fail(row, message, transient=isinstance(error, TransientError))
     raise error
+
+
+def _fail(row: CachedImage, message: str, *, transient: bool) -> None:
+    changes = {"state": CachedImage.State.FAILED, "message": message, "failure_transient": transient, "path": ""}
+    _finish(row, changes, "storage.image_cache.failed")
 
 
 def _wait(identifier: str) -> CachedImage:
@@ -294,7 +299,10 @@ def image_cache_ensure(*, identifier: str) -> CachedImage:
     for _attempt in range(3):
         claimed, row = _claim(image)
         if claimed is not None:
-            return _download(claimed, image)
+            downloaded = _download(claimed, image)
+            if downloaded is not None:
+                return downloaded
+            continue  # another worker took the claim over: wait for it
         if row.state == CachedImage.State.READY and _is_present(row):
             return row
         try:

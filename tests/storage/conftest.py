@@ -17,6 +17,7 @@ from tests.marketplace.conftest import (  # noqa: F401 - fixtures shared with th
     T0,
     _signed_cache,
     keyring,
+    outsider,
     owner,
     registered,
     trusted_keyring,
@@ -35,7 +36,7 @@ class Route:
     redirect: str = ""
     stall: bool = False
     endless: bool = False
-    delay: float = 0.0
+    gate: threading.Event | None = None  # the answer waits until the test opens it
 
 
 @dataclass
@@ -72,8 +73,8 @@ def _handler(server: ImageServer) -> type[http.server.BaseHTTPRequestHandler]:
             if route.status != 200:
                 self.send_error(route.status)
                 return
-            if route.delay:
-                server.release.wait(route.delay)
+            if route.gate is not None:
+                route.gate.wait(STALL_SECONDS)
             self.send_response(200)
             if not route.endless:
                 self.send_header("Content-Length", str(len(route.body)))
@@ -132,7 +133,15 @@ def publish(db, cache_settings, owner, registered, keyring) -> Callable[..., str
 
     registered(owner, "owner")
 
-    def make(content: bytes, *, locations, compression: str = "", checksums: dict[str, str] | None = None) -> str:
+    def make(
+        content: bytes,
+        *,
+        locations,
+        compression: str = "",
+        checksums: dict[str, str] | None = None,
+        signer: str = "owner",
+        uploader=None,
+    ) -> str:
         document = metadata.build(
             image_bytes=len(content),
             checksums=checksums or checksums_of(content),
@@ -145,7 +154,7 @@ def publish(db, cache_settings, owner, registered, keyring) -> Callable[..., str
             compression=compression,
             locations=tuple(locations),
         )
-        entry = services.entry_upload(raw=keyring["owner"].sign(document, now=T0), uploader=owner)
+        entry = services.entry_upload(raw=keyring[signer].sign(document, now=T0), uploader=uploader or owner)
         return entry.image.identifier
 
     return make

@@ -12,6 +12,8 @@ import gzip
 import hashlib
 import lzma
 import socket
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from django.utils import timezone
 
 from core.errors import PermanentError, TransientError
 from marketplace.models import Image
+from marketplace.policy import PolicyRules
+from marketplace.policy.services import policy_change
 from storage import downloads, images
 from storage.images import ImageCachePermanent, ImageCacheTransient, image_cache_ensure, image_cache_source
 from storage.models import CachedImage
@@ -203,6 +207,14 @@ def test_a_gzip_bomb_is_stopped_at_the_fixed_size(publish, image_server, cache_s
     assert_failed(identifier, cache_settings, code="too-large", url=url, kind=ImageCachePermanent)
 
 
+def test_a_server_announcing_more_than_the_fixed_size_is_refused(publish, image_server, cache_settings):
+    content = content_of("announced")
+    url = image_server.serve("/announced.img", Route(body=content + b"more"))
+    identifier = publish(content, locations=[url])
+
+    assert_failed(identifier, cache_settings, code="too-large", url=url, kind=ImageCachePermanent)
+
+
 def test_a_short_image_is_a_size_mismatch(publish, image_server, cache_settings):
     content = content_of("short")
     url = image_server.serve("/short.img", Route(body=content[:-1]))
@@ -247,6 +259,38 @@ def test_server_errors_are_transient_and_missing_images_permanent(publish, image
 
     error = assert_failed(identifier, cache_settings, code="unreachable", url=busy, kind=ImageCacheTransient)
     assert gone in str(error) and "404" in str(error) and "503" in str(error)
+
+
+def test_an_image_the_policy_denies_is_not_downloaded(publish, image_server, cache_settings):
+    content = content_of("denied")
+    url = image_server.serve("/denied.img", Route(body=content))
+    identifier = publish(content, locations=[url])
+    policy_change(actor=None, rules=PolicyRules(images_deny=(identifier,)))
+
+    with pytest.raises(ImageCachePermanent, match="images_deny") as caught:
+        image_cache_ensure(identifier=identifier)
+
+    assert caught.value.codes == ("policy-denied",)
+    assert failure_of(identifier).state == CachedImage.State.FAILED
+    assert image_server.hits["/denied.img"] == 0
+
+
+def test_locations_of_endorsements_the_policy_does_not_trust_are_not_tried(
+    publish, image_server, cache_settings, outsider, registered
+):
+    content = content_of("untrusted")
+    busy = image_server.serve("/creator.img", Route(status=503))
+    evil = image_server.serve("/mallory.img", Route(body=content))
+    registered(outsider, "outsider")
+    identifier = publish(content, locations=[busy])
+    publish(content, locations=[evil], signer="outsider", uploader=outsider)
+    policy_change(actor=None, rules=PolicyRules(endorsers_deny=("mallory@example.org",)))
+
+    with pytest.raises(ImageCacheTransient):
+        image_cache_ensure(identifier=identifier)
+
+    assert image_server.hits["/creator.img"] == 1
+    assert image_server.hits["/mallory.img"] == 0
 
 
 def test_a_failed_image_is_tried_again_by_the_next_caller(publish, image_server, cache_settings):
@@ -324,9 +368,15 @@ def test_a_fresh_claim_of_another_worker_is_waited_for_and_its_failure_returned(
 
 @pytest.mark.postgres
 def test_a_second_concurrent_caller_waits_for_the_first_download(publish, image_server, cache_settings, monkeypatch):
-    monkeypatch.setattr(images, "POLL_SECONDS", 0.05)
+    someone_waits = threading.Event()
+
+    def wait_a_little(_seconds):  # the server answers only once a caller is waiting for the other's download
+        someone_waits.set()
+        time.sleep(0.05)
+
+    monkeypatch.setattr(images, "_pause", wait_a_little)
     content = content_of("race", 2_000_000)
-    url = image_server.serve("/race.img", Route(body=content, delay=1.0))
+    url = image_server.serve("/race.img", Route(body=content, gate=someone_waits))
     identifier = publish(content, locations=[url])
 
     outcomes = race([lambda: image_cache_ensure(identifier=identifier)] * 2)
@@ -335,4 +385,5 @@ def test_a_second_concurrent_caller_waits_for_the_first_download(publish, image_
     assert {o.pk for o in outcomes} == {CachedImage.objects.get(identifier=identifier).pk}
     assert all(o.state == CachedImage.State.READY for o in outcomes)
     assert image_server.hits["/race.img"] == 1
+    assert someone_waits.is_set()
     assert Path(outcomes[0].path).read_bytes() == content
