@@ -140,7 +140,7 @@ def _fetch_web(url: str, sink: _Sink, limits: Limits, deadline: float) -> None:
                         continue
                     _check_status(url, response.status_code)
                     sink.check_announced(response.headers.get("content-length", ""))
-                    for chunk in response.iter_raw(CHUNK_BYTES):
+                    for chunk in response.iter_raw():  # as it arrives (a chunk size would buffer)
                         sink.feed_compressed(chunk)
                         if time.monotonic() > deadline:
                             raise DownloadTransient("timeout", url, f"not finished after {limits.deadline:g} s")

@@ -36,6 +36,7 @@ class Route:
     redirect: str = ""
     stall: bool = False
     endless: bool = False
+    trickle: bool = False  # a little at a time, each piece well within the read timeout
     gate: threading.Event | None = None  # the answer waits until the test opens it
 
 
@@ -84,6 +85,13 @@ def _handler(server: ImageServer) -> type[http.server.BaseHTTPRequestHandler]:
                     self.wfile.write(route.body[: len(route.body) // 2])
                     self.wfile.flush()
                     server.release.wait(STALL_SECONDS)
+                    return
+                if route.trickle:
+                    for start in range(0, len(route.body), 1024):
+                        self.wfile.write(route.body[start : start + 1024])
+                        self.wfile.flush()
+                        if server.release.wait(0.1):
+                            return
                     return
                 self.wfile.write(route.body)
                 if route.endless:  # a hostile server that never stops (bounded here only to end the test)

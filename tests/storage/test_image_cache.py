@@ -251,6 +251,15 @@ def test_a_server_that_stalls_times_out(publish, image_server, cache_settings):
     assert failure_of(identifier).failure_transient
 
 
+def test_a_server_that_trickles_is_stopped_at_the_overall_deadline(publish, image_server, cache_settings):
+    cache_settings.IMAGE_DOWNLOAD_TIMEOUT = 1
+    content = content_of("trickle")
+    url = image_server.serve("/trickle.img", Route(body=content, trickle=True))
+    identifier = publish(content, locations=[url])
+
+    assert_failed(identifier, cache_settings, code="timeout", url=url, kind=ImageCacheTransient)
+
+
 def test_server_errors_are_transient_and_missing_images_permanent(publish, image_server, cache_settings):
     content = content_of("statuses")
     busy = image_server.serve("/busy.img", Route(status=503))
