@@ -421,6 +421,15 @@ CELERY_BEAT_SCHEDULE["marketplace.notify_expiring"] = {
     "schedule": crontab(hour=6, minute=0),  # daily, UTC
 }
 
+# Image cache (DESIGN.md §5): verified, uncompressed copies of Marketplace images, one per identifier, that VM
+# root disks are overlays on. Downloads stop at IMAGE_DOWNLOAD_TIMEOUT seconds overall (a claim older than that is
+# taken over by the next worker) and at IMAGE_DOWNLOAD_IO_TIMEOUT seconds of silence (connect or read); the
+# proxy variables of the environment (HTTP_PROXY, …) are used only when IMAGE_DOWNLOAD_TRUST_ENV says so.
+IMAGE_CACHE_DIR = env_path("IMAGE_CACHE_DIR", VAR_DIR / "image-cache")
+IMAGE_DOWNLOAD_TIMEOUT = env_int("IMAGE_DOWNLOAD_TIMEOUT", 3600, minimum=1)
+IMAGE_DOWNLOAD_IO_TIMEOUT = env_int("IMAGE_DOWNLOAD_IO_TIMEOUT", 30, minimum=1)
+IMAGE_DOWNLOAD_TRUST_ENV = env_bool("IMAGE_DOWNLOAD_TRUST_ENV", False)
+
 # Cache (rate-limit counters): per process by default; a shared Redis when several web processes serve.
 CACHE_URL = env_str("CACHE_URL", "")
 if CACHE_URL and urlsplit(CACHE_URL).scheme not in {"redis", "rediss"}:
