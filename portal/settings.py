@@ -339,6 +339,13 @@ ACCOUNTS_QUOTA_DEFAULTS = {
     "volumes": env_int("QUOTA_VOLUMES", 10, minimum=0),
     "public_ips": env_int("QUOTA_PUBLIC_IPS", 2, minimum=0),
 }
+# Compute (DESIGN §4): where the scheduler puts a new VM (``spread``: the host with most free RAM;
+# ``pack``: the one with least, filling hosts one by one) and the limits of a request.
+SCHEDULER_STRATEGY = env_str("SCHEDULER_STRATEGY", "spread").strip().lower()
+if SCHEDULER_STRATEGY not in ("spread", "pack"):
+    raise ImproperlyConfigured(f"SCHEDULER_STRATEGY must be spread or pack, not {SCHEDULER_STRATEGY!r}")
+COMPUTE_VOLATILE_MAX_GIB = env_int("COMPUTE_VOLATILE_MAX_GIB", 100, minimum=0)
+COMPUTE_USER_DATA_MAX_BYTES = env_int("COMPUTE_USER_DATA_MAX_BYTES", 64 * 1024, minimum=0)
 # Hours an e-mailed password-reset link stays valid.
 PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT_HOURS", 24, minimum=1) * 3600
 # Knox's token model, named so that accounts.ApiToken can point at it.
