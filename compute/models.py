@@ -94,9 +94,7 @@ class Lease(models.Model):
     ip = models.GenericIPAddressField()
     mac = models.CharField(max_length=17)
     # One-to-one: a lease is held by at most one instance and an instance holds at most one lease.
-    instance = models.OneToOneField(
-        "Instance", null=True, blank=True, on_delete=models.SET_NULL, related_name="lease"
-    )
+    instance = models.OneToOneField("Instance", null=True, blank=True, on_delete=models.SET_NULL, related_name="lease")
     taken = models.DateTimeField(null=True, blank=True)
 
     class Meta:
