@@ -53,7 +53,7 @@ def test_an_instance_has_a_size(vm):
 
 def test_a_host_state_is_up_or_down(make_host):
     with pytest.raises(IntegrityError), transaction.atomic():
-        make_host("h", state="sideways")
+        make_host("h", state="side")
 
 
 def test_one_instance_cannot_hold_two_leases(vm, networks):
