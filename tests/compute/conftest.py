@@ -40,13 +40,13 @@ def make_host(db) -> Callable[..., Host]:
 
 
 @pytest.fixture
-def types(db, staff) -> dict[str, InstanceType]:
+def types(db, staff) -> dict[str, InstanceType]:  # noqa: F811 - the fixtures imported above
     instance_types_seed(actor=staff)
     return {t.name: t for t in InstanceType.objects.all()}
 
 
 @pytest.fixture
-def networks(staff) -> dict[str, Network]:
+def networks(staff) -> dict[str, Network]:  # noqa: F811 - the fixtures imported above
     """The three address classes: private 10.10.0.0/24, local 172.16.0.0/24, public 203.0.113.0/28 (13 leases)."""
     return {
         "private": network_create(
@@ -80,7 +80,7 @@ def networks(staff) -> dict[str, Network]:
 
 
 @pytest.fixture
-def image(owner, registered, entry_for) -> Image:
+def image(owner, registered, entry_for) -> Image:  # noqa: F811 - the fixtures imported above
     """A real signed machine image: the creator's Ubuntu entry, allowed by the default policy."""
     registered(owner, "owner")
     return marketplace_services.entry_upload(raw=entry_for("owner"), uploader=owner).image
@@ -92,5 +92,5 @@ def public_key_line() -> str:
 
 
 @pytest.fixture
-def owner_key(owner):
+def owner_key(owner):  # noqa: F811 - the fixtures imported above
     return ssh_key_add(actor=owner, name="laptop", public_key=public_key_line())
