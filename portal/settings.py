@@ -501,7 +501,9 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # The entry status appears in several serializers; one name for it in the schema.
     "ENUM_NAME_OVERRIDES": {
-        "EntryStatusEnum": [(v, v.capitalize()) for v in ("valid", "expired", "deprecated", "revoked")]
+        "EntryStatusEnum": [(v, v.capitalize()) for v in ("valid", "expired", "deprecated", "revoked")],
+        "NetworkKindEnum": "compute.models.NetworkKind",
+        "InstanceStateEnum": "compute.models.InstanceState",
     },
 }
 
