@@ -6,3 +6,12 @@ from django.apps import AppConfig
 class ComputeConfig(AppConfig):
     name = "compute"
     verbose_name = "Compute"
+
+    def ready(self) -> None:
+        from accounts.quotas import register_usage_counter
+        from compute import quota_counters
+
+        register_usage_counter("instances", quota_counters.instances)
+        register_usage_counter("vcpus", quota_counters.vcpus)
+        register_usage_counter("ram_mib", quota_counters.ram_mib)
+        register_usage_counter("public_ips", quota_counters.public_ips)

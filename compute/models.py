@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import uuid
+
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -37,10 +40,149 @@ class Host(models.Model):
     ram_allocation_ratio = models.DecimalField(max_digits=5, decimal_places=2, default=1)
     enabled = models.BooleanField(default=True)
     maintenance = models.BooleanField(default=False)
+    state = models.CharField(max_length=4, choices=[("up", "up"), ("down", "down")], default="up")
+    last_seen = models.DateTimeField(null=True, blank=True, help_text="When libvirt last answered.")
+    message = models.TextField(blank=True, help_text="Why the host is down, as libvirt said it.")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [
+            models.CheckConstraint(condition=Q(state__in=["up", "down"]), name="host_state_known"),
+            models.CheckConstraint(
+                condition=Q(cpu_allocation_ratio__gt=0) & Q(ram_allocation_ratio__gt=0), name="host_ratios_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class HostState(models.TextChoices):
+    UP = "up"
+    DOWN = "down"
+
+
+class NetworkKind(models.TextChoices):
+    PUBLIC = "public"
+    LOCAL = "local"
+    PRIVATE = "private"
+
+
+class Network(models.Model):
+    """An address class (DESIGN §4): a pool of IP/MAC leases on one bridge of every host."""
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=10, choices=NetworkKind.choices, unique=True)
+    cidr = models.CharField(max_length=50, unique=True)
+    gateway = models.GenericIPAddressField()
+    dns = models.JSONField(default=list, blank=True, help_text="DNS servers given to VMs.")
+    bridge = models.CharField(max_length=15, help_text="The Linux bridge the VMs' NICs join on every host.")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["pk"]
 
     def __str__(self) -> str:
-        return self.name
+        return f"{self.name} ({self.kind} {self.cidr})"
+
+
+class Lease(models.Model):
+    """One address of a network: free when ``instance`` is null, else held by that instance."""
+
+    network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="leases")
+    ip = models.GenericIPAddressField()
+    mac = models.CharField(max_length=17)
+    # One-to-one: a lease is held by at most one instance and an instance holds at most one lease.
+    instance = models.OneToOneField("Instance", null=True, blank=True, on_delete=models.SET_NULL, related_name="lease")
+    taken = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["network", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["network", "ip"], name="lease_ip_unique_per_network"),
+            models.UniqueConstraint(fields=["network", "mac"], name="lease_mac_unique_per_network"),
+        ]
+        indexes = [models.Index(fields=["network", "instance"], name="lease_free_per_network")]
+
+    def __str__(self) -> str:
+        return f"{self.ip} ({self.mac})"
+
+
+class InstanceState(models.TextChoices):
+    PENDING = "pending"
+    SCHEDULED = "scheduled"
+    PREPARING = "preparing"
+    BOOTING = "booting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+    ERROR = "error"
+
+
+# States in which an instance holds host capacity, quota and its lease. ``error`` keeps them until the
+# instance is terminated (its disks and domain may still exist on the host).
+LIVE_STATES = tuple(s.value for s in InstanceState if s.value != InstanceState.TERMINATED)
+
+
+class InstanceQuerySet(models.QuerySet["Instance"]):
+    def live(self) -> InstanceQuerySet:
+        return self.exclude(state=InstanceState.TERMINATED)
+
+
+class Instance(models.Model):
+    """A VM requested by a user in a project. Size is copied from the type so that later changes to the
+    type do not change running VMs (or the quota they count)."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=63)
+    project = models.ForeignKey("accounts.Project", on_delete=models.PROTECT, related_name="instances")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="instances"
+    )
+    image = models.ForeignKey("marketplace.Image", on_delete=models.PROTECT, related_name="instances")
+    image_identifier = models.CharField(max_length=27)
+    instance_type = models.ForeignKey(InstanceType, on_delete=models.PROTECT, related_name="instances")
+    vcpus = models.PositiveIntegerField()
+    ram_mib = models.PositiveIntegerField()
+    root_gib = models.PositiveIntegerField()
+    swap_mib = models.PositiveIntegerField(default=0)
+    volatile_gib = models.PositiveIntegerField(default=0)
+    host = models.ForeignKey(Host, null=True, blank=True, on_delete=models.PROTECT, related_name="instances")
+    network = models.CharField(max_length=10, choices=NetworkKind.choices)
+    state = models.CharField(max_length=12, choices=InstanceState.choices, default=InstanceState.PENDING)
+    state_message = models.TextField(blank=True)
+    ssh_keys = models.JSONField(default=list, blank=True, help_text="The public key lines given to the VM.")
+    user_data = models.TextField(blank=True)
+    policy_warnings = models.JSONField(default=list, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    objects = InstanceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [
+            models.Index(fields=["project", "state"], name="instance_project_state"),
+            models.Index(fields=["host", "state"], name="instance_host_state"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(vcpus__gt=0) & Q(ram_mib__gt=0), name="instance_has_size"),
+            models.CheckConstraint(
+                condition=Q(state__in=[s.value for s in InstanceState]), name="instance_state_known"
+            ),
+            # Once placed, an instance has a host until it ends.
+            models.CheckConstraint(
+                condition=Q(state__in=["pending", "terminated", "error"]) | Q(host__isnull=False),
+                name="instance_placed_has_host",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.uuid})"
+
+    @property
+    def is_live(self) -> bool:
+        return self.state != InstanceState.TERMINATED

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import transaction
 
-from compute import hypervisor
-from compute.models import Host, InstanceType
+from accounts import selectors as account_selectors
+from accounts.models import Project, SshKey
+from accounts.quotas import quota_reserve
+from compute import hypervisor, scheduler
+from compute.models import Host, Instance, InstanceState, InstanceType, Network, NetworkKind
+from compute.networks import lease_free, lease_take
 from core import audit
-from core.errors import ApplicationError, Conflict, Unavailable
+from core.errors import ApplicationError, Conflict, PermissionDenied, Unavailable
+from core.workflow import transition
+from marketplace.models import Image
+from marketplace.policy.evaluation import evaluate
+
+logger = logging.getLogger(__name__)
 
 # StratusLab's instance types: name → (vCPU, RAM MiB, swap MiB). m1.small is the default.
 STRATUSLAB_INSTANCE_TYPES = {
@@ -58,3 +74,188 @@ def host_register(*, actor: object | None, name: str, uri: str) -> Host:
         host = Host.objects.create(name=name, uri=uri, vcpus=info.vcpus, ram_mib=info.ram_mib)
         audit.record(actor, "compute.host.registered", host, uri=uri, vcpus=info.vcpus, ram_mib=info.ram_mib)
     return host
+
+
+# A VM's name becomes its hostname (cloud-init ``local-hostname``): one DNS label.
+INSTANCE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+# States of an instance that never had a domain on its host: terminating it needs no worker.
+NEVER_RAN = (InstanceState.PENDING, InstanceState.SCHEDULED)
+
+
+def _chosen_ssh_keys(*, actor: User, chosen: Sequence[int | str]) -> list[SshKey]:
+    """The actor's own stored keys named by id or fingerprint, in the order given (no duplicates)."""
+    mine = list(SshKey.objects.filter(user=actor))
+    by_id = {str(k.pk): k for k in mine}
+    by_fingerprint = {k.fingerprint: k for k in mine}
+    keys: list[SshKey] = []
+    for choice in chosen:
+        key = by_id.get(str(choice).strip()) or by_fingerprint.get(str(choice).strip())
+        if key is None:
+            raise ApplicationError(f"{choice} is not one of your SSH keys", code="ssh-key-unknown")
+        if key not in keys:
+            keys.append(key)
+    return keys
+
+
+def _validate_request(
+    *, image: Image, instance_type: InstanceType, network: str, user_data: str, volatile_gib: int, name: str
+) -> None:
+    if not INSTANCE_NAME.match(name):
+        raise ApplicationError(
+            f"{name!r} is not a valid instance name: 1 to 63 letters, digits and hyphens, "
+            "starting and ending with a letter or digit",
+            code="instance-name",
+        )
+    if image.kind != "machine":
+        raise ApplicationError(
+            f"image {image.identifier} is a {image.kind or 'disk'} image; only machine images boot a VM",
+            code="image-not-machine",
+        )
+    if not instance_type.is_active:
+        raise ApplicationError(f"instance type {instance_type.name} is not offered any more", code="instance-type")
+    if network not in NetworkKind.values:
+        raise ApplicationError(
+            f"unknown network {network!r}; choose one of {', '.join(NetworkKind.values)}", code="network-unknown"
+        )
+    if not Network.objects.filter(kind=network).exists():
+        raise ApplicationError(f"this site has no {network} network", code="network-unknown")
+    size = len(user_data.encode())
+    if size > settings.COMPUTE_USER_DATA_MAX_BYTES:
+        raise ApplicationError(
+            f"user data is {size} bytes; at most {settings.COMPUTE_USER_DATA_MAX_BYTES} are allowed",
+            code="user-data-too-large",
+        )
+    if isinstance(volatile_gib, bool) or not 0 <= volatile_gib <= settings.COMPUTE_VOLATILE_MAX_GIB:
+        raise ApplicationError(
+            f"volatile disk size must be 0 to {settings.COMPUTE_VOLATILE_MAX_GIB} GiB, got {volatile_gib}",
+            code="volatile-size",
+        )
+
+
+def instance_request(
+    *,
+    actor: User,
+    project: Project,
+    image: Image,
+    instance_type: InstanceType,
+    network: str,
+    ssh_keys: Sequence[int | str],
+    user_data: str,
+    volatile_gib: int,
+    name: str,
+) -> Instance:
+    """Request a VM: check membership, the site policy and the input, then in one transaction reserve
+    quota, place it on a host and give it a lease. The instance is created ``scheduled`` (the host is
+    chosen here); the worker steps start after commit.
+
+    Errors: NotFound (not a member of ``project``), PermissionDenied ``policy-denied``, ApplicationError
+    (bad input), QuotaExceeded, Conflict ``no-host`` / ``no-free-address``. Nothing is written on error."""
+    project = account_selectors.access_project(actor=actor, project_id=project.pk)
+    decision = evaluate(image, on_use=True, actor=actor)
+    failed = [asdict(r) for r in decision.failures]
+    if not decision.allowed:
+        raise PermissionDenied(
+            f"the site policy refuses image {image.identifier}: {decision.summary}",
+            code="policy-denied",
+            extra={"rules": failed},
+        )
+    _validate_request(
+        image=image,
+        instance_type=instance_type,
+        network=network,
+        user_data=user_data,
+        volatile_gib=volatile_gib,
+        name=name,
+    )
+    keys = _chosen_ssh_keys(actor=actor, chosen=ssh_keys)
+    warnings = failed if decision.mode == "warn" else []
+
+    tx = transaction.atomic(durable=True)
+    with tx:
+        quota_reserve(
+            project=project,
+            request={
+                "instances": 1,
+                "vcpus": instance_type.vcpus,
+                "ram_mib": instance_type.ram_mib,
+                "public_ips": 1 if network == NetworkKind.PUBLIC else 0,
+            },
+            within=tx,
+        )
+        host = scheduler.place(instance_type=instance_type)
+        instance = Instance.objects.create(
+            name=name,
+            project=project,
+            created_by=actor,
+            image=image,
+            image_identifier=image.identifier,
+            instance_type=instance_type,
+            vcpus=instance_type.vcpus,
+            ram_mib=instance_type.ram_mib,
+            root_gib=instance_type.root_gib,
+            swap_mib=instance_type.swap_mib,
+            volatile_gib=volatile_gib,
+            host=host,
+            network=network,
+            state=InstanceState.SCHEDULED,
+            ssh_keys=[k.public_key for k in keys],
+            user_data=user_data,
+            policy_warnings=warnings,
+        )
+        lease = lease_take(network_kind=network, instance=instance)
+        audit.record(
+            actor,
+            "compute.instance.requested",
+            instance,
+            project=project.pk,
+            image=image.identifier,
+            instance_type=instance_type.name,
+            host=host.name,
+            network=network,
+            ip=lease.ip,
+            ssh_fingerprints=[k.fingerprint for k in keys],
+            user_data_bytes=len(user_data.encode()),
+            policy_warnings=[w["rule"] for w in warnings],
+        )
+        instance_id = instance.pk
+        transaction.on_commit(lambda: instance_start_work(instance_id))
+    return instance
+
+
+def instance_start_work(instance_id: int) -> None:
+    """Start the worker steps of a requested instance (called after the request commits).
+
+    The steps (prepare, define+start, wait, finalise) are not built yet: the instance stays ``scheduled``."""
+    logger.info("instance %s requested; the worker steps are not built yet, it stays scheduled", instance_id)
+
+
+def instance_terminate(*, actor: User, instance: Instance) -> Instance:
+    """Terminate ``instance`` (the caller has checked the actor may act on it). One that never ran
+    (``pending``/``scheduled``) ends at once: ``terminated``, its lease freed and its quota back. Any other
+    live one goes to ``terminating`` for the worker to tear down."""
+    with transaction.atomic():
+        try:
+            ended = transition(
+                Instance,
+                pk=instance.pk,
+                allowed={"state": NEVER_RAN},
+                changes={"state": InstanceState.TERMINATED, "state_message": ""},
+                actor=actor,
+                action="compute.instance.terminated",
+                code="instance-state",
+            )
+        except Conflict:
+            pass
+        else:
+            lease_free(ended)
+            return ended
+        return transition(
+            Instance,
+            pk=instance.pk,
+            allowed={"state": [s for s in InstanceState.values if s not in (*NEVER_RAN, "terminating", "terminated")]},
+            changes={"state": InstanceState.TERMINATING, "state_message": ""},
+            actor=actor,
+            action="compute.instance.terminating",
+            code="instance-state",
+            refusal=lambda row: f"instance {row.name} is {row.state} already",
+        )

@@ -339,6 +339,13 @@ ACCOUNTS_QUOTA_DEFAULTS = {
     "volumes": env_int("QUOTA_VOLUMES", 10, minimum=0),
     "public_ips": env_int("QUOTA_PUBLIC_IPS", 2, minimum=0),
 }
+# Compute (DESIGN §4): where the scheduler puts a new VM (``spread``: the host with most free RAM;
+# ``pack``: the one with least, filling hosts one by one) and the limits of a request.
+SCHEDULER_STRATEGY = env_str("SCHEDULER_STRATEGY", "spread").strip().lower()
+if SCHEDULER_STRATEGY not in ("spread", "pack"):
+    raise ImproperlyConfigured(f"SCHEDULER_STRATEGY must be spread or pack, not {SCHEDULER_STRATEGY!r}")
+COMPUTE_VOLATILE_MAX_GIB = env_int("COMPUTE_VOLATILE_MAX_GIB", 100, minimum=0)
+COMPUTE_USER_DATA_MAX_BYTES = env_int("COMPUTE_USER_DATA_MAX_BYTES", 64 * 1024, minimum=0)
 # Hours an e-mailed password-reset link stays valid.
 PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT_HOURS", 24, minimum=1) * 3600
 # Knox's token model, named so that accounts.ApiToken can point at it.
@@ -503,7 +510,9 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # The entry status appears in several serializers; one name for it in the schema.
     "ENUM_NAME_OVERRIDES": {
-        "EntryStatusEnum": [(v, v.capitalize()) for v in ("valid", "expired", "deprecated", "revoked")]
+        "EntryStatusEnum": [(v, v.capitalize()) for v in ("valid", "expired", "deprecated", "revoked")],
+        "NetworkKindEnum": "compute.models.NetworkKind",
+        "InstanceStateEnum": "compute.models.InstanceState",
     },
 }
 

@@ -6,6 +6,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import urls as accounts_urls
+from compute import urls as compute_urls
 from core import api as core_api
 from marketplace import urls as marketplace_urls
 from portal import views
@@ -18,6 +19,7 @@ api_v1 = [
     path("admin/audit/", core_api.AuditListApi.as_view(), name="api-admin-audit"),
     *accounts_urls.api_urlpatterns,
     *marketplace_urls.api_urlpatterns,
+    *compute_urls.api_urlpatterns,
 ]
 
 urlpatterns = [

@@ -7,7 +7,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
-from compute.models import Host, InstanceType
+from compute.models import Host, InstanceType, Lease, Network
+from compute.scheduler import capacity
 from marketplace import policy
 from marketplace.models import Entry, Image
 
@@ -29,9 +30,22 @@ def test_seed_demo_prints_the_logins_and_loads_types_and_a_host():
     assert InstanceType.objects.count() == 7
     assert InstanceType.objects.get(is_default=True).name == "m1.small"
     assert InstanceType.objects.get(name="c1.xlarge").vcpus == 4
-    host = Host.objects.get()
+    host = Host.objects.get(name="demo-host")
     assert host.uri == "test:///default"
     assert host.vcpus > 0 and host.ram_mib > 0  # as libvirt's test driver reported it
+
+
+def test_seed_demo_registers_simulated_hosts_of_different_sizes_and_the_three_networks():
+    _seed()
+    sizes = {h.name: (h.vcpus, h.ram_mib) for h in Host.objects.exclude(name="demo-host")}
+    assert sizes == {"demo-large": (32, 65536), "demo-medium": (16, 32768), "demo-small": (8, 16384)}
+    large = Host.objects.get(name="demo-large")
+    assert large.uri == f"test://{(settings.VAR_DIR / 'demo-hosts' / 'demo-large.xml').resolve()}"
+    networks = {n.kind: n.cidr for n in Network.objects.all()}
+    assert networks == {"private": "10.42.0.0/24", "local": "172.20.0.0/24", "public": "203.0.113.0/24"}
+    assert Lease.objects.filter(network__kind="public").count() == 253
+    room = {r.instance_type.name: r for r in capacity()}
+    assert room["m1.xlarge"].fits_now == room["m1.xlarge"].fits_when_empty > 0
 
 
 def test_seed_demo_run_twice_changes_nothing():
@@ -41,6 +55,8 @@ def test_seed_demo_run_twice_changes_nothing():
         InstanceType.objects.count(),
         Host.objects.count(),
         Entry.objects.count(),
+        Network.objects.count(),
+        Lease.objects.count(),
     )
     output = _seed()
     assert (
@@ -48,6 +64,8 @@ def test_seed_demo_run_twice_changes_nothing():
         InstanceType.objects.count(),
         Host.objects.count(),
         Entry.objects.count(),
+        Network.objects.count(),
+        Lease.objects.count(),
     ) == counts
     assert "password researcher-demo-pass" in output
 

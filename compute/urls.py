@@ -1,0 +1,16 @@
+"""URLs of the compute app: REST endpoints (under /api/v1/) in ``api_urlpatterns``."""
+
+from __future__ import annotations
+
+from django.urls import URLPattern, URLResolver, path
+
+from compute import api
+
+api_urlpatterns: list[URLPattern | URLResolver] = [
+    path("compute/instance-types/", api.InstanceTypeListApi.as_view(), name="api-compute-instance-types"),
+    path("compute/capacity/", api.CapacityApi.as_view(), name="api-compute-capacity"),
+    path("compute/instances/", api.InstanceListApi.as_view(), name="api-compute-instances"),
+    path("compute/instances/<str:instance_id>/", api.InstanceDetailApi.as_view(), name="api-compute-instance"),
+    path("admin/hosts/", api.HostListApi.as_view(), name="api-admin-hosts"),
+    path("admin/networks/", api.NetworkListApi.as_view(), name="api-admin-networks"),
+]

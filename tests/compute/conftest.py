@@ -1,0 +1,96 @@
+"""Fixtures for the compute tests: hosts of known sizes, the instance types, the three networks, and a
+real signed Marketplace image (the Marketplace tests' keys and entries)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from accounts.services import ssh_key_add
+from compute.models import Host, InstanceType, Network
+from compute.networks import network_create
+from compute.services import instance_types_seed
+from marketplace import services as marketplace_services
+from marketplace.models import Image
+from tests.marketplace.conftest import (  # noqa: F401 - fixtures shared with the marketplace tests
+    IMAGE,
+    _signed_cache,
+    entry_for,
+    keyring,
+    outsider,
+    owner,
+    registered,
+    staff,
+    trusted_keyring,
+)
+from tests.marketplace.keys import pgp_keys  # noqa: F401 - a session fixture entry_for needs
+
+
+@pytest.fixture
+def make_host(db) -> Callable[..., Host]:
+    """``make_host("h1", vcpus=8, ram_mib=16384, **fields)``: a host row of that size (no libvirt)."""
+
+    def make(name: str, *, vcpus: int = 8, ram_mib: int = 16384, **fields) -> Host:
+        return Host.objects.create(name=name, uri=f"test:///{name}", vcpus=vcpus, ram_mib=ram_mib, **fields)
+
+    return make
+
+
+@pytest.fixture
+def types(db, staff) -> dict[str, InstanceType]:  # noqa: F811 - the fixtures imported above
+    instance_types_seed(actor=staff)
+    return {t.name: t for t in InstanceType.objects.all()}
+
+
+@pytest.fixture
+def networks(staff) -> dict[str, Network]:  # noqa: F811 - the fixtures imported above
+    """The three address classes: private 10.10.0.0/24, local 172.16.0.0/24, public 203.0.113.0/28 (13 leases)."""
+    return {
+        "private": network_create(
+            actor=staff,
+            name="private",
+            kind="private",
+            cidr="10.10.0.0/24",
+            gateway="10.10.0.1",
+            dns=["10.10.0.1"],
+            bridge="br-private",
+        ),
+        "local": network_create(
+            actor=staff,
+            name="local",
+            kind="local",
+            cidr="172.16.0.0/24",
+            gateway="172.16.0.1",
+            dns=[],
+            bridge="br-local",
+        ),
+        "public": network_create(
+            actor=staff,
+            name="public",
+            kind="public",
+            cidr="203.0.113.0/28",
+            gateway="203.0.113.1",
+            dns=["203.0.113.1"],
+            bridge="br-public",
+        ),
+    }
+
+
+@pytest.fixture
+def image(owner, registered, entry_for) -> Image:  # noqa: F811 - the fixtures imported above
+    """A real signed machine image: the creator's Ubuntu entry, allowed by the default policy."""
+    registered(owner, "owner")
+    return marketplace_services.entry_upload(raw=entry_for("owner"), uploader=owner).image
+
+
+def public_key_line() -> str:
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+@pytest.fixture
+def owner_key(owner):  # noqa: F811 - the fixtures imported above
+    return ssh_key_add(actor=owner, name="laptop", public_key=public_key_line())

@@ -1,0 +1,147 @@
+"""The compute API: who may call what (permission matrix), what the lists show, and how many queries
+they take."""
+
+from __future__ import annotations
+
+import pytest
+
+from compute.models import Host, Instance, Network
+from compute.services import instance_request
+
+pytestmark = pytest.mark.django_db
+
+ROLES = ["anonymous", "outsider", "member", "owner", "staff"]
+
+
+@pytest.fixture
+def world(owner, member, outsider, staff, project, image, types, networks, make_host, owner_key):
+    make_host("h1", vcpus=8, ram_mib=16384)
+    vm = instance_request(
+        actor=owner,
+        project=project,
+        image=image,
+        instance_type=types["m1.small"],
+        network="public",
+        ssh_keys=[owner_key.pk],
+        user_data="",
+        volatile_gib=0,
+        name="vm1",
+    )
+    return {"users": {"owner": owner, "member": member, "outsider": outsider, "staff": staff}, "vm": vm}
+
+
+def client_for(api, world, role):
+    if role != "anonymous":
+        api.force_authenticate(user=world["users"][role])
+    return api
+
+
+def url(template, world):
+    return template.format(vm=world["vm"].uuid)
+
+
+MATRIX = [
+    # method, url, {role: status}
+    ("get", "/api/v1/compute/instance-types/", {"anonymous": 401, "outsider": 200, "member": 200, "staff": 200}),
+    ("get", "/api/v1/compute/capacity/", {"anonymous": 401, "outsider": 200, "owner": 200, "staff": 200}),
+    ("get", "/api/v1/compute/instances/", {"anonymous": 401, "outsider": 200, "member": 200, "owner": 200}),
+    (
+        "get",
+        "/api/v1/compute/instances/{vm}/",
+        {"anonymous": 401, "outsider": 404, "member": 200, "owner": 200, "staff": 404},
+    ),
+    ("get", "/api/v1/compute/instances/not-a-uuid/", {"owner": 404}),
+    ("post", "/api/v1/compute/instances/", {"owner": 405, "anonymous": 401}),
+    ("get", "/api/v1/admin/hosts/", {"anonymous": 401, "outsider": 403, "owner": 403, "staff": 200}),
+    ("post", "/api/v1/admin/hosts/", {"anonymous": 401, "member": 403, "owner": 403}),
+    ("get", "/api/v1/admin/networks/", {"anonymous": 401, "outsider": 403, "owner": 403, "staff": 200}),
+    ("post", "/api/v1/admin/networks/", {"anonymous": 401, "member": 403, "owner": 403}),
+]
+CASES = [(m, u, r, s) for m, u, expected in MATRIX for r, s in expected.items()]
+
+
+@pytest.mark.parametrize(("method", "path", "role", "expected"), CASES)
+def test_permission_matrix(api, world, method, path, role, expected):
+    response = getattr(client_for(api, world, role), method)(url(path, world), {}, format="json")
+    assert response.status_code == expected, response.content
+    if expected >= 400:
+        assert set(response.json()) >= {"detail", "code"}
+
+
+def test_instances_list_shows_only_the_actors_projects_and_the_design_fields(api_as, world, outsider, member):
+    assert api_as(outsider).get("/api/v1/compute/instances/").json()["results"] == []
+    (row,) = api_as(member).get("/api/v1/compute/instances/").json()["results"]
+    assert row["id"] == str(world["vm"].uuid) and row["state"] == "scheduled"
+    assert row["image"] == world["vm"].image_identifier and row["instance_type"] == "m1.small"
+    assert row["host"] == "h1" and row["network"] == "public" and row["ip"] == "203.0.113.2"
+    assert row["volumes"] == [] and row["project"] == world["vm"].project_id
+    assert {"state_message", "created", "mac", "policy_warnings"} <= set(row)
+
+
+def test_instances_list_takes_a_fixed_number_of_queries(
+    api_as, world, owner, project, image, types, owner_key, django_assert_max_num_queries
+):
+    client = api_as(owner)
+    with django_assert_max_num_queries(4) as few:
+        client.get("/api/v1/compute/instances/")
+    for n in range(2, 7):
+        instance_request(
+            actor=owner,
+            project=project,
+            image=image,
+            instance_type=types["t1.micro"],
+            network="private",
+            ssh_keys=[],
+            user_data="",
+            volatile_gib=0,
+            name=f"vm{n}",
+        )
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        assert len(client.get("/api/v1/compute/instances/").json()["results"]) == 6
+
+
+def test_capacity_answers_room_per_type(api_as, world, outsider):
+    rows = {r["instance_type"]: r for r in api_as(outsider).get("/api/v1/compute/capacity/").json()}
+    assert rows["m1.small"]["fits_when_empty"] == 10  # 16384 MiB / 1536 on the one 8-core host
+    assert rows["m1.small"]["fits_now"] == 9
+
+
+def test_staff_list_hosts_and_networks_in_few_queries(api_as, world, staff, make_host, django_assert_max_num_queries):
+    make_host("h2")
+    client = api_as(staff)
+    with django_assert_max_num_queries(3):
+        hosts = client.get("/api/v1/admin/hosts/").json()["results"]
+    assert [(h["name"], h["live_instances"]) for h in hosts] == [("h1", 1), ("h2", 0)]
+    with django_assert_max_num_queries(3):
+        nets = {n["kind"]: n for n in client.get("/api/v1/admin/networks/").json()["results"]}
+    assert (nets["public"]["leases_total"], nets["public"]["leases_held"]) == (13, 1)
+
+
+def test_staff_add_a_host_by_uri_with_the_capacity_libvirt_reports(api_as, staff, tmp_path):
+    node = tmp_path / "node.xml"
+    node.write_text(
+        "<node><cpu><mhz>2000</mhz><model>x86_64</model><nodes>1</nodes><sockets>1</sockets><cores>12</cores>"
+        "<threads>1</threads><active>12</active></cpu><memory>25165824</memory></node>"
+    )
+    response = api_as(staff).post("/api/v1/admin/hosts/", {"name": "h9", "uri": f"test://{node}"}, format="json")
+    assert response.status_code == 201, response.json()
+    assert (response.json()["vcpus"], response.json()["ram_mib"], response.json()["state"]) == (12, 24576, "up")
+    assert Host.objects.filter(name="h9").exists()
+
+
+def test_staff_add_a_network_and_bad_input_is_a_clear_400(api_as, staff):
+    client = api_as(staff)
+    body = {"name": "lab", "kind": "local", "cidr": "192.168.50.0/29", "gateway": "192.168.50.1", "bridge": "br-lab"}
+    response = client.post("/api/v1/admin/networks/", body, format="json")
+    assert response.status_code == 201, response.json()
+    assert response.json()["leases_total"] == 5
+    bad = client.post(
+        "/api/v1/admin/networks/", {**body, "kind": "private", "name": "x", "gateway": "10.0.0.1"}, format="json"
+    )
+    assert bad.status_code == 400 and bad.json()["code"] == "network-gateway"
+    assert Network.objects.count() == 1
+
+
+def test_there_is_no_instance_create_endpoint_yet(api_as, owner, db):
+    assert api_as(owner).post("/api/v1/compute/instances/", {}, format="json").status_code == 405
+    assert not Instance.objects.exists()

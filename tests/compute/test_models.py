@@ -1,0 +1,79 @@
+"""What the database itself refuses about hosts, leases and instances, and the compute quota counters."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import IntegrityError, transaction
+
+from accounts.quotas import _counters
+from compute import quota_counters
+from compute.models import Instance, Lease
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def vm(project, image, types, make_host):
+    def make(**fields):
+        itype = types["t1.micro"]
+        values = {
+            "name": "vm",
+            "project": project,
+            "image": image,
+            "image_identifier": image.identifier,
+            "instance_type": itype,
+            "vcpus": 1,
+            "ram_mib": 512,
+            "root_gib": 10,
+            "network": "private",
+            "host": make_host(f"h{Instance.objects.count()}"),
+            "state": "scheduled",
+            **fields,
+        }
+        return Instance.objects.create(**values)
+
+    return make
+
+
+def test_a_placed_instance_must_have_a_host(vm):
+    with pytest.raises(IntegrityError), transaction.atomic():
+        vm(host=None, state="booting")
+    assert vm(host=None, state="pending").host is None
+
+
+def test_an_instance_state_must_be_one_of_the_design_names(vm):
+    with pytest.raises(IntegrityError), transaction.atomic():
+        vm(state="exploded")
+
+
+def test_an_instance_has_a_size(vm):
+    with pytest.raises(IntegrityError), transaction.atomic():
+        vm(vcpus=0)
+
+
+def test_a_host_state_is_up_or_down(make_host):
+    with pytest.raises(IntegrityError), transaction.atomic():
+        make_host("h", state="side")
+
+
+def test_one_instance_cannot_hold_two_leases(vm, networks):
+    instance = vm()
+    first, second = Lease.objects.filter(network=networks["private"])[:2]
+    Lease.objects.filter(pk=first.pk).update(instance=instance)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Lease.objects.filter(pk=second.pk).update(instance=instance)
+
+
+def test_the_quota_counters_count_live_instances_only(vm, project, networks):
+    live = vm(vcpus=2, ram_mib=1024, network="public")
+    vm(state="terminated", vcpus=8, ram_mib=8192)
+    Lease.objects.filter(pk=Lease.objects.filter(network=networks["public"]).first().pk).update(instance=live)
+    assert quota_counters.instances(project) == 1
+    assert (quota_counters.vcpus(project), quota_counters.ram_mib(project)) == (2, 1024)
+    assert quota_counters.public_ips(project) == 1
+
+
+def test_the_counters_are_registered_with_the_quota_service():
+    assert quota_counters.instances in _counters["instances"]
+    assert quota_counters.public_ips in _counters["public_ips"]
+    assert quota_counters.vcpus in _counters["vcpus"] and quota_counters.ram_mib in _counters["ram_mib"]
