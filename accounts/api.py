@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 
 from accounts import selectors, services
 from accounts.models import QUOTA_RESOURCES, ApiToken, Membership, Project, RegistrationRequest, SshKey
-from accounts.quotas import quota_usage
+from accounts.quotas import quota_usage, quotas_usage
 from core.errors import ApplicationError
 from core.idempotency import idempotent
 
@@ -52,7 +52,10 @@ class ProjectOutputSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(QuotaUsageSerializer)
     def get_quotas(self, project: Project) -> dict[str, dict[str, int]]:
-        return {r: {"limit": u.limit, "used": u.used} for r, u in quota_usage(project=project).items()}
+        # Lists put every shown project's usage in the context (``quotas_usage``: a fixed number of queries).
+        known = self.context.get("quota_usage", {})
+        usage = known[project.pk] if project.pk in known else quota_usage(project=project)
+        return {r: {"limit": u.limit, "used": u.used} for r, u in usage.items()}
 
 
 class UserOutputSerializer(serializers.ModelSerializer):
@@ -129,8 +132,9 @@ class MeApi(APIView):
 
     @extend_schema(responses=MeSerializer)
     def get(self, request: Request) -> Response:
-        projects = selectors.project_list(actor=request.user)
-        body = self.MeSerializer({"user": request.user, "projects": projects}, context={"request": request})
+        projects = list(selectors.project_list(actor=request.user))
+        context = {"request": request, "quota_usage": quotas_usage(projects=projects)}
+        body = self.MeSerializer({"user": request.user, "projects": projects}, context=context)
         return Response(body.data)
 
 
@@ -170,6 +174,13 @@ class ProjectListApi(generics.ListAPIView):
 
     def get_queryset(self) -> QuerySet[Project]:
         return selectors.project_list(actor=self.request.user)
+
+    def get_serializer(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("many") and args:  # the page being listed: count its usage once
+            kwargs.setdefault("context", self.get_serializer_context())["quota_usage"] = quotas_usage(
+                projects=list(args[0])
+            )
+        return super().get_serializer(*args, **kwargs)
 
     @extend_schema(request=ProjectInputSerializer, responses={201: ProjectOutputSerializer})
     @idempotent

@@ -1,10 +1,11 @@
 """The one quota service: project limits, usage counted from live resources, race-free reservations.
 
 Accounts knows no instances or volumes. Compute and storage register a usage counter per resource at
-start-up (``AppConfig.ready``)::
+start-up (``AppConfig.ready``). A counter answers for many projects at once (``{project id: usage}``; a
+project it leaves out uses nothing), so a page listing projects counts each resource in one query::
 
-    register_usage_counter("vcpus", lambda project: Instance.objects.live().filter(project=project)
-                           .aggregate(n=Coalesce(Sum("vcpus"), 0))["n"])
+    register_usage_counter("vcpus", lambda ids: dict(Instance.objects.live().filter(project_id__in=ids)
+                           .values_list("project_id").annotate(n=Sum("vcpus"))))
 
 and reserve inside the transaction that creates the resource, so the new row is counted by the next
 reservation and the project's quota row stays locked until it commits::
@@ -21,7 +22,7 @@ as usage until :func:`quota_release`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,7 @@ from accounts.models import QUOTA_RESOURCES, Project, Quota, QuotaHold
 from core import audit
 from core.errors import Conflict, NotFound, PermissionDenied
 
-UsageCounter = Callable[[Project], int]
+UsageCounter = Callable[[Sequence[int]], Mapping[int, int]]
 
 # How each resource is named in messages ("vCPU quota exceeded (…)").
 RESOURCE_LABELS = {
@@ -77,7 +78,7 @@ def _check_resource(resource: str) -> None:
 
 
 def register_usage_counter(resource: str, counter: UsageCounter) -> None:
-    """Count ``resource`` in a project with ``counter(project) -> int``; counters of a resource add up.
+    """Count ``resource`` with ``counter(project_ids) -> {project id: usage}``; counters of a resource add up.
     Called at start-up by the apps that own the resources. ``counter`` runs inside the reservation's
     transaction, so it must read the database through the default connection."""
     _check_resource(resource)
@@ -102,21 +103,48 @@ def quota_create_default(*, project: Project) -> Quota:
     return Quota.objects.create(project=project, **quota_defaults())
 
 
+def projects_usage(*, project_ids: Iterable[int]) -> dict[int, dict[str, int]]:
+    """What each project uses now of each resource: the registered counters plus quota holds, in one query
+    for the holds and one per counter, however many projects."""
+    ids = list(dict.fromkeys(project_ids))
+    usage = {pid: dict.fromkeys(QUOTA_RESOURCES, 0) for pid in ids}
+    if not ids:
+        return usage
+    holds = (
+        QuotaHold.objects.filter(project_id__in=ids)
+        .values("project_id")
+        .annotate(**{r: Sum(r) for r in QUOTA_RESOURCES})
+    )
+    for row in holds:
+        held: dict[str, Any] = dict(row)
+        for resource in QUOTA_RESOURCES:
+            usage[held["project_id"]][resource] += int(held[resource] or 0)
+    for resource in QUOTA_RESOURCES:
+        for count in _counters[resource]:
+            for pid, used in count(ids).items():
+                if pid in usage:
+                    usage[pid][resource] += int(used or 0)
+    return usage
+
+
 def project_usage(*, project: Project) -> dict[str, int]:
     """What ``project`` uses now of each resource: the registered counters plus quota holds."""
-    holds = QuotaHold.objects.filter(project=project).aggregate(**{r: Sum(r) for r in QUOTA_RESOURCES})
-    usage: dict[str, int] = {}
-    for resource in QUOTA_RESOURCES:
-        counters = _counters[resource]
-        usage[resource] = int(holds[resource] or 0) + sum(int(count(project)) for count in counters)
-    return usage
+    return projects_usage(project_ids=[project.pk])[project.pk]
+
+
+def quotas_usage(*, projects: Sequence[Project]) -> dict[int, dict[str, ResourceUsage]]:
+    """Limits and usage of each project, by id, for display (no lock: a snapshot); a fixed number of
+    queries for any number of projects (their quotas are selected with them by the selectors)."""
+    usage = projects_usage(project_ids=[p.pk for p in projects])
+    return {
+        p.pk: {r: ResourceUsage(resource=r, limit=p.quota.limits()[r], used=usage[p.pk][r]) for r in QUOTA_RESOURCES}
+        for p in projects
+    }
 
 
 def quota_usage(*, project: Project) -> dict[str, ResourceUsage]:
     """Limits and usage of ``project`` for display (no lock: a snapshot)."""
-    limits = project.quota.limits()  # selected with the project by the selectors
-    usage = project_usage(project=project)
-    return {r: ResourceUsage(resource=r, limit=limits[r], used=usage[r]) for r in QUOTA_RESOURCES}
+    return quotas_usage(projects=[project])[project.pk]
 
 
 def _clean_request(request: Mapping[str, int]) -> dict[str, int]:

@@ -15,7 +15,7 @@ from django.urls import reverse_lazy
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import forms, selectors, services
-from accounts.quotas import quota_usage
+from accounts.quotas import quotas_usage
 from accounts.throttling import password_reset_allowed
 from core import pages
 from core.errors import ApplicationError
@@ -76,13 +76,15 @@ def register_confirm_resend(request: HttpRequest) -> HttpResponse:
 
 def _profile(request: HttpRequest, *, status: int = 200, **extra: Any) -> HttpResponse:
     user = request.user
+    shown = list(selectors.project_list(actor=user))
+    usage = quotas_usage(projects=shown)
     projects = [
         {
             "project": project,
             "role": selectors.project_role(actor=user, project=project),
-            "usage": list(quota_usage(project=project).values()),
+            "usage": list(usage[project.pk].values()),
         }
-        for project in selectors.project_list(actor=user)
+        for project in shown
     ]
     context = {
         "projects": projects,

@@ -34,8 +34,9 @@ def vcpu_limit(project):
 def holds_counted_twice() -> Iterator[None]:
     """A second counter over real rows (the holds' vCPUs again), as compute's would be over instances."""
 
-    def count(project: Project) -> int:
-        return QuotaHold.objects.filter(project=project).aggregate(n=Sum("vcpus"))["n"] or 0
+    def count(project_ids) -> dict[int, int]:
+        rows = QuotaHold.objects.filter(project_id__in=project_ids).values("project_id").annotate(n=Sum("vcpus"))
+        return {row["project_id"]: row["n"] or 0 for row in rows}
 
     quotas.register_usage_counter("vcpus", count)
     yield

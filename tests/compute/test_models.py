@@ -68,9 +68,10 @@ def test_the_quota_counters_count_live_instances_only(vm, project, networks):
     live = vm(vcpus=2, ram_mib=1024, network="public")
     vm(state="terminated", vcpus=8, ram_mib=8192)
     Lease.objects.filter(pk=Lease.objects.filter(network=networks["public"]).first().pk).update(instance=live)
-    assert quota_counters.instances(project) == 1
-    assert (quota_counters.vcpus(project), quota_counters.ram_mib(project)) == (2, 1024)
-    assert quota_counters.public_ips(project) == 1
+    ids = [project.pk]
+    assert quota_counters.instances(ids) == {project.pk: 1}
+    assert (quota_counters.vcpus(ids), quota_counters.ram_mib(ids)) == ({project.pk: 2}, {project.pk: 1024})
+    assert quota_counters.public_ips(ids) == {project.pk: 1}
 
 
 def test_the_counters_are_registered_with_the_quota_service():
