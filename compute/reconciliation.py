@@ -123,7 +123,9 @@ def host_reconcile(*, host_id: int) -> Report:
     """Compare host ``host_id``'s libvirt domains with its instances and repair the drift (see the module).
 
     No transaction may be open: libvirt is asked between the read and the short transactions that write."""
-    host = Host.objects.get(pk=host_id)
+    host = Host.objects.filter(pk=host_id).first()
+    if host is None:
+        return Report(host=str(host_id), state="gone")  # removed since the run was sent: nothing to compare
     # Read first, then ask libvirt: a state read here is older than the listing, so a domain the listing shows
     # off really went off after the instance was seen running (and a worker's move in between wins the transition).
     instances = list(Instance.objects.live().filter(host=host).order_by("pk"))
@@ -349,4 +351,3 @@ def quarantine_purge(*, now: datetime | None = None) -> int:
 def reconcile_hosts() -> list[Host]:
     """The hosts a reconciliation run visits: every enabled one (in maintenance too: its VMs still run)."""
     return list(Host.objects.filter(enabled=True).order_by("pk"))
-

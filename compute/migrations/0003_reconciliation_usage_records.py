@@ -5,28 +5,44 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0002_registration_email_confirmed'),
-        ('compute', '0002_networks_instances'),
+        ("accounts", "0002_registration_email_confirmed"),
+        ("compute", "0002_networks_instances"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='UsageRecord',
+            name="UsageRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('start', models.DateTimeField()),
-                ('end', models.DateTimeField()),
-                ('vcpus', models.PositiveIntegerField()),
-                ('ram_mib', models.PositiveIntegerField()),
-                ('instance', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='usage_records', to='compute.instance')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='usage_records', to='accounts.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("start", models.DateTimeField()),
+                ("end", models.DateTimeField()),
+                ("vcpus", models.PositiveIntegerField()),
+                ("ram_mib", models.PositiveIntegerField()),
+                (
+                    "instance",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="usage_records", to="compute.instance"
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="usage_records", to="accounts.project"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['start', 'pk'],
-                'indexes': [models.Index(fields=['project', 'start', 'end'], name='usage_project_period'), models.Index(fields=['instance', 'end'], name='usage_instance_latest')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('end__gte', models.F('start'))), name='usage_ends_after_start')],
+                "ordering": ["start", "pk"],
+                "indexes": [
+                    models.Index(fields=["project", "start", "end"], name="usage_project_period"),
+                    models.Index(fields=["instance", "end"], name="usage_instance_latest"),
+                ],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("end__gte", models.F("start"))), name="usage_ends_after_start"
+                    )
+                ],
             },
         ),
     ]

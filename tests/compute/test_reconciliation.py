@@ -262,3 +262,7 @@ def test_the_host_reconcile_task_returns_the_report(host, vm):
     vm(host, "running", domain=hypervisor.SHUT_OFF)
     result = tasks.host_reconcile(host.pk)
     assert result["state"] == "up" and result["changes"][0]["to"] == "stopped"
+
+
+def test_a_host_removed_since_the_run_was_sent_is_nothing_to_do(db):
+    assert reconciliation.host_reconcile(host_id=999999).state == "gone"
