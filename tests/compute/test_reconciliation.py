@@ -19,6 +19,7 @@ from compute.scheduler import place
 from compute.selectors import project_usage_hours
 from core.errors import Conflict
 from core.models import AuditEntry
+from tests.race import race
 
 pytestmark = pytest.mark.django_db
 
@@ -266,3 +267,27 @@ def test_the_host_reconcile_task_returns_the_report(host, vm):
 
 def test_a_host_removed_since_the_run_was_sent_is_nothing_to_do(db):
     assert reconciliation.host_reconcile(host_id=999999).state == "gone"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_runs_at_once_change_each_instance_once_and_record_usage_once(host, vm):
+    drifted = vm(host, "running", domain=hypervisor.SHUT_OFF, name="drifted")
+    agreeing = vm(host, "running", domain=hypervisor.RUNNING, name="agreeing")
+
+    reports = race([lambda: reconciliation.host_reconcile(host_id=host.pk)] * 2)
+
+    assert not any(isinstance(r, Exception) for r in reports), reports
+    assert sum(len(r.changes) for r in reports) == 1
+    assert refreshed(drifted).state == "stopped"
+    assert AuditEntry.objects.filter(action="compute.instance.stopped").count() == 1
+    assert UsageRecord.objects.filter(instance=agreeing).count() == 1
+
+
+def test_usage_records_cannot_be_edited_in_the_admin(admin_client, host, vm):
+    instance = vm(host, "running", domain=hypervisor.RUNNING)
+    reconciliation.host_reconcile(host_id=host.pk)
+    record = UsageRecord.objects.get(instance=instance)
+    assert admin_client.get("/admin/compute/usagerecord/").status_code == 200
+    assert admin_client.post(f"/admin/compute/usagerecord/{record.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert UsageRecord.objects.filter(pk=record.pk).exists()
