@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from compute.models import Host, Instance, InstanceType, Lease, Network
+from compute.models import Host, Instance, InstanceType, Lease, Network, UsageRecord
 
 
 @admin.register(InstanceType)
@@ -48,6 +48,24 @@ class InstanceAdmin(admin.ModelAdmin):
     list_filter = ["state", "network", "host"]
     list_select_related = ["project", "host", "instance_type"]
     search_fields = ["name", "uuid", "image_identifier"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(admin.ModelAdmin):
+    """Read-only: reconciliation writes usage records; accounting must not be edited by hand."""
+
+    list_display = ["instance", "project", "start", "end", "vcpus", "ram_mib"]
+    list_filter = ["project"]
+    date_hierarchy = "start"
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -4,7 +4,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 
 class InstanceType(models.Model):
@@ -186,3 +186,30 @@ class Instance(models.Model):
     @property
     def is_live(self) -> bool:
         return self.state != InstanceState.TERMINATED
+
+
+class UsageRecord(models.Model):
+    """A stretch of time an instance was seen running, at the size it had: ``start`` to ``end``.
+
+    One row per uninterrupted stretch, extended by each reconciliation run that sees the instance running
+    again (rather than one row per run or per minute): a month of a running VM is one row, and a period's
+    vCPU-hours are one ``SUM`` of the overlap times ``vcpus``. Extending ``end`` to "now" is idempotent, so
+    two runs in the same minute count that minute once."""
+
+    project = models.ForeignKey("accounts.Project", on_delete=models.PROTECT, related_name="usage_records")
+    instance = models.ForeignKey(Instance, on_delete=models.PROTECT, related_name="usage_records")
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    vcpus = models.PositiveIntegerField()
+    ram_mib = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["start", "pk"]
+        indexes = [
+            models.Index(fields=["project", "start", "end"], name="usage_project_period"),
+            models.Index(fields=["instance", "end"], name="usage_instance_latest"),
+        ]
+        constraints = [models.CheckConstraint(condition=Q(end__gte=F("start")), name="usage_ends_after_start")]
+
+    def __str__(self) -> str:
+        return f"{self.instance_id} {self.start:%Y-%m-%d %H:%M}–{self.end:%H:%M}"

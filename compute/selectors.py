@@ -4,12 +4,16 @@ actor may not see raises the same :class:`~core.errors.NotFound` as a missing on
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, DurationField, ExpressionWrapper, F, IntegerField, Q, QuerySet, Sum, Value
+from django.db.models.functions import Greatest, Least
 
-from compute.models import Host, Instance, InstanceType, Network
+from accounts.models import Project
+from compute.models import Host, Instance, InstanceType, Network, UsageRecord
 from core.errors import NotFound
 
 
@@ -46,3 +50,29 @@ def network_list() -> QuerySet[Network]:
     return Network.objects.annotate(
         leases_total=Count("leases"), leases_held=Count("leases", filter=Q(leases__instance__isnull=False))
     ).order_by("pk")
+
+
+@dataclass(frozen=True)
+class UsageHours:
+    vcpu_hours: float
+    ram_gib_hours: float
+
+
+def _integer(name: str) -> ExpressionWrapper:
+    # A positive integer column as a plain integer, which SQLite accepts in duration arithmetic.
+    return ExpressionWrapper(F(name), output_field=IntegerField())
+
+
+def project_usage_hours(*, project: Project, start: datetime, end: datetime) -> UsageHours:
+    """The vCPU-hours and RAM GiB-hours ``project``'s instances ran between ``start`` and ``end``, in one query
+    (each usage record counts only its overlap with the period). The caller has checked who may see them."""
+    overlap = ExpressionWrapper(
+        Least(F("end"), Value(end)) - Greatest(F("start"), Value(start)), output_field=DurationField()
+    )
+    totals = UsageRecord.objects.filter(project=project, start__lt=end, end__gt=start).aggregate(
+        vcpu=Sum(ExpressionWrapper(overlap * _integer("vcpus"), output_field=DurationField())),
+        ram=Sum(ExpressionWrapper(overlap * _integer("ram_mib"), output_field=DurationField())),
+    )
+    vcpu: timedelta = totals["vcpu"] or timedelta(0)
+    ram: timedelta = totals["ram"] or timedelta(0)
+    return UsageHours(vcpu_hours=vcpu.total_seconds() / 3600, ram_gib_hours=ram.total_seconds() / 3600 / 1024)

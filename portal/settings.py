@@ -346,6 +346,13 @@ if SCHEDULER_STRATEGY not in ("spread", "pack"):
     raise ImproperlyConfigured(f"SCHEDULER_STRATEGY must be spread or pack, not {SCHEDULER_STRATEGY!r}")
 COMPUTE_VOLATILE_MAX_GIB = env_int("COMPUTE_VOLATILE_MAX_GIB", 100, minimum=0)
 COMPUTE_USER_DATA_MAX_BYTES = env_int("COMPUTE_USER_DATA_MAX_BYTES", 64 * 1024, minimum=0)
+# Reconciliation (DESIGN §4): how often libvirt's domains are compared with the database (and usage recorded);
+# how long an instance may stay in a worker step (scheduled … terminating) before it is moved to error; how long a
+# terminated root disk stays in QUARANTINE_DIR before it is deleted (StratusLab kept them 48 hours).
+COMPUTE_RECONCILE_SECONDS = env_int("COMPUTE_RECONCILE_SECONDS", 60, minimum=10)
+INSTANCE_STEP_DEADLINE_MINUTES = env_int("INSTANCE_STEP_DEADLINE_MINUTES", 30, minimum=1)
+QUARANTINE_DIR = env_path("QUARANTINE_DIR", VAR_DIR / "quarantine")
+QUARANTINE_HOURS = env_int("QUARANTINE_HOURS", 48, minimum=0)
 # Hours an e-mailed password-reset link stays valid.
 PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT_HOURS", 24, minimum=1) * 3600
 # Knox's token model, named so that accounts.ApiToken can point at it.
@@ -397,6 +404,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "core.idempotency_purge": {"task": "core.idempotency_purge", "schedule": 3600.0},  # hourly
     # A no-op without LDAP; with it, people who left the access group are deactivated.
     "accounts.directory_sync": {"task": "accounts.directory_sync", "schedule": float(AUTH_LDAP_SYNC_SECONDS)},
+    "compute.reconcile": {"task": "compute.reconcile", "schedule": float(COMPUTE_RECONCILE_SECONDS)},
+    "compute.quarantine_purge": {"task": "compute.quarantine_purge", "schedule": 3600.0},  # hourly
 }
 
 # libvirt: the URI of the simulated host that seed_demo registers.
