@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from celery import shared_task
 from django.db import models, transaction
+from django.utils import timezone
 
 from core import audit
 from core.errors import Conflict, NotFound, TransientError
@@ -69,7 +70,9 @@ def transition(
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("transition() must run inside transaction.atomic()")
     manager = model._default_manager
-    changed = manager.filter(_condition(allowed), pk=pk).update(**changes)
+    # UPDATE bypasses save(): stamp the auto_now fields (``updated``) as save() would, so "last changed" holds.
+    stamps = {f.name: timezone.now() for f in model._meta.concrete_fields if getattr(f, "auto_now", False)}
+    changed = manager.filter(_condition(allowed), pk=pk).update(**{**stamps, **changes})
     current = manager.filter(pk=pk).first()
     if current is None:
         raise NotFound(f"No such {model._meta.verbose_name}.")

@@ -78,3 +78,25 @@ def test_the_counters_are_registered_with_the_quota_service():
     assert quota_counters.instances in _counters["instances"]
     assert quota_counters.public_ips in _counters["public_ips"]
     assert quota_counters.vcpus in _counters["vcpus"] and quota_counters.ram_mib in _counters["ram_mib"]
+
+
+def test_a_state_transition_stamps_the_instances_last_change(vm):
+    import datetime as dt
+
+    import time_machine
+
+    from core.workflow import transition
+
+    instance = vm(state="running")
+    later = instance.updated + dt.timedelta(hours=1)
+    with time_machine.travel(later, tick=False), transaction.atomic():
+        changed = transition(
+            Instance,
+            pk=instance.pk,
+            allowed={"state": ["running"]},
+            changes={"state": "stopped"},
+            actor=None,
+            action=None,
+            code="x",
+        )
+    assert changed.updated == later
