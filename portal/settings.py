@@ -346,6 +346,16 @@ if SCHEDULER_STRATEGY not in ("spread", "pack"):
     raise ImproperlyConfigured(f"SCHEDULER_STRATEGY must be spread or pack, not {SCHEDULER_STRATEGY!r}")
 COMPUTE_VOLATILE_MAX_GIB = env_int("COMPUTE_VOLATILE_MAX_GIB", 100, minimum=0)
 COMPUTE_USER_DATA_MAX_BYTES = env_int("COMPUTE_USER_DATA_MAX_BYTES", 64 * 1024, minimum=0)
+# Where a VM's files live on its host (INSTANCE_DIR/<uuid>/: root.qcow2, volatile.qcow2, seed.iso, console.log)
+# and where terminated root disks wait for the purge; the libvirt domain type (kvm on real hosts, qemu = TCG).
+INSTANCE_DIR = env_path("INSTANCE_DIR", VAR_DIR / "instances")
+QUARANTINE_DIR = env_path("QUARANTINE_DIR", VAR_DIR / "quarantine")
+LIBVIRT_DOMAIN_TYPE = env_str("LIBVIRT_DOMAIN_TYPE", "qemu").strip().lower()
+if LIBVIRT_DOMAIN_TYPE not in ("qemu", "kvm"):
+    raise ImproperlyConfigured(f"LIBVIRT_DOMAIN_TYPE must be qemu or kvm, not {LIBVIRT_DOMAIN_TYPE!r}")
+# A worker started with WORKER_ALL_HOST_QUEUES consumes host.<name> of every registered host besides its -Q
+# queues (make run's single worker); production workers run with -Q default,host.<name> and leave it off.
+WORKER_ALL_HOST_QUEUES = env_bool("WORKER_ALL_HOST_QUEUES", False)
 # Hours an e-mailed password-reset link stays valid.
 PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT_HOURS", 24, minimum=1) * 3600
 # Knox's token model, named so that accounts.ApiToken can point at it.
