@@ -157,3 +157,17 @@ def test_a_failed_step_puts_the_instance_in_error_and_keeps_its_lease(vm, monkey
     assert _state(vm) == "error" and "No space left" in vm.state_message
     assert Lease.objects.filter(instance=vm).exists()
     assert Instance.objects.get(pk=vm.pk).host is not None
+
+
+def test_waiting_for_a_domain_that_never_runs_is_bounded_and_ends_in_error(vm, monkeypatch):
+    from compute import tasks
+
+    monkeypatch.setattr(tasks, "POLL_TIMES", 3)
+    calls = []
+    real = execution.instance_wait_running
+    monkeypatch.setattr(execution, "instance_wait_running", lambda pk: calls.append(pk) or real(pk))
+    Instance.objects.filter(pk=vm.pk).update(state="booting")  # no domain was ever defined: never running
+    tasks.instance_wait_running.apply(args=[vm.pk])
+    assert _state(vm) == "error" and "did not start in time" in vm.state_message
+    assert len(calls) == 4  # the first try and three retries
+    assert Lease.objects.filter(instance=vm).exists()
