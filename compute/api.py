@@ -1,6 +1,6 @@
-"""The compute REST API (DESIGN §6), read-only for researchers for now: instance types, room for VMs, and
-the instances of their projects; staff list and add hosts and networks. Serializers validate and render;
-services write. ``POST /api/v1/compute/instances/`` waits for the worker steps."""
+"""The compute REST API (DESIGN §6): instance types, room for VMs, the instances of the actor's projects
+(request, terminate, start, shutdown, kill, reboot: 202, the worker on the host does the rest); staff list and
+add hosts and networks. Serializers validate and render; services write."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from compute import scheduler, selectors, services
+from accounts import selectors as account_selectors
+from compute import execution, scheduler, selectors, services
 from compute.models import Host, Instance, InstanceType, Network, NetworkKind
 from compute.networks import network_create
+from core.errors import ApplicationError, NotFound
 from core.idempotency import idempotent
+from marketplace import selectors as marketplace_selectors
 
 
 class InstanceTypeOutputSerializer(serializers.ModelSerializer):
@@ -115,14 +118,50 @@ class InstanceOutputSerializer(serializers.ModelSerializer):
 
 
 class InstanceListApi(generics.ListAPIView):
-    """The instances of your projects, newest first; ``?project=``, ``?state=`` filter."""
+    """The instances of your projects, newest first; ``?project=``, ``?state=`` filter. POST requests a VM:
+    202 with the instance (``scheduled`` on its host); the worker takes it to ``running`` or ``error``."""
 
     serializer_class = InstanceOutputSerializer
     queryset = Instance.objects.none()  # for the schema; requests use get_queryset()
     filterset_fields = ["project", "state", "network"]
 
+    class InstanceInputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=63)
+        image = serializers.CharField(max_length=27)
+        instance_type = serializers.CharField(max_length=50, required=False)
+        network = serializers.ChoiceField(choices=NetworkKind.choices)
+        ssh_keys = serializers.ListField(child=serializers.CharField(max_length=200), required=False, default=list)
+        user_data = serializers.CharField(required=False, default="", allow_blank=True, trim_whitespace=False)
+        volatile_gib = serializers.IntegerField(required=False, default=0)
+        project = serializers.IntegerField()
+
     def get_queryset(self) -> QuerySet[Instance]:
         return selectors.instance_list(actor=self.request.user)
+
+    @extend_schema(request=InstanceInputSerializer, responses={202: InstanceOutputSerializer})
+    @idempotent
+    def post(self, request: Request) -> Response:
+        data = self.InstanceInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        project = account_selectors.access_project(actor=request.user, project_id=values.pop("project"))
+        try:
+            image = marketplace_selectors.image_get(identifier=values.pop("image"))
+        except NotFound:
+            raise ApplicationError("no such image in the Marketplace", code="image-unknown") from None
+        type_name = values.pop("instance_type", None)
+        instance_type = (
+            selectors.instance_type_list()
+            .filter(**({"name": type_name} if type_name else {"is_default": True}))
+            .first()
+        )
+        if instance_type is None:
+            raise ApplicationError(f"no instance type {type_name!r} is offered", code="instance-type")
+        instance = services.instance_request(
+            actor=request.user, project=project, image=image, instance_type=instance_type, **values
+        )
+        shown = selectors.instance_list(actor=request.user).get(pk=instance.pk)
+        return Response(InstanceOutputSerializer(shown).data, status=status.HTTP_202_ACCEPTED)
 
 
 class InstanceDetailApi(APIView):
@@ -130,6 +169,34 @@ class InstanceDetailApi(APIView):
     def get(self, request: Request, instance_id: str) -> Response:
         instance = selectors.access_instance(actor=request.user, instance_id=instance_id)
         return Response(InstanceOutputSerializer(instance).data)
+
+    @extend_schema(request=None, responses={202: InstanceOutputSerializer})
+    def delete(self, request: Request, instance_id: str) -> Response:
+        """Terminate: 202; the worker destroys the domain, quarantines the root disk and frees the lease."""
+        instance = selectors.access_instance(actor=request.user, instance_id=instance_id)
+        services.instance_terminate(actor=request.user, instance=instance)
+        shown = selectors.access_instance(actor=request.user, instance_id=instance_id)
+        return Response(InstanceOutputSerializer(shown).data, status=status.HTTP_202_ACCEPTED)
+
+
+class InstanceActionApi(APIView):
+    """``start`` (stopped), ``shutdown`` (running, ACPI), ``kill`` (destroy), ``reboot`` (running): 202, or 409
+    with the state found when the instance is in no state for it."""
+
+    action: str = ""
+    ACTIONS = {
+        "start": execution.instance_start,
+        "shutdown": execution.instance_shutdown,
+        "kill": execution.instance_kill,
+        "reboot": execution.instance_reboot,
+    }
+
+    @extend_schema(request=None, responses={202: InstanceOutputSerializer})
+    def post(self, request: Request, instance_id: str) -> Response:
+        instance = selectors.access_instance(actor=request.user, instance_id=instance_id)
+        self.ACTIONS[self.action](actor=request.user, instance=instance)
+        shown = selectors.access_instance(actor=request.user, instance_id=instance_id)
+        return Response(InstanceOutputSerializer(shown).data, status=status.HTTP_202_ACCEPTED)
 
 
 # --- staff ------------------------------------------------------------------------------------------

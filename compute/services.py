@@ -14,7 +14,7 @@ from django.db import transaction
 from accounts import selectors as account_selectors
 from accounts.models import Project, SshKey
 from accounts.quotas import quota_reserve
-from compute import hypervisor, scheduler
+from compute import execution, hypervisor, scheduler
 from compute.models import Host, Instance, InstanceState, InstanceType, Network, NetworkKind
 from compute.networks import lease_free, lease_take
 from core import audit
@@ -223,16 +223,15 @@ def instance_request(
 
 
 def instance_start_work(instance_id: int) -> None:
-    """Start the worker steps of a requested instance (called after the request commits).
-
-    The steps (prepare, define+start, wait, finalise) are not built yet: the instance stays ``scheduled``."""
-    logger.info("instance %s requested; the worker steps are not built yet, it stays scheduled", instance_id)
+    """Send the first worker step (prepare) of a requested instance to its host's queue (after commit)."""
+    instance = Instance.objects.select_related("host").get(pk=instance_id)
+    execution.enqueue(execution.PREPARE, instance)
 
 
 def instance_terminate(*, actor: User, instance: Instance) -> Instance:
     """Terminate ``instance`` (the caller has checked the actor may act on it). One that never ran
     (``pending``/``scheduled``) ends at once: ``terminated``, its lease freed and its quota back. Any other
-    live one goes to ``terminating`` for the worker to tear down."""
+    live one goes to ``terminating`` and the worker tears it down (``compute.instance_terminate``)."""
     with transaction.atomic():
         try:
             ended = transition(
@@ -249,7 +248,7 @@ def instance_terminate(*, actor: User, instance: Instance) -> Instance:
         else:
             lease_free(ended)
             return ended
-        return transition(
+        terminating = transition(
             Instance,
             pk=instance.pk,
             allowed={"state": [s for s in InstanceState.values if s not in (*NEVER_RAN, "terminating", "terminated")]},
@@ -259,3 +258,5 @@ def instance_terminate(*, actor: User, instance: Instance) -> Instance:
             code="instance-state",
             refusal=lambda row: f"instance {row.name} is {row.state} already",
         )
+        execution.teardown_on_commit(terminating)
+        return terminating

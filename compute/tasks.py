@@ -1,11 +1,104 @@
-"""Compute background tasks: thin wrappers around services."""
+"""Thin Celery tasks of compute: the steps of ``compute.execution`` on the host's queue, and reconciliation.
+
+Polling steps retry themselves with a countdown (bounded); any step that fails for good (a permanent error,
+or transient ones past the retries) puts the instance in ``error`` with the message."""
 
 from __future__ import annotations
 
-from compute import reconciliation
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from compute import execution, reconciliation, worker  # noqa: F401 - worker: connects the host-queue signal
+from core.errors import TransientError
 from core.workflow import task
 
-# Reconciliation (compute/reconciliation.py). The worker steps' tasks go above this line.
+logger = logging.getLogger(__name__)
+
+# Polling for a domain to run or stop: every POLL_SECONDS, at most POLL_TIMES (two minutes).
+POLL_SECONDS = 2
+POLL_TIMES = 60
+
+
+def _run_step(task_: Any, instance_id: int, step: Callable[[int], Any]) -> Any:
+    try:
+        return step(instance_id)
+    except TransientError as exc:
+        if task_.request.retries >= task_.max_retries:
+            execution.instance_fail(instance_id, message=f"{task_.name}: {exc} (gave up after retries)")
+            return None
+        raise
+    except Exception as exc:
+        logger.exception("%s failed for instance %s", task_.name, instance_id)
+        execution.instance_fail(instance_id, message=f"{task_.name}: {exc}")
+        return None
+
+
+def _poll(task_: Any, instance_id: int, step: Callable[[int], Any], what: str) -> Any:
+    done = _run_step(task_, instance_id, step)
+    if done is False:
+        if task_.request.retries >= POLL_TIMES:
+            execution.instance_fail(instance_id, message=f"the domain did not {what} in time")
+            return None
+        raise task_.retry(countdown=POLL_SECONDS, max_retries=POLL_TIMES + 1)
+    return done
+
+
+@task(execution.PREPARE, bind=True)
+def instance_prepare(self: Any, instance_id: int) -> Any:
+    return _run_step(self, instance_id, execution.instance_prepare)
+
+
+@task(execution.BOOT, bind=True)
+def instance_boot(self: Any, instance_id: int) -> Any:
+    return _run_step(self, instance_id, execution.instance_boot)
+
+
+@task(execution.WAIT_RUNNING, bind=True, max_retries=POLL_TIMES + 1)
+def instance_wait_running(self: Any, instance_id: int) -> Any:
+    return _poll(self, instance_id, execution.instance_wait_running, "start")
+
+
+def _stop(instance_id: int, *, kill: bool) -> Any:
+    if execution.instance_stop_apply(instance_id, kill=kill):
+        instance = execution._get(instance_id)
+        execution.enqueue(execution.WAIT_STOPPED, instance)
+    return True
+
+
+@task(execution.SHUTDOWN, bind=True)
+def instance_shutdown(self: Any, instance_id: int) -> Any:
+    return _run_step(self, instance_id, lambda pk: _stop(pk, kill=False))
+
+
+@task(execution.KILL, bind=True)
+def instance_kill(self: Any, instance_id: int) -> Any:
+    return _run_step(self, instance_id, lambda pk: _stop(pk, kill=True))
+
+
+@task(execution.WAIT_STOPPED, bind=True, max_retries=POLL_TIMES + 1)
+def instance_wait_stopped(self: Any, instance_id: int) -> Any:
+    return _poll(self, instance_id, execution.instance_wait_stopped, "stop")
+
+
+@task(execution.REBOOT, bind=True)
+def instance_reboot(self: Any, instance_id: int) -> Any:
+    try:
+        return execution.instance_reboot_apply(instance_id)
+    except TransientError:
+        raise
+    except Exception:
+        # A refused reboot leaves the instance as it was (it runs, or it has stopped meanwhile).
+        logger.exception("reboot of instance %s refused", instance_id)
+        return None
+
+
+@task(execution.TERMINATE, bind=True)
+def instance_terminate(self: Any, instance_id: int) -> Any:
+    return _run_step(self, instance_id, execution.instance_teardown)
+
+
+# --- Reconciliation (compute/reconciliation.py) ---------------------------------------------------------------
 
 
 @task("compute.host_reconcile")

@@ -11,6 +11,14 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
     path("compute/capacity/", api.CapacityApi.as_view(), name="api-compute-capacity"),
     path("compute/instances/", api.InstanceListApi.as_view(), name="api-compute-instances"),
     path("compute/instances/<str:instance_id>/", api.InstanceDetailApi.as_view(), name="api-compute-instance"),
+    *[
+        path(
+            f"compute/instances/<str:instance_id>/{action}/",
+            api.InstanceActionApi.as_view(action=action),
+            name=f"api-compute-instance-{action}",
+        )
+        for action in api.InstanceActionApi.ACTIONS
+    ],
     path("admin/hosts/", api.HostListApi.as_view(), name="api-admin-hosts"),
     path("admin/networks/", api.NetworkListApi.as_view(), name="api-admin-networks"),
 ]

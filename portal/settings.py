@@ -353,6 +353,15 @@ COMPUTE_RECONCILE_SECONDS = env_int("COMPUTE_RECONCILE_SECONDS", 60, minimum=10)
 INSTANCE_STEP_DEADLINE_MINUTES = env_int("INSTANCE_STEP_DEADLINE_MINUTES", 30, minimum=1)
 QUARANTINE_DIR = env_path("QUARANTINE_DIR", VAR_DIR / "quarantine")
 QUARANTINE_HOURS = env_int("QUARANTINE_HOURS", 48, minimum=0)
+# Where a VM's files live on its host (INSTANCE_DIR/<uuid>/: root.qcow2, volatile.qcow2, seed.iso, console.log)
+# (terminated root disks wait in QUARANTINE_DIR, above); the libvirt domain type (kvm on real hosts, qemu = TCG).
+INSTANCE_DIR = env_path("INSTANCE_DIR", VAR_DIR / "instances")
+LIBVIRT_DOMAIN_TYPE = env_str("LIBVIRT_DOMAIN_TYPE", "qemu").strip().lower()
+if LIBVIRT_DOMAIN_TYPE not in ("qemu", "kvm"):
+    raise ImproperlyConfigured(f"LIBVIRT_DOMAIN_TYPE must be qemu or kvm, not {LIBVIRT_DOMAIN_TYPE!r}")
+# A worker started with WORKER_ALL_HOST_QUEUES consumes host.<name> of every registered host besides its -Q
+# queues (make run's single worker); production workers run with -Q default,host.<name> and leave it off.
+WORKER_ALL_HOST_QUEUES = env_bool("WORKER_ALL_HOST_QUEUES", False)
 # Hours an e-mailed password-reset link stays valid.
 PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT_HOURS", 24, minimum=1) * 3600
 # Knox's token model, named so that accounts.ApiToken can point at it.

@@ -98,6 +98,7 @@ def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subpro
         "DATABASE_URL": _test_database_url(),
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "CELERY_RESULT_BACKEND": settings.CELERY_RESULT_BACKEND,
+        "WORKER_ALL_HOST_QUEUES": "1",
     }
     log = open(settings.VAR_DIR / "test-worker.log", "w")  # noqa: SIM115 - kept open for the worker's life
     process = subprocess.Popen(

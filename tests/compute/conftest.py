@@ -94,3 +94,18 @@ def public_key_line() -> str:
 @pytest.fixture
 def owner_key(owner):  # noqa: F811 - the fixtures imported above
     return ssh_key_add(actor=owner, name="laptop", public_key=public_key_line())
+
+
+@pytest.fixture(autouse=True)
+def enqueued(request, monkeypatch) -> list[tuple[str, int, str]]:
+    """Worker steps sent by the code under test, as (task name, instance id, queue), instead of the broker;
+    tests marked ``worker`` send them for real."""
+    sent: list[tuple[str, int, str]] = []
+    if request.node.get_closest_marker("worker") is None:
+        from compute import execution
+
+        def record(step, instance, *, countdown=None):
+            sent.append((step, instance.pk, execution.host_queue(instance)))
+
+        monkeypatch.setattr(execution, "enqueue", record)
+    return sent

@@ -51,7 +51,22 @@ MATRIX = [
         {"anonymous": 401, "outsider": 404, "member": 200, "owner": 200, "staff": 404},
     ),
     ("get", "/api/v1/compute/instances/not-a-uuid/", {"owner": 404}),
-    ("post", "/api/v1/compute/instances/", {"owner": 405, "anonymous": 401}),
+    ("post", "/api/v1/compute/instances/", {"anonymous": 401}),
+    # A fresh scheduled instance: members may terminate it; the other actions find it in no state for them.
+    (
+        "delete",
+        "/api/v1/compute/instances/{vm}/",
+        {"anonymous": 401, "outsider": 404, "staff": 404, "member": 202},
+    ),
+    ("delete", "/api/v1/compute/instances/{vm}/", {"owner": 202}),
+    *[
+        (
+            "post",
+            f"/api/v1/compute/instances/{{vm}}/{action}/",
+            {"anonymous": 401, "outsider": 404, "staff": 404, "member": 409, "owner": 409},
+        )
+        for action in ("start", "shutdown", "kill", "reboot")
+    ],
     ("get", "/api/v1/admin/hosts/", {"anonymous": 401, "outsider": 403, "owner": 403, "staff": 200}),
     ("post", "/api/v1/admin/hosts/", {"anonymous": 401, "member": 403, "owner": 403}),
     ("get", "/api/v1/admin/networks/", {"anonymous": 401, "outsider": 403, "owner": 403, "staff": 200}),
@@ -142,6 +157,81 @@ def test_staff_add_a_network_and_bad_input_is_a_clear_400(api_as, staff):
     assert Network.objects.count() == 1
 
 
-def test_there_is_no_instance_create_endpoint_yet(api_as, owner, db):
-    assert api_as(owner).post("/api/v1/compute/instances/", {}, format="json").status_code == 405
-    assert not Instance.objects.exists()
+@pytest.fixture
+def body(world, project, image, owner_key):
+    return {
+        "name": "vm2",
+        "image": image.identifier,
+        "instance_type": "t1.micro",
+        "network": "private",
+        "ssh_keys": [owner_key.pk],
+        "user_data": "#cloud-config\n",
+        "volatile_gib": 1,
+        "project": project.pk,
+    }
+
+
+@pytest.mark.parametrize("role", ["owner", "member", "outsider", "staff"])
+def test_request_an_instance(api_as, world, body, role, enqueued, django_capture_on_commit_callbacks):
+    if role == "member":
+        body["ssh_keys"] = []  # the owner's key is not the member's
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api_as(world["users"][role]).post("/api/v1/compute/instances/", body, format="json")
+    if role in ("outsider", "staff"):
+        assert response.status_code == 404 and response.json()["code"] == "not_found"
+        return
+    assert response.status_code == 202, response.json()
+    made = response.json()
+    assert (made["name"], made["state"], made["instance_type"], made["volatile_gib"]) == (
+        "vm2",
+        "scheduled",
+        "t1.micro",
+        1,
+    )
+    assert made["ip"] and made["host"] == "h1"
+    vm = Instance.objects.get(uuid=made["id"])
+    assert enqueued == [("compute.instance_prepare", vm.pk, "host.h1")]
+
+
+def test_request_is_idempotent_and_refuses_bad_input(api_as, world, body, owner):
+    client = api_as(owner)
+    first = client.post("/api/v1/compute/instances/", body, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    again = client.post("/api/v1/compute/instances/", body, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    assert first.status_code == again.status_code == 202 and first.json()["id"] == again.json()["id"]
+    assert Instance.objects.filter(name="vm2").count() == 1
+    for change, code in [
+        ({"instance_type": "huge"}, "instance-type"),
+        ({"image": "A" * 27}, "image-unknown"),
+        ({"network": "moon"}, "invalid_choice"),
+        ({"name": "-bad-"}, "instance-name"),
+    ]:
+        bad = client.post(
+            "/api/v1/compute/instances/", {**body, **change, "name": change.get("name", "x")}, format="json"
+        )
+        assert bad.status_code == 400 and bad.json()["code"] == code, bad.json()
+
+
+def test_a_denied_image_is_403_with_the_failed_rules(api_as, world, body, owner, staff):
+    from marketplace.policy import PolicyRules
+    from marketplace.policy.services import policy_change
+
+    policy_change(actor=staff, rules=PolicyRules(min_endorsements=2))
+    response = api_as(owner).post("/api/v1/compute/instances/", body, format="json")
+    assert response.status_code == 403 and response.json()["code"] == "policy-denied"
+    assert response.json()["rules"] and all("rule" in r for r in response.json()["rules"])
+
+
+def test_actions_answer_202_or_409_with_the_state_found(api_as, world, owner, enqueued):
+    vm = world["vm"]
+    client = api_as(owner)
+    refused = client.post(f"/api/v1/compute/instances/{vm.uuid}/shutdown/")
+    assert refused.status_code == 409 and "scheduled" in refused.json()["detail"]
+    Instance.objects.filter(pk=vm.pk).update(state="running")
+    assert client.post(f"/api/v1/compute/instances/{vm.uuid}/reboot/").status_code == 202
+    response = client.post(f"/api/v1/compute/instances/{vm.uuid}/shutdown/")
+    assert response.status_code == 202 and response.json()["state"] == "stopping"
+    Instance.objects.filter(pk=vm.pk).update(state="stopped")
+    assert client.post(f"/api/v1/compute/instances/{vm.uuid}/start/").json()["state"] == "booting"
+    assert client.post(f"/api/v1/compute/instances/{vm.uuid}/kill/").json()["state"] == "stopping"
+    gone = client.delete(f"/api/v1/compute/instances/{vm.uuid}/")
+    assert gone.status_code == 202 and gone.json()["state"] == "terminating"

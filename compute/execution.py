@@ -1,0 +1,310 @@
+"""The worker steps that make an instance run on its host, and the actions on a running one (DESIGN §4).
+
+Each step is a service called by one thin task (``compute/tasks.py``) on the host's queue ``host.<name>``:
+it re-reads the instance, returns early when its work is done or no longer wanted, does its slow I/O
+(image cache, qemu-img, libvirt) outside any transaction and finishes with one conditional transition.
+A step re-run after a worker died mid-step repeats safely: files are made idempotently, defining and
+starting a domain twice is harmless.
+
+Flow: ``scheduled → preparing`` (image cache, policy again, disks, seed ISO) ``→ booting`` (define
+``alto-<uuid>`` and start it) ``→ running`` (libvirt says so). Actions: start (``stopped → booting``),
+shutdown (``running → stopping → stopped``, ACPI then polling), kill (``→ stopping``, destroy ``→ stopped``),
+reboot (``running``), terminate (``→ terminating``, destroy, undefine, root disk to quarantine ``→ terminated``,
+lease freed). A step that fails for good puts the instance in ``error`` with the message; its lease (and its
+files and domain, if any) are kept until it is terminated."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from celery import current_app
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+
+from compute import hypervisor
+from compute.contextualisation import NetworkConfig, seed_iso
+from compute.domain import DiskSpec, DomainSpec, NicSpec, domain_xml
+from compute.models import Host, Instance, InstanceState, Lease
+from compute.networks import lease_free
+from core.errors import ApplicationError, Conflict, NotFound
+from core.workflow import transition
+from marketplace.policy.evaluation import evaluate
+from storage.backends import qemu_img
+from storage.images import image_cache_ensure
+
+logger = logging.getLogger(__name__)
+
+S = InstanceState
+PREPARE = "compute.instance_prepare"
+BOOT = "compute.instance_boot"
+WAIT_RUNNING = "compute.instance_wait_running"
+SHUTDOWN = "compute.instance_shutdown"
+WAIT_STOPPED = "compute.instance_wait_stopped"
+KILL = "compute.instance_kill"
+REBOOT = "compute.instance_reboot"
+TERMINATE = "compute.instance_terminate"
+# States a failed step may leave for ``error`` (terminated is final; error already is).
+FAILABLE = [s for s in S.values if s not in (S.TERMINATED, S.ERROR)]
+
+
+def domain_name(instance: Instance) -> str:
+    return f"alto-{instance.uuid}"
+
+
+def instance_dir(instance: Instance) -> Path:
+    return Path(settings.INSTANCE_DIR) / str(instance.uuid)
+
+
+def _host(instance: Instance) -> Host:
+    if instance.host is None:
+        raise ApplicationError(f"instance {instance.name} has no host", code="instance-no-host")
+    return instance.host
+
+
+def host_queue(instance: Instance) -> str:
+    return f"host.{_host(instance).name}"
+
+
+def enqueue(step: str, instance: Instance, *, countdown: float | None = None) -> None:
+    """Send ``step`` for ``instance`` to its host's queue (call after commit)."""
+    current_app.send_task(step, args=[instance.pk], queue=host_queue(instance), countdown=countdown)
+
+
+def _enqueue_on_commit(step: str, instance: Instance) -> None:
+    transaction.on_commit(lambda: enqueue(step, instance))
+
+
+def _get(instance_id: int) -> Instance:
+    return Instance.objects.select_related("host", "image").get(pk=instance_id)
+
+
+def _move(instance: Instance, *, allowed: list[str], to: str, verb: str, actor: Any = None, **details: Any) -> Instance:
+    with transaction.atomic():
+        return transition(
+            Instance,
+            pk=instance.pk,
+            allowed={"state": allowed},
+            changes={"state": to, "state_message": ""},
+            actor=actor,
+            action=f"compute.instance.{verb}",
+            code="instance-state",
+            refusal=lambda row: f"instance {row.name} is {row.state}",
+            details=details,
+        )
+
+
+def instance_fail(instance_id: int, *, message: str) -> None:
+    """Put the instance in ``error`` with ``message`` (a step failed for good). Its lease, files and domain
+    stay until it is terminated. An instance already terminated or in error is left alone."""
+    with transaction.atomic():
+        try:
+            transition(
+                Instance,
+                pk=instance_id,
+                allowed={"state": FAILABLE},
+                changes={"state": S.ERROR, "state_message": message[:4000]},
+                actor=None,
+                action="compute.instance.error",
+                code="instance-state",
+                details={"message": message[:4000]},
+            )
+        except (Conflict, NotFound):
+            logger.info("instance %s failed (%s) but is gone or no longer in a state to fail", instance_id, message)
+
+
+# Steps ------------------------------------------------------------------------------------------------------
+
+
+def instance_prepare(instance_id: int) -> bool:
+    """``scheduled → preparing``: cache the image, check the policy again, make the root overlay, the volatile
+    disk and the seed ISO in ``INSTANCE_DIR/<uuid>/``; then send the boot step. False when not wanted."""
+    instance = _get(instance_id)
+    if instance.state == S.SCHEDULED:
+        instance = _move(instance, allowed=[S.SCHEDULED], to=S.PREPARING, verb="preparing")
+    elif instance.state != S.PREPARING:
+        return False
+    cached = image_cache_ensure(identifier=instance.image_identifier)
+    decision = evaluate(instance.image, on_use=True)
+    if not decision.allowed:
+        reasons = decision.summary
+        instance_fail(instance_id, message=f"the site policy refuses image {instance.image_identifier}: {reasons}")
+        return False
+    where = instance_dir(instance)
+    where.mkdir(parents=True, exist_ok=True)
+    qemu_img.overlay_create(backing=Path(cached.path), path=where / "root.qcow2", size_gib=instance.root_gib)
+    if instance.volatile_gib:
+        qemu_img.image_create(path=where / "volatile.qcow2", size_gib=instance.volatile_gib)
+    lease = Lease.objects.select_related("network").get(instance=instance)
+    prefix = lease.network.cidr.split("/")[1]
+    iso = seed_iso(
+        instance_uuid=instance.uuid,
+        hostname=instance.name.lower(),
+        ssh_keys=list(instance.ssh_keys),
+        user_data=instance.user_data or None,
+        network=NetworkConfig(
+            mac=lease.mac, address=f"{lease.ip}/{prefix}", gateway=lease.network.gateway, dns=tuple(lease.network.dns)
+        ),
+    )
+    partial = where / "seed.iso.partial"
+    partial.write_bytes(iso)
+    partial.replace(where / "seed.iso")
+    enqueue(BOOT, instance)
+    return True
+
+
+def _spec(instance: Instance) -> DomainSpec:
+    where = instance_dir(instance).resolve()
+    lease = Lease.objects.select_related("network").get(instance=instance)
+    disks = [DiskSpec(target="vda", path=str(where / "root.qcow2"))]
+    if instance.volatile_gib:
+        disks.append(DiskSpec(target="vdb", path=str(where / "volatile.qcow2")))
+    return DomainSpec(
+        name=domain_name(instance),
+        uuid=instance.uuid,
+        vcpus=instance.vcpus,
+        ram_mib=instance.ram_mib,
+        console_log=str(where / "console.log"),
+        disks=tuple(disks),
+        nic=NicSpec(bridge=lease.network.bridge, mac=lease.mac),
+        seed_iso=str(where / "seed.iso"),
+        domain_type="kvm" if settings.LIBVIRT_DOMAIN_TYPE == "kvm" else "qemu",
+    )
+
+
+def instance_boot(instance_id: int) -> bool:
+    """``preparing → booting`` (a start comes ``stopped → booting``): define ``alto-<uuid>`` and start it, then
+    send the wait step. False when not wanted."""
+    instance = _get(instance_id)
+    if instance.state == S.PREPARING:
+        instance = _move(instance, allowed=[S.PREPARING], to=S.BOOTING, verb="booting")
+    elif instance.state != S.BOOTING:
+        return False
+    hypervisor.domain_define(_host(instance).uri, domain_xml(_spec(instance)))
+    hypervisor.domain_start(_host(instance).uri, domain_name(instance))
+    enqueue(WAIT_RUNNING, instance)
+    return True
+
+
+def instance_wait_running(instance_id: int) -> bool | None:
+    """``booting → running`` once libvirt says the domain runs. True: done (or not wanted any more);
+    False: not yet, ask again later."""
+    instance = _get(instance_id)
+    if instance.state != S.BOOTING:
+        return True
+    if hypervisor.domain_state(_host(instance).uri, domain_name(instance)) != hypervisor.RUNNING:
+        return False
+    with contextlib.suppress(Conflict):
+        _move(instance, allowed=[S.BOOTING], to=S.RUNNING, verb="running")
+    return True
+
+
+def instance_stop_apply(instance_id: int, *, kill: bool) -> bool:
+    """For an instance ``stopping``: ask the guest to shut down (ACPI), or pull the plug when ``kill``. False
+    when not wanted."""
+    instance = _get(instance_id)
+    if instance.state != S.STOPPING:
+        return False
+    if kill:
+        hypervisor.domain_destroy(_host(instance).uri, domain_name(instance))
+    else:
+        hypervisor.domain_shutdown(_host(instance).uri, domain_name(instance))
+    return True
+
+
+def instance_wait_stopped(instance_id: int) -> bool:
+    """``stopping → stopped`` once the domain is off. True: done (or not wanted); False: ask again later."""
+    instance = _get(instance_id)
+    if instance.state != S.STOPPING:
+        return True
+    if hypervisor.domain_state(_host(instance).uri, domain_name(instance)) not in (
+        hypervisor.SHUT_OFF,
+        hypervisor.ABSENT,
+    ):
+        return False
+    with contextlib.suppress(Conflict):
+        _move(instance, allowed=[S.STOPPING], to=S.STOPPED, verb="stopped")
+    return True
+
+
+def instance_reboot_apply(instance_id: int) -> None:
+    """Ask a running instance's guest to reboot (ACPI)."""
+    instance = _get(instance_id)
+    if instance.state == S.RUNNING and instance.host is not None:
+        hypervisor.domain_reboot(_host(instance).uri, domain_name(instance))
+
+
+def instance_teardown(instance_id: int) -> bool:
+    """``terminating → terminated``: destroy and undefine the domain, move ``root.qcow2`` to
+    ``QUARANTINE_DIR/<uuid>.qcow2`` (purged later), delete the rest, free the lease. False when not wanted."""
+    instance = _get(instance_id)
+    if instance.state != S.TERMINATING:
+        return False
+    if instance.host is not None:
+        hypervisor.domain_destroy(_host(instance).uri, domain_name(instance))
+        hypervisor.domain_undefine(_host(instance).uri, domain_name(instance))
+    where = instance_dir(instance)
+    root = where / "root.qcow2"
+    if root.exists():
+        quarantine = Path(settings.QUARANTINE_DIR)
+        quarantine.mkdir(parents=True, exist_ok=True)
+        root.replace(quarantine / f"{instance.uuid}.qcow2")
+    shutil.rmtree(where, ignore_errors=True)
+    with transaction.atomic():
+        try:
+            ended = transition(
+                Instance,
+                pk=instance.pk,
+                allowed={"state": [S.TERMINATING]},
+                changes={"state": S.TERMINATED, "state_message": ""},
+                actor=None,
+                action="compute.instance.terminated",
+                code="instance-state",
+            )
+        except Conflict:
+            return False
+        lease_free(ended)
+    return True
+
+
+# Actions (the caller has checked the actor may act on the instance) ----------------------------------------
+
+
+def instance_start(*, actor: User, instance: Instance) -> Instance:
+    """``stopped → booting``, then the boot step on the host. Conflict ``instance-state`` otherwise."""
+    with transaction.atomic():
+        started = _move(instance, allowed=[S.STOPPED], to=S.BOOTING, verb="start", actor=actor)
+        _enqueue_on_commit(BOOT, started)
+    return started
+
+
+def instance_shutdown(*, actor: User, instance: Instance) -> Instance:
+    """``running → stopping``; the worker presses the ACPI button and waits for the domain to be off."""
+    with transaction.atomic():
+        stopping = _move(instance, allowed=[S.RUNNING], to=S.STOPPING, verb="shutdown", actor=actor)
+        _enqueue_on_commit(SHUTDOWN, stopping)
+    return stopping
+
+
+def instance_kill(*, actor: User, instance: Instance) -> Instance:
+    """``running/booting/stopping → stopping``; the worker destroys the domain (pulls the plug) → ``stopped``."""
+    with transaction.atomic():
+        stopping = _move(instance, allowed=[S.RUNNING, S.BOOTING, S.STOPPING], to=S.STOPPING, verb="kill", actor=actor)
+        _enqueue_on_commit(KILL, stopping)
+    return stopping
+
+
+def instance_reboot(*, actor: User, instance: Instance) -> Instance:
+    """A running instance's guest is asked to reboot; it stays ``running``."""
+    with transaction.atomic():
+        running = _move(instance, allowed=[S.RUNNING], to=S.RUNNING, verb="reboot", actor=actor)
+        _enqueue_on_commit(REBOOT, running)
+    return running
+
+
+def teardown_on_commit(instance: Instance) -> None:
+    _enqueue_on_commit(TERMINATE, instance)
