@@ -83,19 +83,22 @@ IMAGE = Image(b"ubuntu 24.04 root filesystem")
 OTHER_IMAGE = Image(b"debian 12 root filesystem")
 
 
+# What the test entries say about the image unless a test says otherwise.
+UBUNTU = {
+    "type": "base",
+    "title": "Ubuntu 24.04 LTS",
+    "description": "Minimal cloud image with cloud-init.",
+    "os": "Ubuntu",
+    "os_version": "24.04",
+    "os_arch": "x86_64",
+    "kind": "machine",
+    "format": "qcow2",
+    "locations": ("https://images.example.org/ubuntu-24.04.qcow2",),
+}
+
+
 def unsigned_entry(image: Image = IMAGE, **fields) -> bytes:
-    defaults = {
-        "type": "base",
-        "title": "Ubuntu 24.04 LTS",
-        "description": "Minimal cloud image with cloud-init.",
-        "os": "Ubuntu",
-        "os_version": "24.04",
-        "os_arch": "x86_64",
-        "kind": "machine",
-        "format": "qcow2",
-        "locations": ("https://images.example.org/ubuntu-24.04.qcow2",),
-    }
-    return metadata.build(image_bytes=len(image.content), checksums=image.checksums, **{**defaults, **fields})
+    return metadata.build(image_bytes=len(image.content), checksums=image.checksums, **{**UBUNTU, **fields})
 
 
 @pytest.fixture(scope="session")

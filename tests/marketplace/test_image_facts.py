@@ -16,22 +16,11 @@ from marketplace import metadata, policy, selectors, services
 from marketplace.models import Entry, Image
 from marketplace.policy import PolicyRules
 from marketplace.policy.services import policy_change
-from tests.marketplace.conftest import IMAGE, OTHER_IMAGE, T0
+from tests.marketplace.conftest import IMAGE, OTHER_IMAGE, T0, UBUNTU
 
 pytestmark = pytest.mark.django_db
 
 ENTRIES = "/api/v1/marketplace/entries/"
-UBUNTU = {
-    "type": "base",
-    "title": "Ubuntu 24.04 LTS",
-    "description": "Minimal cloud image with cloud-init.",
-    "os": "Ubuntu",
-    "os_version": "24.04",
-    "os_arch": "x86_64",
-    "kind": "machine",
-    "format": "qcow2",
-    "locations": ("https://images.example.org/ubuntu-24.04.qcow2",),
-}
 EVIL_TITLE = "DO NOT USE - see http://evil.example"
 UBUNTU_SHA256 = IMAGE.checksums["SHA-256"]
 UNRELATED = b"a miner, not ubuntu"
