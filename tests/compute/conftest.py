@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from accounts.services import ssh_key_add
-from compute.models import Host, InstanceType, Network
+from compute.models import Host, Instance, InstanceType, Network
 from compute.networks import network_create
 from compute.services import instance_types_seed
 from marketplace import services as marketplace_services
@@ -84,6 +84,29 @@ def image(owner, registered, entry_for) -> Image:  # noqa: F811 - the fixtures i
     """A real signed machine image: the creator's Ubuntu entry, allowed by the default policy."""
     registered(owner, "owner")
     return marketplace_services.entry_upload(raw=entry_for("owner"), uploader=owner).image
+
+
+@pytest.fixture
+def instance_on(project, image) -> Callable[..., Instance]:
+    """``instance_on(host, itype, state=…, name=…)``: an instance of ``project`` from ``image`` on ``host``, sized
+    as ``itype``, made directly (no request, no worker)."""
+
+    def make(host: Host | None, itype: InstanceType, *, state: str = "running", name: str = "vm") -> Instance:
+        return Instance.objects.create(
+            name=name,
+            project=project,
+            image=image,
+            image_identifier=image.identifier,
+            instance_type=itype,
+            vcpus=itype.vcpus,
+            ram_mib=itype.ram_mib,
+            root_gib=itype.root_gib,
+            host=host,
+            network="private",
+            state=state,
+        )
+
+    return make
 
 
 def public_key_line() -> str:

@@ -46,25 +46,12 @@ def host(tmp_path, types) -> Host:
 
 
 @pytest.fixture
-def vm(project, image, types):
+def vm(instance_on, types):
     """``vm(host, state, domain=None|"running"|"shut off")``: an instance on ``host``, with its domain defined
     (and started) through the adapter when ``domain`` says so."""
 
     def make(host: Host, state: str, domain: str | None = None, name: str = "vm") -> Instance:
-        itype = types["m1.large"]
-        instance = Instance.objects.create(
-            name=name,
-            project=project,
-            image=image,
-            image_identifier=image.identifier,
-            instance_type=itype,
-            vcpus=itype.vcpus,
-            ram_mib=itype.ram_mib,
-            root_gib=itype.root_gib,
-            host=host,
-            network="private",
-            state=state,
-        )
+        instance = instance_on(host, types["m1.large"], state=state, name=name)
         if domain is not None:
             define(host, instance.uuid, running=domain == hypervisor.RUNNING)
         return instance

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 from django.db import transaction
 
-from compute.models import Instance
 from compute.scheduler import capacity, place
 from core.errors import Conflict
 
@@ -14,24 +13,12 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def run(project, image):
+def run(instance_on):
     """``run(host, itype, n)``: put ``n`` live instances of ``itype`` on ``host``."""
 
     def put(host, itype, n=1, state="running"):
         for i in range(n):
-            Instance.objects.create(
-                name=f"vm-{host.name}-{i}",
-                project=project,
-                image=image,
-                image_identifier=image.identifier,
-                instance_type=itype,
-                vcpus=itype.vcpus,
-                ram_mib=itype.ram_mib,
-                root_gib=itype.root_gib,
-                host=host,
-                network="private",
-                state=state,
-            )
+            instance_on(host, itype, state=state, name=f"vm-{host.name}-{i}")
 
     return put
 
