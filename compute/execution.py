@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from celery import current_app
+from celery import current_app, current_task
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -83,7 +83,15 @@ def _get(instance_id: int) -> Instance:
     return Instance.objects.select_related("host", "image").get(pk=instance_id)
 
 
+def _worker() -> dict[str, str]:
+    """The Celery worker running this step (``name@host``), for the audit entry; empty outside a worker."""
+    hostname = getattr(getattr(current_task, "request", None), "hostname", None)
+    return {"worker": hostname} if hostname else {}
+
+
 def _move(instance: Instance, *, allowed: list[str], to: str, verb: str, actor: Any = None, **details: Any) -> Instance:
+    if actor is None:
+        details = {**_worker(), **details}
     with transaction.atomic():
         return transition(
             Instance,
@@ -308,3 +316,31 @@ def instance_reboot(*, actor: User, instance: Instance) -> Instance:
 
 def teardown_on_commit(instance: Instance) -> None:
     _enqueue_on_commit(TERMINATE, instance)
+
+
+# The step to send again for an instance found in a worker state whose message may have died with a worker.
+RESUME_STEP = {
+    S.SCHEDULED: PREPARE,
+    S.PREPARING: PREPARE,
+    S.BOOTING: BOOT,
+    S.STOPPING: WAIT_STOPPED,
+    S.TERMINATING: TERMINATE,
+}
+
+
+def steps_resume(*, host_names: list[str]) -> int:
+    """Send again the current step of every instance on ``host_names`` that is in a worker state; returns how many.
+
+    Called when a worker starts consuming those hosts' queues: a worker killed mid-step (SIGKILL, power loss)
+    takes its message with it on the filesystem broker, and Redis gives it back only after its visibility
+    timeout. Steps are idempotent and return early when their work is done, so a step that was not lost (still
+    queued, or redelivered later) only runs once more to no effect."""
+    instances = list(
+        Instance.objects.select_related("host")
+        .filter(host__name__in=host_names, state__in=list(RESUME_STEP))
+        .order_by("pk")
+    )
+    for instance in instances:
+        logger.info("instance %s is %s on %s: sending %s again", instance.pk, instance.state, instance.host, RESUME_STEP[instance.state])
+        enqueue(RESUME_STEP[instance.state], instance)
+    return len(instances)
