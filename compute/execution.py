@@ -341,6 +341,7 @@ def steps_resume(*, host_names: list[str]) -> int:
         .order_by("pk")
     )
     for instance in instances:
-        logger.info("instance %s is %s on %s: sending %s again", instance.pk, instance.state, instance.host, RESUME_STEP[instance.state])
-        enqueue(RESUME_STEP[instance.state], instance)
+        step = RESUME_STEP[instance.state]
+        logger.info("instance %s is %s on %s: sending %s again", instance.pk, instance.state, instance.host, step)
+        enqueue(step, instance)
     return len(instances)

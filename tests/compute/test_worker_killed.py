@@ -71,7 +71,15 @@ def stalled_image(owner, registered, keyring, image_server):  # noqa: F811 - fix
 
 
 def test_an_instance_whose_worker_is_killed_during_prepare_runs_after_a_restart_with_nothing_allocated_twice(
-    celery_workers, image_server, stalled_image, owner, project, types, networks, owner_key, tmp_path
+    celery_workers,
+    image_server,  # noqa: F811 - the fixture imported above
+    stalled_image,
+    owner,
+    project,
+    types,
+    networks,
+    owner_key,
+    tmp_path,
 ):
     image, path, content = stalled_image
     node = tmp_path / "node.xml"
