@@ -236,6 +236,8 @@ class HostListApi(generics.ListAPIView):
     class HostInputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=100)
         uri = serializers.CharField(max_length=300)
+        cpu_allocation_ratio = serializers.DecimalField(max_digits=5, decimal_places=2, required=False)
+        ram_allocation_ratio = serializers.DecimalField(max_digits=5, decimal_places=2, required=False)
 
     def get_queryset(self) -> QuerySet[Host]:
         return selectors.host_list()

@@ -6,6 +6,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import asdict
+from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -59,9 +60,46 @@ def instance_types_seed(*, actor: object | None) -> list[InstanceType]:
     return created
 
 
-def host_register(*, actor: object | None, name: str, uri: str) -> Host:
-    """Register the libvirt host at ``uri`` with the capacity it reports. Probing happens before the
-    transaction; a host already registered under that URI is a conflict."""
+# A host's name is part of its worker queue ``host.<name>`` and of log lines: one token, no spaces or wildcards.
+HOST_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$")
+# Overcommit ratios a site may set (the columns hold 5 digits, 2 decimals).
+RATIO_MIN, RATIO_MAX = Decimal("0.01"), Decimal("100")
+
+
+def _ratio(value: Decimal | float | str | None, *, default: Decimal, what: str) -> Decimal:
+    if value is None:
+        return default
+    try:
+        ratio = Decimal(str(value)).quantize(Decimal("0.01"))
+    except (InvalidOperation, ValueError):
+        raise ApplicationError(f"the {what} allocation ratio {value!r} is not a number", code="host-ratio") from None
+    if not RATIO_MIN <= ratio <= RATIO_MAX:
+        raise ApplicationError(
+            f"the {what} allocation ratio must be {RATIO_MIN} to {RATIO_MAX}, got {value}", code="host-ratio"
+        )
+    return ratio
+
+
+def host_register(
+    *,
+    actor: object | None,
+    name: str,
+    uri: str,
+    cpu_allocation_ratio: Decimal | float | str | None = None,
+    ram_allocation_ratio: Decimal | float | str | None = None,
+) -> Host:
+    """Register the libvirt host at ``uri`` with the capacity it reports and the overcommit ratios given (the
+    model's defaults otherwise). The input is checked and the host probed before the transaction; a host already
+    registered under that name or URI is a conflict."""
+    if not HOST_NAME.match(name):
+        raise ApplicationError(
+            f"{name!r} is not a valid host name: 1 to 100 letters, digits, dots, hyphens and underscores, "
+            "starting and ending with a letter or digit (it names the worker queue host.<name>)",
+            code="host-name",
+        )
+    fields = {f.name: f.default for f in Host._meta.concrete_fields if f.name.endswith("_allocation_ratio")}
+    cpu = _ratio(cpu_allocation_ratio, default=Decimal(fields["cpu_allocation_ratio"]), what="CPU")
+    ram = _ratio(ram_allocation_ratio, default=Decimal(fields["ram_allocation_ratio"]), what="RAM")
     try:
         info = hypervisor.host_info(uri)
     except hypervisor.HostUnreachable as exc:
@@ -71,8 +109,26 @@ def host_register(*, actor: object | None, name: str, uri: str) -> Host:
     with transaction.atomic():
         if Host.objects.filter(uri=uri).exists():
             raise Conflict(f"a host with URI {uri} is already registered", code="host-exists")
-        host = Host.objects.create(name=name, uri=uri, vcpus=info.vcpus, ram_mib=info.ram_mib)
-        audit.record(actor, "compute.host.registered", host, uri=uri, vcpus=info.vcpus, ram_mib=info.ram_mib)
+        if Host.objects.filter(name=name).exists():
+            raise Conflict(f"a host named {name} is already registered", code="host-exists")
+        host = Host.objects.create(
+            name=name,
+            uri=uri,
+            vcpus=info.vcpus,
+            ram_mib=info.ram_mib,
+            cpu_allocation_ratio=cpu,
+            ram_allocation_ratio=ram,
+        )
+        audit.record(
+            actor,
+            "compute.host.registered",
+            host,
+            uri=uri,
+            vcpus=info.vcpus,
+            ram_mib=info.ram_mib,
+            cpu_allocation_ratio=str(cpu),
+            ram_allocation_ratio=str(ram),
+        )
     return host
 
 
