@@ -20,6 +20,7 @@ from compute.services import instance_types_seed
 from marketplace import metadata
 from marketplace import services as marketplace_services
 from marketplace.models import Image
+from tests.compute.guest import guest_disk, libvirt_daemon, libvirt_host, tiny_guest  # noqa: F401 - real guests
 from tests.marketplace.conftest import (  # noqa: F401 - fixtures shared with the marketplace tests
     IMAGE,
     T0,
