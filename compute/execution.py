@@ -26,7 +26,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from compute import hypervisor
+from compute import hypervisor, swap
 from compute.contextualisation import NetworkConfig, seed_iso
 from compute.domain import DiskSpec, DomainSpec, NicSpec, domain_xml
 from compute.models import Host, Instance, InstanceState, Lease
@@ -48,6 +48,10 @@ WAIT_STOPPED = "compute.instance_wait_stopped"
 KILL = "compute.instance_kill"
 REBOOT = "compute.instance_reboot"
 TERMINATE = "compute.instance_terminate"
+# The swap disk: a raw file in the instance's folder, on the last virtio name so that it never takes the name of a
+# volume (the guest finds it by its label, not by its device name).
+SWAP_FILE = "swap.img"
+SWAP_TARGET = "vdz"
 # States a failed step may leave for ``error`` (terminated is final; error already is).
 FAILABLE = [s for s in S.values if s not in (S.TERMINATED, S.ERROR)]
 
@@ -130,7 +134,7 @@ def instance_fail(instance_id: int, *, message: str) -> None:
 
 def instance_prepare(instance_id: int) -> bool:
     """``scheduled → preparing``: cache the image, check the policy again, make the root overlay, the volatile
-    disk and the seed ISO in ``INSTANCE_DIR/<uuid>/``; then send the boot step. False when not wanted."""
+    disk, the swap disk and the seed ISO in ``INSTANCE_DIR/<uuid>/``; then send the boot step. False when not wanted."""
     instance = _get(instance_id)
     if instance.state == S.SCHEDULED:
         instance = _move(instance, allowed=[S.SCHEDULED], to=S.PREPARING, verb="preparing")
@@ -147,6 +151,8 @@ def instance_prepare(instance_id: int) -> bool:
     qemu_img.overlay_create(backing=Path(cached.path), path=where / "root.qcow2", size_gib=instance.root_gib)
     if instance.volatile_gib:
         qemu_img.image_create(path=where / "volatile.qcow2", size_gib=instance.volatile_gib)
+    if instance.swap_mib:
+        swap.swap_disk_create(path=where / SWAP_FILE, size_mib=instance.swap_mib)
     lease = Lease.objects.select_related("network").get(instance=instance)
     prefix = lease.network.cidr.split("/")[1]
     iso = seed_iso(
@@ -157,6 +163,7 @@ def instance_prepare(instance_id: int) -> bool:
         network=NetworkConfig(
             mac=lease.mac, address=f"{lease.ip}/{prefix}", gateway=lease.network.gateway, dns=tuple(lease.network.dns)
         ),
+        swap_label=swap.LABEL if instance.swap_mib else None,
     )
     partial = where / "seed.iso.partial"
     partial.write_bytes(iso)
@@ -171,6 +178,8 @@ def _spec(instance: Instance) -> DomainSpec:
     disks = [DiskSpec(target="vda", path=str(where / "root.qcow2"))]
     if instance.volatile_gib:
         disks.append(DiskSpec(target="vdb", path=str(where / "volatile.qcow2")))
+    if instance.swap_mib:
+        disks.append(DiskSpec(target=SWAP_TARGET, path=str(where / SWAP_FILE), format="raw"))
     return DomainSpec(
         name=domain_name(instance),
         uuid=instance.uuid,
