@@ -328,12 +328,12 @@ def teardown_on_commit(instance: Instance) -> None:
 
 
 # The step to send again for an instance found in a worker state whose message may have died with a worker.
-RESUME_STEP = {
-    S.SCHEDULED: PREPARE,
-    S.PREPARING: PREPARE,
-    S.BOOTING: BOOT,
-    S.STOPPING: WAIT_STOPPED,
-    S.TERMINATING: TERMINATE,
+RESUME_STEP: dict[str, str] = {
+    S.SCHEDULED.value: PREPARE,
+    S.PREPARING.value: PREPARE,
+    S.BOOTING.value: BOOT,
+    S.STOPPING.value: WAIT_STOPPED,
+    S.TERMINATING.value: TERMINATE,
 }
 
 
