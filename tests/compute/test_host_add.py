@@ -91,3 +91,15 @@ def test_host_add_refuses_a_name_or_uri_already_registered(node_uri, tmp_path):
     with pytest.raises(CommandError, match=r"named n1 is already registered \[host-exists\]"):
         host_add(f"test://{other}", "--name", "n1")
     assert list(Host.objects.values_list("name", flat=True)) == ["n1"]
+
+
+def test_the_admin_api_registers_a_host_with_ratios_and_refuses_a_name_that_is_no_queue_name(api_as, staff, node_uri):
+    client = api_as(staff)
+    refused = client.post("/api/v1/admin/hosts/", {"name": "host.*", "uri": node_uri}, format="json")
+    assert refused.status_code == 400
+    assert refused.json()["code"] == "host-name"
+    assert not Host.objects.exists()
+    body = {"name": "n1", "uri": node_uri, "cpu_allocation_ratio": "2.5", "ram_allocation_ratio": "1.25"}
+    created = client.post("/api/v1/admin/hosts/", body, format="json")
+    assert created.status_code == 201, created.json()
+    assert (created.json()["cpu_allocation_ratio"], created.json()["ram_allocation_ratio"]) == ("2.50", "1.25")
