@@ -123,7 +123,7 @@ def instance_fail(instance_id: int, *, message: str) -> None:
                 actor=None,
                 action="compute.instance.error",
                 code="instance-state",
-                details={"message": message[:4000]},
+                details={"message": message[:4000], **_worker()},
             )
         except (Conflict, NotFound):
             logger.info("instance %s failed (%s) but is gone or no longer in a state to fail", instance_id, message)

@@ -66,7 +66,7 @@ def _resume_steps(consumer: Any) -> None:
 
 
 @worker_ready.connect
-def worker_start(sender: Any = None, **_: Any) -> None:
+def on_worker_ready(sender: Any = None, **_: Any) -> None:
     if sender is None:
         return
     if settings.WORKER_ALL_HOST_QUEUES:

@@ -165,6 +165,7 @@ class WorkerProcess:
 def _session_worker(django_db_setup, django_db_blocker) -> Iterator[WorkerProcess]:
     """The suite's shared worker (not started yet): every queue, host queues included."""
     worker = WorkerProcess("test-worker", env={"WORKER_ALL_HOST_QUEUES": "1"})
+    worker.log.unlink(missing_ok=True)
     yield worker
     worker.stop()
 

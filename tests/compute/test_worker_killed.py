@@ -36,7 +36,7 @@ pytestmark = [
 
 # The restarted worker takes over the dead worker's download claim once it is stale: the download deadline
 # (IMAGE_DOWNLOAD_TIMEOUT, short here) plus storage.images.STALE_GRACE_SECONDS (60 s).
-DOWNLOAD_TIMEOUT_SECONDS = 5
+DOWNLOAD_TIMEOUT_SECONDS = 10  # room for the test to see the download begin and kill the worker within it
 DEADLINE_SECONDS = 240
 
 
