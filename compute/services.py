@@ -180,9 +180,7 @@ HOST_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$")
 RATIO_MIN, RATIO_MAX = Decimal("0.01"), Decimal("100")
 
 
-def _ratio(value: Decimal | float | str | None, *, default: Decimal, what: str) -> Decimal:
-    if value is None:
-        return default
+def _ratio(value: Decimal | float | str, *, what: str) -> Decimal:
     try:
         ratio = Decimal(str(value)).quantize(Decimal("0.01"))
     except (InvalidOperation, ValueError):
@@ -211,9 +209,11 @@ def host_register(
             "starting and ending with a letter or digit (it names the worker queue host.<name>)",
             code="host-name",
         )
-    fields = {f.name: f.default for f in Host._meta.concrete_fields if f.name.endswith("_allocation_ratio")}
-    cpu = _ratio(cpu_allocation_ratio, default=Decimal(fields["cpu_allocation_ratio"]), what="CPU")
-    ram = _ratio(ram_allocation_ratio, default=Decimal(fields["ram_allocation_ratio"]), what="RAM")
+    ratios = {}  # those not given take the model's defaults
+    if cpu_allocation_ratio is not None:
+        ratios["cpu_allocation_ratio"] = _ratio(cpu_allocation_ratio, what="CPU")
+    if ram_allocation_ratio is not None:
+        ratios["ram_allocation_ratio"] = _ratio(ram_allocation_ratio, what="RAM")
     try:
         info = hypervisor.host_info(uri)
     except hypervisor.HostUnreachable as exc:
@@ -225,14 +225,8 @@ def host_register(
             raise Conflict(f"a host with URI {uri} is already registered", code="host-exists")
         if Host.objects.filter(name=name).exists():
             raise Conflict(f"a host named {name} is already registered", code="host-exists")
-        host = Host.objects.create(
-            name=name,
-            uri=uri,
-            vcpus=info.vcpus,
-            ram_mib=info.ram_mib,
-            cpu_allocation_ratio=cpu,
-            ram_allocation_ratio=ram,
-        )
+        host = Host.objects.create(name=name, uri=uri, vcpus=info.vcpus, ram_mib=info.ram_mib, **ratios)
+        host.refresh_from_db()  # the ratios as stored (two decimals)
         audit.record(
             actor,
             "compute.host.registered",
@@ -240,8 +234,8 @@ def host_register(
             uri=uri,
             vcpus=info.vcpus,
             ram_mib=info.ram_mib,
-            cpu_allocation_ratio=str(cpu),
-            ram_allocation_ratio=str(ram),
+            cpu_allocation_ratio=str(host.cpu_allocation_ratio),
+            ram_allocation_ratio=str(host.ram_allocation_ratio),
         )
     return host
 
