@@ -32,8 +32,9 @@ def swap_disk_create(*, path: Path, size_mib: int) -> None:
     if mkswap is None:
         raise SwapDiskError("mkswap (util-linux) is not installed on this host")
     partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "wb") as handle:
-        handle.truncate(size)  # sparse: the host's disk fills only as the guest swaps
+    # Owner-only, as the guest's memory pages land in it; sparse: the host's disk fills only as the guest swaps.
+    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+        handle.truncate(size)
     try:
         done = subprocess.run(  # noqa: S603 - a fixed program and arguments, no shell
             [mkswap, "--label", LABEL, str(partial)],

@@ -8,7 +8,8 @@ packets. We reach it through its socket: ``qemu+unix:///system?socket=<tmp>/run/
 
 The guest is Debian's cloud kernel (downloaded once into ``var/test-guest/``) with an initramfs of
 ``busybox-static`` whose ``/init`` loads the cdrom and iso9660 modules, mounts the cdrom labelled ``cidata``,
-prints the SSH key line of its ``user-data`` to the serial console and, when its kernel command line says
+prints the SSH key line of its ``user-data`` to the serial console, turns on the disk labelled ``alto-swap`` as swap
+if there is one (``ALTO-SWAP: 1 /dev/vd…``) and, when its kernel command line says
 ``alto.poweroff``, powers off (else it stays up until it is destroyed). ``guest_disk`` puts the same kernel and
 initramfs on a raw disk that boots by itself (a FAT file system with SYSLINUX, written with mtools, no mount),
 for tests that boot it as a Marketplace image.
@@ -36,8 +37,9 @@ ROOT = Path(__file__).resolve().parents[2]
 GUEST_CACHE = ROOT / "var" / "test-guest"
 BUSYBOX = Path("/bin/busybox")
 BOOT_TIMEOUT = 120
-# What the guest needs to see its seed: the IDE controller of the `pc` machine, the cdrom and its file system.
-GUEST_MODULES = ("ata_piix", "sr_mod", "isofs")
+# What the guest needs to see its seed: the IDE controller of the `pc` machine, the cdrom and its file system; and
+# its virtio disks (modules in Debian's cloud kernel, whatever RUNBOOK.md says).
+GUEST_MODULES = ("ata_piix", "sr_mod", "isofs", "virtio_pci", "virtio_blk")
 
 _TOOLS = ("libvirtd", "virtlogd", "qemu-system-x86_64", "unshare", "cpio", "apt-get", "apt-cache", "dpkg")
 _MISSING = [tool for tool in _TOOLS if not shutil.which(tool, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")]
@@ -76,6 +78,13 @@ for attempt in $(seq 1 200); do
 done
 mount -t iso9660 -o ro "$device" /seed
 echo "ALTO-SEED-KEY: $(grep -o 'ssh-[a-z0-9]* [A-Za-z0-9+/=]* [A-Za-z0-9@._-]*' /seed/user-data)"
+# A swap disk labelled alto-swap (what cloud-init's mounts would add), turned on as a check that it is swap.
+# The label of a Linux swap area is at byte 1052 (after the boot block, version, last page, bad pages and UUID).
+for swap in /dev/vd*; do
+    if [ "$(dd if=$swap bs=1 skip=1052 count=9 2>/dev/null)" = alto-swap ]; then
+        swapon "$swap" && echo "ALTO-SWAP: $(grep -c "^$swap " /proc/swaps) $swap"
+    fi
+done
 grep -q alto.poweroff /proc/cmdline && poweroff -f
 while true; do sleep 60; done
 """

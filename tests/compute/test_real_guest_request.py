@@ -1,6 +1,7 @@
 """A VM requested through the service layer (``instance_request``) on a real libvirtd for ``qemu:///system`` and
 executed by a real Celery worker process boots the tiny guest from its Marketplace image; the guest's init
-prints the SSH key it found in the cloud-init seed ISO to the serial console, where the test finds it.
+prints the SSH key it found in the cloud-init seed ISO to the serial console, where the test finds it, and turns
+on the swap disk of the instance type, found by its label.
 
 The image is a real bootable disk (tests/compute/guest.py ``guest_disk``) published with a signed entry; the
 worker caches it, makes the qcow2 overlay and the seed ISO, defines the domain from the instance and starts it
@@ -110,6 +111,13 @@ def test_a_vm_requested_through_the_service_layer_boots_and_prints_its_cloud_ini
             lambda: f"ALTO-SEED-KEY: {key.public_key}" in console_text(),
             STEP_TIMEOUT,
             lambda: f"no key on the console after {STEP_TIMEOUT} s:\n{console_text()[-3000:]}",
+        )
+
+        # The type's swap disk (t1.micro: 512 MiB) reached the guest, labelled, and works as swap there.
+        _until(
+            lambda: "ALTO-SWAP: 1 /dev/vd" in console_text(),
+            STEP_TIMEOUT,
+            lambda: f"the guest did not turn on its swap disk:\n{console_text()[-3000:]}",
         )
 
         instance_terminate(actor=owner, instance=shown())

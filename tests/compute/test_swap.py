@@ -36,6 +36,7 @@ def test_a_swap_disk_is_a_sparse_raw_file_formatted_as_labelled_swap(tmp_path):
     swap.swap_disk_create(path=path, size_mib=64)
     assert path.stat().st_size == 64 * 2**20
     assert path.stat().st_blocks * 512 < 2**20  # sparse: only the header is written
+    assert path.stat().st_mode & 0o777 == 0o600  # the guest's memory pages are nobody else's to read
     found = _blkid(path)
     assert (found["TYPE"], found["LABEL"]) == ("swap", swap.LABEL)
     made = path.stat().st_mtime_ns
