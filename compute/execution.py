@@ -327,12 +327,14 @@ def teardown_on_commit(instance: Instance) -> None:
     _enqueue_on_commit(TERMINATE, instance)
 
 
-# The step to send again for an instance found in a worker state whose message may have died with a worker.
+# The step to send again for an instance found in a worker state whose message may have died with a worker. A
+# ``stopping`` one gets the ACPI button again (harmless on a domain already going down or off), then the wait; which
+# of shutdown or kill was asked is not kept, and the gentler one is the safe guess.
 RESUME_STEP: dict[str, str] = {
     S.SCHEDULED.value: PREPARE,
     S.PREPARING.value: PREPARE,
     S.BOOTING.value: BOOT,
-    S.STOPPING.value: WAIT_STOPPED,
+    S.STOPPING.value: SHUTDOWN,
     S.TERMINATING.value: TERMINATE,
 }
 

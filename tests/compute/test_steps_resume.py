@@ -30,7 +30,7 @@ def test_resume_sends_the_current_step_of_each_instance_in_a_worker_state_on_the
         (execution.PREPARE, made[S.SCHEDULED].pk, "host.h1"),
         (execution.PREPARE, made[S.PREPARING].pk, "host.h1"),
         (execution.BOOT, made[S.BOOTING].pk, "host.h1"),
-        (execution.WAIT_STOPPED, made[S.STOPPING].pk, "host.h1"),
+        (execution.SHUTDOWN, made[S.STOPPING].pk, "host.h1"),
         (execution.TERMINATE, made[S.TERMINATING].pk, "host.h1"),
     ]
     assert elsewhere.pk not in [pk for _, pk, _ in enqueued]
