@@ -92,7 +92,7 @@ class WorkerProcess:
     """A real ``celery worker`` process on the configured broker, against the test database, logging to ``log``.
 
     ``queues`` are its ``-Q``; ``env`` adds to its environment (``WORKER_ALL_HOST_QUEUES``, ``IMAGE_CACHE_DIR``…).
-    It may be killed (any signal) and started again with the same command line."""
+    It may be killed (SIGKILL) and started again with the same command line."""
 
     def __init__(self, name: str, *, queues: str | None = None, env: dict[str, str] | None = None) -> None:
         self.name = name
