@@ -21,12 +21,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from celery import current_app
+from celery import current_app, current_task
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from compute import hypervisor
+from compute import hypervisor, swap
 from compute.contextualisation import NetworkConfig, seed_iso
 from compute.domain import DiskSpec, DomainSpec, NicSpec, domain_xml
 from compute.models import Host, Instance, InstanceState, Lease
@@ -48,6 +48,10 @@ WAIT_STOPPED = "compute.instance_wait_stopped"
 KILL = "compute.instance_kill"
 REBOOT = "compute.instance_reboot"
 TERMINATE = "compute.instance_terminate"
+# The swap disk: a raw file in the instance's folder, on the last virtio name so that it never takes the name of a
+# volume (the guest finds it by its label, not by its device name).
+SWAP_FILE = "swap.img"
+SWAP_TARGET = "vdz"
 # States a failed step may leave for ``error`` (terminated is final; error already is).
 FAILABLE = [s for s in S.values if s not in (S.TERMINATED, S.ERROR)]
 
@@ -83,7 +87,15 @@ def _get(instance_id: int) -> Instance:
     return Instance.objects.select_related("host", "image").get(pk=instance_id)
 
 
+def _worker() -> dict[str, str]:
+    """The Celery worker running this step (``name@host``), for the audit entry; empty outside a worker."""
+    hostname = getattr(getattr(current_task, "request", None), "hostname", None)
+    return {"worker": hostname} if hostname else {}
+
+
 def _move(instance: Instance, *, allowed: list[str], to: str, verb: str, actor: Any = None, **details: Any) -> Instance:
+    if actor is None:
+        details = {**_worker(), **details}
     with transaction.atomic():
         return transition(
             Instance,
@@ -111,7 +123,7 @@ def instance_fail(instance_id: int, *, message: str) -> None:
                 actor=None,
                 action="compute.instance.error",
                 code="instance-state",
-                details={"message": message[:4000]},
+                details={"message": message[:4000], **_worker()},
             )
         except (Conflict, NotFound):
             logger.info("instance %s failed (%s) but is gone or no longer in a state to fail", instance_id, message)
@@ -122,7 +134,7 @@ def instance_fail(instance_id: int, *, message: str) -> None:
 
 def instance_prepare(instance_id: int) -> bool:
     """``scheduled → preparing``: cache the image, check the policy again, make the root overlay, the volatile
-    disk and the seed ISO in ``INSTANCE_DIR/<uuid>/``; then send the boot step. False when not wanted."""
+    disk, the swap disk and the seed ISO in ``INSTANCE_DIR/<uuid>/``; then send the boot step. False when not wanted."""
     instance = _get(instance_id)
     if instance.state == S.SCHEDULED:
         instance = _move(instance, allowed=[S.SCHEDULED], to=S.PREPARING, verb="preparing")
@@ -139,6 +151,8 @@ def instance_prepare(instance_id: int) -> bool:
     qemu_img.overlay_create(backing=Path(cached.path), path=where / "root.qcow2", size_gib=instance.root_gib)
     if instance.volatile_gib:
         qemu_img.image_create(path=where / "volatile.qcow2", size_gib=instance.volatile_gib)
+    if instance.swap_mib:
+        swap.swap_disk_create(path=where / SWAP_FILE, size_mib=instance.swap_mib)
     lease = Lease.objects.select_related("network").get(instance=instance)
     prefix = lease.network.cidr.split("/")[1]
     iso = seed_iso(
@@ -149,6 +163,7 @@ def instance_prepare(instance_id: int) -> bool:
         network=NetworkConfig(
             mac=lease.mac, address=f"{lease.ip}/{prefix}", gateway=lease.network.gateway, dns=tuple(lease.network.dns)
         ),
+        swap_label=swap.LABEL if instance.swap_mib else None,
     )
     partial = where / "seed.iso.partial"
     partial.write_bytes(iso)
@@ -163,6 +178,8 @@ def _spec(instance: Instance) -> DomainSpec:
     disks = [DiskSpec(target="vda", path=str(where / "root.qcow2"))]
     if instance.volatile_gib:
         disks.append(DiskSpec(target="vdb", path=str(where / "volatile.qcow2")))
+    if instance.swap_mib:
+        disks.append(DiskSpec(target=SWAP_TARGET, path=str(where / SWAP_FILE), format="raw"))
     return DomainSpec(
         name=domain_name(instance),
         uuid=instance.uuid,
@@ -308,3 +325,34 @@ def instance_reboot(*, actor: User, instance: Instance) -> Instance:
 
 def teardown_on_commit(instance: Instance) -> None:
     _enqueue_on_commit(TERMINATE, instance)
+
+
+# The step to send again for an instance found in a worker state whose message may have died with a worker. A
+# ``stopping`` one gets the ACPI button again (harmless on a domain already going down or off), then the wait; which
+# of shutdown or kill was asked is not kept, and the gentler one is the safe guess.
+RESUME_STEP: dict[str, str] = {
+    S.SCHEDULED.value: PREPARE,
+    S.PREPARING.value: PREPARE,
+    S.BOOTING.value: BOOT,
+    S.STOPPING.value: SHUTDOWN,
+    S.TERMINATING.value: TERMINATE,
+}
+
+
+def steps_resume(*, host_names: list[str]) -> int:
+    """Send again the current step of every instance on ``host_names`` that is in a worker state; returns how many.
+
+    Called when a worker starts consuming those hosts' queues: a worker killed mid-step (SIGKILL, power loss)
+    takes its message with it on the filesystem broker, and Redis gives it back only after its visibility
+    timeout. Steps are idempotent and return early when their work is done, so a step that was not lost (still
+    queued, or redelivered later) only runs once more to no effect."""
+    instances = list(
+        Instance.objects.select_related("host")
+        .filter(host__name__in=host_names, state__in=list(RESUME_STEP))
+        .order_by("pk")
+    )
+    for instance in instances:
+        step = RESUME_STEP[instance.state]
+        logger.info("instance %s is %s on %s: sending %s again", instance.pk, instance.state, instance.host, step)
+        enqueue(step, instance)
+    return len(instances)

@@ -13,12 +13,26 @@ from django.db.models import Count, DurationField, ExpressionWrapper, F, Integer
 from django.db.models.functions import Greatest, Least
 
 from accounts.models import Project
-from compute.models import Host, Instance, InstanceType, Network, UsageRecord
+from compute.models import Host, Instance, InstanceState, InstanceType, Network, UsageRecord
 from core.errors import NotFound
 
 
 def instance_type_list() -> QuerySet[InstanceType]:
     return InstanceType.objects.filter(is_active=True)
+
+
+def instance_type_admin_list() -> QuerySet[InstanceType]:
+    """Every instance type, offered or retired, with how many live instances use it (staff)."""
+    return InstanceType.objects.annotate(
+        live_instances=Count("instances", filter=~Q(instances__state=InstanceState.TERMINATED))
+    ).order_by("vcpus", "ram_mib", "name")
+
+
+def instance_type_admin_get(*, name: str) -> InstanceType:
+    try:
+        return instance_type_admin_list().get(name=name)
+    except InstanceType.DoesNotExist:
+        raise NotFound("No such instance type.") from None
 
 
 def instance_list(*, actor: User) -> QuerySet[Instance]:

@@ -19,6 +19,8 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
         )
         for action in api.InstanceActionApi.ACTIONS
     ],
+    path("admin/instance-types/", api.InstanceTypeAdminListApi.as_view(), name="api-admin-instance-types"),
+    path("admin/instance-types/<str:name>/", api.InstanceTypeAdminDetailApi.as_view(), name="api-admin-instance-type"),
     path("admin/hosts/", api.HostListApi.as_view(), name="api-admin-hosts"),
     path("admin/networks/", api.NetworkListApi.as_view(), name="api-admin-networks"),
 ]

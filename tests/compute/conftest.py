@@ -3,20 +3,27 @@ real signed Marketplace image (the Marketplace tests' keys and entries)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import uuid
 from collections.abc import Callable
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from django.conf import settings
 
 from accounts.services import ssh_key_add
 from compute.models import Host, Instance, InstanceType, Network
 from compute.networks import network_create
 from compute.services import instance_types_seed
+from marketplace import metadata
 from marketplace import services as marketplace_services
 from marketplace.models import Image
+from tests.compute.guest import guest_disk, libvirt_daemon, libvirt_host, tiny_guest  # noqa: F401 - real guests
 from tests.marketplace.conftest import (  # noqa: F401 - fixtures shared with the marketplace tests
     IMAGE,
+    T0,
     _signed_cache,
     entry_for,
     keyring,
@@ -27,6 +34,7 @@ from tests.marketplace.conftest import (  # noqa: F401 - fixtures shared with th
     trusted_keyring,
 )
 from tests.marketplace.keys import pgp_keys  # noqa: F401 - a session fixture entry_for needs
+from tests.storage.conftest import checksums_of
 
 
 @pytest.fixture
@@ -132,3 +140,31 @@ def enqueued(request, monkeypatch) -> list[tuple[str, int, str]]:
 
         monkeypatch.setattr(execution, "enqueue", record)
     return sent
+
+
+@pytest.fixture
+def served_image(owner, registered, keyring):  # noqa: F811 - the fixtures imported above
+    """A real small raw image under the worker's allowed ``file:`` directory, published with a signed entry."""
+    registered(owner, "owner")
+    content = os.urandom(64 * 1024)
+    directory = settings.MARKETPLACE_FILE_LOCATION_DIRS[0]
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"e2e-{uuid.uuid4().hex}.raw")
+    with open(path, "wb") as out:
+        out.write(content)
+    document = metadata.build(
+        image_bytes=len(content),
+        checksums=checksums_of(content),
+        type="base",
+        title="End-to-end image",
+        os="Ubuntu",
+        os_arch="x86_64",
+        kind="machine",
+        format="raw",
+        compression="",
+        locations=(f"file://{path}",),
+    )
+    entry = marketplace_services.entry_upload(raw=keyring["owner"].sign(document, now=T0), uploader=owner)
+    yield entry.image.identifier
+    os.unlink(path)
+    shutil.rmtree(settings.IMAGE_CACHE_DIR / entry.image.identifier, ignore_errors=True)
