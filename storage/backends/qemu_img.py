@@ -87,10 +87,13 @@ def overlay_create(*, backing: Path, path: Path, size_gib: int | None, backing_f
     base = info(backing)
     fmt = backing_format or base.format
     args = ["create", "-q", "-f", "qcow2", "-b", str(backing), "-F", fmt, str(path)]
+    size = base.virtual_size
     if size_gib is not None and size_gib * 1024**3 > base.virtual_size:
         args.append(_gib(size_gib))
+        size = size_gib * 1024**3
     _create(path, args)
-    return info(path)
+    # What ``info`` would say of the overlay just made, without running qemu-img a third time.
+    return ImageInfo(path=path, format="qcow2", virtual_size=size, backing=backing, backing_format=fmt)
 
 
 def image_create(*, path: Path, size_gib: int, fmt: str = "qcow2") -> ImageInfo:

@@ -26,6 +26,7 @@ def test_overlay_on_a_raw_image_names_its_backing_and_format(base, tmp_path):
     assert made.backing == base.resolve()
     assert made.backing_format == "raw"
     assert made.virtual_size == 3 * GIB
+    assert made == qemu_img.info(made.path)  # what qemu-img says of the overlay made
 
 
 def test_overlay_never_shrinks_below_its_backing(base, tmp_path):
