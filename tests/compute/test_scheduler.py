@@ -135,9 +135,8 @@ def test_a_placement_locks_only_its_host_and_the_next_takes_the_best_host_not_he
         with transaction.atomic():
             # The other hosts are free to lock: the first placement holds its own host only.
             assert Host.objects.select_for_update(nowait=True).filter(pk__in=[middle.pk, small.pk]).count() == 2
-        with transaction.atomic():
-            with pytest.raises(DatabaseError):  # could not obtain lock
-                Host.objects.select_for_update(nowait=True).get(pk=big.pk)
+        with transaction.atomic(), pytest.raises(DatabaseError):  # could not obtain lock
+            Host.objects.select_for_update(nowait=True).get(pk=big.pk)
         # A concurrent placement does not wait for the best host: it takes the best one nobody holds.
         assert placed(types["t1.micro"]) == middle
     finally:
