@@ -144,8 +144,8 @@ class InstanceListApi(generics.ListAPIView):
         instance = services.instance_request(
             actor=request.user, project=project, image=image, instance_type=instance_type, **values
         )
-        shown = selectors.instance_list(actor=request.user).get(pk=instance.pk)
-        return Response(InstanceOutputSerializer(shown).data, status=status.HTTP_202_ACCEPTED)
+        # The request returns the instance as stored, with its host, type and lease: rendered as it is.
+        return Response(InstanceOutputSerializer(instance).data, status=status.HTTP_202_ACCEPTED)
 
 
 class InstanceDetailApi(APIView):
