@@ -22,10 +22,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import percentile, recreate_database, setup_django  # noqa: E402
 
 OSES = [
     ("Ubuntu", ["20.04", "22.04", "24.04"], "LTS server with cloud-init"),
@@ -43,37 +44,6 @@ OSES = [
 ]
 PURPOSES = ["base", "grid", "hpc", "jupyter", "docker", "gpu", "desktop", "database", "web", "batch"]
 WORDS = ["minimal", "hardened", "cuda", "slurm", "openmpi", "numbat", "bookworm", "galaxy", "cvmfs", "lustre"]
-
-
-def recreate_database(url: str) -> None:
-    """Drop and create the benchmark database, so that each run starts from the current migrations."""
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def setup_django(var_dir: Path) -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-    os.environ["ALTO_VAR_DIR"] = str(var_dir)
-    os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 # --- Loading ------------------------------------------------------------------------------------------------

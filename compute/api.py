@@ -65,9 +65,10 @@ class InstanceOutputSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="uuid")
     image = serializers.CharField(source="image_identifier")
     instance_type = serializers.CharField(source="instance_type.name")
-    host = serializers.SerializerMethodField()
-    ip = serializers.SerializerMethodField()
-    mac = serializers.SerializerMethodField()
+    # Plain sourced fields (no per-row methods): a missing host or lease renders as null.
+    host = serializers.CharField(source="host.name", allow_null=True, read_only=True)
+    ip = serializers.CharField(source="lease.ip", allow_null=True, read_only=True)
+    mac = serializers.CharField(source="lease.mac", allow_null=True, read_only=True)
     volumes = serializers.SerializerMethodField()
     project = serializers.IntegerField(source="project_id")
 
@@ -95,23 +96,6 @@ class InstanceOutputSerializer(serializers.ModelSerializer):
             "created",
             "updated",
         ]
-
-    def get_host(self, instance: Instance) -> str | None:
-        return instance.host.name if instance.host else None
-
-    def _lease(self, instance: Instance):
-        try:
-            return instance.lease
-        except Instance.lease.RelatedObjectDoesNotExist:
-            return None
-
-    def get_ip(self, instance: Instance) -> str | None:
-        lease = self._lease(instance)
-        return lease.ip if lease else None
-
-    def get_mac(self, instance: Instance) -> str | None:
-        lease = self._lease(instance)
-        return lease.mac if lease else None
 
     def get_volumes(self, instance: Instance) -> list[int]:
         return []  # volume attachments come with the storage integration
@@ -160,8 +144,8 @@ class InstanceListApi(generics.ListAPIView):
         instance = services.instance_request(
             actor=request.user, project=project, image=image, instance_type=instance_type, **values
         )
-        shown = selectors.instance_list(actor=request.user).get(pk=instance.pk)
-        return Response(InstanceOutputSerializer(shown).data, status=status.HTTP_202_ACCEPTED)
+        # The request returns the instance as stored, with its host, type and lease: rendered as it is.
+        return Response(InstanceOutputSerializer(instance).data, status=status.HTTP_202_ACCEPTED)
 
 
 class InstanceDetailApi(APIView):

@@ -7,7 +7,8 @@ A step re-run after a worker died mid-step repeats safely: files are made idempo
 starting a domain twice is harmless.
 
 Flow: ``scheduled → preparing`` (image cache, policy again, disks, seed ISO) ``→ booting`` (define
-``alto-<uuid>`` and start it) ``→ running`` (libvirt says so). Actions: start (``stopped → booting``),
+``alto-<uuid>`` and start it) ``→ running`` (libvirt says so: at once in the boot step as a rule, else polled by
+the wait step). Actions: start (``stopped → booting``),
 shutdown (``running → stopping → stopped``, ACPI then polling), kill (``→ stopping``, destroy ``→ stopped``),
 reboot (``running``), terminate (``→ terminating``, destroy, undefine, root disk to quarantine ``→ terminated``,
 lease freed). A step that fails for good puts the instance in ``error`` with the message; its lease (and its
@@ -195,7 +196,7 @@ def _spec(instance: Instance) -> DomainSpec:
 
 def instance_boot(instance_id: int) -> bool:
     """``preparing → booting`` (a start comes ``stopped → booting``): define ``alto-<uuid>`` and start it, then
-    send the wait step. False when not wanted."""
+    ``→ running`` when libvirt says it runs, else send the wait step. False when not wanted."""
     instance = _get(instance_id)
     if instance.state == S.PREPARING:
         instance = _move(instance, allowed=[S.PREPARING], to=S.BOOTING, verb="booting")
@@ -203,7 +204,19 @@ def instance_boot(instance_id: int) -> bool:
         return False
     hypervisor.domain_define(_host(instance).uri, domain_xml(_spec(instance)))
     hypervisor.domain_start(_host(instance).uri, domain_name(instance))
-    enqueue(WAIT_RUNNING, instance)
+    # libvirt's start returns once the domain runs, as a rule: then it is ``running`` now, without another task;
+    # a domain that does not run yet is polled by the wait step.
+    if not _running_if_up(instance):
+        enqueue(WAIT_RUNNING, instance)
+    return True
+
+
+def _running_if_up(instance: Instance) -> bool:
+    """``booting → running`` if libvirt says the domain runs; False when it does not run yet."""
+    if hypervisor.domain_state(_host(instance).uri, domain_name(instance)) != hypervisor.RUNNING:
+        return False
+    with contextlib.suppress(Conflict):
+        _move(instance, allowed=[S.BOOTING], to=S.RUNNING, verb="running")
     return True
 
 
@@ -213,11 +226,7 @@ def instance_wait_running(instance_id: int) -> bool | None:
     instance = _get(instance_id)
     if instance.state != S.BOOTING:
         return True
-    if hypervisor.domain_state(_host(instance).uri, domain_name(instance)) != hypervisor.RUNNING:
-        return False
-    with contextlib.suppress(Conflict):
-        _move(instance, allowed=[S.BOOTING], to=S.RUNNING, verb="running")
-    return True
+    return _running_if_up(instance)
 
 
 def instance_stop_apply(instance_id: int, *, kill: bool) -> bool:

@@ -381,15 +381,9 @@ def instance_request(
             user_data_bytes=len(user_data.encode()),
             policy_warnings=[w["rule"] for w in warnings],
         )
-        instance_id = instance.pk
-        transaction.on_commit(lambda: instance_start_work(instance_id))
+        # The first worker step (prepare) goes to the host's queue once the instance is committed.
+        transaction.on_commit(lambda: execution.enqueue(execution.PREPARE, instance))
     return instance
-
-
-def instance_start_work(instance_id: int) -> None:
-    """Send the first worker step (prepare) of a requested instance to its host's queue (after commit)."""
-    instance = Instance.objects.select_related("host").get(pk=instance_id)
-    execution.enqueue(execution.PREPARE, instance)
 
 
 def instance_terminate(*, actor: User, instance: Instance) -> Instance:
