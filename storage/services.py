@@ -13,6 +13,7 @@ import logging
 import math
 import secrets
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -389,7 +390,7 @@ def _hold(volume: Volume, holder: str) -> VolumeHolder | None:
 
 
 def _change(
-    volume: Volume, allowed: list[str], state: str, action: str, *, code: str, message: str = "", **details: Any
+    volume: Volume, allowed: Sequence[str], state: str, action: str, *, code: str, message: str = "", **details: Any
 ) -> Volume:
     return transition(
         Volume,

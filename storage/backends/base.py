@@ -35,7 +35,8 @@ class Fill:
 
 
 class VolumeBackend(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def create(self, spec: VolumeSpec, *, fill: Fill | None = None) -> None:
         """Make the volume (empty, or a copy of ``fill``) and make it reachable. Idempotent."""
