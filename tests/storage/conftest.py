@@ -271,7 +271,7 @@ def tgtd_session(tmp_path_factory) -> Iterator[Tgtd]:
         pytest.skip("tgtd needs root (its control socket lives in /var/run/tgtd)")
     # "s11s" + this process: a control socket no other run uses.
     daemon = Tgtd(
-        control_port=11_000 + os.getpid() % 50_000,
+        control_port=11_000 + os.getpid() % 20_000,  # tgtd takes 0 to 32767
         port=_free_port(),
         log=tmp_path_factory.mktemp("s11s-tgtd") / "tgtd.log",
     )
