@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from celery.exceptions import Retry
 
 from core.models import AuditEntry
 from storage import services, tasks
@@ -232,3 +233,22 @@ def test_the_backend_restores_nothing_when_the_backing_file_is_gone(tgtd, tmp_pa
     with pytest.raises(Exception, match="missing"):
         iscsi_backend().restore(spec)
     assert tgtd.targets() == []
+
+
+def test_a_tgtd_that_stays_down_leaves_the_volume_in_error_once_the_retries_are_spent(tgtd, project, owner, settings):
+    volume = services.volume_create(actor=owner, project=project, name="x", size_gib=1, backend="iscsi")
+    settings.ISCSI_CONTROL_PORT = tgtd.control_port + 1  # nobody listens there
+
+    with pytest.raises(Retry, match="tgtd does not answer"):  # the worker sends it again later
+        tasks.volume_create.apply(kwargs={"volume_id": volume.pk}, throw=True)
+    assert Volume.objects.get(pk=volume.pk).state == "creating"
+    tasks.volume_create.apply(kwargs={"volume_id": volume.pk}, retries=tasks.volume_create.max_retries)
+
+    volume.refresh_from_db()
+    assert volume.state == "error"
+    assert "tgtd does not answer" in volume.state_message and "gave up after retries" in volume.state_message
+
+
+def test_reconciliation_does_nothing_where_the_site_has_no_iscsi(volume_settings, settings):
+    settings.ISCSI_CONTROL_PORT = 1  # no tgtd there: it must not be asked
+    assert tasks.reconcile() == {"restored": [], "failed": [], "unknown": []}
