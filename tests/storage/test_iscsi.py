@@ -147,7 +147,9 @@ def test_making_a_target_twice_changes_nothing(tgtd, tmp_path):
     again, made_again = tgt.target_ensure(iqn=iqn, backing=backing, read_only=False)
 
     assert made and not made_again
-    assert again == first
+    assert (again.tid, again.iqn, again.luns[1].path, again.initiators) == (
+        first.tid, iqn, str(backing), ("ALL",),
+    )  # fmt: skip
     assert len(tgtd.targets()) == 1
     assert tgt.target_remove(iqn=iqn) is True
     assert tgt.target_remove(iqn=iqn) is False
@@ -252,3 +254,23 @@ def test_a_tgtd_that_stays_down_leaves_the_volume_in_error_once_the_retries_are_
 def test_reconciliation_does_nothing_where_the_site_has_no_iscsi(volume_settings, settings):
     settings.ISCSI_CONTROL_PORT = 1  # no tgtd there: it must not be asked
     assert tasks.reconcile() == {"restored": [], "failed": [], "unknown": []}
+
+
+def test_workers_making_targets_at_the_same_moment_each_get_their_own(tgtd, tmp_path):
+    """Target ids are tgtd's: two workers that pick the same free one at once must not fail or share it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tgt = Tgt(control_port=tgtd.control_port)
+    iqns = [f"iqn.2026-01.org.example:{uuid.uuid4()}" for _ in range(8)]
+    for n in range(8):
+        (tmp_path / f"{n}.raw").write_bytes(b"\0" * 1024 * 1024)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        made = list(
+            pool.map(lambda n: tgt.target_ensure(iqn=iqns[n], backing=tmp_path / f"{n}.raw", read_only=False), range(8))
+        )
+
+    assert sorted(iqn for _tid, iqn in tgtd.targets()) == sorted(iqns)
+    assert len({target.tid for target, _made in made}) == 8
+    shown = Tgt(control_port=tgtd.control_port).targets()
+    assert all(shown[iqns[n]].luns[1].path == str(tmp_path / f"{n}.raw") for n in range(8))
