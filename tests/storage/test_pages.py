@@ -106,3 +106,12 @@ def test_deleting_a_held_volume_from_the_page_is_refused_with_the_reason(client,
 def test_delete_takes_post_only(client, volume, member):
     client.force_login(member)
     assert client.get(f"/storage/volumes/{volume.uuid}/delete/").status_code == 405
+
+
+def test_a_volume_name_is_shown_escaped(client, volume_settings, member, project):
+    volume = services.volume_create(actor=member, project=project, name="<script>alert(1)</script>", size_gib=1)
+    client.force_login(member)
+    for url in ("/storage/volumes/", f"/storage/volumes/{volume.uuid}/"):
+        page = client.get(url).content
+        assert b"<script>alert(1)</script>" not in page
+        assert b"&lt;script&gt;alert(1)&lt;/script&gt;" in page

@@ -388,3 +388,11 @@ def test_a_vm_ending_mid_attach_gives_the_volume_back(make_volume, owner, projec
 
     assert Volume.objects.get(pk=volume.pk).state == "available"
     assert services.volume_attach_end(volume_id=str(volume.uuid), holder=VM1, ok=True).state == "available"
+
+
+def test_a_hostile_name_never_reaches_a_path_or_a_target_name(make_volume, volume_settings):
+    volume = make_volume(name="../../etc/cron.d/evil; rm -rf /")
+
+    assert Path(volume.path).parent == volume_settings.STORAGE_FILE_DIR
+    assert Path(volume.path).name == f"{volume.uuid}.qcow2"
+    assert volume.name == "../../etc/cron.d/evil; rm -rf /"  # kept as the user wrote it, only ever shown escaped
