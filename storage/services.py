@@ -561,8 +561,9 @@ EXPORTED = (VolumeState.AVAILABLE, VolumeState.ATTACHING, VolumeState.IN_USE, Vo
 
 def iscsi_reconcile() -> dict[str, list[str]]:
     """Compare tgtd's targets with the database (the task ``storage.reconcile``): every iSCSI volume that should
-    be reachable and is not gets its target back (a restarted tgtd has forgotten them all), each such repair
-    audited. Targets of this site no volume accounts for are reported, never removed. Returns what it did."""
+    be reachable and is not gets its target back (a restarted tgtd has forgotten them all); the target of a volume
+    the database says is ``deleted`` is removed; each repair is audited. Targets of this site no volume accounts
+    for are reported, never removed. Returns what it did."""
     from storage.backends import iscsi_backend  # only sites with the iSCSI backend call tgtadm
 
     backend = iscsi_backend()
@@ -584,12 +585,20 @@ def iscsi_reconcile() -> dict[str, list[str]]:
         with transaction.atomic():
             audit.record(None, "storage.volume.target_restored", volume, iqn=volume.iqn)
     prefix = f".{settings.ISCSI_IQN_DOMAIN}:"
-    live = set(
-        Volume.objects.filter(backend=VolumeBackendName.ISCSI)
-        .exclude(state=VolumeState.DELETED)
-        .values_list("iqn", flat=True)
+    known = dict(
+        Volume.objects.filter(
+            backend=VolumeBackendName.ISCSI, iqn__in=[i for i in exported if prefix in i]
+        ).values_list("iqn", "state")
     )
-    unknown = sorted(iqn for iqn in exported if prefix in iqn and iqn not in live)
+    removed: list[str] = []
+    for volume in Volume.objects.filter(iqn__in=[i for i, state in known.items() if state == VolumeState.DELETED]):
+        # A deleted volume's target came back (made again by a run that raced the deletion): the database says
+        # the volume is gone, so its target goes too.
+        backend.delete(selectors.volume_spec(volume))
+        removed.append(str(volume.uuid))
+        with transaction.atomic():
+            audit.record(None, "storage.volume.target_removed", volume, iqn=volume.iqn)
+    unknown = sorted(iqn for iqn in exported if prefix in iqn and iqn not in known)
     for iqn in unknown:
         logger.warning("tgtd exports %s, which no volume accounts for; left alone", iqn)
-    return {"restored": restored, "failed": failed, "unknown": unknown}
+    return {"restored": restored, "failed": failed, "unknown": unknown, "removed": removed}

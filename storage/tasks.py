@@ -49,5 +49,5 @@ def volume_delete(self: Any, volume_id: int) -> Any:
 def reconcile() -> dict[str, list[str]]:
     """Periodic (STORAGE_RECONCILE_SECONDS): iSCSI targets missing from tgtd are made again from the database."""
     if "iscsi" not in settings.STORAGE_BACKENDS:
-        return {"restored": [], "failed": [], "unknown": []}
+        return {"restored": [], "failed": [], "unknown": [], "removed": []}
     return services.iscsi_reconcile()

@@ -3,6 +3,7 @@ HTTP server on 127.0.0.1 serving real image files, and images published with rea
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import os
@@ -243,10 +244,8 @@ class Tgtd:
             return
         if self.process.poll() is None and not crash:
             self.tgtadm("--mode", "system", "--op", "delete", check=False)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):  # then it is killed below
                 self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
