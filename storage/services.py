@@ -33,6 +33,7 @@ from marketplace.models import Image
 from marketplace.policy import evaluate
 from storage import selectors
 from storage.backends import Fill, backend_for
+from storage.backends.file import volume_lock
 from storage.images import image_cache_ensure
 from storage.models import (
     HELD_VOLUME_STATES,
@@ -269,28 +270,31 @@ def volume_provision(*, volume_id: int) -> Volume:
             raise volume_fail(volume_id=volume.pk, message=f"the site policy refuses the image: {decision.summary}")
         fill = Fill(path=Path(cached.path), format=volume.image.format or "raw")
     backend = backend_for(volume.backend)
-    try:
-        backend.create(spec, fill=fill)
-    except PermanentError as exc:
-        raise volume_fail(volume_id=volume.pk, message=str(exc)) from None
-    with transaction.atomic():
-        locked = Volume.objects.select_for_update().get(pk=volume.pk)
-        if locked.state != VolumeState.CREATING:
-            gone = locked.state in (VolumeState.DELETING, VolumeState.DELETED)
-        else:
-            gone = False
-            held = locked.holders.exists()
-            return transition(
-                Volume,
-                pk=volume.pk,
-                allowed={"state": [VolumeState.CREATING]},
-                changes={"state": VolumeState.IN_USE if held else VolumeState.AVAILABLE, "state_message": ""},
-                actor=None,
-                action="storage.volume.created",
-                code="volume-state",
-                details={"backend": volume.backend, "path": volume.path, "iqn": volume.iqn},
-            )
-    if gone:  # deleted while it was being made: what was just made must not outlive it
+    with volume_lock(spec.path):
+        # Whoever held the lock before may have made it meanwhile.
+        if Volume.objects.filter(pk=volume.pk, state=VolumeState.CREATING).exists():
+            try:
+                backend.create(spec, fill=fill)
+            except PermanentError as exc:
+                raise volume_fail(volume_id=volume.pk, message=str(exc)) from None
+        with transaction.atomic():
+            locked = Volume.objects.select_for_update().get(pk=volume.pk)
+            if locked.state == VolumeState.CREATING:
+                return transition(
+                    Volume,
+                    pk=volume.pk,
+                    allowed={"state": [VolumeState.CREATING]},
+                    changes={
+                        "state": VolumeState.IN_USE if locked.holders.exists() else VolumeState.AVAILABLE,
+                        "state_message": "",
+                    },
+                    actor=None,
+                    action="storage.volume.created",
+                    code="volume-state",
+                    details={"backend": volume.backend, "path": volume.path, "iqn": volume.iqn},
+                )
+    if locked.state in (VolumeState.DELETING, VolumeState.DELETED):
+        # Deleted while it was being made: what was just made must not outlive it.
         backend.delete(spec)
     return locked
 
@@ -354,8 +358,10 @@ def volume_destroy(*, volume_id: int) -> Volume:
     volume = Volume.objects.get(pk=volume_id)
     if volume.state != VolumeState.DELETING:
         return volume
+    spec = selectors.volume_spec(volume)
     try:
-        backend_for(volume.backend).delete(selectors.volume_spec(volume))
+        with volume_lock(spec.path):  # after a provisioning step still under way, never during it
+            backend_for(volume.backend).delete(spec)
     except PermanentError as exc:
         raise volume_fail(volume_id=volume.pk, message=f"deleting failed: {exc}") from None
     with transaction.atomic():
