@@ -214,11 +214,14 @@ def volume_create(
 def volume_create_volatile(*, project: Project, size_gib: int, holder: str) -> Volume:
     """A volatile disk for the VM ``holder`` (compute's request): born held by it, destroyed when it ends
     (``volumes_release``). Its GiB count against the project's volume GiB quota (not its volume count). Made on
-    the site's default backend by ``storage.volume_create`` (compute's prepare step may call
-    :func:`volume_provision` itself: it is idempotent). May run inside the caller's transaction."""
+    the file backend (the default backend where the site has none) by ``storage.volume_create``; compute's
+    prepare step may call :func:`volume_provision` itself (idempotent; concurrent calls take turns). May run
+    inside the caller's transaction."""
     _check_size(size_gib)
     _check_holder(holder)
-    backend = _check_backend(None)
+    # Scratch space belongs on the file backend (made by any worker that sees STORAGE_FILE_DIR, compute's too);
+    # a site without it uses its default.
+    backend = VolumeBackendName.FILE if "file" in settings.STORAGE_BACKENDS else _check_backend(None)
     tx = transaction.atomic()
     with tx:
         quota_reserve(project=project, request={"volume_gib": size_gib}, within=tx)

@@ -396,3 +396,10 @@ def test_a_hostile_name_never_reaches_a_path_or_a_target_name(make_volume, volum
     assert Path(volume.path).parent == volume_settings.STORAGE_FILE_DIR
     assert Path(volume.path).name == f"{volume.uuid}.qcow2"
     assert volume.name == "../../etc/cron.d/evil; rm -rf /"  # kept as the user wrote it, only ever shown escaped
+
+
+def test_a_volatile_disk_is_a_file_even_where_iscsi_is_the_default(volume_settings, project):
+    volume_settings.STORAGE_BACKENDS = ["iscsi", "file"]
+    volume_settings.STORAGE_DEFAULT_BACKEND = "iscsi"
+    volatile = services.volume_create_volatile(project=project, size_gib=1, holder=VM1)
+    assert (volatile.backend, volatile.format, volatile.iqn) == ("file", "qcow2", "")
