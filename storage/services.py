@@ -271,7 +271,10 @@ def volume_provision(*, volume_id: int) -> Volume:
         decision = evaluate(volume.image, on_use=True, actor=volume.created_by)
         if not decision.allowed:
             raise volume_fail(volume_id=volume.pk, message=f"the site policy refuses the image: {decision.summary}")
-        fill = Fill(path=Path(cached.path), format=volume.image.format or "raw")
+        image_format = (volume.image.format or "raw").lower()
+        if image_format not in VolumeFormat.values:
+            raise volume_fail(volume_id=volume.pk, message=f"images in {image_format} format cannot be copied")
+        fill = Fill(path=Path(cached.path), format=image_format)
     backend = backend_for(volume.backend)
     with volume_lock(spec.path):
         # Whoever held the lock before may have made it meanwhile.
