@@ -403,3 +403,27 @@ def test_a_volatile_disk_is_a_file_even_where_iscsi_is_the_default(volume_settin
     volume_settings.STORAGE_DEFAULT_BACKEND = "iscsi"
     volatile = services.volume_create_volatile(project=project, size_gib=1, holder=VM1)
     assert (volatile.backend, volatile.format, volatile.iqn) == ("file", "qcow2", "")
+
+
+def test_requesting_and_deleting_are_audited_with_their_actor_and_what_was_asked(make_volume, member, project):
+    volume = make_volume(3, actor=member, name="audited")
+    services.volume_delete(actor=member, volume=volume)
+    services.volume_destroy(volume_id=volume.pk)
+
+    entries = {
+        e.action: e
+        for e in AuditEntry.objects.filter(content_type__model="volume", object_id=str(volume.pk)).order_by("pk")
+    }
+    assert list(entries) == [
+        "storage.volume.requested",
+        "storage.volume.created",
+        "storage.volume.deleting",
+        "storage.volume.deleted",
+    ]
+    requested = entries["storage.volume.requested"]
+    assert requested.actor == member
+    asked = {key: requested.details.get(key) for key in ("project", "kind", "size_gib", "backend")}
+    assert asked == {"project": project.pk, "kind": "persistent", "size_gib": 3, "backend": "file"}
+    assert entries["storage.volume.deleting"].actor == member
+    assert entries["storage.volume.created"].actor is None  # the worker
+    assert entries["storage.volume.created"].details["path"] == volume.path
