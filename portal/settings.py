@@ -472,6 +472,8 @@ if STORAGE_FILE_FORMAT not in ("qcow2", "raw"):
     raise ImproperlyConfigured(f"STORAGE_FILE_FORMAT must be qcow2 or raw, not {STORAGE_FILE_FORMAT!r}")
 STORAGE_VOLUME_MAX_GIB = env_int("STORAGE_VOLUME_MAX_GIB", 2048, minimum=1)
 STORAGE_RECONCILE_SECONDS = env_int("STORAGE_RECONCILE_SECONDS", 60, minimum=10)
+# A volume left creating or deleting longer than this has its task sent again (its message was lost).
+STORAGE_STUCK_MINUTES = env_int("STORAGE_STUCK_MINUTES", 15, minimum=1)
 # The Celery queue of the storage tasks: a worker that sees STORAGE_FILE_DIR and, with iSCSI, runs next to tgtd
 # (tgtadm talks to the local tgtd only). "default" when one machine does it all.
 STORAGE_QUEUE = env_str("STORAGE_QUEUE", "default").strip()

@@ -9,6 +9,7 @@ change of a volume's holders locks the volume's row first, so that holders and s
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import secrets
@@ -565,6 +566,29 @@ def volumes_release(*, holder: str) -> None:
 
 
 # --- reconciliation ---------------------------------------------------------------------------------------
+
+
+def volumes_resend_stuck(*, now: dt.datetime | None = None) -> list[str]:
+    """Send the task of every volume left ``creating`` or ``deleting`` for longer than
+    ``STORAGE_STUCK_MINUTES`` again (its message was lost: the broker was down when the request committed).
+    Both tasks are idempotent and a volume is made under its file lock, so a task that was only slow loses
+    nothing. ``updated`` is stamped with each resend, so a slow one is sent again at most once per period.
+    Returns the volumes' ids, each resend audited."""
+    now = now or timezone.now()
+    before = now - dt.timedelta(minutes=settings.STORAGE_STUCK_MINUTES)
+    resent = []
+    stuck = Volume.objects.filter(state__in=[VolumeState.CREATING, VolumeState.DELETING], updated__lt=before)
+    for volume in stuck.order_by("pk"):
+        with transaction.atomic():
+            claimed = Volume.objects.filter(pk=volume.pk, state=volume.state, updated=volume.updated).update(
+                updated=now
+            )
+            if not claimed:
+                continue  # it moved on meanwhile
+            audit.record(None, "storage.volume.resent", volume, state=volume.state)
+            _enqueue_on_commit("create" if volume.state == VolumeState.CREATING else "delete", volume.pk)
+        resent.append(str(volume.uuid))
+    return resent
 
 
 # States in which a volume's iSCSI target must exist.

@@ -47,7 +47,9 @@ def volume_delete(self: Any, volume_id: int) -> Any:
 
 @task("storage.reconcile")
 def reconcile() -> dict[str, list[str]]:
-    """Periodic (STORAGE_RECONCILE_SECONDS): iSCSI targets missing from tgtd are made again from the database."""
+    """Periodic (STORAGE_RECONCILE_SECONDS): volumes stuck in ``creating``/``deleting`` get their task again, and
+    iSCSI targets missing from tgtd are made again from the database."""
+    report = {"resent": services.volumes_resend_stuck()}
     if "iscsi" not in settings.STORAGE_BACKENDS:
-        return {"restored": [], "failed": [], "unknown": [], "removed": []}
-    return services.iscsi_reconcile()
+        return {**report, "restored": [], "failed": [], "unknown": [], "removed": []}
+    return {**report, **services.iscsi_reconcile()}

@@ -251,9 +251,9 @@ def test_a_tgtd_that_stays_down_leaves_the_volume_in_error_once_the_retries_are_
     assert "tgtd does not answer" in volume.state_message and "gave up after retries" in volume.state_message
 
 
-def test_reconciliation_does_nothing_where_the_site_has_no_iscsi(volume_settings, settings):
+def test_reconciliation_asks_no_tgtd_where_the_site_has_no_iscsi(db, volume_settings, settings):
     settings.ISCSI_CONTROL_PORT = 1  # no tgtd there: it must not be asked
-    assert tasks.reconcile() == {"restored": [], "failed": [], "unknown": [], "removed": []}
+    assert tasks.reconcile() == {"resent": [], "restored": [], "failed": [], "unknown": [], "removed": []}
 
 
 def test_workers_making_targets_at_the_same_moment_each_get_their_own(tgtd, tmp_path):

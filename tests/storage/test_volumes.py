@@ -427,3 +427,30 @@ def test_requesting_and_deleting_are_audited_with_their_actor_and_what_was_asked
     assert entries["storage.volume.deleting"].actor == member
     assert entries["storage.volume.created"].actor is None  # the worker
     assert entries["storage.volume.created"].details["path"] == volume.path
+
+
+def test_a_volume_whose_task_was_lost_gets_it_again_once_per_period(
+    make_volume, owner, volume_settings, django_capture_on_commit_callbacks
+):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    creating = make_volume(provision=False)
+    deleting = make_volume()
+    services.volume_delete(actor=owner, volume=deleting)
+    fresh = make_volume(provision=False)
+    long_ago = timezone.now() - dt.timedelta(minutes=volume_settings.STORAGE_STUCK_MINUTES + 1)
+    Volume.objects.filter(pk__in=[creating.pk, deleting.pk]).update(updated=long_ago)
+
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        assert sorted(tasks.reconcile()["resent"]) == sorted([str(creating.uuid), str(deleting.uuid)])
+    assert len(sent) == 2
+    assert tasks.reconcile()["resent"] == []  # not again until another period has passed
+    assert Volume.objects.get(pk=fresh.pk).state == "creating"
+    assert AuditEntry.objects.filter(action="storage.volume.resent").count() == 2
+
+    tasks.volume_create(volume_id=creating.pk)
+    tasks.volume_delete(volume_id=deleting.pk)
+    assert Volume.objects.get(pk=creating.pk).state == "available"
+    assert Volume.objects.get(pk=deleting.pk).state == "deleted"
