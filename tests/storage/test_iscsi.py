@@ -83,6 +83,9 @@ def test_a_new_iscsi_volume_is_a_lun_of_its_size_that_a_real_initiator_lists(tgt
     assert f"Target:{volume.iqn} Portal:{tgtd.portal}" in listed.stdout
     assert "Lun:1    Type:DIRECT_ACCESS" in listed.stdout
     assert lun_size(tgtd, volume) == 2 * GIB
+    shown = Tgt(control_port=tgtd.control_port).target(volume.iqn)
+    assert shown is not None and shown.luns[1].path == volume.path
+    assert abs(shown.luns[1].size_bytes - 2 * GIB) < 1_000_000  # tgtadm shows whole (decimal) MB
     assert Path(volume.path).stat().st_size == 2 * GIB
 
 
