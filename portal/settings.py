@@ -501,6 +501,8 @@ if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)*", ISCSI_IQN_DOMAIN):
     raise ImproperlyConfigured(f"ISCSI_IQN_DOMAIN must be a reversed domain (org.example), not {ISCSI_IQN_DOMAIN!r}")
 ISCSI_CONTROL_PORT = env_int("ISCSI_CONTROL_PORT", 0, minimum=0)
 ISCSI_INITIATORS = env_list("ISCSI_INITIATORS", ["ALL"])
+if not ISCSI_INITIATORS or any(not re.fullmatch(r"ALL|[0-9A-Fa-f:.]+(/[0-9]{1,3})?", i) for i in ISCSI_INITIATORS):
+    raise ImproperlyConfigured(f"ISCSI_INITIATORS must be ALL or addresses/subnets, got {','.join(ISCSI_INITIATORS)!r}")
 ISCSI_CHAP = env_bool("ISCSI_CHAP", False)
 
 # Cache (rate-limit counters): per process by default; a shared Redis when several web processes serve.

@@ -22,6 +22,8 @@ from tests.portal.test_settings import _start_django
         ({"ISCSI_PORTAL": "a b:3260"}, "ISCSI_PORTAL must be host:port"),
         ({"ISCSI_IQN_DOMAIN": "org.example;rm"}, "ISCSI_IQN_DOMAIN must be a reversed domain"),
         ({"STORAGE_VOLUME_MAX_GIB": "0"}, "STORAGE_VOLUME_MAX_GIB must be at least 1"),
+        ({"ISCSI_INITIATORS": ""}, "ISCSI_INITIATORS must be ALL or addresses/subnets"),
+        ({"ISCSI_INITIATORS": "10.0.0.0/8,--op delete"}, "ISCSI_INITIATORS must be ALL or addresses/subnets"),
     ],
 )
 def test_start_up_stops_on_a_malformed_storage_variable_naming_it(env, message):
