@@ -154,15 +154,3 @@ def image_copy(*, source: Path, source_format: str, path: Path, fmt: str, size_g
     finally:
         partial.unlink(missing_ok=True)
     return info(path)
-
-
-def image_resize(*, path: Path, fmt: str, size_gib: int) -> ImageInfo:
-    """Grow the image at ``path`` to ``size_gib`` GiB (never shrinks: data would be lost). Idempotent."""
-    wanted = size_gib * 1024**3
-    found = info(path)
-    if found.virtual_size == wanted:
-        return found
-    if found.virtual_size > wanted:
-        raise QemuImgPermanent(f"{path} is larger than {size_gib} GiB; volumes are never shrunk")
-    _run("resize", "-q", "-f", fmt, str(path), _gib(size_gib))
-    return info(path)
