@@ -9,7 +9,6 @@ change of a volume's holders locks the volume's row first, so that holders and s
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import math
 import secrets
@@ -129,7 +128,8 @@ def _enqueue(task_name: str, volume_id: int) -> None:
     task.apply_async(kwargs={"volume_id": volume_id}, queue=settings.STORAGE_QUEUE)
 
 
-def _enqueue_on_commit(task_name: str, volume_id: int) -> None:
+def volume_task_on_commit(task_name: str, volume_id: int) -> None:
+    """Send the volume's ``create`` or ``delete`` task once the current transaction commits."""
     transaction.on_commit(lambda: _enqueue(task_name, volume_id))
 
 
@@ -208,7 +208,7 @@ def volume_create(
             backend=backend,
             image=volume.image_identifier,
         )
-        _enqueue_on_commit("create", volume.pk)
+        volume_task_on_commit("create", volume.pk)
     return volume
 
 
@@ -247,7 +247,7 @@ def volume_create_volatile(*, project: Project, size_gib: int, holder: str) -> V
             backend=backend,
             holder=holder,
         )
-        _enqueue_on_commit("create", volume.pk)
+        volume_task_on_commit("create", volume.pk)
     return volume
 
 
@@ -355,7 +355,7 @@ def volume_delete(*, actor: User, volume: Volume) -> Volume:
             code="volume-state",
             details={"previous_state": locked.state},
         )
-        _enqueue_on_commit("delete", locked.pk)
+        volume_task_on_commit("delete", locked.pk)
     return deleting
 
 
@@ -556,85 +556,10 @@ def volumes_release(*, holder: str) -> None:
                     VolumeState.DELETING, "storage.volume.deleting", code="volume-state", holder=holder,
                     released=True,
                 )  # fmt: skip
-                _enqueue_on_commit("delete", volume.pk)
+                volume_task_on_commit("delete", volume.pk)
             elif volume.kind == VolumeKind.STATIC:
                 if volume.state == VolumeState.IN_USE:
                     _settle_static(volume, "storage.volume.released", holder=holder)
             elif volume.state in HELD_VOLUME_STATES:
                 _change(volume, list(HELD_VOLUME_STATES), VolumeState.AVAILABLE, "storage.volume.released",
                         code="volume-state", holder=holder)  # fmt: skip
-
-
-# --- reconciliation ---------------------------------------------------------------------------------------
-
-
-def volumes_resend_stuck(*, now: dt.datetime | None = None) -> list[str]:
-    """Send the task of every volume left ``creating`` or ``deleting`` for longer than
-    ``STORAGE_STUCK_MINUTES`` again (its message was lost: the broker was down when the request committed).
-    Both tasks are idempotent and a volume is made under its file lock, so a task that was only slow loses
-    nothing. ``updated`` is stamped with each resend, so a slow one is sent again at most once per period.
-    Returns the volumes' ids, each resend audited."""
-    now = now or timezone.now()
-    before = now - dt.timedelta(minutes=settings.STORAGE_STUCK_MINUTES)
-    resent = []
-    stuck = Volume.objects.filter(state__in=[VolumeState.CREATING, VolumeState.DELETING], updated__lt=before)
-    for volume in stuck.order_by("pk"):
-        with transaction.atomic():
-            claimed = Volume.objects.filter(pk=volume.pk, state=volume.state, updated=volume.updated).update(
-                updated=now
-            )
-            if not claimed:
-                continue  # it moved on meanwhile
-            audit.record(None, "storage.volume.resent", volume, state=volume.state)
-            _enqueue_on_commit("create" if volume.state == VolumeState.CREATING else "delete", volume.pk)
-        resent.append(str(volume.uuid))
-    return resent
-
-
-# States in which a volume's iSCSI target must exist.
-EXPORTED = (VolumeState.AVAILABLE, VolumeState.ATTACHING, VolumeState.IN_USE, VolumeState.DETACHING)
-
-
-def iscsi_reconcile() -> dict[str, list[str]]:
-    """Compare tgtd's targets with the database (the task ``storage.reconcile``): every iSCSI volume that should
-    be reachable and is not gets its target back (a restarted tgtd has forgotten them all); the target of a volume
-    the database says is ``deleted`` is removed; each repair is audited. Targets of this site no volume accounts
-    for are reported, never removed. Returns what it did."""
-    from storage.backends import iscsi_backend  # only sites with the iSCSI backend call tgtadm
-
-    backend = iscsi_backend()
-    exported = backend.exported()
-    restored: list[str] = []
-    failed: list[str] = []
-    expected = set()
-    for volume in Volume.objects.filter(backend=VolumeBackendName.ISCSI, state__in=EXPORTED).order_by("pk"):
-        expected.add(volume.iqn)
-        if volume.iqn in exported:
-            continue
-        try:
-            backend.restore(selectors.volume_spec(volume))
-        except PermanentError as exc:
-            failed.append(f"{volume.uuid}: {exc}")
-            logger.error("volume %s could not be exported again: %s", volume.uuid, exc)
-            continue
-        restored.append(str(volume.uuid))
-        with transaction.atomic():
-            audit.record(None, "storage.volume.target_restored", volume, iqn=volume.iqn)
-    prefix = f".{settings.ISCSI_IQN_DOMAIN}:"
-    known = dict(
-        Volume.objects.filter(
-            backend=VolumeBackendName.ISCSI, iqn__in=[i for i in exported if prefix in i]
-        ).values_list("iqn", "state")
-    )
-    removed: list[str] = []
-    for volume in Volume.objects.filter(iqn__in=[i for i, state in known.items() if state == VolumeState.DELETED]):
-        # A deleted volume's target came back (made again by a run that raced the deletion): the database says
-        # the volume is gone, so its target goes too.
-        backend.delete(selectors.volume_spec(volume))
-        removed.append(str(volume.uuid))
-        with transaction.atomic():
-            audit.record(None, "storage.volume.target_removed", volume, iqn=volume.iqn)
-    unknown = sorted(iqn for iqn in exported if prefix in iqn and iqn not in known)
-    for iqn in unknown:
-        logger.warning("tgtd exports %s, which no volume accounts for; left alone", iqn)
-    return {"restored": restored, "failed": failed, "unknown": unknown, "removed": removed}
