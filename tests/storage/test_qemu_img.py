@@ -88,3 +88,21 @@ def test_info_asks_qemu_img_once_per_version_of_a_file(base, tmp_path, monkeypat
     assert qemu_img.info(copy) == first and runs == ["info"]  # a cached image backing every VM: asked once
     os.truncate(copy, 2 * GIB)  # written since: asked again
     assert qemu_img.info(copy).virtual_size == 2 * GIB and runs == ["info", "info"]
+
+
+def test_a_copy_is_standalone_in_the_asked_format_and_grown_to_its_size(tmp_path):
+    source = tmp_path / "data.raw"
+    source.write_bytes(b"\x5a" * 1024 * 1024)
+    copy = qemu_img.image_copy(source=source, source_format="raw", path=tmp_path / "v.qcow2", fmt="qcow2", size_gib=2)
+    assert (copy.format, copy.virtual_size, copy.backing) == ("qcow2", 2 * GIB, None)
+    again = qemu_img.image_copy(source=source, source_format="raw", path=tmp_path / "v.qcow2", fmt="qcow2", size_gib=2)
+    assert again == copy
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_a_copy_over_another_file_is_refused(tmp_path):
+    source = tmp_path / "data.raw"
+    source.write_bytes(b"\0" * 1024)
+    (tmp_path / "v.qcow2").write_bytes(b"not a copy")
+    with pytest.raises(qemu_img.QemuImgPermanent, match="is not a qcow2 copy"):
+        qemu_img.image_copy(source=source, source_format="raw", path=tmp_path / "v.qcow2", fmt="qcow2", size_gib=1)
