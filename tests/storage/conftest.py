@@ -166,3 +166,16 @@ def publish(db, cache_settings, owner, registered, keyring) -> Callable[..., str
         return entry.image.identifier
 
     return make
+
+
+@pytest.fixture
+def volume_settings(settings, tmp_path):
+    """Volumes in directories of the test's own, on the file backend (the iSCSI tests add theirs)."""
+    settings.STORAGE_FILE_DIR = tmp_path / "volumes"
+    settings.ISCSI_DIR = tmp_path / "iscsi"
+    settings.STORAGE_BACKENDS = ["file"]
+    settings.STORAGE_DEFAULT_BACKEND = "file"
+    settings.STORAGE_FILE_FORMAT = "qcow2"
+    settings.ISCSI_IQN_DOMAIN = "org.example"
+    settings.ISCSI_CHAP = False
+    return settings
