@@ -29,11 +29,11 @@ from compute import hypervisor
 from compute.domain import DiskSpec, disk_xml, volume_disk
 from compute.models import Attachment, AttachmentState, Host, Instance, InstanceState
 from core import audit
-from core.errors import Conflict, NotFound
+from core.errors import Conflict
 from core.workflow import transition
 from storage import selectors as storage_selectors
 from storage import services as storage_services
-from storage.models import Volume
+from storage.models import Volume, VolumeState
 from storage.sources import VolumeSource
 
 logger = logging.getLogger(__name__)
@@ -61,13 +61,6 @@ def _host(instance: Instance) -> Host:
     if instance.host is None:
         raise Conflict(f"instance {instance.name} has no host", code="instance-no-host")
     return instance.host
-
-
-def _volume_uuid(volume_id: Any) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(volume_id))
-    except ValueError:
-        raise NotFound("No such volume.") from None
 
 
 # Device names -------------------------------------------------------------------------------------------------
@@ -135,7 +128,7 @@ def instance_attach(*, actor: User, instance: Instance, volume_id: Any) -> Attac
     Errors: NotFound (no such volume, or not visible to ``actor``), Conflict ``instance-state``,
     ``volume-unavailable`` (not available, or a persistent volume already attached), PermissionDenied
     ``policy-denied`` (a static volume's image)."""
-    volume_uuid = _volume_uuid(volume_id)
+    volume_uuid = storage_selectors.parse_volume_id(volume_id)
     with transaction.atomic():
         locked = _locked(instance, states=PLUGGABLE, verb="attached")
         volume, source = storage_services.volume_attach_begin(
@@ -161,19 +154,13 @@ def instance_detach(*, actor: User, instance: Instance, volume_id: Any) -> Attac
     Errors: NotFound (no such volume, or not visible to ``actor``), Conflict ``instance-state``,
     ``volume-not-attached`` (not in this instance, or still attaching), ``volume-volatile`` (a volatile disk lives
     and dies with its instance)."""
-    volume_uuid = _volume_uuid(volume_id)
+    volume_uuid = storage_selectors.parse_volume_id(volume_id)
     with transaction.atomic():
         locked = _locked(instance, states=PLUGGABLE, verb="detached")
-        attachment = Attachment.objects.filter(instance=locked, volume_uuid=volume_uuid).first()
-        kind = Volume.objects.filter(uuid=volume_uuid, project=locked.project).values_list("kind", flat=True).first()
-        if attachment is not None and kind == "volatile":
-            raise Conflict(
-                f"volume {volume_uuid} is the volatile disk of instance {locked.name}: it ends with the instance",
-                code="volume-volatile",
-            )
         storage_services.volume_detach_begin(
             actor=actor, project=locked.project, volume_id=str(volume_uuid), holder=holder(locked)
         )
+        attachment = Attachment.objects.filter(instance=locked, volume_uuid=volume_uuid).first()
         if attachment is None:
             raise Conflict(f"volume {volume_uuid} is not attached to {locked.name}", code="volume-not-attached")
         detaching = transition(
@@ -195,6 +182,27 @@ def _enqueue_on_commit(step: str, attachment: Attachment) -> None:
     queue = f"host.{_host(attachment.instance).name}"
     pk = attachment.pk
     transaction.on_commit(lambda: current_app.send_task(step, args=[pk], queue=queue))
+
+
+def attachments_at_request(
+    *, actor: User, instance: Instance, volume_ids: list[str], volatile_gib: int
+) -> list[Attachment]:
+    """For a VM being requested (inside the request's transaction): reserve the volumes named (attached at boot,
+    in the domain XML from the start) and order a volatile disk of ``volatile_gib`` GiB from storage (born held
+    by the instance, counted against the volume GiB quota). Errors as :func:`instance_attach`."""
+    added = []
+    for volume_id in volume_ids:
+        volume, source = storage_services.volume_attach_begin(
+            actor=actor, project=instance.project, volume_id=volume_id, holder=holder(instance)
+        )
+        added.append(attachment_add(instance=instance, volume=volume, source=source))
+    if volatile_gib:
+        volatile = storage_services.volume_create_volatile(
+            project=instance.project, size_gib=volatile_gib, holder=holder(instance)
+        )
+        source = storage_selectors.volume_source(volatile)
+        added.append(attachment_add(instance=instance, volume=volatile, source=source, state=AttachmentState.ATTACHED))
+    return added
 
 
 # Worker steps -------------------------------------------------------------------------------------------------
@@ -235,6 +243,27 @@ def attachment_prepare(attachment: Attachment) -> DiskSpec:
             value=source.chap_secret.encode(),
         )
     return disk
+
+
+def boot_disks(instance: Instance) -> list[DiskSpec]:
+    """The disks of the volumes in ``instance`` that its domain definition carries from the start (all but those
+    on their way out), each ready on the host (a volatile disk still being made is made now; CHAP secrets are
+    defined). Called by the boot step before the domain is defined."""
+    disks = []
+    for attachment in Attachment.objects.filter(instance=instance).exclude(state=AttachmentState.DETACHING):
+        volume = Volume.objects.get(uuid=attachment.volume_uuid)
+        if volume.state == VolumeState.CREATING:
+            storage_services.volume_provision(volume_id=volume.pk)
+        disks.append(attachment_prepare(attachment))
+    return disks
+
+
+def boot_settle(instance: Instance) -> None:
+    """The domain is defined with its volumes: the ones reserved at the request are attached now."""
+    for attachment_id in Attachment.objects.filter(instance=instance, state=AttachmentState.ATTACHING).values_list(
+        "pk", flat=True
+    ):
+        attach_settle(attachment_id, ok=True)
 
 
 def volume_attach_apply(attachment_id: int) -> bool:
@@ -345,7 +374,9 @@ def detach_settle(attachment_id: int, *, ok: bool, message: str = "") -> None:
 
 def attachments_release(instance: Instance) -> None:
     """The instance ended (its domain is gone): forget its attachments and let storage release its volumes
-    (persistent and static ones ``available`` with their data, the volatile one destroyed). Idempotent."""
+    (persistent and static ones ``available`` with their data, the volatile one destroyed), and remove from its
+    host the CHAP secrets no other instance there needs. Idempotent."""
+    secrets = _secrets_of(instance)
     with transaction.atomic():
         gone = list(Attachment.objects.filter(instance=instance).values_list("volume_uuid", "device"))
         Attachment.objects.filter(instance=instance).delete()
@@ -357,6 +388,29 @@ def attachments_release(instance: Instance) -> None:
                 volumes={device: str(volume_uuid) for volume_uuid, device in gone},
             )
         storage_services.volumes_release(holder=holder(instance))
+    for secret in secrets:
+        if not Attachment.objects.filter(volume_uuid=secret.volume_uuid, instance__host_id=instance.host_id).exists():
+            try:
+                hypervisor.secret_remove(_host(instance).uri, uuid=secret.secret_uuid)
+            except hypervisor.HypervisorError as exc:
+                logger.warning("CHAP secret of volume %s left on the host: %s", secret.volume_uuid, exc)
+
+
+@dataclass(frozen=True)
+class _Secret:
+    volume_uuid: uuid.UUID
+    secret_uuid: uuid.UUID
+
+
+def _secrets_of(instance: Instance) -> list[_Secret]:
+    if instance.host_id is None:
+        return []
+    uuids = list(Attachment.objects.filter(instance=instance).values_list("volume_uuid", flat=True))
+    found = []
+    for volume in Volume.objects.filter(uuid__in=uuids, backend="iscsi"):
+        if volume.chap_secret:
+            found.append(_Secret(volume_uuid=volume.uuid, secret_uuid=_secret_uuid(volume.uuid)))
+    return found
 
 
 # Reconciliation -----------------------------------------------------------------------------------------------

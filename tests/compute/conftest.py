@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -37,6 +38,7 @@ from tests.marketplace.conftest import (  # noqa: F401 - fixtures shared with th
     trusted_keyring,
 )
 from tests.marketplace.keys import pgp_keys  # noqa: F401 - a session fixture entry_for needs
+from tests.storage.conftest import volume_settings  # noqa: F401 - volumes in a directory of the test's own
 
 
 @pytest.fixture
@@ -131,16 +133,22 @@ def owner_key(owner):  # noqa: F811 - the fixtures imported above
 
 @pytest.fixture(autouse=True)
 def enqueued(request, monkeypatch) -> list[tuple[str, int, str]]:
-    """Worker steps sent by the code under test, as (task name, instance id, queue), instead of the broker;
-    tests marked ``worker`` send them for real."""
+    """Worker steps sent by the code under test, as (task name, instance id, queue), instead of the broker (and
+    storage's tasks, as (``storage.volume_<create|delete>``, volume id, queue)); tests marked ``worker`` send them for
+    real."""
     sent: list[tuple[str, int, str]] = []
     if request.node.get_closest_marker("worker") is None:
         from compute import execution
+        from storage import services as storage_services
 
         def record(step, instance, *, countdown=None):
             sent.append((step, instance.pk, execution.host_queue(instance)))
 
+        def record_storage(task_name, volume_id):
+            sent.append((f"storage.volume_{task_name}", volume_id, settings.STORAGE_QUEUE))
+
         monkeypatch.setattr(execution, "enqueue", record)
+        monkeypatch.setattr(storage_services, "_enqueue", record_storage)
     return sent
 
 
