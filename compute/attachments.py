@@ -178,10 +178,13 @@ def instance_detach(*, actor: User, instance: Instance, volume_id: Any) -> Attac
     return detaching
 
 
+def enqueue(step: str, attachment: Attachment) -> None:
+    """Send ``step`` for ``attachment`` to its instance's host queue (call after commit)."""
+    current_app.send_task(step, args=[attachment.pk], queue=f"host.{_host(attachment.instance).name}")
+
+
 def _enqueue_on_commit(step: str, attachment: Attachment) -> None:
-    queue = f"host.{_host(attachment.instance).name}"
-    pk = attachment.pk
-    transaction.on_commit(lambda: current_app.send_task(step, args=[pk], queue=queue))
+    transaction.on_commit(lambda: enqueue(step, attachment))
 
 
 def attachments_at_request(

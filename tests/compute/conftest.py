@@ -133,12 +133,12 @@ def owner_key(owner):  # noqa: F811 - the fixtures imported above
 
 @pytest.fixture(autouse=True)
 def enqueued(request, monkeypatch) -> list[tuple[str, int, str]]:
-    """Worker steps sent by the code under test, as (task name, instance id, queue), instead of the broker (and
+    """Worker steps sent by the code under test, as (task name, instance or attachment id, queue), instead of the broker (and
     storage's tasks, as (``storage.volume_<create|delete>``, volume id, queue)); tests marked ``worker`` send them for
     real."""
     sent: list[tuple[str, int, str]] = []
     if request.node.get_closest_marker("worker") is None:
-        from compute import execution
+        from compute import attachments, execution
         from storage import services as storage_services
 
         def record(step, instance, *, countdown=None):
@@ -147,7 +147,11 @@ def enqueued(request, monkeypatch) -> list[tuple[str, int, str]]:
         def record_storage(task_name, volume_id):
             sent.append((f"storage.volume_{task_name}", volume_id, settings.STORAGE_QUEUE))
 
+        def record_attachment(step, attachment):
+            sent.append((step, attachment.pk, f"host.{attachment.instance.host.name}"))
+
         monkeypatch.setattr(execution, "enqueue", record)
+        monkeypatch.setattr(attachments, "enqueue", record_attachment)
         monkeypatch.setattr(storage_services, "_enqueue", record_storage)
     return sent
 
