@@ -105,7 +105,7 @@ def attachment_add(
 
 
 def _locked(instance: Instance, *, states: tuple[str, ...], verb: str) -> Instance:
-    locked = Instance.objects.select_for_update().select_related("host", "project").get(pk=instance.pk)
+    locked = Instance.objects.select_for_update(of=("self",)).select_related("host", "project").get(pk=instance.pk)
     if locked.state not in states:
         raise Conflict(
             f"instance {locked.name} is {locked.state}; volumes are {verb} only while it is "
