@@ -376,7 +376,7 @@ def volume_destroy(*, volume_id: int) -> Volume:
 def _locked(volume_id: str, *, project: Project | None = None) -> Volume:
     """The volume ``volume_id`` (its UUID), its row locked; NotFound when missing or (``project`` given) in
     another project. Precondition: inside ``transaction.atomic``."""
-    query = Volume.objects.select_for_update().filter(uuid=selectors.parse_volume_id(volume_id))
+    query = Volume.objects.select_for_update(of=("self",)).filter(uuid=selectors.parse_volume_id(volume_id))
     if project is not None:
         query = query.filter(project_id=project.pk)
     volume = query.select_related("image").first()
