@@ -351,8 +351,7 @@ def _affect(uri: str, dom: libvirt.virDomain, wanted: DiskInfo, *, live: bool, p
     present = _disks(dom, live=live).get(wanted.target)
     if present is not None and present[0].source != wanted.source:
         raise HypervisorRefused(
-            f"libvirt host {uri}: device {wanted.target} of {dom.name()} holds {present[0].source}, "
-            f"not {wanted.source}"
+            f"libvirt host {uri}: device {wanted.target} of {dom.name()} holds {present[0].source}, not {wanted.source}"
         )
     if (present is not None) == (plug is not None):
         return True
@@ -360,8 +359,7 @@ def _affect(uri: str, dom: libvirt.virDomain, wanted: DiskInfo, *, live: bool, p
     try:
         if plug is not None:
             dom.attachDeviceFlags(plug, flags)
-        else:
-            assert present is not None
+        elif present is not None:
             dom.detachDeviceFlags(present[1], flags)
     except libvirt.libvirtError as exc:
         code = exc.get_error_code()
@@ -380,7 +378,8 @@ def _affect(uri: str, dom: libvirt.virDomain, wanted: DiskInfo, *, live: bool, p
 def _redefine(dom: libvirt.virDomain, *, plug: str | None, target: str) -> None:
     root = etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
     devices = root.find("devices")
-    assert devices is not None
+    if devices is None:
+        devices = etree.SubElement(root, "devices")
     for disk in devices.findall("disk"):
         found = disk.find("target")
         if found is not None and found.get("dev") == target:
