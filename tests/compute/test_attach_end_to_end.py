@@ -39,7 +39,7 @@ def test_a_volume_follows_its_vm_through_request_detach_attach_and_terminate(
     project,
     types,
     networks,
-    served_image,
+    served_image,  # noqa: F811 - the fixtures imported above
     worker_host,  # noqa: F811
 ):
     client = api_as(owner)
