@@ -2,7 +2,8 @@
 settles it from the domain's definition, ``in-use`` (the disk is there) or ``available`` (it is not).
 
 The worker is a real Celery process and the host a real libvirtd (the real-guest session's), frozen with SIGSTOP
-while the task talks to it, so the kill lands inside the step; the daemon is let go after the kill."""
+while the task talks to it, so the kill lands inside the step; the daemon is let go after the kill. The session's
+worker is paused meanwhile: only the worker under test consumes the host's queue."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def _libvirtd_pid(uri: str) -> int:
 
 
 def test_a_worker_killed_during_attach_leaves_the_volume_in_use_or_available(
-    libvirt_host, owner, project, types, instance_on, volume_settings, tmp_path
+    celery_worker_process, libvirt_host, owner, project, types, instance_on, volume_settings, tmp_path
 ):
     host = Host.objects.create(name=f"s11a-{uuid.uuid4().hex[:8]}", uri=libvirt_host, vcpus=2, ram_mib=4096)
     instance = instance_on(host, types["t1.micro"], state="stopped")
@@ -55,6 +56,8 @@ def test_a_worker_killed_during_attach_leaves_the_volume_in_use_or_available(
     volume = storage_services.volume_provision(volume_id=made.pk)
 
     log = tmp_path / "worker.log"
+    # The session's worker is paused, so that the worker killed here is the one that takes the step.
+    celery_worker_process.send_signal(signal.SIGSTOP)
     worker = worker_process_start(log_path=log, hostname=f"s11a-killed-{uuid.uuid4().hex[:6]}@%h")
     libvirtd = _libvirtd_pid(libvirt_host)
     try:
@@ -69,6 +72,7 @@ def test_a_worker_killed_during_attach_leaves_the_volume_in_use_or_available(
         os.kill(libvirtd, signal.SIGCONT)
         if worker.poll() is None:
             worker.kill()
+        celery_worker_process.send_signal(signal.SIGCONT)
     volume.refresh_from_db()
     assert volume.state == "attaching"  # the kill did land inside the step
 
