@@ -212,13 +212,13 @@ class InstanceVolumeApi(APIView):
     action: str = ""
     ACTIONS = {"attach": attachments.instance_attach, "detach": attachments.instance_detach}
 
-    class VolumeInputSerializer(serializers.Serializer):
-        volume = serializers.CharField(max_length=36)
+    class InstanceVolumeInputSerializer(serializers.Serializer):
+        volume = serializers.CharField(max_length=36, help_text="The volume's id.")
 
-    @extend_schema(request=VolumeInputSerializer, responses={202: InstanceOutputSerializer})
+    @extend_schema(request=InstanceVolumeInputSerializer, responses={202: InstanceOutputSerializer})
     def post(self, request: Request, instance_id: str) -> Response:
         instance = selectors.access_instance(actor=request.user, instance_id=instance_id)
-        data = self.VolumeInputSerializer(data=request.data)
+        data = self.InstanceVolumeInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         self.ACTIONS[self.action](actor=request.user, instance=instance, volume_id=data.validated_data["volume"])
         shown = selectors.access_instance(actor=request.user, instance_id=instance_id)

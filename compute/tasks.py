@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from compute import attachments, execution, reconciliation, worker  # noqa: F401 - worker: connects the host-queue signal
-from core.errors import PermanentError, TransientError
+from core.errors import TransientError
 from core.workflow import task
 
 logger = logging.getLogger(__name__)
@@ -102,8 +102,11 @@ def instance_terminate(self: Any, instance_id: int) -> Any:
 
 
 def _gave_up(task_: Any, exc: Exception) -> bool:
-    """Whether ``exc`` ends the step for good: a permanent error, or a transient one past the retries."""
-    return not isinstance(exc, TransientError) or task_.request.retries >= task_.max_retries
+    """Whether ``exc`` ends the step for good: anything but a transient error, or a transient one past the retries."""
+    if not isinstance(exc, TransientError):
+        logger.exception("%s failed", task_.name)
+        return True
+    return task_.request.retries >= task_.max_retries
 
 
 @task(attachments.ATTACH, bind=True)
@@ -111,7 +114,7 @@ def volume_attach(self: Any, attachment_id: int) -> Any:
     """Hot-plug an attachment's disk; a hot-plug that fails for good returns the volume to ``available``."""
     try:
         return attachments.volume_attach_apply(attachment_id)
-    except (TransientError, PermanentError) as exc:
+    except Exception as exc:
         if not _gave_up(self, exc):
             raise
         attachments.attach_settle(attachment_id, ok=False, message=f"the hot-plug failed: {exc}")
@@ -124,7 +127,7 @@ def volume_detach(self: Any, attachment_id: int) -> Any:
     (or an unplug that fails for good) leaves it attached, the volume ``in-use``, with the reason."""
     try:
         done = attachments.volume_detach_apply(attachment_id)
-    except (TransientError, PermanentError) as exc:
+    except Exception as exc:
         if not _gave_up(self, exc):
             raise
         attachments.volume_detach_restore(attachment_id, message=f"the unplug failed: {exc}")
