@@ -65,6 +65,7 @@ def compare(ours: list[float], bare: list[float]) -> dict[str, Any]:
 
 class PrivateTgtd:
     def __init__(self, directory: Path) -> None:
+        Path("/var/run/tgtd").mkdir(parents=True, exist_ok=True)
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -86,7 +87,7 @@ class PrivateTgtd:
         return subprocess.run(command, capture_output=True, text=True, timeout=30, check=check)
 
     def stop(self) -> None:
-        self.process.terminate()
+        self.tgtadm("--mode", "system", "--op", "delete", check=False)  # tgtd ignores SIGTERM
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -472,6 +472,8 @@ if STORAGE_FILE_FORMAT not in ("qcow2", "raw"):
     raise ImproperlyConfigured(f"STORAGE_FILE_FORMAT must be qcow2 or raw, not {STORAGE_FILE_FORMAT!r}")
 STORAGE_VOLUME_MAX_GIB = env_int("STORAGE_VOLUME_MAX_GIB", 2048, minimum=1)
 STORAGE_RECONCILE_SECONDS = env_int("STORAGE_RECONCILE_SECONDS", 60, minimum=10)
+# A volume left creating or deleting longer than this has its task sent again (its message was lost).
+STORAGE_STUCK_MINUTES = env_int("STORAGE_STUCK_MINUTES", 15, minimum=1)
 # The Celery queue of the storage tasks: a worker that sees STORAGE_FILE_DIR and, with iSCSI, runs next to tgtd
 # (tgtadm talks to the local tgtd only). "default" when one machine does it all.
 STORAGE_QUEUE = env_str("STORAGE_QUEUE", "default").strip()
@@ -499,6 +501,8 @@ if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)*", ISCSI_IQN_DOMAIN):
     raise ImproperlyConfigured(f"ISCSI_IQN_DOMAIN must be a reversed domain (org.example), not {ISCSI_IQN_DOMAIN!r}")
 ISCSI_CONTROL_PORT = env_int("ISCSI_CONTROL_PORT", 0, minimum=0)
 ISCSI_INITIATORS = env_list("ISCSI_INITIATORS", ["ALL"])
+if not ISCSI_INITIATORS or any(not re.fullmatch(r"ALL|[0-9A-Fa-f:.]+(/[0-9]{1,3})?", i) for i in ISCSI_INITIATORS):
+    raise ImproperlyConfigured(f"ISCSI_INITIATORS must be ALL or addresses/subnets, got {','.join(ISCSI_INITIATORS)!r}")
 ISCSI_CHAP = env_bool("ISCSI_CHAP", False)
 
 # Cache (rate-limit counters): per process by default; a shared Redis when several web processes serve.

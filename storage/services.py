@@ -33,6 +33,7 @@ from marketplace.models import Image
 from marketplace.policy import evaluate
 from storage import selectors
 from storage.backends import Fill, backend_for
+from storage.backends.file import volume_lock
 from storage.images import image_cache_ensure
 from storage.models import (
     HELD_VOLUME_STATES,
@@ -127,7 +128,8 @@ def _enqueue(task_name: str, volume_id: int) -> None:
     task.apply_async(kwargs={"volume_id": volume_id}, queue=settings.STORAGE_QUEUE)
 
 
-def _enqueue_on_commit(task_name: str, volume_id: int) -> None:
+def volume_task_on_commit(task_name: str, volume_id: int) -> None:
+    """Send the volume's ``create`` or ``delete`` task once the current transaction commits."""
     transaction.on_commit(lambda: _enqueue(task_name, volume_id))
 
 
@@ -206,18 +208,21 @@ def volume_create(
             backend=backend,
             image=volume.image_identifier,
         )
-        _enqueue_on_commit("create", volume.pk)
+        volume_task_on_commit("create", volume.pk)
     return volume
 
 
 def volume_create_volatile(*, project: Project, size_gib: int, holder: str) -> Volume:
     """A volatile disk for the VM ``holder`` (compute's request): born held by it, destroyed when it ends
     (``volumes_release``). Its GiB count against the project's volume GiB quota (not its volume count). Made on
-    the site's default backend by ``storage.volume_create`` (compute's prepare step may call
-    :func:`volume_provision` itself: it is idempotent). May run inside the caller's transaction."""
+    the file backend (the default backend where the site has none) by ``storage.volume_create``; compute's
+    prepare step may call :func:`volume_provision` itself (idempotent; concurrent calls take turns). May run
+    inside the caller's transaction."""
     _check_size(size_gib)
     _check_holder(holder)
-    backend = _check_backend(None)
+    # Scratch space belongs on the file backend (made by any worker that sees STORAGE_FILE_DIR, compute's too);
+    # a site without it uses its default.
+    backend = VolumeBackendName.FILE if "file" in settings.STORAGE_BACKENDS else _check_backend(None)
     tx = transaction.atomic()
     with tx:
         quota_reserve(project=project, request={"volume_gib": size_gib}, within=tx)
@@ -242,7 +247,7 @@ def volume_create_volatile(*, project: Project, size_gib: int, holder: str) -> V
             backend=backend,
             holder=holder,
         )
-        _enqueue_on_commit("create", volume.pk)
+        volume_task_on_commit("create", volume.pk)
     return volume
 
 
@@ -267,30 +272,36 @@ def volume_provision(*, volume_id: int) -> Volume:
         decision = evaluate(volume.image, on_use=True, actor=volume.created_by)
         if not decision.allowed:
             raise volume_fail(volume_id=volume.pk, message=f"the site policy refuses the image: {decision.summary}")
-        fill = Fill(path=Path(cached.path), format=volume.image.format or "raw")
+        image_format = (volume.image.format or "raw").lower()
+        if image_format not in VolumeFormat.values:
+            raise volume_fail(volume_id=volume.pk, message=f"images in {image_format} format cannot be copied")
+        fill = Fill(path=Path(cached.path), format=image_format)
     backend = backend_for(volume.backend)
-    try:
-        backend.create(spec, fill=fill)
-    except PermanentError as exc:
-        raise volume_fail(volume_id=volume.pk, message=str(exc)) from None
-    with transaction.atomic():
-        locked = Volume.objects.select_for_update().get(pk=volume.pk)
-        if locked.state != VolumeState.CREATING:
-            gone = locked.state in (VolumeState.DELETING, VolumeState.DELETED)
-        else:
-            gone = False
-            held = locked.holders.exists()
-            return transition(
-                Volume,
-                pk=volume.pk,
-                allowed={"state": [VolumeState.CREATING]},
-                changes={"state": VolumeState.IN_USE if held else VolumeState.AVAILABLE, "state_message": ""},
-                actor=None,
-                action="storage.volume.created",
-                code="volume-state",
-                details={"backend": volume.backend, "path": volume.path, "iqn": volume.iqn},
-            )
-    if gone:  # deleted while it was being made: what was just made must not outlive it
+    with volume_lock(spec.path):
+        # Whoever held the lock before may have made it meanwhile.
+        if Volume.objects.filter(pk=volume.pk, state=VolumeState.CREATING).exists():
+            try:
+                backend.create(spec, fill=fill)
+            except PermanentError as exc:
+                raise volume_fail(volume_id=volume.pk, message=str(exc)) from None
+        with transaction.atomic():
+            locked = Volume.objects.select_for_update().get(pk=volume.pk)
+            if locked.state == VolumeState.CREATING:
+                return transition(
+                    Volume,
+                    pk=volume.pk,
+                    allowed={"state": [VolumeState.CREATING]},
+                    changes={
+                        "state": VolumeState.IN_USE if locked.holders.exists() else VolumeState.AVAILABLE,
+                        "state_message": "",
+                    },
+                    actor=None,
+                    action="storage.volume.created",
+                    code="volume-state",
+                    details={"backend": volume.backend, "path": volume.path, "iqn": volume.iqn},
+                )
+    if locked.state in (VolumeState.DELETING, VolumeState.DELETED):
+        # Deleted while it was being made: what was just made must not outlive it.
         backend.delete(spec)
     return locked
 
@@ -344,7 +355,7 @@ def volume_delete(*, actor: User, volume: Volume) -> Volume:
             code="volume-state",
             details={"previous_state": locked.state},
         )
-        _enqueue_on_commit("delete", locked.pk)
+        volume_task_on_commit("delete", locked.pk)
     return deleting
 
 
@@ -354,8 +365,10 @@ def volume_destroy(*, volume_id: int) -> Volume:
     volume = Volume.objects.get(pk=volume_id)
     if volume.state != VolumeState.DELETING:
         return volume
+    spec = selectors.volume_spec(volume)
     try:
-        backend_for(volume.backend).delete(selectors.volume_spec(volume))
+        with volume_lock(spec.path):  # after a provisioning step still under way, never during it
+            backend_for(volume.backend).delete(spec)
     except PermanentError as exc:
         raise volume_fail(volume_id=volume.pk, message=f"deleting failed: {exc}") from None
     with transaction.atomic():
@@ -543,53 +556,10 @@ def volumes_release(*, holder: str) -> None:
                     VolumeState.DELETING, "storage.volume.deleting", code="volume-state", holder=holder,
                     released=True,
                 )  # fmt: skip
-                _enqueue_on_commit("delete", volume.pk)
+                volume_task_on_commit("delete", volume.pk)
             elif volume.kind == VolumeKind.STATIC:
                 if volume.state == VolumeState.IN_USE:
                     _settle_static(volume, "storage.volume.released", holder=holder)
             elif volume.state in HELD_VOLUME_STATES:
                 _change(volume, list(HELD_VOLUME_STATES), VolumeState.AVAILABLE, "storage.volume.released",
                         code="volume-state", holder=holder)  # fmt: skip
-
-
-# --- reconciliation ---------------------------------------------------------------------------------------
-
-
-# States in which a volume's iSCSI target must exist.
-EXPORTED = (VolumeState.AVAILABLE, VolumeState.ATTACHING, VolumeState.IN_USE, VolumeState.DETACHING)
-
-
-def iscsi_reconcile() -> dict[str, list[str]]:
-    """Compare tgtd's targets with the database (the task ``storage.reconcile``): every iSCSI volume that should
-    be reachable and is not gets its target back (a restarted tgtd has forgotten them all), each such repair
-    audited. Targets of this site no volume accounts for are reported, never removed. Returns what it did."""
-    from storage.backends import iscsi_backend  # only sites with the iSCSI backend call tgtadm
-
-    backend = iscsi_backend()
-    exported = backend.exported()
-    restored: list[str] = []
-    failed: list[str] = []
-    expected = set()
-    for volume in Volume.objects.filter(backend=VolumeBackendName.ISCSI, state__in=EXPORTED).order_by("pk"):
-        expected.add(volume.iqn)
-        if volume.iqn in exported:
-            continue
-        try:
-            backend.restore(selectors.volume_spec(volume))
-        except PermanentError as exc:
-            failed.append(f"{volume.uuid}: {exc}")
-            logger.error("volume %s could not be exported again: %s", volume.uuid, exc)
-            continue
-        restored.append(str(volume.uuid))
-        with transaction.atomic():
-            audit.record(None, "storage.volume.target_restored", volume, iqn=volume.iqn)
-    prefix = f".{settings.ISCSI_IQN_DOMAIN}:"
-    live = set(
-        Volume.objects.filter(backend=VolumeBackendName.ISCSI)
-        .exclude(state=VolumeState.DELETED)
-        .values_list("iqn", flat=True)
-    )
-    unknown = sorted(iqn for iqn in exported if prefix in iqn and iqn not in live)
-    for iqn in unknown:
-        logger.warning("tgtd exports %s, which no volume accounts for; left alone", iqn)
-    return {"restored": restored, "failed": failed, "unknown": unknown}

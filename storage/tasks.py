@@ -13,7 +13,7 @@ from django.conf import settings
 
 from core.errors import ApplicationError, TransientError
 from core.workflow import task
-from storage import services
+from storage import reconciliation, services
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,9 @@ def volume_delete(self: Any, volume_id: int) -> Any:
 
 @task("storage.reconcile")
 def reconcile() -> dict[str, list[str]]:
-    """Periodic (STORAGE_RECONCILE_SECONDS): iSCSI targets missing from tgtd are made again from the database."""
+    """Periodic (STORAGE_RECONCILE_SECONDS): volumes stuck in ``creating``/``deleting`` get their task again, and
+    iSCSI targets missing from tgtd are made again from the database."""
+    report = {"resent": reconciliation.volumes_resend_stuck()}
     if "iscsi" not in settings.STORAGE_BACKENDS:
-        return {"restored": [], "failed": [], "unknown": []}
-    return services.iscsi_reconcile()
+        return {**report, "restored": [], "failed": [], "unknown": [], "removed": []}
+    return {**report, **reconciliation.iscsi_reconcile()}

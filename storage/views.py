@@ -12,6 +12,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import selectors as account_selectors
+from accounts.quotas import quotas_usage
 from core.errors import ApplicationError, NotFound
 from core.pages import error_pages
 from marketplace import selectors as marketplace_selectors
@@ -52,10 +53,12 @@ def volume_list(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"Volume {volume.name} requested; it is being made.")
             return redirect("storage-volume", volume_id=volume.uuid)
     page = Paginator(selectors.volumes_visible_to(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
+    usage = quotas_usage(projects=projects)
+    quotas = [(p, usage[p.pk]["volumes"], usage[p.pk]["volume_gib"]) for p in projects]
     return render(
         request,
         "storage/volumes.html",
-        {"form": form, "page": page, "volumes": page.object_list, "has_projects": bool(projects)},
+        {"form": form, "page": page, "volumes": page.object_list, "has_projects": bool(projects), "quotas": quotas},
         status=400 if form.errors else 200,
     )
 

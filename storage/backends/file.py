@@ -3,6 +3,9 @@ mounted at the same path on every host), made and copied with qemu-img."""
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +28,21 @@ def write_volume_file(spec: VolumeSpec, fill: Fill | None) -> None:
 def remove_volume_file(path: Path) -> None:
     path.unlink(missing_ok=True)
     path.with_name(path.name + ".partial").unlink(missing_ok=True)
+    path.with_name(path.name + ".lock").unlink(missing_ok=True)
+
+
+@contextmanager
+def volume_lock(path: Path) -> Iterator[None]:
+    """Hold the lock of the volume file at ``path`` (``<path>.lock``, flock: on an NFS export too) while it is
+    made, so that two workers making the same volume at once (the storage task, and compute's prepare step for a
+    volatile disk) take turns instead of writing one file together."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.with_name(path.name + ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)

@@ -124,8 +124,9 @@ def image_copy(*, source: Path, source_format: str, path: Path, fmt: str, size_g
     ``size_gib`` GiB when the source is smaller (a static volume filled from the image cache).
 
     A source that names a backing file is refused: a hostile qcow2 could otherwise pull any file the worker can
-    read into the copy. Idempotent: an existing image at ``path`` of that format, with no backing file and at
-    least that size, is kept; any other file there is refused."""
+    read into the copy. So is one whose disk (virtual size) is larger than ``size_gib``. Idempotent: an existing
+    image at ``path`` of that format, with no backing file and at least that size, is kept; any other file there
+    is refused."""
     path = Path(path)
     wanted = size_gib * 1024**3
     if path.exists():
@@ -137,6 +138,12 @@ def image_copy(*, source: Path, source_format: str, path: Path, fmt: str, size_g
     if source_format == "qcow2" and origin.backing is not None:
         raise QemuImgPermanent(f"{source} names a backing file ({origin.backing}); it cannot be copied")
     _gib(size_gib)
+    if source_format != "raw" and origin.virtual_size > wanted:
+        # A qcow2 image's disk can be far larger than its file: the copy would outgrow the size (and quota) asked.
+        needed = -(-origin.virtual_size // 1024**3)
+        raise QemuImgPermanent(
+            f"the image's disk is {needed} GiB, larger than the {size_gib} GiB asked for; ask for at least {needed}"
+        )
     partial = path.with_name(path.name + ".partial")
     partial.unlink(missing_ok=True)
     try:
@@ -146,16 +153,4 @@ def image_copy(*, source: Path, source_format: str, path: Path, fmt: str, size_g
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
-    return info(path)
-
-
-def image_resize(*, path: Path, fmt: str, size_gib: int) -> ImageInfo:
-    """Grow the image at ``path`` to ``size_gib`` GiB (never shrinks: data would be lost). Idempotent."""
-    wanted = size_gib * 1024**3
-    found = info(path)
-    if found.virtual_size == wanted:
-        return found
-    if found.virtual_size > wanted:
-        raise QemuImgPermanent(f"{path} is larger than {size_gib} GiB; volumes are never shrunk")
-    _run("resize", "-q", "-f", fmt, str(path), _gib(size_gib))
     return info(path)

@@ -3,6 +3,7 @@ HTTP server on 127.0.0.1 serving real image files, and images published with rea
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import os
@@ -223,6 +224,7 @@ class Tgtd:
         )
 
     def start(self) -> None:
+        Path("/var/run/tgtd").mkdir(parents=True, exist_ok=True)  # its control socket's home
         with self.log.open("a") as log:
             self.process = subprocess.Popen(
                 ["tgtd", "-f", "-C", str(self.control_port), "--iscsi", f"portal={self.portal}"],
@@ -235,19 +237,23 @@ class Tgtd:
                 raise RuntimeError(f"tgtd did not start:\n{self.log.read_text()}")
             time.sleep(0.1)
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
+    def stop(self, *, crash: bool = False) -> None:
+        """Stop tgtd the way its tools do (``tgtadm --op delete --mode system``; it ignores SIGTERM), or, with
+        ``crash``, kill it as a crash would."""
+        if self.process is None:
+            return
+        if self.process.poll() is None and not crash:
+            self.tgtadm("--mode", "system", "--op", "delete", check=False)
+            with contextlib.suppress(subprocess.TimeoutExpired):  # then it is killed below
                 self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
         self.process = None
 
     def restart(self) -> None:
-        """What a crash or an upgrade does: tgtd starts again with no targets."""
-        self.stop()
+        """What a crash and a restart do: tgtd comes back with no targets."""
+        self.stop(crash=True)
         self.start()
 
     def targets(self) -> list[tuple[int, str]]:

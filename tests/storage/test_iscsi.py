@@ -83,6 +83,9 @@ def test_a_new_iscsi_volume_is_a_lun_of_its_size_that_a_real_initiator_lists(tgt
     assert f"Target:{volume.iqn} Portal:{tgtd.portal}" in listed.stdout
     assert "Lun:1    Type:DIRECT_ACCESS" in listed.stdout
     assert lun_size(tgtd, volume) == 2 * GIB
+    shown = Tgt(control_port=tgtd.control_port).target(volume.iqn)
+    assert shown is not None and shown.luns[1].path == volume.path
+    assert abs(shown.luns[1].size_bytes - 2 * GIB) < 1_000_000  # tgtadm shows whole (decimal) MB
     assert Path(volume.path).stat().st_size == 2 * GIB
 
 
@@ -251,9 +254,9 @@ def test_a_tgtd_that_stays_down_leaves_the_volume_in_error_once_the_retries_are_
     assert "tgtd does not answer" in volume.state_message and "gave up after retries" in volume.state_message
 
 
-def test_reconciliation_does_nothing_where_the_site_has_no_iscsi(volume_settings, settings):
+def test_reconciliation_asks_no_tgtd_where_the_site_has_no_iscsi(db, volume_settings, settings):
     settings.ISCSI_CONTROL_PORT = 1  # no tgtd there: it must not be asked
-    assert tasks.reconcile() == {"restored": [], "failed": [], "unknown": []}
+    assert tasks.reconcile() == {"resent": [], "restored": [], "failed": [], "unknown": [], "removed": []}
 
 
 def test_workers_making_targets_at_the_same_moment_each_get_their_own(tgtd, tmp_path):
@@ -274,3 +277,16 @@ def test_workers_making_targets_at_the_same_moment_each_get_their_own(tgtd, tmp_
     assert len({target.tid for target, _made in made}) == 8
     shown = Tgt(control_port=tgtd.control_port).targets()
     assert all(shown[iqns[n]].luns[1].path == str(tmp_path / f"{n}.raw") for n in range(8))
+
+
+def test_reconciliation_removes_the_target_of_a_volume_the_database_says_is_deleted(tgtd, make_iscsi_volume, owner):
+    """A reconciliation that raced the deletion put the target back after the delete task removed it."""
+    volume = make_iscsi_volume(backend="iscsi")
+    kept = make_iscsi_volume(backend="iscsi")
+    Volume.objects.filter(pk=volume.pk).update(state="deleted")
+
+    report = tasks.reconcile()
+
+    assert report["removed"] == [str(volume.uuid)] and report["unknown"] == []
+    assert [iqn for _tid, iqn in tgtd.targets()] == [kept.iqn]
+    assert AuditEntry.objects.filter(action="storage.volume.target_removed").count() == 1

@@ -30,6 +30,7 @@ def test_the_list_shows_the_volumes_of_my_projects_only(client, volume, member, 
     page = client.get("/storage/volumes/")
     assert page.status_code == 200
     assert b"results" in page.content and b"2 GiB" in page.content and b"available" in page.content
+    assert b"<td>climate</td><td>1 of 10</td><td>2 of 500</td>" in page.content  # the project's volume quotas
 
     client.force_login(outsider)
     page = client.get("/storage/volumes/")
@@ -106,3 +107,27 @@ def test_deleting_a_held_volume_from_the_page_is_refused_with_the_reason(client,
 def test_delete_takes_post_only(client, volume, member):
     client.force_login(member)
     assert client.get(f"/storage/volumes/{volume.uuid}/delete/").status_code == 405
+
+
+def test_a_volume_name_is_shown_escaped(client, volume_settings, member, project):
+    volume = services.volume_create(actor=member, project=project, name="<script>alert(1)</script>", size_gib=1)
+    client.force_login(member)
+    for url in ("/storage/volumes/", f"/storage/volumes/{volume.uuid}/"):
+        page = client.get(url).content
+        assert b"<script>alert(1)</script>" not in page
+        assert b"&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_the_list_page_takes_a_fixed_number_of_queries(client, volume, member, project, django_assert_max_num_queries):
+    client.force_login(member)
+    client.get("/storage/volumes/")  # the session and content types are cached from here on
+    with django_assert_max_num_queries(30) as few:
+        client.get("/storage/volumes/")
+    for n in range(5):
+        made = services.volume_create(actor=member, project=project, name=f"v{n}", size_gib=1)
+        services.volume_attach_begin(
+            actor=member, project=project, volume_id=str(services.volume_provision(volume_id=made.pk).uuid),
+            holder=f"vm-{n}",
+        )  # fmt: skip
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        assert client.get("/storage/volumes/").content.count(b"vm-") == 5

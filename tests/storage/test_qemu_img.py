@@ -74,3 +74,21 @@ def test_missing_program_is_transient(monkeypatch):
     monkeypatch.setattr(qemu_img, "QEMU_IMG", "/nonexistent/qemu-img")
     with pytest.raises(qemu_img.QemuImgTransient, match="could not be started"):
         qemu_img._run("info")
+
+
+def test_a_copy_is_standalone_in_the_asked_format_and_grown_to_its_size(tmp_path):
+    source = tmp_path / "data.raw"
+    source.write_bytes(b"\x5a" * 1024 * 1024)
+    copy = qemu_img.image_copy(source=source, source_format="raw", path=tmp_path / "v.qcow2", fmt="qcow2", size_gib=2)
+    assert (copy.format, copy.virtual_size, copy.backing) == ("qcow2", 2 * GIB, None)
+    again = qemu_img.image_copy(source=source, source_format="raw", path=tmp_path / "v.qcow2", fmt="qcow2", size_gib=2)
+    assert again == copy
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_a_copy_over_another_file_is_refused(tmp_path):
+    source = tmp_path / "data.raw"
+    source.write_bytes(b"\0" * 1024)
+    (tmp_path / "v.qcow2").write_bytes(b"not a copy")
+    with pytest.raises(qemu_img.QemuImgPermanent, match="is not a qcow2 copy"):
+        qemu_img.image_copy(source=source, source_format="raw", path=tmp_path / "v.qcow2", fmt="qcow2", size_gib=1)

@@ -3,6 +3,8 @@ a volume is never deleted while a VM takes it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.db import connection
 
@@ -110,3 +112,20 @@ def test_concurrent_static_attaches_all_hold_and_the_last_release_frees_it(disk_
 
     assert VolumeHolder.objects.count() == 0
     assert Volume.objects.get(pk=volume.pk).state == "available"
+
+
+@pytest.mark.parametrize("backend", ["file", "iscsi"])
+def test_a_volume_made_by_two_workers_at_once_is_made_once(volume_settings, tgtd, owner, project, backend):
+    """The storage task and compute's prepare step may both make a volatile disk: they take turns."""
+    from core.models import AuditEntry
+    from storage.backends import qemu_img
+
+    volume = services.volume_create(actor=owner, project=project, name="twice", size_gib=1, backend=backend)
+
+    outcomes = race([closing(lambda: services.volume_provision(volume_id=volume.pk)) for _ in range(4)])
+
+    assert all(isinstance(o, Volume) and o.state == "available" for o in outcomes), outcomes
+    assert AuditEntry.objects.filter(action="storage.volume.created").count() == 1
+    assert qemu_img.info(Path(volume.path)).virtual_size == 1024**3
+    if backend == "iscsi":
+        assert [iqn for _tid, iqn in tgtd.targets()] == [volume.iqn]

@@ -201,3 +201,25 @@ def test_a_static_volume_on_iscsi_is_a_read_only_lun(make_static, tgtd):
     )
     assert written.returncode != 0 or "wrote" not in written.stdout
     assert reads_pattern(url, "raw")
+
+
+def test_a_qcow2_disk_image_larger_inside_than_asked_for_is_refused_naming_the_size(
+    publish, cache_settings, volume_settings, project, owner, tmp_path
+):
+    """A 3 GiB disk in a small qcow2 file: its entry's bytes (the file's) say 1 GiB, its copy would be 3 GiB."""
+    from marketplace.models import Image
+
+    sparse = tmp_path / "images" / "big.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(sparse), "3G"], check=True)
+    content = sparse.read_bytes()
+    image = Image.objects.get(identifier=publish(content, locations=[sparse.as_uri()], kind="disk", format="qcow2"))
+    small = services.volume_create(actor=owner, project=project, name="s", size_gib=None, kind="static", image=image)
+    assert small.size_gib == 1
+
+    assert tasks.volume_create(volume_id=small.pk)["state"] == "error"
+    small.refresh_from_db()
+    assert "the image's disk is 3 GiB, larger than the 1 GiB asked for; ask for at least 3" in small.state_message
+
+    enough = services.volume_create(actor=owner, project=project, name="e", size_gib=3, kind="static", image=image)
+    assert services.volume_provision(volume_id=enough.pk).state == "available"
+    assert qemu_img.info(Path(enough.path)).virtual_size == 3 * 1024**3

@@ -205,3 +205,10 @@ def test_the_volumes_endpoints_are_in_the_openapi_schema(api_as, owner):
     assert {"get", "post"} <= set(paths["/api/v1/storage/volumes/"])
     assert {"get", "delete"} <= set(paths["/api/v1/storage/volumes/{volume_id}/"])
     assert "202" in paths["/api/v1/storage/volumes/"]["post"]["responses"]
+
+
+def test_an_unknown_filter_value_is_a_clear_400(api_as, world, owner):
+    response = api_as(owner).get("/api/v1/storage/volumes/?state=melted")
+    assert response.status_code == 400
+    assert set(response.json()) >= {"detail", "code"}
+    assert "melted" in str(response.json())

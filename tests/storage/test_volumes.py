@@ -388,3 +388,69 @@ def test_a_vm_ending_mid_attach_gives_the_volume_back(make_volume, owner, projec
 
     assert Volume.objects.get(pk=volume.pk).state == "available"
     assert services.volume_attach_end(volume_id=str(volume.uuid), holder=VM1, ok=True).state == "available"
+
+
+def test_a_hostile_name_never_reaches_a_path_or_a_target_name(make_volume, volume_settings):
+    volume = make_volume(name="../../etc/cron.d/evil; rm -rf /")
+
+    assert Path(volume.path).parent == volume_settings.STORAGE_FILE_DIR
+    assert Path(volume.path).name == f"{volume.uuid}.qcow2"
+    assert volume.name == "../../etc/cron.d/evil; rm -rf /"  # kept as the user wrote it, only ever shown escaped
+
+
+def test_a_volatile_disk_is_a_file_even_where_iscsi_is_the_default(volume_settings, project):
+    volume_settings.STORAGE_BACKENDS = ["iscsi", "file"]
+    volume_settings.STORAGE_DEFAULT_BACKEND = "iscsi"
+    volatile = services.volume_create_volatile(project=project, size_gib=1, holder=VM1)
+    assert (volatile.backend, volatile.format, volatile.iqn) == ("file", "qcow2", "")
+
+
+def test_requesting_and_deleting_are_audited_with_their_actor_and_what_was_asked(make_volume, member, project):
+    volume = make_volume(3, actor=member, name="audited")
+    services.volume_delete(actor=member, volume=volume)
+    services.volume_destroy(volume_id=volume.pk)
+
+    entries = {
+        e.action: e
+        for e in AuditEntry.objects.filter(content_type__model="volume", object_id=str(volume.pk)).order_by("pk")
+    }
+    assert list(entries) == [
+        "storage.volume.requested",
+        "storage.volume.created",
+        "storage.volume.deleting",
+        "storage.volume.deleted",
+    ]
+    requested = entries["storage.volume.requested"]
+    assert requested.actor == member
+    asked = {key: requested.details.get(key) for key in ("project", "kind", "size_gib", "backend")}
+    assert asked == {"project": project.pk, "kind": "persistent", "size_gib": 3, "backend": "file"}
+    assert entries["storage.volume.deleting"].actor == member
+    assert entries["storage.volume.created"].actor is None  # the worker
+    assert entries["storage.volume.created"].details["path"] == volume.path
+
+
+def test_a_volume_whose_task_was_lost_gets_it_again_once_per_period(
+    make_volume, owner, volume_settings, django_capture_on_commit_callbacks
+):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    creating = make_volume(provision=False)
+    deleting = make_volume()
+    services.volume_delete(actor=owner, volume=deleting)
+    fresh = make_volume(provision=False)
+    long_ago = timezone.now() - dt.timedelta(minutes=volume_settings.STORAGE_STUCK_MINUTES + 1)
+    Volume.objects.filter(pk__in=[creating.pk, deleting.pk]).update(updated=long_ago)
+
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        assert sorted(tasks.reconcile()["resent"]) == sorted([str(creating.uuid), str(deleting.uuid)])
+    assert len(sent) == 2
+    assert tasks.reconcile()["resent"] == []  # not again until another period has passed
+    assert Volume.objects.get(pk=fresh.pk).state == "creating"
+    assert AuditEntry.objects.filter(action="storage.volume.resent").count() == 2
+
+    tasks.volume_create(volume_id=creating.pk)
+    tasks.volume_delete(volume_id=deleting.pk)
+    assert Volume.objects.get(pk=creating.pk).state == "available"
+    assert Volume.objects.get(pk=deleting.pk).state == "deleted"
