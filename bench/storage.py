@@ -161,6 +161,116 @@ def through_services(n: int, backend: str, actor: Any, project: Any) -> tuple[li
     return create_times, delete_times
 
 
+# --- attach and detach (compute's side) -------------------------------------------------------------------
+
+
+def _bench_instance(actor: Any, project: Any) -> tuple[Any, str, str]:
+    """A running instance of ``project`` whose domain is defined on a simulated host (libvirt's test driver, a file
+    of this run), as the boot step leaves it; returns it, the host's URI and the domain XML."""
+    from django.utils import timezone
+
+    from compute import hypervisor
+    from compute.domain import DiskSpec, DomainSpec, domain_xml
+    from compute.models import Host, Instance, InstanceType
+    from marketplace.models import Image
+
+    node = Path(tempfile.mkdtemp(prefix="alto-bench-host-")) / "node.xml"
+    node.write_text(
+        "<node><cpu><nodes>1</nodes><sockets>1</sockets><cores>4</cores><threads>1</threads>"
+        "<active>4</active><mhz>2000</mhz><model>x86_64</model></cpu><memory>8388608</memory></node>"
+    )
+    host = Host.objects.create(name=f"bench-{uuid.uuid4().hex[:6]}", uri=f"test://{node}", vcpus=4, ram_mib=8192)
+    itype, _ = InstanceType.objects.get_or_create(name="bench", defaults={"vcpus": 1, "ram_mib": 512})
+    now = timezone.now()
+    image = Image.objects.create(
+        identifier=uuid.uuid4().hex[:27], sha1="0" * 40, bytes=1, kind="machine", first_endorsed=now, updated=now
+    )
+    instance = Instance.objects.create(
+        name="bench",
+        project=project,
+        created_by=actor,
+        image=image,
+        image_identifier=image.identifier,
+        instance_type=itype,
+        vcpus=1,
+        ram_mib=512,
+        root_gib=1,
+        host=host,
+        network="private",
+        state="running",
+    )
+    spec = DomainSpec(
+        name=f"alto-{instance.uuid}",
+        uuid=instance.uuid,
+        vcpus=1,
+        ram_mib=512,
+        console_log="/var/log/alto/bench.log",
+        disks=(DiskSpec(target="vda", path="/bench/root.qcow2"),),
+    )
+    hypervisor.domain_define(host.uri, domain_xml(spec))
+    hypervisor.domain_start(host.uri, spec.name)
+    return instance, host.uri, domain_xml(spec)
+
+
+def attach_detach(n: int, backend: str, actor: Any, project: Any) -> dict[str, Any]:
+    """Attach then detach ``n`` volumes (made first, untimed) to one running instance the way the API and the host's
+    worker do: ``instance_attach`` (lock, storage's reservation, the attachment, audit) then the hot-plug step, and
+    the same for detach; beside the bare libvirt calls the step makes on the simulated host (the test driver cannot
+    hot-plug: the domain is redefined with the disk added or removed, what the adapter does there)."""
+    import libvirt
+    from lxml import etree
+
+    from compute import attachments
+    from compute.domain import disk_xml
+    from storage import selectors, services, tasks
+
+    instance, uri, domain = _bench_instance(actor, project)
+    volumes = []
+    for i in range(n):
+        volume = services.volume_create(actor=actor, project=project, name=f"a{i}", size_gib=1, backend=backend)
+        tasks.volume_create.apply(kwargs={"volume_id": volume.pk}, throw=True)
+        volumes.append(volume)
+    made: list[Any] = []
+
+    def attach(volume: Any) -> None:
+        attachment = attachments.instance_attach(actor=actor, instance=instance, volume_id=str(volume.uuid))
+        assert attachments.volume_attach_apply(attachment.pk), attachment  # noqa: S101 - the happy path
+        made.append(attachment)
+
+    def detach(attachment: Any) -> None:
+        attachments.instance_detach(actor=actor, instance=instance, volume_id=str(attachment.volume_uuid))
+        assert attachments.volume_detach_apply(attachment.pk), attachment  # noqa: S101
+
+    attach_times = timed([lambda v=v: attach(v) for v in volumes])
+    detach_times = timed([lambda a=a: detach(a) for a in list(made)])
+
+    conn = libvirt.open(uri)  # a private copy of the simulated host, with the same domain running
+    bare_domain = conn.defineXML(domain)
+    bare_domain.create()
+    disks = [
+        disk_xml(attachments.attachment_disk(a, selectors.volume_source(v))) for a, v in zip(made, volumes, strict=True)
+    ]
+
+    def redefine(change: Callable[[Any], None]) -> None:
+        root = etree.fromstring(bare_domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
+        change(root.find("devices"))
+        conn.defineXML(etree.tostring(root, encoding="unicode"))
+
+    def bare_attach(xml: str) -> None:
+        redefine(lambda devices: devices.append(etree.fromstring(xml.encode())))
+
+    def bare_detach(xml: str) -> None:
+        target = etree.fromstring(xml.encode()).find("target").get("dev")
+        redefine(lambda devices: devices.remove(devices.find(f"disk/target[@dev='{target}']/..")))
+
+    bare = (timed([lambda x=x: bare_attach(x) for x in disks]), timed([lambda x=x: bare_detach(x) for x in disks]))
+    conn.close()
+    for volume in volumes:
+        services.volume_delete(actor=actor, volume=volume)
+        tasks.volume_delete.apply(kwargs={"volume_id": volume.pk}, throw=True)
+    return {"attach": compare(attach_times, bare[0]), "detach": compare(detach_times, bare[1])}
+
+
 # Per backend: the phases measured, each (name, through the services, bare). Compute adds attach and detach.
 PHASES = ("create", "delete")
 
@@ -173,7 +283,8 @@ def run_backend(backend: str, n: int, directory: Path, actor: Any, project: Any,
         bare = dict(zip(PHASES, bare_file(directory, n, settings.STORAGE_FILE_FORMAT), strict=True))
     else:
         bare = dict(zip(PHASES, bare_iscsi(directory, n, tgtd), strict=True))
-    return {phase: compare(ours[phase], bare[phase]) for phase in PHASES}
+    measured = {phase: compare(ours[phase], bare[phase]) for phase in PHASES}
+    return measured | attach_detach(n, backend, actor, project)
 
 
 def main() -> None:

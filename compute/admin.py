@@ -6,7 +6,7 @@ from django import forms
 from django.contrib import admin
 
 from compute import services
-from compute.models import Host, Instance, InstanceType, Lease, Network, UsageRecord
+from compute.models import Attachment, Host, Instance, InstanceType, Lease, Network, UsageRecord
 from core.errors import ApplicationError
 
 
@@ -119,6 +119,24 @@ class UsageRecordAdmin(admin.ModelAdmin):
     list_display = ["instance", "project", "start", "end", "vcpus", "ram_mib"]
     list_filter = ["project"]
     date_hierarchy = "start"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Attachment)
+class AttachmentAdmin(admin.ModelAdmin):
+    """Read-only: attachments change only through attach, detach and reconciliation, in step with storage."""
+
+    list_display = ["instance", "device", "volume_uuid", "read_only", "state", "updated"]
+    list_filter = ["state"]
+    search_fields = ["volume_uuid", "instance__name", "instance__uuid"]
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from compute import hypervisor, swap
+from compute import attachments, hypervisor, swap
 from compute.contextualisation import NetworkConfig, seed_iso
 from compute.domain import DiskSpec, DomainSpec, NicSpec, domain_xml
 from compute.models import Host, Instance, InstanceState, Lease
@@ -52,7 +52,7 @@ TERMINATE = "compute.instance_terminate"
 # The swap disk: a raw file in the instance's folder, on the last virtio name so that it never takes the name of a
 # volume (the guest finds it by its label, not by its device name).
 SWAP_FILE = "swap.img"
-SWAP_TARGET = "vdz"
+SWAP_TARGET = swap.TARGET
 # States a failed step may leave for ``error`` (terminated is final; error already is).
 FAILABLE = [s for s in S.values if s not in (S.TERMINATED, S.ERROR)]
 
@@ -134,8 +134,9 @@ def instance_fail(instance_id: int, *, message: str) -> None:
 
 
 def instance_prepare(instance_id: int) -> bool:
-    """``scheduled → preparing``: cache the image, check the policy again, make the root overlay, the volatile
-    disk, the swap disk and the seed ISO in ``INSTANCE_DIR/<uuid>/``; then send the boot step. False when not wanted."""
+    """``scheduled → preparing``: cache the image, check the policy again, make the root overlay, the swap disk
+    and the seed ISO in ``INSTANCE_DIR/<uuid>/`` (volumes, the volatile disk included, are storage's); then send
+    the boot step. False when not wanted."""
     instance = _get(instance_id)
     if instance.state == S.SCHEDULED:
         instance = _move(instance, allowed=[S.SCHEDULED], to=S.PREPARING, verb="preparing")
@@ -150,8 +151,6 @@ def instance_prepare(instance_id: int) -> bool:
     where = instance_dir(instance)
     where.mkdir(parents=True, exist_ok=True)
     qemu_img.overlay_create(backing=Path(cached.path), path=where / "root.qcow2", size_gib=instance.root_gib)
-    if instance.volatile_gib:
-        qemu_img.image_create(path=where / "volatile.qcow2", size_gib=instance.volatile_gib)
     if instance.swap_mib:
         swap.swap_disk_create(path=where / SWAP_FILE, size_mib=instance.swap_mib)
     lease = Lease.objects.select_related("network").get(instance=instance)
@@ -177,8 +176,8 @@ def _spec(instance: Instance) -> DomainSpec:
     where = instance_dir(instance).resolve()
     lease = Lease.objects.select_related("network").get(instance=instance)
     disks = [DiskSpec(target="vda", path=str(where / "root.qcow2"))]
-    if instance.volatile_gib:
-        disks.append(DiskSpec(target="vdb", path=str(where / "volatile.qcow2")))
+    # The volumes (volatile disk included) come from storage, on the devices their attachments picked.
+    disks.extend(attachments.boot_disks(instance))
     if instance.swap_mib:
         disks.append(DiskSpec(target=SWAP_TARGET, path=str(where / SWAP_FILE), format="raw"))
     return DomainSpec(
@@ -203,6 +202,7 @@ def instance_boot(instance_id: int) -> bool:
     elif instance.state != S.BOOTING:
         return False
     hypervisor.domain_define(_host(instance).uri, domain_xml(_spec(instance)))
+    attachments.boot_settle(instance)
     hypervisor.domain_start(_host(instance).uri, domain_name(instance))
     # libvirt's start returns once the domain runs, as a rule: then it is ``running`` now, without another task;
     # a domain that does not run yet is polled by the wait step.
@@ -266,7 +266,8 @@ def instance_reboot_apply(instance_id: int) -> None:
 
 def instance_teardown(instance_id: int) -> bool:
     """``terminating → terminated``: destroy and undefine the domain, move ``root.qcow2`` to
-    ``QUARANTINE_DIR/<uuid>.qcow2`` (purged later), delete the rest, free the lease. False when not wanted."""
+    ``QUARANTINE_DIR/<uuid>.qcow2`` (purged later), delete the rest, release its volumes, free the lease. False when
+    not wanted."""
     instance = _get(instance_id)
     if instance.state != S.TERMINATING:
         return False
@@ -280,6 +281,8 @@ def instance_teardown(instance_id: int) -> bool:
         quarantine.mkdir(parents=True, exist_ok=True)
         root.replace(quarantine / f"{instance.uuid}.qcow2")
     shutil.rmtree(where, ignore_errors=True)
+    # Persistent volumes go back available with their data; the volatile disk is destroyed by storage.
+    attachments.attachments_release(instance)
     with transaction.atomic():
         try:
             ended = transition(

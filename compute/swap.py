@@ -12,6 +12,8 @@ from pathlib import Path
 from core.errors import PermanentError
 
 LABEL = "alto-swap"
+# The swap disk's device name: the last single-letter virtio name, which volume attachments never take.
+TARGET = "vdz"
 MKSWAP_TIMEOUT_SECONDS = 60
 _MKSWAP_DIRS = "/usr/sbin:/sbin:/usr/bin:/bin"
 

@@ -171,13 +171,16 @@ def _session_worker(django_db_setup, django_db_blocker) -> Iterator[WorkerProces
 
 
 @pytest.fixture
-def celery_worker_process(_session_worker) -> subprocess.Popen:
+def celery_worker_process(_session_worker) -> Iterator[subprocess.Popen]:
     """A real ``celery worker`` process on the configured broker, against the test database, that consumes every
-    queue; started once and kept for the next tests (started again after a test that needed it stopped)."""
+    queue; started for the test and stopped after it. (Not kept across tests: a transactional test's flush makes
+    the content types again with new ids, and a worker that remembered the old ones would fail to write its
+    audit entries.)"""
     if not _session_worker.running:
         _session_worker.start()
     assert _session_worker.process is not None
-    return _session_worker.process
+    yield _session_worker.process
+    _session_worker.stop()
 
 
 @pytest.fixture

@@ -16,3 +16,16 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+
+def _forget_content_types(**_: object) -> None:
+    from django.contrib.contenttypes.models import ContentType
+
+    ContentType.objects.clear_cache()
+
+
+# A worker process started by the tests outlives the flushes between transactional tests, which give the content
+# types new ids; the audit log names objects by content type, so the worker forgets the old ids before each task.
+from celery.signals import task_prerun  # noqa: E402
+
+task_prerun.connect(_forget_content_types, weak=False)

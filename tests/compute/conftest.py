@@ -20,7 +20,13 @@ from compute.services import instance_types_seed
 from marketplace import metadata
 from marketplace import services as marketplace_services
 from marketplace.models import Image
-from tests.compute.guest import guest_disk, libvirt_daemon, libvirt_host, tiny_guest  # noqa: F401 - real guests
+from tests.compute.guest import (  # noqa: F401 - the real-guest fixtures
+    guest_disk,
+    hotplug_guest,
+    libvirt_daemon,
+    libvirt_host,
+    tiny_guest,
+)
 from tests.marketplace.conftest import (  # noqa: F401 - fixtures shared with the marketplace tests
     IMAGE,
     T0,
@@ -34,7 +40,10 @@ from tests.marketplace.conftest import (  # noqa: F401 - fixtures shared with th
     trusted_keyring,
 )
 from tests.marketplace.keys import pgp_keys  # noqa: F401 - a session fixture entry_for needs
-from tests.storage.conftest import checksums_of
+from tests.storage.conftest import (
+    checksums_of,
+    volume_settings,  # noqa: F401 - volumes in a directory of the test's own
+)
 
 
 @pytest.fixture
@@ -129,16 +138,26 @@ def owner_key(owner):  # noqa: F811 - the fixtures imported above
 
 @pytest.fixture(autouse=True)
 def enqueued(request, monkeypatch) -> list[tuple[str, int, str]]:
-    """Worker steps sent by the code under test, as (task name, instance id, queue), instead of the broker;
-    tests marked ``worker`` send them for real."""
+    """Worker steps sent by the code under test, as (task name, instance or attachment id, queue), instead of the
+    broker (and storage's tasks, as (``storage.volume_<create|delete>``, volume id, queue)); tests marked ``worker``
+    send them for real."""
     sent: list[tuple[str, int, str]] = []
     if request.node.get_closest_marker("worker") is None:
-        from compute import execution
+        from compute import attachments, execution
+        from storage import services as storage_services
 
         def record(step, instance, *, countdown=None):
             sent.append((step, instance.pk, execution.host_queue(instance)))
 
+        def record_storage(task_name, volume_id):
+            sent.append((f"storage.volume_{task_name}", volume_id, settings.STORAGE_QUEUE))
+
+        def record_attachment(step, attachment):
+            sent.append((step, attachment.pk, f"host.{attachment.instance.host.name}"))
+
         monkeypatch.setattr(execution, "enqueue", record)
+        monkeypatch.setattr(attachments, "enqueue", record_attachment)
+        monkeypatch.setattr(storage_services, "_enqueue", record_storage)
     return sent
 
 

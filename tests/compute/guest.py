@@ -1,5 +1,6 @@
 """A real libvirtd for qemu:///system and a tiny bootable guest, shared by the real-guest tests (fixtures
-``libvirt_daemon``, ``libvirt_host``, ``tiny_guest``, ``guest_disk``; registered in tests/compute/conftest.py).
+``libvirt_daemon``, ``libvirt_host``, ``tiny_guest``, ``guest_disk``, ``hotplug_guest``; registered in
+tests/compute/conftest.py), and ``console_wait``.
 
 The session starts a private libvirtd (RUNBOOK.md): in its own mount and network namespaces, with
 ``/run/libvirt``, ``/var/lib/libvirt``, ``/etc/libvirt``, ``/var/log/libvirt`` and ``/var/cache/libvirt`` bound to a
@@ -190,7 +191,7 @@ def _download(package: str, into: Path) -> Path:
     return next(into.glob(f"{package}_*.deb"))
 
 
-def _cloud_kernel() -> tuple[Path, Path]:
+def cloud_kernel() -> tuple[Path, Path]:
     """Debian's current cloud kernel and its module tree, downloaded and unpacked once into var/test-guest/."""
     depends = subprocess.run(
         ["apt-cache", "depends", "linux-image-cloud-amd64"], capture_output=True, text=True, check=True
@@ -216,7 +217,7 @@ def _cloud_kernel() -> tuple[Path, Path]:
     return kernel, unpacked / "lib" / "modules" / version / "kernel"
 
 
-def _modules_in_load_order(tree: Path, wanted: tuple[str, ...]) -> list[Path]:
+def modules_in_load_order(tree: Path, wanted: tuple[str, ...]) -> list[Path]:
     """``wanted`` and what they depend on (the ``depends=`` of each module's .modinfo), dependencies first."""
     files = {path.name.removesuffix(".ko").replace("-", "_"): path for path in tree.rglob("*.ko")}
     ordered: list[Path] = []
@@ -236,16 +237,16 @@ def _modules_in_load_order(tree: Path, wanted: tuple[str, ...]) -> list[Path]:
     return ordered
 
 
-def _initramfs(modules: list[Path], into: Path) -> Path:
+def initramfs(modules: list[Path], into: Path, *, init: str = INIT) -> Path:
     tree = into / "initramfs"
     for directory in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "seed", "lib/modules"):
         (tree / directory).mkdir(parents=True)
     shutil.copy(BUSYBOX, tree / "bin" / "busybox")
     for module in modules:
         shutil.copy(module, tree / "lib" / "modules" / module.name)
-    init = tree / "init"
-    init.write_text(INIT.replace("MODULES", " ".join(module.name.removesuffix(".ko") for module in modules)))
-    init.chmod(0o755)
+    script = tree / "init"
+    script.write_text(init.replace("MODULES", " ".join(module.name.removesuffix(".ko") for module in modules)))
+    script.chmod(0o755)
     names = "\n".join(str(path.relative_to(tree)) for path in sorted(tree.rglob("*"))) + "\n"
     archive = subprocess.run(
         ["cpio", "--create", "--format=newc", "--quiet"],
@@ -262,8 +263,8 @@ def _initramfs(modules: list[Path], into: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_guest(tmp_path_factory) -> tuple[Path, Path]:
     """(kernel, initrd) of the tiny guest."""
-    kernel, modules = _cloud_kernel()
-    return kernel, _initramfs(_modules_in_load_order(modules, GUEST_MODULES), tmp_path_factory.mktemp("c10f-guest"))
+    kernel, modules = cloud_kernel()
+    return kernel, initramfs(modules_in_load_order(modules, GUEST_MODULES), tmp_path_factory.mktemp("c10f-guest"))
 
 
 SYSLINUX_CFG = """\
@@ -295,3 +296,56 @@ def guest_disk(tiny_guest, tmp_path_factory) -> Path:
     for local, name in ((kernel, "vmlinuz"), (initrd, "initrd.gz"), (into / "syslinux.cfg", "syslinux.cfg")):
         subprocess.run(["mcopy", "-i", str(disk), str(local), f"::{name}"], **run)
     return disk
+
+
+# A guest that stays up and reports every disk plugged into it or pulled out, on its serial console:
+# ``ALTO-DISK <serial> <first 32 bytes, unprintable ones as .>`` and ``ALTO-GONE <serial>``.
+HOTPLUG_INIT = r"""#!/bin/busybox sh
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for module in MODULES; do insmod /lib/modules/$module.ko; done
+echo ALTO-READY
+seen=" "
+while true; do
+    for path in /sys/block/vd*; do
+        [ -e "$path" ] || continue
+        name=${path##*/}
+        case "$seen" in *" $name="*) continue ;; esac
+        [ -b "/dev/$name" ] || continue
+        serial=$(cat "$path/serial" 2>/dev/null)
+        seen="$seen$name=$serial "
+        echo "ALTO-DISK $serial $(head -c 32 "/dev/$name" | tr -c 'A-Za-z0-9:_-' '.')"
+    done
+    for entry in $seen; do
+        name=${entry%%=*}
+        if [ ! -e "/sys/block/$name" ]; then
+            echo "ALTO-GONE ${entry#*=}"
+            seen=$(echo "$seen" | sed "s/ $entry / /")
+        fi
+    done
+    sleep 0.2
+done
+"""
+# virtio disks on the PCI bus (the kernel has ACPI PCI hot-plug built in).
+HOTPLUG_MODULES = ("virtio_pci", "virtio_blk")
+
+
+@pytest.fixture(scope="session")
+def hotplug_guest(tmp_path_factory) -> tuple[Path, Path]:
+    """(kernel, initrd) of a tiny guest that prints the first bytes of each disk hot-plugged into it."""
+    kernel, modules = cloud_kernel()
+    into = tmp_path_factory.mktemp("hotplug-guest")
+    return kernel, initramfs(modules_in_load_order(modules, HOTPLUG_MODULES), into, init=HOTPLUG_INIT)
+
+
+def console_wait(console: Path, text: str, *, timeout: float = BOOT_TIMEOUT) -> None:
+    """Wait until ``text`` appears in the guest's console log (bounded: the machine's two cores are shared)."""
+    deadline = time.monotonic() + timeout
+    while text not in (console.read_text(errors="replace") if console.exists() else ""):
+        assert time.monotonic() < deadline, f"no {text!r} on the console after {timeout} s:\n" + (
+            console.read_text(errors="replace")[-2000:] if console.exists() else "(no console log)"
+        )
+        time.sleep(0.3)
