@@ -88,7 +88,7 @@ def test_the_steps_take_a_requested_instance_to_running(vm, enqueued):
     assert disks["vdb"] == volatile.path
     # The domain runs as soon as it is started: running at once, no wait step.
     assert _state(vm) == "running"
-    assert [step for step, *_ in enqueued] == [execution.PREPARE, execution.BOOT]
+    assert [step for step, *_ in enqueued] == ["storage.volume_create", execution.PREPARE, execution.BOOT]
     assert execution.instance_wait_running(vm.pk) is True
     actions = list(AuditEntry.objects.filter(action__startswith="compute.instance.").values_list("action", flat=True))
     assert {"compute.instance.preparing", "compute.instance.booting", "compute.instance.running"} <= set(actions)
