@@ -48,7 +48,8 @@ class Endorser(models.Model):
     """Everyone who has signed at least one entry, by e-mail. Its row is the lock of its timelines.
 
     An endorser e-mail belongs to exactly one holder, fixed by its first entry: the account whose key signed
-    it, or the site (``account`` null) for the site key's entries (DESIGN §2.2)."""
+    it, the certificate subject of a legacy XML-DSig entry, or the site (neither) for the site key's entries
+    (DESIGN §2.2)."""
 
     email = models.CharField(max_length=254, unique=True)
     account = models.ForeignKey(
@@ -58,6 +59,12 @@ class Endorser(models.Model):
         on_delete=models.PROTECT,
         related_name="endorsers",
         help_text="The account whose keys endorse as this e-mail; empty: the site.",
+    )
+    certificate_subject = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="For legacy X.509 (XML-DSig) endorsers: the certificate subject DN whose entries this e-mail "
+        "takes. Empty for accounts' keys and the site key.",
     )
     subject = models.CharField(max_length=500, blank=True, help_text="The user ID of the newest entry.")
     first_endorsed = models.DateTimeField()
@@ -127,7 +134,7 @@ class Entry(models.Model):
     endorser = models.ForeignKey(Endorser, on_delete=models.PROTECT, related_name="entries")
     created = models.DateTimeField(help_text="dcterms:created of the endorsement (UTC).")
     subject = models.CharField(max_length=500)
-    issuer = models.CharField(max_length=100)
+    issuer = models.CharField(max_length=500)
     fingerprint = models.CharField(max_length=40, db_index=True)
     # Null for entries signed with the site key, which is not registered to an account.
     key = models.ForeignKey(PgpKey, null=True, blank=True, on_delete=models.PROTECT, related_name="entries")

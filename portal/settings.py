@@ -424,6 +424,9 @@ LIBVIRT_DEFAULT_URI = env_str("LIBVIRT_DEFAULT_URI", "test:///default")
 # trusted OpenPGP keyring (a private GNUPGHOME, mode 700, created on demand) that verifies entries.
 MARKETPLACE_MAX_ENTRY_BYTES = env_int("MARKETPLACE_MAX_ENTRY_BYTES", 1024 * 1024, minimum=1024)
 MARKETPLACE_GNUPG_HOME = env_path("MARKETPLACE_GNUPG_HOME", VAR_DIR / "gnupg")
+# Legacy StratusLab entries (XML-DSig over X.509): the CA certificates (and CRLs) that vouch for their signers, laid
+# out as the grid's /etc/grid-security/certificates. Empty or missing: no legacy entry is accepted.
+MARKETPLACE_X509_CA_DIR = env_str("MARKETPLACE_X509_CA_DIR", "")
 # The only directories an entry's file: locations may point into (comma-separated absolute paths; empty: no
 # file: locations at all). The default is where seed_demo writes its demo images (portal/demo.py).
 MARKETPLACE_FILE_LOCATION_DIRS = env_list("MARKETPLACE_FILE_LOCATION_DIRS", [str(VAR_DIR / "demo-images")])

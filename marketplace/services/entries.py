@@ -21,6 +21,7 @@ from core.errors import ApplicationError, Conflict
 from marketplace import metadata, selectors, signing
 from marketplace.models import Endorser, Entry, Image, PgpKey, SiteKey
 from marketplace.services.gpg_errors import gpg_errors
+from marketplace.signing.x509 import dn_parse, dn_text
 
 # An endorsement may be dated a little ahead of our clock (the signer's clock drifts), not more:
 # a far-future ``created`` would block its timeline against every honest newer entry.
@@ -34,6 +35,8 @@ class SignatureReport:
     fingerprint: str | None
     check: str | None
     message: str
+    # A legacy X.509 signature's certificate subject (RFC 4514): the holder of the endorser e-mail it may use.
+    certificate_subject: str = ""
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,15 @@ def _signature_report(raw: bytes, md: metadata.Metadata) -> tuple[SignatureRepor
 
     The key must be the site key or registered to an account, unrevoked now; ``slreq:email`` must be the
     e-mail its owner holds (the account's, or the site's); and the endorser e-mail must not belong to
-    another account (or to the site) already. Reads only: ``entry_upload`` checks the endorser again
-    under its row lock."""
+    another account (or to the site) already. A legacy XML-DSig signature's certificate, vouched for by a
+    trusted CA, holds the e-mails it carries (``_certificate_report``). Reads only: ``entry_upload`` checks
+    the endorser again under its row lock."""
     with gpg_errors():
         check = signing.verify(raw, md)
     if not check.verified:
         return SignatureReport(check.kind, False, check.fingerprint, check.check, check.message), None
+    if check.kind == "xmldsig":
+        return _certificate_report(check, md), None
     fingerprint = (check.fingerprint or "").upper()
     email = md.endorsement.email.lower()
     # The site key first: should an account ever hold a row with its fingerprint, the entry is still the site's.
@@ -102,18 +108,39 @@ def _signature_report(raw: bytes, md: metadata.Metadata) -> tuple[SignatureRepor
             f"slreq:email {email} is not the e-mail of the key's owner ({owner_email or 'none'}): a user ID "
             "carrying someone else's e-mail gives no right to endorse as them.",
         ), key
-    endorser = Endorser.objects.filter(email=email).only("account_id").first()
-    if endorser is not None and endorser.account_id != account_id:
-        return _refused(check, "endorser-taken", _endorser_taken(email, endorser.account_id)), key
+    endorser = Endorser.objects.filter(email=email).only("account_id", "certificate_subject").first()
+    if endorser is not None and (endorser.account_id, endorser.certificate_subject) != (account_id, ""):
+        return _refused(check, "endorser-taken", _endorser_taken(email, endorser)), key
     return SignatureReport(check.kind, True, fingerprint, None, check.message), key
 
 
-def _endorser_taken(email: str, holder_id: int | None) -> str:
-    """Why an entry for ``email``, whose endorser belongs to ``holder_id`` (None: the site), is refused."""
-    holder = "the site" if holder_id is None else "another account"
+def _certificate_report(check: signing.SignatureCheck, md: metadata.Metadata) -> SignatureReport:
+    """A verified legacy signature: the certificate (its subject DN, as the CA vouched for it) holds the
+    endorser e-mail — unless the e-mail is the site's, or its timelines already belong to another holder."""
+    email = md.endorsement.email.lower()
+    parsed = dn_parse(md.endorsement.subject)  # verified equal to the certificate's subject
+    subject = dn_text(parsed) if parsed is not None else md.endorsement.subject
+    if email in selectors.site_emails():
+        return _refused(
+            check, "email-not-owner", f"slreq:email {email} is the site's e-mail: only the site key endorses as it."
+        )
+    endorser = Endorser.objects.filter(email=email).only("account_id", "certificate_subject").first()
+    if endorser is not None and (endorser.account_id, endorser.certificate_subject) != (None, subject):
+        return _refused(check, "endorser-taken", _endorser_taken(email, endorser))
+    return SignatureReport(check.kind, True, check.fingerprint, None, check.message, certificate_subject=subject)
+
+
+def _endorser_taken(email: str, holder: Endorser) -> str:
+    """Why an entry for ``email``, whose timelines belong to ``holder``'s account, certificate or the site, is
+    refused."""
+    if holder.account_id is not None:
+        who = "another account"
+    elif holder.certificate_subject:
+        who = f"the certificate {holder.certificate_subject}"
+    else:
+        who = "the site"
     return (
-        f"The endorser e-mail {email} already belongs to {holder}: its timelines take entries from its holder's "
-        "keys only."
+        f"The endorser e-mail {email} already belongs to {who}: its timelines take entries from its holder's keys only."
     )
 
 
@@ -266,20 +293,24 @@ def entry_upload(
     columns = _entry_columns(md)
 
     with transaction.atomic():
-        # The first entry fixes whose the endorser e-mail is: the key's account, or the site (no account).
-        account_id = key.owner_id if key is not None else None
+        # The first entry fixes whose the endorser e-mail is: the key's account, a legacy certificate's
+        # subject, or the site (neither).
+        holder = {
+            "account_id": key.owner_id if key is not None else None,
+            "certificate_subject": report.certificate_subject,
+        }
         endorser, _ = Endorser.objects.get_or_create(
             email=email,
             defaults={
                 "subject": md.endorsement.subject,
                 "first_endorsed": created,
                 "last_endorsed": created,
-                "account_id": account_id,
+                **holder,
             },
         )
         endorser = Endorser.objects.select_for_update().get(pk=endorser.pk)
-        if endorser.account_id != account_id:
-            raise ApplicationError(_endorser_taken(email, endorser.account_id), code="endorser-taken")
+        if (endorser.account_id, endorser.certificate_subject) != tuple(holder.values()):
+            raise ApplicationError(_endorser_taken(email, endorser), code="endorser-taken")
         image = _image_fix(md=md, created=created)
         latest = (
             Entry.objects.filter(image=image, endorser=endorser, is_latest=True)
@@ -299,7 +330,7 @@ def entry_upload(
             endorser=endorser,
             created=created,
             subject=md.endorsement.subject[:500],
-            issuer=md.endorsement.issuer[:100],
+            issuer=md.endorsement.issuer[:500],
             fingerprint=report.fingerprint or "",
             key=key,
             raw=raw,

@@ -7,7 +7,8 @@ uploaded document is ever imported.
 ``gpg``: running gpg, and the error kinds: :class:`SigningRefused` (permanent: bad key, wrong passphrase, no
 such secret key) and :class:`GpgUnavailable` (transient: gpg could not run or timed out), both a
 :class:`SigningError` carrying a ``code``. ``keys``: inspecting, trusting and looking up keys; the site's
-secret key. ``signatures``: signing an entry. ``verification``: verifying one.
+secret key. ``signatures``: signing an entry. ``verification``: verifying one (OpenPGP, and legacy XML-DSig
+over X.509 certificates through ``x509``).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from lxml import etree
 
 from marketplace import metadata as md
+from marketplace.signing import x509
 from marketplace.signing.gpg import ARMOR_RE, gpg_binary, gpg_for, gpg_run, scratch_home, trusted_home
 from marketplace.signing.keys import key_lookup, timestamp
 from marketplace.signing.signatures import NOTATION, notation_value
@@ -81,8 +82,9 @@ def _fail(kind: str, check: str, message: str, fingerprint: str | None = None) -
     return SignatureCheck(kind=kind, verified=False, fingerprint=fingerprint, check=check, message=message)
 
 
-# (signature element, signed bytes, the entry, now): the key and the signature must be usable at ``now``.
-Verifier = Callable[[etree._Element, bytes, md.Metadata, datetime], SignatureCheck]
+# (signature element, the document without it as C14N bytes, the whole document as received, the entry, now):
+# the key and the signature must be usable at ``now``.
+Verifier = Callable[[etree._Element, bytes, bytes, md.Metadata, datetime], SignatureCheck]
 VERIFIERS: dict[str, Verifier] = {}
 
 
@@ -97,7 +99,9 @@ def register_verifier(tag: str) -> Callable[[Verifier], Verifier]:
 
 
 @register_verifier(md.OPENPGP_SIGNATURE)
-def _verify_openpgp(element: etree._Element, payload: bytes, entry: md.Metadata, now: datetime) -> SignatureCheck:
+def _verify_openpgp(
+    element: etree._Element, payload: bytes, raw: bytes, entry: md.Metadata, now: datetime
+) -> SignatureCheck:
     kind = "openpgp"
     armored = (element.text or "").strip()
     if not armored.isascii() or not ARMOR_RE.fullmatch(armored):
@@ -213,11 +217,49 @@ def _good_notation(verdict: _GpgVerdict) -> str | None:
 
 
 @register_verifier(f"{{{md.DSIG}}}Signature")
-def _verify_xmldsig(element: etree._Element, payload: bytes, entry: md.Metadata, now: datetime) -> SignatureCheck:
-    return _fail(
-        "xmldsig",
-        "unsupported-signature",
-        "XML-DSig (legacy StratusLab X.509) signatures cannot be verified here yet; sign the entry with OpenPGP.",
+def _verify_xmldsig(
+    element: etree._Element, payload: bytes, raw: bytes, entry: md.Metadata, now: datetime
+) -> SignatureCheck:
+    """A legacy StratusLab entry: the certificate must chain to a CA of ``MARKETPLACE_X509_CA_DIR`` and name
+    the endorser — its subject DN is ``slreq:subject``, its issuer DN ``slreq:issuer``, and ``slreq:email`` one
+    of its e-mails."""
+    kind = "xmldsig"
+    try:
+        signer = x509.verify(raw, element, now=now)
+    except x509.X509Refused as refused:
+        return _fail(kind, refused.check, refused.message, refused.fingerprint)
+    endorsement = entry.endorsement
+    fingerprint = signer.fingerprint
+    if not x509.dn_equal(endorsement.subject, signer.subject):
+        return _fail(
+            kind,
+            "subject-mismatch",
+            f"slreq:subject is {endorsement.subject!r} but the signature was made with the certificate of "
+            f"{signer.subject_text}.",
+            fingerprint,
+        )
+    if not x509.dn_equal(endorsement.issuer, signer.issuer):
+        return _fail(
+            kind,
+            "issuer-mismatch",
+            f"slreq:issuer is {endorsement.issuer!r} but the signing certificate was issued by "
+            f"{x509.dn_text(signer.issuer)}.",
+            fingerprint,
+        )
+    if endorsement.email.lower() not in signer.emails:
+        return _fail(
+            kind,
+            "email-not-on-certificate",
+            f"slreq:email {endorsement.email} is not an e-mail of the signing certificate "
+            f"({', '.join(signer.emails) or 'none'}).",
+            fingerprint,
+        )
+    return SignatureCheck(
+        kind,
+        True,
+        fingerprint,
+        None,
+        f"Signed by {signer.subject_text} with a certificate of {x509.dn_text(signer.issuer)}.",
     )
 
 
@@ -237,4 +279,4 @@ def verify(raw: bytes, metadata: md.Metadata, *, now: datetime | None = None) ->
         return _fail(kind, "unsupported-signature", f"No verifier for the signature element {element.tag}.")
     root.remove(element)
     payload = etree.tostring(root, method="c14n", with_comments=True)
-    return verifier(element, payload, metadata, now or datetime.now(UTC))
+    return verifier(element, payload, raw, metadata, now or datetime.now(UTC))
