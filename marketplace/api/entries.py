@@ -80,7 +80,7 @@ def _body(request: Request) -> bytes:
 _DATETIME = serializers.DateTimeField()
 
 
-def _datetime(value: dt.datetime | None) -> str | None:
+def datetime_json(value: dt.datetime | None) -> str | None:
     return None if value is None else _DATETIME.to_representation(value)
 
 
@@ -135,11 +135,11 @@ class EntrySummarySerializer(serializers.ModelSerializer):
             "identifier": entry.image.identifier,
             "endorser": entry.endorser.email,
             "subject": entry.subject,
-            "created": _datetime(entry.created),
+            "created": datetime_json(entry.created),
             "status": self.get_status(entry),
             "is_latest": entry.is_latest,
             "deprecated_reason": entry.deprecated_reason,
-            "valid_until": _datetime(entry.valid_until),
+            "valid_until": datetime_json(entry.valid_until),
             "title": entry.title,
             "type": entry.type,
             "os": entry.os,
