@@ -101,6 +101,7 @@ class Image(models.Model):
     class Meta:
         ordering = ["-updated", "-id"]
         indexes = [
+            models.Index(fields=["-updated", "-id"], name="mp_image_updated"),
             models.Index(fields=["title", "id"], name="mp_image_title"),
             # Which image claimed a SHA-256 first (checksum rules).
             models.Index(fields=["sha256", "id"], condition=~Q(sha256=""), name="mp_image_sha256"),
@@ -176,6 +177,8 @@ class Entry(models.Model):
         ]
         # The search filters, over latest entries only (what the image search looks at). On PostgreSQL
         # each carries the status columns, so that filtering by status needs no visit to the wide rows.
+        # PostgreSQL also gets a trigram index for ``q`` (mp_latest_search_trgm, migration 0001) and extended
+        # statistics on the claims searches combine (mp_entry_claims, 0005).
         indexes = [
             # One endorser's history, newest first.
             models.Index(fields=["endorser", "-created"], name="mp_entry_history"),

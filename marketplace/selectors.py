@@ -150,6 +150,23 @@ def pgp_key_endorsing_uids(key: PgpKey) -> list[str]:
     return [uid for uid in key.uids if owner_email and signing.uid_email(uid) == owner_email]
 
 
+def signing_key_facts(fingerprint: str) -> signing.KeyInfo | None:
+    """A registered account key's user IDs, creation and expiry as recorded at registration, for verifying
+    signatures without asking gpg again (``signing.register_key_facts``). The site key is left to its keyring
+    (its entries are few; the keyring knows whether it was given an expiry)."""
+    key = PgpKey.objects.filter(fingerprint=fingerprint.upper()).only("uids", "emails", "created", "expires").first()
+    if key is None:
+        return None
+    return signing.KeyInfo(
+        fingerprint=fingerprint.upper(),
+        uids=tuple(key.uids),
+        emails=tuple(key.emails),
+        created=key.created,
+        expires=key.expires,
+        armored="",
+    )
+
+
 # --- Who holds an e-mail (registered with accounts.emails in MarketplaceConfig.ready) ----------------------
 
 

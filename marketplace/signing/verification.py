@@ -4,6 +4,7 @@ signature kinds (legacy XML-DSig) can be added beside OpenPGP."""
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,8 +12,16 @@ from datetime import UTC, datetime
 from lxml import etree
 
 from marketplace import metadata as md
-from marketplace.signing.gpg import ARMOR_RE, gpg_binary, gpg_for, gpg_run, scratch_home, trusted_home
-from marketplace.signing.keys import key_lookup, timestamp
+from marketplace.signing.gpg import (
+    ARMOR_RE,
+    GpgUnavailable,
+    gpg_binary,
+    gpg_for,
+    gpg_run,
+    scratch_home,
+    trusted_home,
+)
+from marketplace.signing.keys import KeyInfo, key_lookup, timestamp
 from marketplace.signing.signatures import NOTATION, notation_value
 
 _STATUS_RE = re.compile(r"^\[GNUPG:\] (\S+) ?(.*)$", re.MULTILINE)
@@ -50,11 +59,15 @@ class _GpgVerdict:
 
 
 def _run_verify(armored: str, payload: bytes) -> _GpgVerdict:
+    """One gpg process: the detached signature (from a private temporary file) over ``payload`` (on stdin)."""
     gpg = gpg_for(trusted_home())
-    with scratch_home() as tmp:
-        signature_path = tmp / "entry.sig"
-        signature_path.write_text(armored, encoding="ascii")
-        result = gpg.verify_data(str(signature_path), payload)
+    with tempfile.NamedTemporaryFile("w", encoding="ascii", prefix="alto-sig-", suffix=".asc") as signature:
+        signature.write(armored)
+        signature.flush()
+        try:
+            result = gpg.verify_data(signature.name, payload)
+        except OSError as exc:  # gpg vanished since the keyring was opened
+            raise GpgUnavailable(f"gpg could not run: {exc}") from exc
     ordered = tuple(_STATUS_RE.findall(result.stderr or ""))
     statuses: dict[str, list[str]] = {}
     for key, value in ordered:
@@ -84,6 +97,27 @@ def _fail(kind: str, check: str, message: str, fingerprint: str | None = None) -
 # (signature element, signed bytes, the entry, now): the key and the signature must be usable at ``now``.
 Verifier = Callable[[etree._Element, bytes, md.Metadata, datetime], SignatureCheck]
 VERIFIERS: dict[str, Verifier] = {}
+
+# What is known about a trusted key, by fingerprint (None: nothing): its user IDs, creation and expiry.
+KeyFacts = Callable[[str], KeyInfo | None]
+_KEY_FACTS: list[KeyFacts] = []
+
+
+def register_key_facts(source: KeyFacts) -> None:
+    """Where verification reads a signing key's user IDs, creation and expiry before asking the keyring: the
+    Marketplace registers its database's record of registered keys and the site key (``MarketplaceConfig.ready``),
+    so that verifying an entry takes one gpg process, not three."""
+    _KEY_FACTS[:] = [source]
+
+
+def key_facts(fingerprint: str) -> KeyInfo | None:
+    """The registered source's facts about a key, else the trusted keyring's (a key gpg trusts but the database
+    does not record is refused by the caller anyway; the keyring then only words the message)."""
+    for source in _KEY_FACTS:
+        found = source(fingerprint)
+        if found is not None:
+            return found
+    return key_lookup(fingerprint)
 
 
 def register_verifier(tag: str) -> Callable[[Verifier], Verifier]:
@@ -153,8 +187,8 @@ def _verify_openpgp(element: etree._Element, payload: bytes, entry: md.Metadata,
             f"slreq:issuer is {endorsement.issuer!r} but the signature was made by the key OpenPGP:{fingerprint}.",
             fingerprint,
         )
-    key = key_lookup(fingerprint)
-    if key is None:  # the key left the keyring between the two gpg calls
+    key = key_facts(fingerprint)
+    if key is None:  # trusted by the keyring, yet not recorded (or it left the keyring meanwhile)
         return _fail(kind, "unknown-key", f"The signing key {fingerprint} is not known to this Marketplace.")
     if endorsement.email.lower() not in key.emails:
         return _fail(
@@ -225,8 +259,9 @@ def verify(raw: bytes, metadata: md.Metadata, *, now: datetime | None = None) ->
     """Who signed ``raw`` (already parsed into ``metadata``), or the check that failed.
 
     The key and the signature must be usable ``now`` (default: the clock), whatever the entry claims: an
-    upload is a fresh endorsement. Uses the trusted keyring only; registration, revocation and whether the
-    key's owner holds the e-mail are the caller's checks (they live in the database)."""
+    upload is a fresh endorsement. Uses the trusted keyring only, in one gpg process; the key's user IDs,
+    creation and expiry come from :func:`key_facts`. Registration, revocation and whether the key's owner
+    holds the e-mail are the caller's checks (they live in the database)."""
     root = md.xml_root(raw)
     element = md.signature_element(root)
     if element is None:
