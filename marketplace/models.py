@@ -182,19 +182,29 @@ class Entry(models.Model):
         indexes = [
             # One endorser's history, newest first.
             models.Index(fields=["endorser", "-created"], name="mp_entry_history"),
+            # The raw columns of the expressions are carried too: PostgreSQL answers from the index alone only
+            # when every column the query names is in it, lower(os) not counting as os.
             models.Index(
                 Lower("os"),
                 Lower("os_version"),
                 name="mp_latest_os",
                 condition=Q(is_latest=True),
-                include=["image", *STATUS_COLUMNS],
+                include=["image", "os", "os_version", *STATUS_COLUMNS],
             ),
             models.Index(
                 Lower("arch"),
                 "kind",
                 name="mp_latest_arch_kind",
                 condition=Q(is_latest=True),
-                include=["image", *STATUS_COLUMNS],
+                include=["image", "arch", *STATUS_COLUMNS],
+            ),
+            # An image's latest entries with every filtered claim: a search walking images in the page's order
+            # asks it whether each has a matching entry without visiting the entries.
+            models.Index(
+                "image",
+                name="mp_latest_image_claims",
+                condition=Q(is_latest=True),
+                include=["endorser", "fingerprint", "os", "os_version", "arch", "kind", *STATUS_COLUMNS],
             ),
             models.Index(
                 "kind", name="mp_latest_kind", condition=Q(is_latest=True), include=["image", *STATUS_COLUMNS]

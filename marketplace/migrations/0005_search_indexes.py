@@ -1,10 +1,14 @@
-"""Search at scale (issue 15): the default ordering's index on images and, on PostgreSQL, extended statistics on
-the claims searches combine (OS, arch, kind, status), so that the planner estimates combined filters (and the
+"""Search at scale (issue 15): the default ordering's index on images; filter indexes that PostgreSQL can answer
+from alone (they carry the raw columns of their expressions) and one keyed by image carrying every filtered claim,
+for searches that walk images in page order; on PostgreSQL, extended statistics on the claims searches combine (OS, arch, kind, status), so that the planner estimates combined filters (and the
 estimated counts it reports) well. (The trigram index for ``q``, mp_latest_search_trgm, came with 0001.)
 
 The PostgreSQL-only steps do nothing on other databases (SQLite runs the embedded default and the tests)."""
 
 from django.db import migrations, models
+from django.db.models.functions import Lower
+
+STATUS_COLUMNS = ("deprecated", "valid_until", "key", "has_location")
 
 
 class PostgresOnly(migrations.RunSQL):
@@ -25,6 +29,38 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AddIndex(
             model_name="image", index=models.Index(fields=["-updated", "-id"], name="mp_image_updated")
+        ),
+        # The filter indexes carry the raw columns of their expressions, for index-only scans.
+        migrations.RemoveIndex(model_name="entry", name="mp_latest_os"),
+        migrations.RemoveIndex(model_name="entry", name="mp_latest_arch_kind"),
+        migrations.AddIndex(
+            model_name="entry",
+            index=models.Index(
+                Lower("os"),
+                Lower("os_version"),
+                condition=models.Q(("is_latest", True)),
+                include=("image", "os", "os_version", *STATUS_COLUMNS),
+                name="mp_latest_os",
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="entry",
+            index=models.Index(
+                Lower("arch"),
+                models.F("kind"),
+                condition=models.Q(("is_latest", True)),
+                include=("image", "arch", *STATUS_COLUMNS),
+                name="mp_latest_arch_kind",
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="entry",
+            index=models.Index(
+                models.F("image"),
+                condition=models.Q(("is_latest", True)),
+                include=("endorser", "fingerprint", "os", "os_version", "arch", "kind", *STATUS_COLUMNS),
+                name="mp_latest_image_claims",
+            ),
         ),
         PostgresOnly(
             "CREATE STATISTICS mp_entry_claims (ndistinct, dependencies, mcv) "
