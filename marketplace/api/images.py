@@ -137,8 +137,7 @@ class ImageListApi(generics.ListAPIView):
         filterset = backend.get_filterset(request, self.get_queryset(), self)
         if not filterset.is_valid():
             raise translate_validation(filterset.errors)
-        paginator = self.paginator
-        assert isinstance(paginator, SearchPagination)
+        paginator = SearchPagination()
         number, offset, size = paginator.page_bounds(request)
         now = timezone.now()
         page = selectors.image_search_page(

@@ -179,9 +179,10 @@ def _claimed_checksums(md: metadata.Metadata) -> dict[str, str]:
     return {c.algorithm: c.value.lower() for c in md.checksums}
 
 
-def _image_fix(*, md: metadata.Metadata, created: dt.datetime) -> Image:
-    """The image row of ``md``'s identifier, locked: made from this entry if it is the first, else checked
-    against what the first accepted entry fixed (size, checksums) and completed with checksums it lacked.
+def _image_fix(*, md: metadata.Metadata, created: dt.datetime, display: Mapping[str, Any]) -> tuple[Image, bool]:
+    """The image row of ``md``'s identifier, locked, and whether this entry made it: made from this entry if it
+    is the first (shown with its claims ``display``: the only entry is the most trusted one), else checked against
+    what the first accepted entry fixed (size, checksums) and completed with checksums it lacked.
 
     Precondition: inside the upload's transaction (after the endorser's row lock)."""
     claimed = _claimed_checksums(md)
@@ -189,7 +190,7 @@ def _image_fix(*, md: metadata.Metadata, created: dt.datetime) -> Image:
     if image is None:
         try:
             with transaction.atomic():
-                return Image.objects.create(
+                made = Image.objects.create(
                     identifier=md.identifier,
                     sha1=md.sha1.lower(),
                     bytes=md.bytes,
@@ -197,7 +198,9 @@ def _image_fix(*, md: metadata.Metadata, created: dt.datetime) -> Image:
                     sha256=claimed.get("SHA-256", ""),
                     first_endorsed=created,
                     updated=created,
+                    **display,
                 )
+                return made, True
         except IntegrityError:  # another upload made this identifier's row first (and has committed)
             image = Image.objects.select_for_update().get(identifier=md.identifier)
     if md.bytes != image.bytes:
@@ -218,8 +221,8 @@ def _image_fix(*, md: metadata.Metadata, created: dt.datetime) -> Image:
     if added:
         checksums = {**image.checksums, **added}
         Image.objects.filter(pk=image.pk).update(checksums=checksums, sha256=checksums.get("SHA-256", ""))
-        image.refresh_from_db()
-    return image
+        image.checksums, image.sha256 = checksums, checksums.get("SHA-256", "")
+    return image, False
 
 
 def image_display_refresh(*, image_ids: Iterable[int]) -> None:
@@ -229,12 +232,36 @@ def image_display_refresh(*, image_ids: Iterable[int]) -> None:
     now = timezone.now()
     with transaction.atomic():
         for image in Image.objects.select_for_update().filter(pk__in=list(image_ids)).order_by("pk"):
-            entry = selectors.image_display_entry(image=image, now=now)
-            if entry is None:
-                continue
-            values = {name: getattr(entry, name) for name in selectors.DISPLAY_FIELDS}
-            if any(getattr(image, name) != value for name, value in values.items()):
-                Image.objects.filter(pk=image.pk).update(**values)
+            _image_display_update(image, now=now)
+
+
+def _image_display_update(image: Image, *, now: dt.datetime) -> None:
+    """Write ``image``'s display columns (and set them on the instance) when the choice now differs from them.
+
+    Precondition: the image's row lock is held."""
+    entry = selectors.image_display_entry(image=image, now=now)
+    if entry is None:
+        return
+    values = {name: getattr(entry, name) for name in selectors.DISPLAY_FIELDS}
+    if any(getattr(image, name) != value for name, value in values.items()):
+        Image.objects.filter(pk=image.pk).update(**values)
+        for name, value in values.items():
+            setattr(image, name, value)
+
+
+def _endorser_locked(*, email: str, subject: str, created: dt.datetime, account_id: int | None) -> Endorser:
+    """The endorser row of ``email``, locked; made (held by ``account_id``, None: the site) if this is its first
+    entry. Precondition: inside the upload's transaction."""
+    endorser = Endorser.objects.select_for_update().filter(email=email).first()
+    if endorser is not None:
+        return endorser
+    try:
+        with transaction.atomic():
+            return Endorser.objects.create(
+                email=email, subject=subject, first_endorsed=created, last_endorsed=created, account_id=account_id
+            )
+    except IntegrityError:  # another upload made it first (and has committed)
+        return Endorser.objects.select_for_update().get(email=email)
 
 
 def entry_upload(
@@ -268,19 +295,13 @@ def entry_upload(
     with transaction.atomic():
         # The first entry fixes whose the endorser e-mail is: the key's account, or the site (no account).
         account_id = key.owner_id if key is not None else None
-        endorser, _ = Endorser.objects.get_or_create(
-            email=email,
-            defaults={
-                "subject": md.endorsement.subject,
-                "first_endorsed": created,
-                "last_endorsed": created,
-                "account_id": account_id,
-            },
+        endorser = _endorser_locked(
+            email=email, subject=md.endorsement.subject[:500], created=created, account_id=account_id
         )
-        endorser = Endorser.objects.select_for_update().get(pk=endorser.pk)
         if endorser.account_id != account_id:
             raise ApplicationError(_endorser_taken(email, endorser.account_id), code="endorser-taken")
-        image = _image_fix(md=md, created=created)
+        display = {name: columns[name] for name in selectors.DISPLAY_FIELDS}
+        image, image_is_new = _image_fix(md=md, created=created, display=display)
         latest = (
             Entry.objects.filter(image=image, endorser=endorser, is_latest=True)
             .only("id", "created", "deprecated")
@@ -315,9 +336,11 @@ def entry_upload(
                 else {}
             ),
         )
-        Image.objects.filter(pk=image.pk, updated__lt=created).update(updated=created)
-        image_display_refresh(image_ids=[image.pk])
-        image.refresh_from_db()
+        if created > image.updated:
+            Image.objects.filter(pk=image.pk).update(updated=created)
+            image.updated = created
+        if not image_is_new:  # a new image is shown with its only entry's claims already
+            _image_display_update(image, now=timezone.now())
         if latest is None:
             change = "new"
         elif entry.deprecated and not latest.deprecated:
