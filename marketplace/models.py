@@ -98,9 +98,30 @@ class Image(models.Model):
     first_endorsed = models.DateTimeField()
     updated = models.DateTimeField(db_index=True, help_text="Created time of the newest entry.")
 
+    class Verdict(models.TextChoices):
+        NOT_EVALUATED = "", "not evaluated yet"
+        ALLOWED = "allowed", "allowed, every rule passed"
+        WARNINGS = "warnings", "allowed despite failed rules"
+        DENIED = "denied", "denied"
+
+    # The active policy's verdict, kept by policy.verdicts (the console filters on it): written when an entry
+    # arrives or a key is revoked, for every image when the policy changes (a task), and by a periodic task when
+    # ``verdict_until`` passes. Readers trust it only while ``verdict_policy`` is the active policy's id (0: the
+    # default rules) and ``verdict_until`` has not passed; otherwise they evaluate the image themselves.
+    verdict = models.CharField(max_length=10, choices=Verdict.choices, blank=True, default="", db_default="")
+    verdict_policy = models.IntegerField(
+        default=-1, db_default=-1, help_text="The SitePolicy id the verdict was reached under (0: default rules)."
+    )
+    verdict_until = models.DateTimeField(
+        null=True, blank=True, help_text="When the verdict may change with the clock: a current endorsement expires."
+    )
+
     class Meta:
         ordering = ["-updated", "-id"]
         indexes = [
+            models.Index(fields=["verdict", "identifier"], name="mp_image_verdict"),
+            models.Index(fields=["verdict_policy"], name="mp_image_verdict_policy"),
+            models.Index(fields=["verdict_until"], name="mp_image_verdict_until"),
             models.Index(fields=["-updated", "-id"], name="mp_image_updated"),
             models.Index(fields=["title", "id"], name="mp_image_title"),
             # Which image claimed a SHA-256 first (checksum rules).

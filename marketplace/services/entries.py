@@ -20,6 +20,7 @@ from core import audit
 from core.errors import ApplicationError, Conflict
 from marketplace import metadata, selectors, signing
 from marketplace.models import Endorser, Entry, Image, PgpKey, SiteKey
+from marketplace.policy import verdicts
 from marketplace.services.gpg_errors import gpg_errors
 
 # An endorsement may be dated a little ahead of our clock (the signer's clock drifts), not more:
@@ -341,6 +342,7 @@ def entry_upload(
             image.updated = created
         if not image_is_new:  # a new image is shown with its only entry's claims already
             _image_display_update(image, now=timezone.now())
+        verdicts.image_verdicts_write(image_ids=[image.pk])
         if latest is None:
             change = "new"
         elif entry.deprecated and not latest.deprecated:
