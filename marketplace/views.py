@@ -191,6 +191,7 @@ VERDICT_FILTERS = {
     "all": "All images",
     "denied": "Denied",
     "warnings": "Allowed despite failed rules",
+    "allowed": "Allowed, every rule passed",
 }
 
 

@@ -25,13 +25,15 @@ def generated():
     return loader
 
 
+NOT_REVOKED = "(e.key_id IS NULL OR e.key_id NOT IN (SELECT id FROM marketplace_pgpkey WHERE revoked_at <= %(now)s))"
+
+
 def _more_searches(email: str) -> list[dict]:
     valid = queries(email)[0]["where"].split(" AND ", 1)[1]
     return [
         {
             "params": {"status": "expired"},
-            "where": "e.is_latest AND NOT e.deprecated AND e.valid_until <= %(now)s"
-            " AND (e.key_id IS NULL OR e.key_id NOT IN (SELECT id FROM marketplace_pgpkey WHERE revoked_at <= %(now)s))",
+            "where": f"e.is_latest AND NOT e.deprecated AND e.valid_until <= %(now)s AND {NOT_REVOKED}",
             "order": "i.updated DESC, i.id DESC",
         },
         {
