@@ -93,7 +93,8 @@ def test_a_search_finding_more_than_is_counted_exactly_says_its_count_is_an_esti
 
 
 @pytest.mark.skipif(connection.vendor == "postgresql", reason="PostgreSQL estimates: see the test above")
-def test_counts_are_exact_on_databases_without_a_planner_estimate(catalogue, api, monkeypatch):
+@pytest.mark.usefixtures("catalogue")
+def test_counts_are_exact_on_databases_without_a_planner_estimate(api, monkeypatch):
     monkeypatch.setattr(selectors, "EXACT_COUNT_UP_TO", 0)
     body = api.get(IMAGES, {"status": "all"}).json()
     assert body["count"] == 5
