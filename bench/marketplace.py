@@ -403,13 +403,19 @@ PAGE_ENTRIES_SQL = """
 
 def hand_written(cursor, query: dict, args: dict, page_size: int, *, page: int = 1, exact_up_to: int) -> dict:
     """The same page the API returns, as a careful hand would write it, with the same count semantics: the number
-    of matching images (counted from the latest entries alone; the planner's estimate when it expects more than
-    ``exact_up_to``), the page of images (one more row, to know whether another page follows), then the page's
-    latest entries with their status. Returns the count, whether it is estimated, and the page's rows."""
+    of matching images (counted from the latest entries alone; when the planner expects more than ``exact_up_to``,
+    its estimate of the matching entries times the ratio of images to latest entries), the page of images (one
+    more row, to know whether another page follows), then the page's latest entries with their status.
+    Returns the count, whether it is estimated, and the page's rows."""
+    from marketplace.selectors import EXPECTED_IMAGES_SQL
+
     distinct = f"SELECT DISTINCT e.image_id FROM marketplace_entry e WHERE {query['where']}"  # noqa: S608
-    cursor.execute(f"EXPLAIN (FORMAT JSON) {distinct}", args)
+    cursor.execute(f"EXPLAIN (FORMAT JSON) SELECT e.id FROM marketplace_entry e WHERE {query['where']}", args)  # noqa: S608
     plan = cursor.fetchone()[0]
-    expected = int((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plan Rows"])
+    matching = int((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plan Rows"])
+    cursor.execute(EXPECTED_IMAGES_SQL)
+    images, latest = cursor.fetchone()
+    expected = min(round(matching * images / latest), round(images)) if images > 0 and latest > 0 else matching
     if expected > exact_up_to:
         total, estimated = expected, True
     else:

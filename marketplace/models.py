@@ -134,6 +134,8 @@ class Image(models.Model):
 
 # What an entry's status depends on (besides the key's revocation): carried in the search indexes.
 STATUS_COLUMNS = ["deprecated", "valid_until", "key", "has_location"]
+# The claims searches filter on, carried in the filter indexes so that any combination is answered from one.
+CLAIM_COLUMNS = ["os", "os_version", "arch", "kind"]
 
 
 class Entry(models.Model):
@@ -203,21 +205,21 @@ class Entry(models.Model):
         indexes = [
             # One endorser's history, newest first.
             models.Index(fields=["endorser", "-created"], name="mp_entry_history"),
-            # The raw columns of the expressions are carried too: PostgreSQL answers from the index alone only
-            # when every column the query names is in it, lower(os) not counting as os.
+            # Every filtered claim is carried, the raw columns of the expressions too: PostgreSQL answers from
+            # the index alone only when every column the query names is in it, lower(os) not counting as os.
             models.Index(
                 Lower("os"),
                 Lower("os_version"),
                 name="mp_latest_os",
                 condition=Q(is_latest=True),
-                include=["image", "os", "os_version", *STATUS_COLUMNS],
+                include=["image", *CLAIM_COLUMNS, *STATUS_COLUMNS],
             ),
             models.Index(
                 Lower("arch"),
                 "kind",
                 name="mp_latest_arch_kind",
                 condition=Q(is_latest=True),
-                include=["image", "arch", *STATUS_COLUMNS],
+                include=["image", *CLAIM_COLUMNS, *STATUS_COLUMNS],
             ),
             # An image's latest entries with every filtered claim: a search walking images in the page's order
             # asks it whether each has a matching entry without visiting the entries.
@@ -225,7 +227,7 @@ class Entry(models.Model):
                 "image",
                 name="mp_latest_image_claims",
                 condition=Q(is_latest=True),
-                include=["endorser", "fingerprint", "os", "os_version", "arch", "kind", *STATUS_COLUMNS],
+                include=["endorser", "fingerprint", *CLAIM_COLUMNS, *STATUS_COLUMNS],
             ),
             models.Index(
                 "kind", name="mp_latest_kind", condition=Q(is_latest=True), include=["image", *STATUS_COLUMNS]

@@ -9,6 +9,7 @@ from django.db import migrations, models
 from django.db.models.functions import Lower
 
 STATUS_COLUMNS = ("deprecated", "valid_until", "key", "has_location")
+CLAIM_COLUMNS = ("os", "os_version", "arch", "kind")
 
 
 class PostgresOnly(migrations.RunSQL):
@@ -39,7 +40,7 @@ class Migration(migrations.Migration):
                 Lower("os"),
                 Lower("os_version"),
                 condition=models.Q(("is_latest", True)),
-                include=("image", "os", "os_version", *STATUS_COLUMNS),
+                include=("image", *CLAIM_COLUMNS, *STATUS_COLUMNS),
                 name="mp_latest_os",
             ),
         ),
@@ -49,7 +50,7 @@ class Migration(migrations.Migration):
                 Lower("arch"),
                 models.F("kind"),
                 condition=models.Q(("is_latest", True)),
-                include=("image", "arch", *STATUS_COLUMNS),
+                include=("image", *CLAIM_COLUMNS, *STATUS_COLUMNS),
                 name="mp_latest_arch_kind",
             ),
         ),
@@ -58,7 +59,7 @@ class Migration(migrations.Migration):
             index=models.Index(
                 models.F("image"),
                 condition=models.Q(("is_latest", True)),
-                include=("endorser", "fingerprint", "os", "os_version", "arch", "kind", *STATUS_COLUMNS),
+                include=("endorser", "fingerprint", *CLAIM_COLUMNS, *STATUS_COLUMNS),
                 name="mp_latest_image_claims",
             ),
         ),
