@@ -74,6 +74,27 @@ def _write(images: Iterable[Image], *, rules: PolicyRules, policy_id: int, now: 
     return len(changed)
 
 
+def image_verdict_write_locked(image: Image, *, now: dt.datetime) -> None:
+    """Rewrite one image's verdict under the active policy, in five queries (the upload's path).
+
+    Precondition: the image's row lock is held (``entry_upload`` holds it), so no other writer interleaves."""
+    row = selectors.policy_active()
+    rules = PolicyRules.from_json(row.rules) if row is not None else PolicyRules()
+    image.latest_entries = list(  # type: ignore[attr-defined]
+        Entry.objects.filter(image=image, is_latest=True)
+        .select_related("endorser", "key")
+        .defer("raw", "details", "search_text", "description")
+        .order_by("endorser__email")
+    )
+    decision = evaluate(image, rules=rules, now=now, site_fingerprints=selectors.site_key_fingerprints())
+    image.verdict = verdict_of(decision)
+    image.verdict_policy = row.pk if row is not None else 0
+    image.verdict_until = _clock_runs_out(image, now=now)
+    Image.objects.filter(pk=image.pk).update(
+        verdict=image.verdict, verdict_policy=image.verdict_policy, verdict_until=image.verdict_until
+    )
+
+
 def image_verdicts_write(*, image_ids: Iterable[int], now: dt.datetime | None = None) -> int:
     """Rewrite these images' verdicts under the active policy. Takes their row locks in primary-key order
     (callers holding one of them already, as ``entry_upload`` does, keep it)."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -110,9 +111,17 @@ def register_key_facts(source: KeyFacts) -> None:
     _KEY_FACTS[:] = [source]
 
 
+# Facts the caller of :func:`verify` already holds (it read the key named by the entry's issuer), by fingerprint.
+_GIVEN_FACTS: ContextVar[Mapping[str, KeyInfo] | None] = ContextVar("given_key_facts", default=None)
+
+
 def key_facts(fingerprint: str) -> KeyInfo | None:
-    """The registered source's facts about a key, else the trusted keyring's (a key gpg trusts but the database
-    does not record is refused by the caller anyway; the keyring then only words the message)."""
+    """What the caller of :func:`verify` gave, else the registered source's facts about a key, else the trusted
+    keyring's (a key gpg trusts but the database does not record is refused by the caller anyway; the keyring
+    then only words the message)."""
+    given = (_GIVEN_FACTS.get() or {}).get(fingerprint.upper())
+    if given is not None:
+        return given
     for source in _KEY_FACTS:
         found = source(fingerprint)
         if found is not None:
@@ -255,13 +264,15 @@ def _verify_xmldsig(element: etree._Element, payload: bytes, entry: md.Metadata,
     )
 
 
-def verify(raw: bytes, metadata: md.Metadata, *, now: datetime | None = None) -> SignatureCheck:
+def verify(
+    raw: bytes, metadata: md.Metadata, *, now: datetime | None = None, known_keys: Mapping[str, KeyInfo] | None = None
+) -> SignatureCheck:
     """Who signed ``raw`` (already parsed into ``metadata``), or the check that failed.
 
     The key and the signature must be usable ``now`` (default: the clock), whatever the entry claims: an
     upload is a fresh endorsement. Uses the trusted keyring only, in one gpg process; the key's user IDs,
-    creation and expiry come from :func:`key_facts`. Registration, revocation and whether the key's owner
-    holds the e-mail are the caller's checks (they live in the database)."""
+    creation and expiry come from ``known_keys`` (by fingerprint) or :func:`key_facts`. Registration, revocation
+    and whether the key's owner holds the e-mail are the caller's checks (they live in the database)."""
     root = md.xml_root(raw)
     element = md.signature_element(root)
     if element is None:
@@ -272,4 +283,8 @@ def verify(raw: bytes, metadata: md.Metadata, *, now: datetime | None = None) ->
         return _fail(kind, "unsupported-signature", f"No verifier for the signature element {element.tag}.")
     root.remove(element)
     payload = etree.tostring(root, method="c14n", with_comments=True)
-    return verifier(element, payload, metadata, now or datetime.now(UTC))
+    token = _GIVEN_FACTS.set({fp.upper(): info for fp, info in (known_keys or {}).items()})
+    try:
+        return verifier(element, payload, metadata, now or datetime.now(UTC))
+    finally:
+        _GIVEN_FACTS.reset(token)
