@@ -533,6 +533,12 @@ def entry_get(*, identifier: str, email: str, created: dt.datetime) -> Entry:
     return entry
 
 
+def entries_in_stored_order() -> QuerySet[Entry]:
+    """Every entry in the order the Marketplace stored them (each timeline oldest first), with the signed bytes:
+    what another Marketplace replicates."""
+    return Entry.objects.select_related("image", "endorser", "key").defer("details", "search_text").order_by("id")
+
+
 def entry_timeline(*, entry: Entry) -> QuerySet[Entry]:
     """Every entry of the same (image, endorser), newest first."""
     return (
