@@ -74,18 +74,21 @@ def _write(images: Iterable[Image], *, rules: PolicyRules, policy_id: int, now: 
     return len(changed)
 
 
-def image_verdict_write_locked(image: Image, *, now: dt.datetime) -> None:
-    """Rewrite one image's verdict under the active policy, in five queries (the upload's path).
+def image_verdict_write_locked(image: Image, *, now: dt.datetime, latest_entries: list[Entry] | None = None) -> None:
+    """Rewrite one image's verdict under the active policy, in at most five queries (the upload's path);
+    ``latest_entries`` (endorser and key set) when the caller knows them all.
 
     Precondition: the image's row lock is held (``entry_upload`` holds it), so no other writer interleaves."""
     row = selectors.policy_active()
     rules = PolicyRules.from_json(row.rules) if row is not None else PolicyRules()
-    image.latest_entries = list(  # type: ignore[attr-defined]
-        Entry.objects.filter(image=image, is_latest=True)
-        .select_related("endorser", "key")
-        .defer("raw", "details", "search_text", "description")
-        .order_by("endorser__email")
-    )
+    if latest_entries is None:
+        latest_entries = list(
+            Entry.objects.filter(image=image, is_latest=True)
+            .select_related("endorser", "key")
+            .defer("raw", "details", "search_text", "description")
+            .order_by("endorser__email")
+        )
+    image.latest_entries = latest_entries  # type: ignore[attr-defined]
     decision = evaluate(image, rules=rules, now=now, site_fingerprints=selectors.site_key_fingerprints())
     image.verdict = verdict_of(decision)
     image.verdict_policy = row.pk if row is not None else 0

@@ -369,8 +369,10 @@ def entry_store(
             raise ApplicationError(_endorser_taken(email, endorser.account_id), code="endorser-taken")
         display = {name: columns[name] for name in selectors.DISPLAY_FIELDS}
         image, image_is_new = _image_fix(md=md, created=created, display=display)
-        latest = (
-            Entry.objects.filter(image=image, endorser=endorser, is_latest=True)
+        latest = (  # a new image has no timelines yet
+            None
+            if image_is_new
+            else Entry.objects.filter(image=image, endorser=endorser, is_latest=True)
             .only("id", "created", "deprecated")
             .first()
         )
@@ -409,7 +411,9 @@ def entry_store(
         now = timezone.now()
         if not image_is_new:  # a new image is shown with its only entry's claims already
             _image_display_update(image, now=now)
-        verdicts.image_verdict_write_locked(image, now=now)
+        entry.endorser, entry.key = endorser, key
+        # A new image's only latest entry is this one: the verdict needs no query for it.
+        verdicts.image_verdict_write_locked(image, now=now, latest_entries=[entry] if image_is_new else None)
         if latest is None:
             change = "new"
         elif entry.deprecated and not latest.deprecated:
