@@ -381,16 +381,18 @@ def image_search_page(
     now: dt.datetime | None = None,
     exact_count_up_to: int | None = None,
 ) -> SearchPage:
-    """One page of :func:`image_search` as rows, in three queries (count, page, the page's latest entries);
-    statuses are worked out by the database, at one clock ``now`` for the whole page."""
+    """One page of :func:`image_search` as rows, in three queries at most (page, count, the page's latest
+    entries); statuses are worked out by the database, at one clock ``now`` for the whole page."""
     now = now or timezone.now()
     entries = image_search_entries(criteria, now=now)
-    count = images_count(entries, exact_up_to=exact_count_up_to)
     rows = list(
         _images_found(entries, images=None, ordering=ordering).values(*_PAGE_IMAGE_FIELDS)[offset : offset + limit + 1]
     )
     has_next = len(rows) > limit
     rows = rows[:limit]
+    # A first page that holds the whole answer is its own count.
+    whole = offset == 0 and not has_next
+    count = Counted(len(rows), False) if whole else images_count(entries, exact_up_to=exact_count_up_to)
     by_id = {row["id"]: row for row in rows}
     for row in rows:
         row["latest"] = []
@@ -412,8 +414,6 @@ def image_search_page(
         )
         for entry in latest:
             by_id[entry["image_id"]]["latest"].append(entry)
-    if not count.is_estimate and offset == 0 and not has_next:
-        count = Counted(len(rows), False)  # the whole answer is on this page
     return SearchPage(rows, has_next, count)
 
 
