@@ -62,9 +62,16 @@ def entry_key(md: metadata.Metadata) -> tuple[str, str, dt.datetime]:
     return md.identifier, md.endorsement.email.lower(), md.endorsement.created
 
 
-def _known(md: metadata.Metadata) -> bool:
+def _known(md: metadata.Metadata, raw: bytes) -> bool:
+    """Whether the Marketplace holds this very document (same key, same bytes). Another document under a known
+    key (a tampered copy, say) is not skipped: it goes through verification and is refused with its reason."""
     identifier, email, created = entry_key(md)
-    return Entry.objects.filter(image__identifier=identifier, endorser__email=email, created=created).exists()
+    stored = (
+        Entry.objects.filter(image__identifier=identifier, endorser__email=email, created=created)
+        .values_list("raw", flat=True)
+        .first()
+    )
+    return stored is not None and bytes(stored) == raw
 
 
 def _check(document: Document) -> _Checked:
@@ -73,7 +80,7 @@ def _check(document: Document) -> _Checked:
         return _Checked(document.name, problem=document.problem)
     try:
         md = metadata.parse(document.raw)
-        if _known(md):
+        if _known(md, document.raw):
             return _Checked(document.name, known=True)
         return _Checked(document.name, verified=entry_verify(raw=document.raw))
     except ApplicationError as exc:
@@ -118,7 +125,7 @@ def entries_import(
                     checked.verified, uploader=None, audit_action="marketplace.entry.imported", audit_details=details
                 )
             except ApplicationError as exc:  # not newer than the endorser's latest, facts that disagree…
-                if exc.code == "not-newer" and _known(checked.verified.md):
+                if exc.code == "not-newer" and _known(checked.verified.md, checked.verified.raw):
                     outcome = KNOWN  # the same entry twice in one source, both verified before either was stored
                     summary.known += 1
                 else:

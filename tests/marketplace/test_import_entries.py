@@ -79,6 +79,12 @@ def test_a_directory_is_imported_refusing_bad_entries_by_rule_and_skipping_known
     assert "0 accepted, 4 already known, 3 refused." in summary_line(again)
     assert Entry.objects.count() == 3
 
+    # A changed copy of a known entry is no known entry: it is verified, and refused.
+    (tmp_path / "g-changed-copy.xml").write_bytes(documents["a-newer.xml"].replace(b"24.04.1", b"24.04.9"))
+    changed = run(str(tmp_path))
+    assert "0 accepted, 4 already known, 4 refused." in summary_line(changed)
+    assert "refused bad-signature: 2" in changed
+
 
 def test_a_tar_archive_is_read_in_memory_refusing_links_and_oversized_members(documents, tmp_path, settings):
     settings.MARKETPLACE_MAX_ENTRY_BYTES = 64 * 1024
