@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -529,7 +530,7 @@ def measure_upload(count: int, rng: random.Random, *, jobs: int) -> dict:
         documents = []
         sign_start = time.perf_counter()
         for n in range(count):
-            content = f"upload-bench-{n}-{rng.random()}".encode()
+            content = f"upload-bench-{n}-{uuid.uuid4()}".encode()  # new images on every run, reused data set or not
             document = metadata.build(
                 image_bytes=len(content),
                 checksums={
