@@ -114,17 +114,18 @@ def verdicts_refresh(*, now: dt.datetime | None = None, limit: int | None = None
     """Rewrite every stale verdict (policy changed, clock ran out, never evaluated), in chunks of ``CHUNK``
     images, each chunk locked and written in its own short transaction. Returns how many were written."""
     now = now or timezone.now()
-    written = 0
+    written = after = 0
     while limit is None or written < limit:
         with transaction.atomic():
             policy_id = active_policy_id()
             chunk = list(
-                Image.objects.filter(stale_q(policy_id=policy_id, now=now))
+                Image.objects.filter(stale_q(policy_id=policy_id, now=now), pk__gt=after)
                 .order_by("pk")
                 .values_list("pk", flat=True)[:CHUNK]
             )
             if not chunk:
                 break
+            after = chunk[-1]  # onwards by primary key: what turns stale behind us is the next run's
             images = selectors.images_for_evaluation().select_for_update(of=("self",)).filter(pk__in=chunk)
             written += _write(images.order_by("pk"), rules=active_rules(), policy_id=policy_id, now=now)
     return written
