@@ -105,9 +105,31 @@ class Image(models.Model):
     first_endorsed = models.DateTimeField()
     updated = models.DateTimeField(db_index=True, help_text="Created time of the newest entry.")
 
+    class Verdict(models.TextChoices):
+        NOT_EVALUATED = "", "not evaluated yet"
+        ALLOWED = "allowed", "allowed, every rule passed"
+        WARNINGS = "warnings", "allowed despite failed rules"
+        DENIED = "denied", "denied"
+
+    # The active policy's verdict, kept by policy.verdicts (the console filters on it): written when an entry
+    # arrives or a key is revoked, for every image when the policy changes (a task), and by a periodic task when
+    # ``verdict_until`` passes. Readers trust it only while ``verdict_policy`` is the active policy's id (0: the
+    # default rules) and ``verdict_until`` has not passed; otherwise they evaluate the image themselves.
+    verdict = models.CharField(max_length=10, choices=Verdict.choices, blank=True, default="", db_default="")
+    verdict_policy = models.IntegerField(
+        default=-1, db_default=-1, help_text="The SitePolicy id the verdict was reached under (0: default rules)."
+    )
+    verdict_until = models.DateTimeField(
+        null=True, blank=True, help_text="When the verdict may change with the clock: a current endorsement expires."
+    )
+
     class Meta:
         ordering = ["-updated", "-id"]
         indexes = [
+            models.Index(fields=["verdict", "identifier"], name="mp_image_verdict"),
+            models.Index(fields=["verdict_policy"], name="mp_image_verdict_policy"),
+            models.Index(fields=["verdict_until"], name="mp_image_verdict_until"),
+            models.Index(fields=["-updated", "-id"], name="mp_image_updated"),
             models.Index(fields=["title", "id"], name="mp_image_title"),
             # Which image claimed a SHA-256 first (checksum rules).
             models.Index(fields=["sha256", "id"], condition=~Q(sha256=""), name="mp_image_sha256"),
@@ -119,6 +141,8 @@ class Image(models.Model):
 
 # What an entry's status depends on (besides the key's revocation): carried in the search indexes.
 STATUS_COLUMNS = ["deprecated", "valid_until", "key", "has_location"]
+# The claims searches filter on, carried in the filter indexes so that any combination is answered from one.
+CLAIM_COLUMNS = ["os", "os_version", "arch", "kind"]
 
 
 class Entry(models.Model):
@@ -183,22 +207,34 @@ class Entry(models.Model):
         ]
         # The search filters, over latest entries only (what the image search looks at). On PostgreSQL
         # each carries the status columns, so that filtering by status needs no visit to the wide rows.
+        # PostgreSQL also gets a trigram index for ``q`` (mp_latest_search_trgm, migration 0001) and extended
+        # statistics on the claims searches combine (mp_entry_claims, 0005).
         indexes = [
             # One endorser's history, newest first.
             models.Index(fields=["endorser", "-created"], name="mp_entry_history"),
+            # Every filtered claim is carried, the raw columns of the expressions too: PostgreSQL answers from
+            # the index alone only when every column the query names is in it, lower(os) not counting as os.
             models.Index(
                 Lower("os"),
                 Lower("os_version"),
                 name="mp_latest_os",
                 condition=Q(is_latest=True),
-                include=["image", *STATUS_COLUMNS],
+                include=["image", *CLAIM_COLUMNS, *STATUS_COLUMNS],
             ),
             models.Index(
                 Lower("arch"),
                 "kind",
                 name="mp_latest_arch_kind",
                 condition=Q(is_latest=True),
-                include=["image", *STATUS_COLUMNS],
+                include=["image", *CLAIM_COLUMNS, *STATUS_COLUMNS],
+            ),
+            # An image's latest entries with every filtered claim: a search walking images in the page's order
+            # asks it whether each has a matching entry without visiting the entries.
+            models.Index(
+                "image",
+                name="mp_latest_image_claims",
+                condition=Q(is_latest=True),
+                include=["endorser", "fingerprint", *CLAIM_COLUMNS, *STATUS_COLUMNS],
             ),
             models.Index(
                 "kind", name="mp_latest_kind", condition=Q(is_latest=True), include=["image", *STATUS_COLUMNS]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from core.workflow import task
 from marketplace import services
+from marketplace.policy import verdicts
 
 
 @task("marketplace.notify_expiring")
@@ -11,3 +12,10 @@ def notify_expiring() -> int:
     """Mail endorsers whose current endorsements expire soon (daily, CELERY_BEAT_SCHEDULE); running it twice
     sends nothing twice. Returns the number of mails sent."""
     return services.endorsement_expiry_notify()
+
+
+@task("marketplace.verdicts_refresh")
+def verdicts_refresh() -> int:
+    """Rewrite the images' stale verdicts (the policy changed, an endorsement expired): after every policy change
+    and every few minutes (CELERY_BEAT_SCHEDULE). Running it twice rewrites nothing twice. Returns how many."""
+    return verdicts.verdicts_refresh()

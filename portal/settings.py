@@ -448,6 +448,8 @@ CELERY_BEAT_SCHEDULE["marketplace.notify_expiring"] = {
     "task": "marketplace.notify_expiring",
     "schedule": crontab(hour=6, minute=0),  # daily, UTC
 }
+# Images whose verdict the clock changed (an endorsement expired) are evaluated by the console until this runs.
+CELERY_BEAT_SCHEDULE["marketplace.verdicts_refresh"] = {"task": "marketplace.verdicts_refresh", "schedule": 300.0}
 
 # Image cache (DESIGN.md §5): verified, uncompressed copies of Marketplace images, one per identifier, that VM
 # root disks are overlays on. Downloads stop at IMAGE_DOWNLOAD_TIMEOUT seconds overall (a claim older than that is

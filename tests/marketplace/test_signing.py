@@ -26,6 +26,12 @@ from tests.marketplace.keys import (
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
+@pytest.fixture(autouse=True)
+def keyring_only(monkeypatch):
+    """These tests check the adapter alone: a key's facts come from the trusted keyring, not the database."""
+    monkeypatch.setattr(signing.verification, "_KEY_FACTS", [])
+
+
 def trusted_fingerprints() -> set[str]:
     listing = subprocess.run(
         ["gpg", "--homedir", str(settings.MARKETPLACE_GNUPG_HOME), "--with-colons", "--list-keys"],

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("marketplace", "0004_image_facts"),
+        ("marketplace", "0006_image_verdicts"),
     ]
 
     operations = [
