@@ -294,3 +294,32 @@ class SitePolicy(models.Model):
 
     def __str__(self) -> str:
         return f"policy #{self.pk}{' (active)' if self.is_active else ''}"
+
+
+class TrustChange(models.Model):
+    """An image whose decision under the site policy turned from allowed to denied (issue 16): an outbox row,
+    written in the transaction that rewrote the image's verdict, delivered after commit to whoever listens
+    (``marketplace.signals.image_trust_lost``; compute tells the owners of the VMs running from the image).
+    ``delivered`` stays empty until every listener has run, so a crash between commit and delivery loses
+    nothing: the periodic delivery picks the row up again."""
+
+    class Cause(models.TextChoices):
+        DEPRECATED = "deprecated", "an endorser deprecated the image"
+        ENDORSEMENT = "endorsement", "a new endorsement changed the decision"
+        EXPIRED = "expired", "an endorsement expired"
+        KEY_REVOKED = "key-revoked", "an endorser's key was revoked"
+        POLICY = "policy", "the site policy changed"
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="trust_changes")
+    cause = models.CharField(max_length=20, choices=Cause.choices)
+    summary = models.TextField(help_text="The decision now, rule by rule, in words.")
+    verdict_before = models.CharField(max_length=10)
+    created = models.DateTimeField(auto_now_add=True)
+    delivered = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["id"], condition=Q(delivered__isnull=True), name="mp_trust_change_undelivered")]
+
+    def __str__(self) -> str:
+        return f"{self.image_id}: {self.cause}"

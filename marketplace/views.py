@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from core.errors import ApplicationError, NotFound
 from core.pages import error_pages, staff_required
-from marketplace import metadata, policy, selectors, services
+from marketplace import metadata, policy, selectors, services, usage
 from marketplace.downloads import signed_download_headers
 from marketplace.filters import EndorserFilter, ImageSearchFilter
 from marketplace.forms import (
@@ -237,6 +237,7 @@ def _review(request: HttpRequest, image: Image, *, status: int = 200, **forms: A
         "shown": shown,
         "differing": selectors.image_claims_differing(image),
         "decision": policy.evaluate(image, now=now),
+        "uses": usage.image_uses(image.pk),
         "timelines": timelines,
         "site_key": site_key,
         "site_latest": site_latest,

@@ -450,6 +450,11 @@ CELERY_BEAT_SCHEDULE["marketplace.notify_expiring"] = {
 }
 # Images whose verdict the clock changed (an endorsement expired) are evaluated by the console until this runs.
 CELERY_BEAT_SCHEDULE["marketplace.verdicts_refresh"] = {"task": "marketplace.verdicts_refresh", "schedule": 300.0}
+# Images that turned denied are announced after the commit that found it; this catches any a crash left behind.
+CELERY_BEAT_SCHEDULE["marketplace.trust_changes_deliver"] = {
+    "task": "marketplace.trust_changes_deliver",
+    "schedule": 60.0,
+}
 
 # Image cache (DESIGN.md §5): verified, uncompressed copies of Marketplace images, one per identifier, that VM
 # root disks are overlays on. Downloads stop at IMAGE_DOWNLOAD_TIMEOUT seconds overall (a claim older than that is

@@ -20,7 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from marketplace import selectors
-from marketplace.models import Entry, Image
+from marketplace.models import Entry, Image, TrustChange
 from marketplace.policy.evaluation import active_rules, evaluate
 from marketplace.policy.rules import Decision, PolicyRules
 
@@ -60,12 +60,41 @@ def stale_q(*, policy_id: int, now: dt.datetime) -> Q:
     return Q(verdict="") | Q(verdict_policy__lt=policy_id) | Q(verdict_policy__gt=policy_id) | Q(verdict_until__lte=now)
 
 
-def _write(images: Iterable[Image], *, rules: PolicyRules, policy_id: int, now: dt.datetime) -> int:
-    """Evaluate ``images`` (latest entries prefetched, rows locked) and store their verdicts."""
+def _announce_if_lost(image: Image, *, before: str, decision: Decision, cause: str) -> None:
+    """Record (in the caller's transaction) that ``image`` went from allowed to denied, for delivery after commit.
+    An image never judged before (no kept verdict) announces nothing: nothing ran from it on a verdict."""
+    if before not in (Image.Verdict.ALLOWED, Image.Verdict.WARNINGS) or decision.allowed:
+        return
+    TrustChange.objects.create(image=image, cause=cause, summary=decision.summary, verdict_before=before)
+    transaction.on_commit(_deliver_later)
+
+
+def _deliver_later() -> None:
+    from marketplace.tasks import trust_changes_deliver
+
+    trust_changes_deliver.delay()
+
+
+def _refresh_cause(image: Image, *, policy_id: int) -> str:
+    """Why a stale verdict is rewritten: a policy other than the one it was reached under, or the clock."""
+    return TrustChange.Cause.POLICY if image.verdict_policy != policy_id else TrustChange.Cause.EXPIRED
+
+
+def _write(
+    images: Iterable[Image], *, rules: PolicyRules, policy_id: int, now: dt.datetime, cause: str | None = None
+) -> int:
+    """Evaluate ``images`` (latest entries prefetched, rows locked) and store their verdicts, announcing those that
+    turn denied (``cause``, or the refresh's own reason per image)."""
     fingerprints = selectors.site_key_fingerprints()
     changed = []
     for image in images:
         decision = evaluate(image, rules=rules, now=now, site_fingerprints=fingerprints)
+        _announce_if_lost(
+            image,
+            before=image.verdict,
+            decision=decision,
+            cause=cause or _refresh_cause(image, policy_id=policy_id),
+        )
         image.verdict = verdict_of(decision)
         image.verdict_policy = policy_id
         image.verdict_until = _clock_runs_out(image, now=now)
@@ -74,9 +103,16 @@ def _write(images: Iterable[Image], *, rules: PolicyRules, policy_id: int, now: 
     return len(changed)
 
 
-def image_verdict_write_locked(image: Image, *, now: dt.datetime, latest_entries: list[Entry] | None = None) -> None:
+def image_verdict_write_locked(
+    image: Image,
+    *,
+    now: dt.datetime,
+    latest_entries: list[Entry] | None = None,
+    cause: str = TrustChange.Cause.ENDORSEMENT,
+) -> None:
     """Rewrite one image's verdict under the active policy, in at most five queries (the upload's path);
-    ``latest_entries`` (endorser and key set) when the caller knows them all.
+    ``latest_entries`` (endorser and key set) when the caller knows them all; ``cause``: why, should the image
+    turn denied.
 
     Precondition: the image's row lock is held (``entry_upload`` holds it), so no other writer interleaves."""
     row = selectors.policy_active()
@@ -90,6 +126,7 @@ def image_verdict_write_locked(image: Image, *, now: dt.datetime, latest_entries
         )
     image.latest_entries = latest_entries  # type: ignore[attr-defined]
     decision = evaluate(image, rules=rules, now=now, site_fingerprints=selectors.site_key_fingerprints())
+    _announce_if_lost(image, before=image.verdict, decision=decision, cause=cause)
     image.verdict = verdict_of(decision)
     image.verdict_policy = row.pk if row is not None else 0
     image.verdict_until = _clock_runs_out(image, now=now)
@@ -98,16 +135,16 @@ def image_verdict_write_locked(image: Image, *, now: dt.datetime, latest_entries
     )
 
 
-def image_verdicts_write(*, image_ids: Iterable[int], now: dt.datetime | None = None) -> int:
-    """Rewrite these images' verdicts under the active policy. Takes their row locks in primary-key order
-    (callers holding one of them already, as ``entry_upload`` does, keep it)."""
+def image_verdicts_write(*, image_ids: Iterable[int], cause: str, now: dt.datetime | None = None) -> int:
+    """Rewrite these images' verdicts under the active policy (``cause``: why, for those that turn denied). Takes
+    their row locks in primary-key order (callers holding one of them already, as ``entry_upload`` does, keep it)."""
     ids = sorted(set(image_ids))
     if not ids:
         return 0
     now = now or timezone.now()
     with transaction.atomic():
         images = selectors.images_for_evaluation().select_for_update(of=("self",)).filter(pk__in=ids).order_by("pk")
-        return _write(images, rules=active_rules(), policy_id=active_policy_id(), now=now)
+        return _write(images, rules=active_rules(), policy_id=active_policy_id(), now=now, cause=cause)
 
 
 def verdicts_refresh(*, now: dt.datetime | None = None, limit: int | None = None) -> int:

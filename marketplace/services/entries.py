@@ -20,7 +20,7 @@ from django.utils import timezone
 from core import audit
 from core.errors import ApplicationError, Conflict
 from marketplace import metadata, selectors, signing
-from marketplace.models import Endorser, Entry, Image, PgpKey, SiteKey
+from marketplace.models import Endorser, Entry, Image, PgpKey, SiteKey, TrustChange
 from marketplace.policy import verdicts
 from marketplace.services.gpg_errors import gpg_errors
 from marketplace.signing.x509 import dn_parse, dn_text
@@ -447,7 +447,14 @@ def entry_store(
             _image_display_update(image, now=now)
         entry.endorser, entry.key = endorser, key
         # A new image's only latest entry is this one: the verdict needs no query for it.
-        verdicts.image_verdict_write_locked(image, now=now, latest_entries=[entry] if image_is_new else None)
+        verdicts.image_verdict_write_locked(
+            image,
+            now=now,
+            latest_entries=[entry] if image_is_new else None,
+            cause=TrustChange.Cause.DEPRECATED
+            if entry.deprecated and (latest is None or not latest.deprecated)
+            else TrustChange.Cause.ENDORSEMENT,
+        )
         if latest is None:
             change = "new"
         elif entry.deprecated and not latest.deprecated:
