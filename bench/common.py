@@ -27,7 +27,14 @@ def setup_django(var_dir: Path) -> None:
     import django
 
     django.setup()
+    from django.conf import settings
     from django.core.management import call_command
+
+    # Pages are rendered without running collectstatic first (a deployed site serves the manifest's names).
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
 
     call_command("migrate", verbosity=0)
 

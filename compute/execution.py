@@ -148,6 +148,8 @@ def instance_prepare(instance_id: int) -> bool:
         reasons = decision.summary
         instance_fail(instance_id, message=f"the site policy refuses image {instance.image_identifier}: {reasons}")
         return False
+    # The decision at the moment of use is the one that counts (DESIGN §2.4): so are the entries that allowed it.
+    Instance.objects.filter(pk=instance.pk).update(allowed_by=list(decision.allowed_by))
     where = instance_dir(instance)
     where.mkdir(parents=True, exist_ok=True)
     qemu_img.overlay_create(backing=Path(cached.path), path=where / "root.qcow2", size_gib=instance.root_gib)

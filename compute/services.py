@@ -372,6 +372,7 @@ def instance_request(
             ssh_keys=[k.public_key for k in keys],
             user_data=user_data,
             policy_warnings=warnings,
+            allowed_by=list(decision.allowed_by),
         )
         lease = lease_take(network_kind=network, instance=instance)
         attached = attachments.attachments_at_request(
