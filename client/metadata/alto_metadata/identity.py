@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from marketplace.metadata.vocabulary import _HASHLIB, _HEX_RE, _ID_RE, ALGORITHMS, ID_ALPHABET, ID_LENGTH
+from alto_metadata.vocabulary import _HASHLIB, _HEX_RE, _ID_RE, ALGORITHMS, ID_ALPHABET, ID_LENGTH
 
 # ---------------------------------------------------------------------------------------------------------------
 # Identifier and checksums
