@@ -3,7 +3,6 @@ live in their own modules and are added here."""
 
 from __future__ import annotations
 
-import getpass
 import platform
 from typing import Any
 
@@ -50,7 +49,7 @@ def alto(ctx: click.Context, profile: str | None, endpoint: str | None, as_json:
 @pass_ctx
 def login(obj: Context, username: str | None, days: int) -> None:
     username = username or click.prompt("Username")
-    password = getpass.getpass("Password: ")
+    password = click.prompt("Password", hide_input=True)
     name = f"alto on {platform.node() or 'this machine'}"[:100]
     try:
         response = httpx.post(
