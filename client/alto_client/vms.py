@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -45,18 +46,25 @@ def _path(vm_id: str) -> str:
         raise UsageProblem(f"{vm_id!r} is not a VM id (a UUID, as `alto vm list` shows)") from None
 
 
+def _state_line(vm: dict, elapsed: int) -> Text:
+    colour = {"running": "green", "error": "red", "stopped": "yellow", "terminated": "dim"}.get(vm["state"], "cyan")
+    return Text.assemble(
+        (f"{vm['name']} ", "bold"), (vm["state"], colour), f"  {vm.get('state_message') or ''}  ({elapsed}s)"
+    )
+
+
 def wait_for(obj: Context, vm_id: str, target: str, *, timeout: float, interval: float = 1.0) -> dict:
-    """Poll the VM until it is ``target`` (or error), showing its state live; the VM as last seen."""
+    """Poll the VM until it is ``target`` (or error), showing its state live on standard error (not with
+    --json); the VM as last seen. Raises VmFailed when it ends in another state or the time is up."""
     deadline = time.monotonic() + timeout
-    spinner = Spinner("dots", text="")
     started = time.monotonic()
-    with Live(spinner, console=output.errors, transient=True, disable=obj.as_json) as live:
+    spinner = Spinner("dots", text="")
+    display = nullcontext() if obj.as_json else Live(spinner, console=output.errors, transient=True)
+    with display:
         while True:
             vm = obj.api.get(_path(vm_id))
-            elapsed = int(time.monotonic() - started)
-            spinner.update(text=Text(f"{vm['name']}: {vm['state']}  {vm.get('state_message') or ''}  ({elapsed}s)"))
-            live.refresh()
-            if vm["state"] == target or vm["state"] == "error" or (target != "terminated" and vm["state"] == "terminated"):
+            spinner.update(text=_state_line(vm, int(time.monotonic() - started)))
+            if vm["state"] == target or vm["state"] in ("error", "terminated"):
                 break
             if time.monotonic() > deadline:
                 raise VmFailed(f"{vm['name']} is still {vm['state']} after {int(timeout)}s (waiting for {target})")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from contextlib import nullcontext
 
 import click
+from rich.text import Text
 
 from alto_client import output
 from alto_client.api import AltoError
@@ -28,10 +30,12 @@ def _path(volume: str) -> str:
 
 def wait_volume(obj: Context, volume: str, target: str, *, timeout: float, interval: float = 1.0) -> dict:
     deadline = time.monotonic() + timeout
-    with output.errors.status(f"volume {volume}: waiting for {target}", spinner="dots") as status:
+    display = nullcontext() if obj.as_json else output.errors.status(f"volume {volume}: waiting for {target}")
+    with display as status:
         while True:
             shown = obj.api.get(_path(volume))
-            status.update(f"volume {shown['name']}: {shown['state']}")
+            if status is not None:
+                status.update(Text(f"volume {shown['name']}: {shown['state']}"))
             if shown["state"] == target:
                 return shown
             if shown["state"] in ("error", "deleted"):

@@ -1,0 +1,53 @@
+"""A researcher with ``alto`` only, against a live portal and a real Celery worker: run --wait → list → show →
+shutdown → start → terminate, with --json parsed at each step."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.compute.test_end_to_end import served_image, worker_host  # noqa: F401 - fixtures of that test
+
+pytestmark = [
+    pytest.mark.worker,
+    pytest.mark.django_db(transaction=True),
+]
+
+
+def test_a_researcher_runs_lists_stops_starts_and_terminates_a_vm_with_alto(
+    celery_worker_process, alto, owner, project, token_of, types, networks, owner_key, served_image,  # noqa: F811
+    worker_host,  # noqa: F811
+):
+    token = token_of(owner)
+    assert "t1.micro" in [t["name"] for t in alto("types", "--json", token=token).json()]
+    run = alto(
+        "vm", "run", served_image, "--name", "analysis", "--type", "t1.micro", "--network", "private",
+        "--key", str(owner_key.pk), "--volatile-gib", "1", "--project", str(project.pk), "--wait", "--timeout", "90",
+        "--json", token=token,
+    )
+    assert run.exit_code == 0, run.stderr
+    vm = run.json()
+    assert (vm["state"], vm["ip"], vm["host"]) == ("running", "10.10.0.2", worker_host.name)
+
+    listed = alto("vm", "list", "--json", token=token).json()
+    assert [(v["id"], v["state"]) for v in listed] == [(vm["id"], "running")]
+    table = alto("vm", "list", token=token)
+    assert "analysis" in table.stdout and "10.10.0.2" in table.stdout
+
+    # This server serves no console logs yet: alto says so rather than failing obscurely.
+    console = alto("vm", "console-log", vm["id"], token=token)
+    assert console.exit_code == 1
+    assert "does not serve console logs" in console.stderr
+
+    stopped = alto("vm", "shutdown", vm["id"], "--wait", "--timeout", "90", "--json", token=token)
+    assert stopped.exit_code == 0, stopped.stderr
+    assert stopped.json()["state"] == "stopped"
+    refused = alto("vm", "reboot", vm["id"], token=token)
+    assert refused.exit_code == 1
+    assert "stopped" in refused.stderr
+    started = alto("vm", "start", vm["id"], "--wait", "--timeout", "90", "--json", token=token)
+    assert started.json()["state"] == "running"
+
+    ended = alto("vm", "terminate", vm["id"], "--wait", "--timeout", "90", "--json", token=token)
+    assert ended.exit_code == 0, ended.stderr
+    assert (ended.json()["state"], ended.json()["ip"]) == ("terminated", None)
+    assert alto("vm", "show", vm["id"], "--json", token=token).json()["state"] == "terminated"
