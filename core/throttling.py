@@ -69,8 +69,8 @@ def lockout_response(
         )
     else:
         response = render(
-        request,
-        "registration/locked_out.html",
+            request,
+            "registration/locked_out.html",
             {
                 "username": get_client_username(request, credentials) or "",
                 "failure_limit": settings.AXES_FAILURE_LIMIT,

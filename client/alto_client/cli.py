@@ -3,6 +3,7 @@ live in their own modules and are added here."""
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from typing import Any
 
@@ -69,8 +70,13 @@ def login(obj: Context, username: str | None, days: int) -> None:
         raise Refused(response.status_code, body)
     path = config.store_token(obj.settings, token=body["token"], token_id=body["id"], username=username)
     obj.show(
-        {"profile": obj.settings.profile, "endpoint": obj.settings.endpoint, "username": username,
-         "token_id": body["id"], "expires": body["expires"]},
+        {
+            "profile": obj.settings.profile,
+            "endpoint": obj.settings.endpoint,
+            "username": username,
+            "token_id": body["id"],
+            "expires": body["expires"],
+        },
         lambda: output.say(
             f"Logged in to {obj.settings.endpoint} as {username}; token {body['id']} expires {body['expires']} "
             f"(stored in {path})."
@@ -90,10 +96,9 @@ def _json_or_text(response: httpx.Response) -> Any:
 def logout(obj: Context) -> None:
     stored = config.stored_login(obj.settings)
     if stored.get("token_id") and obj.settings.token:
-        try:
+        # Already revoked or expired: forgetting it is all that is left.
+        with contextlib.suppress(NotLoggedIn, Refused):
             obj.api.delete(f"accounts/tokens/{stored['token_id']}/")
-        except (NotLoggedIn, Refused):
-            pass  # already revoked or expired: forgetting it is all that is left
     config.forget_token(obj.settings)
     output.say(f"Logged out of {obj.settings.endpoint} (profile {obj.settings.profile}).")
 
@@ -108,7 +113,12 @@ def quota(obj: Context) -> None:
         output.say(f"{me['user']['username']} <{me['user']['email']}>")
         for project in me["projects"]:
             rows = [
-                {"resource": name, "used": usage["used"], "limit": usage["limit"], "free": usage["limit"] - usage["used"]}
+                {
+                    "resource": name,
+                    "used": usage["used"],
+                    "limit": usage["limit"],
+                    "free": usage["limit"] - usage["used"],
+                }
                 for name, usage in project["quotas"].items()
             ]
             personal = " (personal)" if project.get("personal") else ""
@@ -130,8 +140,14 @@ def types(obj: Context) -> None:
         rows,
         lambda: output.table(
             rows,
-            [("name", "Type"), ("vcpus", "vCPU"), ("ram_mib", "RAM MiB"), ("swap_mib", "Swap MiB"),
-             ("root_gib", "Root GiB"), ("is_default", "Default")],
+            [
+                ("name", "Type"),
+                ("vcpus", "vCPU"),
+                ("ram_mib", "RAM MiB"),
+                ("swap_mib", "Swap MiB"),
+                ("root_gib", "Root GiB"),
+                ("is_default", "Default"),
+            ],
             title="Instance types",
         ),
     )
@@ -146,8 +162,13 @@ def capacity(obj: Context) -> None:
         rows,
         lambda: output.table(
             rows,
-            [("instance_type", "Type"), ("vcpus", "vCPU"), ("ram_mib", "RAM MiB"), ("fits_now", "Fits now"),
-             ("fits_when_empty", "Fits when empty")],
+            [
+                ("instance_type", "Type"),
+                ("vcpus", "vCPU"),
+                ("ram_mib", "RAM MiB"),
+                ("fits_now", "Fits now"),
+                ("fits_when_empty", "Fits when empty"),
+            ],
             title="Room for VMs",
         ),
     )
@@ -155,7 +176,10 @@ def capacity(obj: Context) -> None:
 
 @alto.command(
     help="Print the shell completion script for bash, zsh or fish."
-    + example('eval "$(alto completion bash)"      # in ~/.bashrc\nalto completion fish > ~/.config/fish/completions/alto.fish')
+    + example(
+        'eval "$(alto completion bash)"      # in ~/.bashrc\n'
+        "alto completion fish > ~/.config/fish/completions/alto.fish"
+    )
 )
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion(shell: str) -> None:

@@ -82,7 +82,11 @@ def load(*, profile: str | None = None, endpoint: str | None = None) -> Settings
     section = profiles.get(name, {})
     stored = _read_credentials(directory / "credentials.json").get(name, {})
     chosen_endpoint = (
-        endpoint or os.environ.get("ALTO_ENDPOINT") or section.get("endpoint") or stored.get("endpoint") or DEFAULT_ENDPOINT
+        endpoint
+        or os.environ.get("ALTO_ENDPOINT")
+        or section.get("endpoint")
+        or stored.get("endpoint")
+        or DEFAULT_ENDPOINT
     ).rstrip("/")
     token = os.environ.get("ALTO_TOKEN") or (stored.get("token") if stored.get("endpoint") == chosen_endpoint else None)
     project = section.get("project")

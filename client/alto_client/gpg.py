@@ -74,7 +74,9 @@ def sign(
         raise UsageProblem(f"the key {fingerprint} has no user ID with {email or 'an e-mail'} (it has {having})")
     created = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     endorsed = md.endorse(document, email=uid_email(uid), subject=uid, issuer=f"OpenPGP:{fingerprint}", created=created)
-    entry = md.parse(endorsed, file_location_dirs=file_location_dirs)  # refuses to sign an invalid entry, with every rule it breaks
+    entry = md.parse(
+        endorsed, file_location_dirs=file_location_dirs
+    )  # refuses to sign an invalid entry, with every rule it breaks
     payload = md.signed_bytes(endorsed)
     extra = [
         "--digest-algo",

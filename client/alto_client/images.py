@@ -94,18 +94,37 @@ def image() -> None:
 @click.option("-o", "--output", "out", help="Where to write the entry [default: IDENTIFIER.xml]; - for stdout.")
 @json_option
 @pass_ctx
-def build_metadata(obj: Context, image_file: str, os_name: str | None, os_version: str | None, arch: str | None,
-                   kind: str, image_format: str | None, location: tuple[str, ...], title: str, description: str,
-                   creator: str, category: str, valid_days: int | None, image_version: str, hypervisor: str,
-                   disks_bus: str | None, email: str, out: str | None) -> None:
+def build_metadata(
+    obj: Context,
+    image_file: str,
+    os_name: str | None,
+    os_version: str | None,
+    arch: str | None,
+    kind: str,
+    image_format: str | None,
+    location: tuple[str, ...],
+    title: str,
+    description: str,
+    creator: str,
+    category: str,
+    valid_days: int | None,
+    image_version: str,
+    hypervisor: str,
+    disks_bus: str | None,
+    email: str,
+    out: str | None,
+) -> None:
     size = os.path.getsize(image_file)
-    columns = (TextColumn("hashing {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn("hashing {task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=output.errors, transient=True, disable=obj.as_json) as progress:
         task = progress.add_task(Path(image_file).name, total=size)
-        image_bytes, checksums = md.file_checksums(
-            image_file, on_read=lambda n: progress.advance(task, n)
-        )
+        image_bytes, checksums = md.file_checksums(image_file, on_read=lambda n: progress.advance(task, n))
     document = md.build(
         image_bytes=image_bytes,
         checksums=checksums,
@@ -131,8 +150,10 @@ def build_metadata(obj: Context, image_file: str, os_name: str | None, os_versio
     _write(target, document)
     result = {"identifier": identifier, "bytes": image_bytes, "checksums": checksums, "output": target}
     if target != "-":
-        obj.show(result, lambda: output.fields(result, [("identifier", "Identifier"), ("bytes", "Bytes"),
-                                                        ("output", "Written to")]))
+        obj.show(
+            result,
+            lambda: output.fields(result, [("identifier", "Identifier"), ("bytes", "Bytes"), ("output", "Written to")]),
+        )
 
 
 @image.command(
@@ -141,7 +162,9 @@ def build_metadata(obj: Context, image_file: str, os_name: str | None, os_versio
     "e-mail." + example("alto image sign ubuntu.xml --key 0123456789ABCDEF0123456789ABCDEF01234567")
 )
 @click.argument("entry_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--key", help="Fingerprint (or e-mail) of the secret key [default: profile's gpg_key, else the only one].")
+@click.option(
+    "--key", help="Fingerprint (or e-mail) of the secret key [default: profile's gpg_key, else the only one]."
+)
 @click.option("--email", help="Which of the key's e-mails endorses [default: the first].")
 @click.option("--gnupghome", envvar="GNUPGHOME", help="The gpg keyring's directory [env GNUPGHOME].")
 @click.option("--passphrase-file", type=click.File("r"), help="Read the key's passphrase from this file's first line.")
@@ -149,8 +172,16 @@ def build_metadata(obj: Context, image_file: str, os_name: str | None, os_versio
 @file_dirs_option
 @json_option
 @pass_ctx
-def sign(obj: Context, entry_file: str, key: str | None, email: str | None, gnupghome: str | None,
-         passphrase_file: Any, out: str | None, file_dirs: tuple[str, ...]) -> None:
+def sign(
+    obj: Context,
+    entry_file: str,
+    key: str | None,
+    email: str | None,
+    gnupghome: str | None,
+    passphrase_file: Any,
+    out: str | None,
+    file_dirs: tuple[str, ...],
+) -> None:
     raw = _read(entry_file)
     passphrase = passphrase_file.readline().rstrip("\n") if passphrase_file else None
     try:
@@ -175,9 +206,19 @@ def sign(obj: Context, entry_file: str, key: str | None, email: str | None, gnup
         "output": target,
     }
     if target != "-":
-        obj.show(result, lambda: output.fields(result, [("identifier", "Identifier"), ("endorser", "Endorser"),
-                                                        ("issuer", "Issuer"), ("created", "Endorsed"),
-                                                        ("output", "Written to")]))
+        obj.show(
+            result,
+            lambda: output.fields(
+                result,
+                [
+                    ("identifier", "Identifier"),
+                    ("endorser", "Endorser"),
+                    ("issuer", "Issuer"),
+                    ("created", "Endorsed"),
+                    ("output", "Written to"),
+                ],
+            ),
+        )
 
 
 @image.command(
@@ -194,14 +235,18 @@ def validate(obj: Context, entry_file: str, remote: bool, file_dirs: tuple[str, 
     raw = _read(entry_file)
     if remote:
         answer = obj.api.post(
-            "marketplace/entries/validate/", content=raw, headers={"Content-Type": "application/xml"},
+            "marketplace/entries/validate/",
+            content=raw,
+            headers={"Content-Type": "application/xml"},
             auth_required=False,
         )
         _show_validation(obj, answer)
         signature = answer.get("signature") or {}
         if not answer.get("valid"):
-            raise Invalid(f"{entry_file} is refused by the server",
-                          lines=[f"{e['rule']}: {e['message']}" for e in answer.get("errors", [])])
+            raise Invalid(
+                f"{entry_file} is refused by the server",
+                lines=[f"{e['rule']}: {e['message']}" for e in answer.get("errors", [])],
+            )
         if signature.get("kind") != "none" and not signature.get("verified"):
             raise Invalid(f"{entry_file}: the signature does not verify: {signature.get('message')}")
         return
@@ -211,8 +256,11 @@ def validate(obj: Context, entry_file: str, remote: bool, file_dirs: tuple[str, 
         "errors": [p.as_dict() for p in problems],
         "warnings": [w.as_dict() for w in entry.warnings] if entry else [],
         "identifier": entry.identifier if entry else None,
-        "signature": {"kind": entry.signature_kind if entry else None, "verified": None,
-                      "message": "not verified locally: --remote asks the server"},
+        "signature": {
+            "kind": entry.signature_kind if entry else None,
+            "verified": None,
+            "message": "not verified locally: --remote asks the server",
+        },
     }
     if problems:
         if obj.as_json:
@@ -220,8 +268,10 @@ def validate(obj: Context, entry_file: str, remote: bool, file_dirs: tuple[str, 
         raise _problems(problems, entry_file)
 
     def human() -> None:
-        output.say(f"{entry_file}: valid entry for image {entry.identifier}, endorsed by {entry.endorsement.email}"
-                   f" ({'signed, ' + entry.signature_kind if entry.is_signed else 'not signed yet'}).")
+        output.say(
+            f"{entry_file}: valid entry for image {entry.identifier}, endorsed by {entry.endorsement.email}"
+            f" ({'signed, ' + entry.signature_kind if entry.is_signed else 'not signed yet'})."
+        )
         for warning in entry.warnings:
             output.say(f"  warning {warning.rule}: {warning.message}")
 
@@ -232,26 +282,47 @@ def _show_validation(obj: Context, answer: dict) -> None:
     def human() -> None:
         signature = answer.get("signature") or {}
         output.fields(
-            {**answer, "signature_kind": signature.get("kind"), "verified": signature.get("verified"),
-             "fingerprint": signature.get("fingerprint"), "signature_message": signature.get("message")},
-            [("valid", "Format valid"), ("identifier", "Identifier"), ("signature_kind", "Signature"),
-             ("verified", "Verified"), ("fingerprint", "Key"), ("signature_message", "Signature check")],
+            {
+                **answer,
+                "signature_kind": signature.get("kind"),
+                "verified": signature.get("verified"),
+                "fingerprint": signature.get("fingerprint"),
+                "signature_message": signature.get("message"),
+            },
+            [
+                ("valid", "Format valid"),
+                ("identifier", "Identifier"),
+                ("signature_kind", "Signature"),
+                ("verified", "Verified"),
+                ("fingerprint", "Key"),
+                ("signature_message", "Signature check"),
+            ],
         )
 
     obj.show(answer, human)
 
 
-@image.command(
-    help="Upload a signed entry to the Marketplace." + example("alto image upload ubuntu.xml")
-)
+@image.command(help="Upload a signed entry to the Marketplace." + example("alto image upload ubuntu.xml"))
 @click.argument("entry_file", type=click.Path(exists=True, dir_okay=False))
 @json_option
 @pass_ctx
 def upload(obj: Context, entry_file: str) -> None:
-    created = obj.api.post("marketplace/entries/", content=_read(entry_file),
-                           headers={"Content-Type": "application/xml"})
-    obj.show(created, lambda: output.fields(created, [("identifier", "Identifier"), ("endorser", "Endorser"),
-                                                      ("status", "Status"), ("created", "Endorsed"), ("url", "URL")]))
+    created = obj.api.post(
+        "marketplace/entries/", content=_read(entry_file), headers={"Content-Type": "application/xml"}
+    )
+    obj.show(
+        created,
+        lambda: output.fields(
+            created,
+            [
+                ("identifier", "Identifier"),
+                ("endorser", "Endorser"),
+                ("status", "Status"),
+                ("created", "Endorsed"),
+                ("url", "URL"),
+            ],
+        ),
+    )
 
 
 @image.command(
@@ -267,8 +338,15 @@ def upload(obj: Context, entry_file: str) -> None:
 @file_dirs_option
 @json_option
 @pass_ctx
-def deprecate(obj: Context, identifier: str, reason: str, key: str | None, gnupghome: str | None,
-              passphrase_file: Any, file_dirs: tuple[str, ...]) -> None:
+def deprecate(
+    obj: Context,
+    identifier: str,
+    reason: str,
+    key: str | None,
+    gnupghome: str | None,
+    passphrase_file: Any,
+    file_dirs: tuple[str, ...],
+) -> None:
     if not reason.strip():
         raise UsageProblem("--reason must say why the image is deprecated")
     me = obj.api.get("accounts/me/")
@@ -279,14 +357,35 @@ def deprecate(obj: Context, identifier: str, reason: str, key: str | None, gnupg
         raise UsageProblem(f"you ({mine}) have not endorsed image {identifier}")
     response = obj.api.request("GET", latest["url"], params={"format": "xml"}, headers={"Accept": "application/xml"})
     source = md.parse(response.content, file_location_dirs=file_dirs or _file_dirs_of(response.content))
-    document = md.rebuild(source, endorser_email=mine, endorsement_created=datetime.now(UTC),
-                          deprecated=reason.strip(), valid=source.valid)
+    document = md.rebuild(
+        source,
+        endorser_email=mine,
+        endorsement_created=datetime.now(UTC),
+        deprecated=reason.strip(),
+        valid=source.valid,
+    )
     passphrase = passphrase_file.readline().rstrip("\n") if passphrase_file else None
-    signed = gpg.sign(document, gnupghome=gnupghome or obj.settings.gnupghome, key=key or obj.settings.gpg_key,
-                      email=mine, passphrase=passphrase, file_location_dirs=file_dirs or _file_dirs_of(document))
+    signed = gpg.sign(
+        document,
+        gnupghome=gnupghome or obj.settings.gnupghome,
+        key=key or obj.settings.gpg_key,
+        email=mine,
+        passphrase=passphrase,
+        file_location_dirs=file_dirs or _file_dirs_of(document),
+    )
     created = obj.api.post("marketplace/entries/", content=signed, headers={"Content-Type": "application/xml"})
-    obj.show(created, lambda: output.fields(created, [("identifier", "Identifier"), ("endorser", "Endorser"),
-                                                      ("status", "Status"), ("deprecated_reason", "Reason")]))
+    obj.show(
+        created,
+        lambda: output.fields(
+            created,
+            [
+                ("identifier", "Identifier"),
+                ("endorser", "Endorser"),
+                ("status", "Status"),
+                ("deprecated_reason", "Reason"),
+            ],
+        ),
+    )
 
 
 def _file_dirs_of(raw: bytes) -> tuple[str, ...]:
@@ -296,7 +395,7 @@ def _file_dirs_of(raw: bytes) -> tuple[str, ...]:
     for element in root.iter(f"{{{md.SLTERMS}}}location"):
         text = (element.text or "").strip()
         if text.startswith("file:///"):
-            dirs.append(os.path.dirname(text[len("file://"):]))
+            dirs.append(os.path.dirname(text[len("file://") :]))
     return tuple(dirs)
 
 
@@ -326,15 +425,39 @@ IMAGE_COLUMNS = [
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @json_option
 @pass_ctx
-def search(obj: Context, query: str | None, os_name: str | None, os_version: str | None, arch: str | None,
-           kind: str | None, endorser: str | None, status: str | None, location: str | None, limit: int) -> None:
-    rows = list(obj.api.pages("marketplace/images/", limit=limit, auth_required=False, q=query, os=os_name,
-                              os_version=os_version, arch=arch, kind=kind, endorser=endorser, status=status,
-                              location=location))
+def search(
+    obj: Context,
+    query: str | None,
+    os_name: str | None,
+    os_version: str | None,
+    arch: str | None,
+    kind: str | None,
+    endorser: str | None,
+    status: str | None,
+    location: str | None,
+    limit: int,
+) -> None:
+    rows = list(
+        obj.api.pages(
+            "marketplace/images/",
+            limit=limit,
+            auth_required=False,
+            q=query,
+            os=os_name,
+            os_version=os_version,
+            arch=arch,
+            kind=kind,
+            endorser=endorser,
+            status=status,
+            location=location,
+        )
+    )
     obj.show(rows, lambda: output.table(rows, IMAGE_COLUMNS, title="Images"))
 
 
-@image.command(help="One image and each endorser's latest entry." + example("alto image show No5o-5ea0sNMlW_75VgGJCv2AcJ"))
+@image.command(
+    help="One image and each endorser's latest entry." + example("alto image show No5o-5ea0sNMlW_75VgGJCv2AcJ")
+)
 @click.argument("identifier")
 @json_option
 @pass_ctx
@@ -342,17 +465,30 @@ def show(obj: Context, identifier: str) -> None:
     shown = obj.api.get(f"marketplace/images/{quote(identifier, safe='')}/", auth_required=False)
 
     def human() -> None:
-        output.fields(shown, [("identifier", "Identifier"), ("title", "Title"), ("description", "Description"),
-                              ("os", "OS"), ("os_version", "OS version"), ("arch", "Arch"), ("kind", "Kind"),
-                              ("format", "Format"), ("bytes", "Bytes"), ("sha1", "SHA-1"),
-                              ("current_endorsements", "Current endorsements")])
+        output.fields(
+            shown,
+            [
+                ("identifier", "Identifier"),
+                ("title", "Title"),
+                ("description", "Description"),
+                ("os", "OS"),
+                ("os_version", "OS version"),
+                ("arch", "Arch"),
+                ("kind", "Kind"),
+                ("format", "Format"),
+                ("bytes", "Bytes"),
+                ("sha1", "SHA-1"),
+                ("current_endorsements", "Current endorsements"),
+            ],
+        )
         output.table(shown["endorsements"], ENTRY_COLUMNS, title="Endorsements")
 
     obj.show(shown, human)
 
 
 @image.command(
-    help="The site policy's decision on an image, rule by rule." + example("alto image policy No5o-5ea0sNMlW_75VgGJCv2AcJ")
+    help="The site policy's decision on an image, rule by rule."
+    + example("alto image policy No5o-5ea0sNMlW_75VgGJCv2AcJ")
 )
 @click.argument("identifier")
 @json_option

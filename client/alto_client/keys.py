@@ -11,8 +11,12 @@ from alto_client.api import UsageProblem
 from alto_client.context import AltoGroup, Context, example, json_option, pass_ctx
 
 SSH_COLUMNS = [("id", "ID"), ("name", "Name"), ("fingerprint", "Fingerprint"), ("created", "Added")]
-PGP_COLUMNS = [("fingerprint", "Fingerprint"), ("uids", "User IDs"), ("endorsing_uids", "May endorse as"),
-               ("revoked", "Revoked")]
+PGP_COLUMNS = [
+    ("fingerprint", "Fingerprint"),
+    ("uids", "User IDs"),
+    ("endorsing_uids", "May endorse as"),
+    ("revoked", "Revoked"),
+]
 
 
 @click.group(
@@ -87,7 +91,8 @@ def pgp_list(obj: Context) -> None:
 @pgp.command(
     "add",
     help="Register an OpenPGP public key: an armored file, or --key to export it from your gpg keyring. One of its "
-    "user IDs must carry your account's e-mail." + example("alto keys pgp add --key 0123456789ABCDEF0123456789ABCDEF01234567\nalto keys pgp add mykey.asc"),
+    "user IDs must carry your account's e-mail."
+    + example("alto keys pgp add --key 0123456789ABCDEF0123456789ABCDEF01234567\nalto keys pgp add mykey.asc"),
 )
 @click.argument("armored_file", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--key", help="Export this key (fingerprint or e-mail) from gpg instead of reading a file.")
@@ -103,11 +108,17 @@ def pgp_add(obj: Context, armored_file: str | None, key: str | None, gnupghome: 
     else:
         armored = Path(armored_file or "").read_text(encoding="ascii", errors="replace")
     added = obj.api.post("accounts/pgp-keys/", {"armored": armored})
-    obj.show(added, lambda: output.fields(added, [("fingerprint", "Fingerprint"), ("uids", "User IDs"),
-                                                  ("endorsing_uids", "May endorse as")]))
+    obj.show(
+        added,
+        lambda: output.fields(
+            added, [("fingerprint", "Fingerprint"), ("uids", "User IDs"), ("endorsing_uids", "May endorse as")]
+        ),
+    )
 
 
-@pgp.command("revoke", help="Revoke an OpenPGP key: entries it signed stop counting." + example("alto keys pgp revoke 0123…CDEF"))
+@pgp.command(
+    "revoke", help="Revoke an OpenPGP key: entries it signed stop counting." + example("alto keys pgp revoke 0123…CDEF")
+)
 @click.argument("fingerprint")
 @json_option
 @pass_ctx
@@ -126,9 +137,21 @@ def token() -> None:
 @pass_ctx
 def token_list(obj: Context) -> None:
     rows = list(obj.api.pages("accounts/tokens/", limit=1000))
-    obj.show(rows, lambda: output.table(rows, [("id", "ID"), ("name", "Name"), ("prefix", "Starts with"),
-                                               ("created", "Created"), ("expires", "Expires"),
-                                               ("expired", "Expired")], title="API tokens"))
+    obj.show(
+        rows,
+        lambda: output.table(
+            rows,
+            [
+                ("id", "ID"),
+                ("name", "Name"),
+                ("prefix", "Starts with"),
+                ("created", "Created"),
+                ("expires", "Expires"),
+                ("expired", "Expired"),
+            ],
+            title="API tokens",
+        ),
+    )
 
 
 @token.command(
@@ -136,7 +159,9 @@ def token_list(obj: Context) -> None:
     help="Make a token for a script; it is shown once." + example("alto token create ci-pipeline --days 30"),
 )
 @click.argument("name")
-@click.option("--days", type=click.IntRange(min=1), help="Days until it expires [default: never, or your token's expiry].")
+@click.option(
+    "--days", type=click.IntRange(min=1), help="Days until it expires [default: never, or your token's expiry]."
+)
 @json_option
 @pass_ctx
 def token_create(obj: Context, name: str, days: int | None) -> None:
@@ -144,8 +169,12 @@ def token_create(obj: Context, name: str, days: int | None) -> None:
     if days is not None:
         body["expires_in_days"] = days
     made = obj.api.post("accounts/tokens/", body)
-    obj.show(made, lambda: output.fields(made, [("id", "ID"), ("name", "Name"), ("token", "Token (shown once)"),
-                                                ("expires", "Expires")]))
+    obj.show(
+        made,
+        lambda: output.fields(
+            made, [("id", "ID"), ("name", "Name"), ("token", "Token (shown once)"), ("expires", "Expires")]
+        ),
+    )
 
 
 @token.command("revoke", help="Revoke a token." + example("alto token revoke 12"))

@@ -28,10 +28,24 @@ VM_COLUMNS = [
     ("project", "Project"),
 ]
 VM_FIELDS = [
-    ("id", "ID"), ("name", "Name"), ("state", "State"), ("state_message", "Message"), ("image", "Image"),
-    ("instance_type", "Type"), ("vcpus", "vCPU"), ("ram_mib", "RAM MiB"), ("root_gib", "Root GiB"),
-    ("volatile_gib", "Volatile GiB"), ("network", "Network"), ("ip", "IP"), ("mac", "MAC"), ("host", "Host"),
-    ("volumes", "Volumes"), ("project", "Project"), ("policy_warnings", "Policy warnings"), ("created", "Created"),
+    ("id", "ID"),
+    ("name", "Name"),
+    ("state", "State"),
+    ("state_message", "Message"),
+    ("image", "Image"),
+    ("instance_type", "Type"),
+    ("vcpus", "vCPU"),
+    ("ram_mib", "RAM MiB"),
+    ("root_gib", "Root GiB"),
+    ("volatile_gib", "Volatile GiB"),
+    ("network", "Network"),
+    ("ip", "IP"),
+    ("mac", "MAC"),
+    ("host", "Host"),
+    ("volumes", "Volumes"),
+    ("project", "Project"),
+    ("policy_warnings", "Policy warnings"),
+    ("created", "Created"),
 ]
 
 
@@ -90,8 +104,10 @@ def vm() -> None:
 @vm.command(
     help="Run a VM from a Marketplace image. The site policy is checked first (a refusal names the failed rules) "
     "and the project's quota reserved; --wait shows its state until it runs."
-    + example("alto vm run No5o-5ea0sNMlW_75VgGJCv2AcJ --type m1.small --network private --key laptop \\\n"
-              "    --user-data cloud-init.yaml --wait")
+    + example(
+        "alto vm run No5o-5ea0sNMlW_75VgGJCv2AcJ --type m1.small --network private --key laptop \\\n"
+        "    --user-data cloud-init.yaml --wait"
+    )
 )
 @click.argument("image")
 @click.option("--name", help="The VM's name [default: vm-<random>].")
@@ -106,9 +122,20 @@ def vm() -> None:
 @timeout_option
 @json_option
 @pass_ctx
-def run(obj: Context, image: str, name: str | None, instance_type: str | None, network: str, keys: tuple[str, ...],
-        user_data: str | None, volatile_gib: int, volumes: tuple[str, ...], project: int | None, wait: bool,
-        timeout: float) -> None:
+def run(
+    obj: Context,
+    image: str,
+    name: str | None,
+    instance_type: str | None,
+    network: str,
+    keys: tuple[str, ...],
+    user_data: str | None,
+    volatile_gib: int,
+    volumes: tuple[str, ...],
+    project: int | None,
+    wait: bool,
+    timeout: float,
+) -> None:
     if volumes and not wait:
         raise UsageProblem("--volume attaches once the VM runs: add --wait")
     body = {
@@ -218,7 +245,8 @@ def _attach(obj: Context, vm_id: str, volume: str, *, wait: bool, timeout: float
 
 
 @vm.command(
-    help="Attach a volume to a running VM (hot-plug)." + example("alto vm attach 3f2b9c1e-8d4a-4f7e-9a51-0c6d2e7b8a90 42 --wait")
+    help="Attach a volume to a running VM (hot-plug)."
+    + example("alto vm attach 3f2b9c1e-8d4a-4f7e-9a51-0c6d2e7b8a90 42 --wait")
 )
 @click.argument("vm_id")
 @click.argument("volume")

@@ -14,12 +14,24 @@ from alto_client.api import AltoError
 from alto_client.context import AltoGroup, Context, example, json_option, pass_ctx
 
 VOLUME_COLUMNS = [
-    ("id", "ID"), ("name", "Name"), ("kind", "Kind"), ("size_gib", "GiB"), ("state", "State"),
-    ("attached_to", "Attached to"), ("project", "Project"),
+    ("id", "ID"),
+    ("name", "Name"),
+    ("kind", "Kind"),
+    ("size_gib", "GiB"),
+    ("state", "State"),
+    ("attached_to", "Attached to"),
+    ("project", "Project"),
 ]
 VOLUME_FIELDS = [
-    ("id", "ID"), ("name", "Name"), ("kind", "Kind"), ("size_gib", "Size GiB"), ("state", "State"),
-    ("state_message", "Message"), ("image", "Image"), ("attached_to", "Attached to"), ("project", "Project"),
+    ("id", "ID"),
+    ("name", "Name"),
+    ("kind", "Kind"),
+    ("size_gib", "Size GiB"),
+    ("state", "State"),
+    ("state_message", "Message"),
+    ("image", "Image"),
+    ("attached_to", "Attached to"),
+    ("project", "Project"),
     ("created", "Created"),
 ]
 
@@ -62,8 +74,9 @@ def volume() -> None:
 @click.option("--timeout", type=float, default=600, show_default=True)
 @json_option
 @pass_ctx
-def create(obj: Context, name: str, size_gib: int | None, image: str | None, project: int | None, wait: bool,
-           timeout: float) -> None:
+def create(
+    obj: Context, name: str, size_gib: int | None, image: str | None, project: int | None, wait: bool, timeout: float
+) -> None:
     if image is None and size_gib is None:
         raise click.UsageError("give --size for a persistent volume, or --static IMAGE")
     body: dict = {"name": name, "kind": "static" if image else "persistent", "project": obj.project(project)}
@@ -101,8 +114,9 @@ def show(obj: Context, volume_id: str) -> None:
 @pass_ctx
 def delete(obj: Context, volume_id: str) -> None:
     shown = obj.api.delete(_path(volume_id))
-    obj.show(shown or {"id": volume_id, "state": "deleting"},
-             lambda: output.say(f"Volume {volume_id} is being deleted."))
+    obj.show(
+        shown or {"id": volume_id, "state": "deleting"}, lambda: output.say(f"Volume {volume_id} is being deleted.")
+    )
 
 
 def register(root: click.Group) -> None:

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from alto_client.cli import alto as alto_command
 from click.testing import CliRunner
 
-from alto_client.cli import alto as alto_command
 from tests.compute.conftest import (  # noqa: F401 - fixtures shared with the compute tests
     IMAGE,
     _signed_cache,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -26,9 +27,25 @@ def image_file(tmp_path):
 def build_and_sign(alto, pgp_keys, image_file, tmp_path, **extra: str) -> tuple[str, str]:
     entry = tmp_path / "rocky.xml"
     built = alto(
-        "image", "build-metadata", str(image_file), "--os", "Rocky", "--os-version", "9", "--arch", "x86_64",
-        "--format", "raw", "--location", "https://images.example.org/rocky-9.img.gz", "--title", "Rocky Linux 9",
-        "-o", str(entry), "--json", *[v for pair in extra.items() for v in pair],
+        "image",
+        "build-metadata",
+        str(image_file),
+        "--os",
+        "Rocky",
+        "--os-version",
+        "9",
+        "--arch",
+        "x86_64",
+        "--format",
+        "raw",
+        "--location",
+        "https://images.example.org/rocky-9.img.gz",
+        "--title",
+        "Rocky Linux 9",
+        "-o",
+        str(entry),
+        "--json",
+        *[v for pair in extra.items() for v in pair],
     )
     assert built.exit_code == 0, built.stderr
     signed = alto("image", "sign", str(entry), "--key", pgp_keys.creator.fingerprint, "--json")
@@ -38,8 +55,9 @@ def build_and_sign(alto, pgp_keys, image_file, tmp_path, **extra: str) -> tuple[
     return built.json()["identifier"], str(entry)
 
 
-def test_a_creator_publishes_finds_and_deprecates_an_image_with_alto(alto, owner, token_of, pgp_keys, image_file,
-                                                                       tmp_path):
+def test_a_creator_publishes_finds_and_deprecates_an_image_with_alto(
+    alto, owner, token_of, pgp_keys, image_file, tmp_path
+):
     token = token_of(owner)
     added = alto("keys", "pgp", "add", "--key", pgp_keys.creator.fingerprint, "--json", token=token)
     assert added.exit_code == 0, added.stderr
@@ -63,8 +81,17 @@ def test_a_creator_publishes_finds_and_deprecates_an_image_with_alto(alto, owner
     table = alto("image", "search", "--os", "Rocky")
     assert identifier in table.stdout and "Rocky Linux 9" in table.stdout
 
-    deprecated = alto("image", "deprecate", identifier, "--reason", "OpenSSH CVE; use 9.4",
-                      "--key", pgp_keys.creator.fingerprint, "--json", token=token)
+    deprecated = alto(
+        "image",
+        "deprecate",
+        identifier,
+        "--reason",
+        "OpenSSH CVE; use 9.4",
+        "--key",
+        pgp_keys.creator.fingerprint,
+        "--json",
+        token=token,
+    )
     assert deprecated.exit_code == 0, deprecated.stderr
     assert deprecated.json()["status"] == "deprecated"
 
@@ -102,7 +129,7 @@ def test_an_entry_the_server_refuses_is_refused_by_alto_validate_with_the_same_r
     assert alto("keys", "pgp", "add", "--key", pgp_keys.creator.fingerprint, token=token).exit_code == 0
     _identifier, entry = build_and_sign(alto, pgp_keys, image_file, tmp_path)
     broken = tmp_path / "broken.xml"
-    broken.write_bytes(BROKEN[rule](open(entry, "rb").read()))
+    broken.write_bytes(BROKEN[rule](Path(entry).read_bytes()))
 
     uploaded = alto("image", "upload", str(broken), token=token)
     assert uploaded.exit_code == 1
@@ -116,14 +143,15 @@ def test_an_entry_the_server_refuses_is_refused_by_alto_validate_with_the_same_r
     assert not Entry.objects.exists()
 
 
-def test_an_entry_built_and_signed_by_alto_is_accepted_as_the_server_would_sign_it(alto, owner, token_of, pgp_keys,
-                                                                                   image_file, tmp_path):
+def test_an_entry_built_and_signed_by_alto_is_accepted_as_the_server_would_sign_it(
+    alto, owner, token_of, pgp_keys, image_file, tmp_path
+):
     token = token_of(owner)
     alto("keys", "pgp", "add", "--key", pgp_keys.creator.fingerprint, token=token)
     identifier, entry = build_and_sign(alto, pgp_keys, image_file, tmp_path, **{"--valid-days": "30"})
     assert alto("image", "upload", entry, token=token).exit_code == 0
     stored = Entry.objects.get(image__identifier=identifier)
-    assert bytes(stored.raw) == open(entry, "rb").read()  # the signed bytes, unchanged
+    assert bytes(stored.raw) == Path(entry).read_bytes()  # the signed bytes, unchanged
     assert stored.valid_until is not None
 
 

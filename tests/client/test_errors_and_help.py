@@ -7,8 +7,8 @@ import socket
 
 import click
 import pytest
-
 from alto_client.cli import alto as alto_command
+
 from marketplace import services as marketplace_services
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,8 +44,9 @@ def test_no_token_or_a_bad_one_exits_4(alto, owner):
     assert bad.exit_code == 4
 
 
-def test_a_refusal_exits_1_with_the_servers_reason_and_the_failed_rules(alto, owner, project, token_of, types,
-                                                                         networks, registered, entry_for):
+def test_a_refusal_exits_1_with_the_servers_reason_and_the_failed_rules(
+    alto, owner, project, token_of, types, networks, registered, entry_for
+):
     token = token_of(owner)
     unknown = alto("vm", "run", "A" * 27, "--project", str(project.pk), token=token)
     assert unknown.exit_code == 1
@@ -85,11 +86,39 @@ def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
 def test_alto_help_lists_every_command_and_each_has_an_example(alto):
     listed = {" ".join(path) for path, _ in _commands(alto_command)}
     assert listed >= {
-        "image build-metadata", "image sign", "image validate", "image upload", "image deprecate", "image search",
-        "image show", "image policy", "vm run", "vm list", "vm show", "vm start", "vm shutdown", "vm kill",
-        "vm reboot", "vm terminate", "vm console-log", "vm attach", "vm detach", "volume create", "volume list",
-        "volume show", "volume delete", "quota", "types", "capacity", "keys", "keys ssh add", "keys pgp add",
-        "token", "token create", "login", "completion",
+        "image build-metadata",
+        "image sign",
+        "image validate",
+        "image upload",
+        "image deprecate",
+        "image search",
+        "image show",
+        "image policy",
+        "vm run",
+        "vm list",
+        "vm show",
+        "vm start",
+        "vm shutdown",
+        "vm kill",
+        "vm reboot",
+        "vm terminate",
+        "vm console-log",
+        "vm attach",
+        "vm detach",
+        "volume create",
+        "volume list",
+        "volume show",
+        "volume delete",
+        "quota",
+        "types",
+        "capacity",
+        "keys",
+        "keys ssh add",
+        "keys pgp add",
+        "token",
+        "token create",
+        "login",
+        "completion",
     }
     assert all(name in alto("--help").stdout for name in ("image", "vm", "volume", "quota", "keys", "token", "login"))
     for path, command in _commands(alto_command):

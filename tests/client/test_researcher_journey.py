@@ -14,15 +14,40 @@ pytestmark = [
 
 
 def test_a_researcher_runs_lists_stops_starts_and_terminates_a_vm_with_alto(
-    celery_worker_process, alto, owner, project, token_of, types, networks, owner_key, served_image,  # noqa: F811
+    celery_worker_process,
+    alto,
+    owner,
+    project,
+    token_of,
+    types,
+    networks,
+    owner_key,
+    served_image,  # noqa: F811
     worker_host,  # noqa: F811
 ):
     token = token_of(owner)
     assert "t1.micro" in [t["name"] for t in alto("types", "--json", token=token).json()]
     run = alto(
-        "vm", "run", served_image, "--name", "analysis", "--type", "t1.micro", "--network", "private",
-        "--key", str(owner_key.pk), "--volatile-gib", "1", "--project", str(project.pk), "--wait", "--timeout", "90",
-        "--json", token=token,
+        "vm",
+        "run",
+        served_image,
+        "--name",
+        "analysis",
+        "--type",
+        "t1.micro",
+        "--network",
+        "private",
+        "--key",
+        str(owner_key.pk),
+        "--volatile-gib",
+        "1",
+        "--project",
+        str(project.pk),
+        "--wait",
+        "--timeout",
+        "90",
+        "--json",
+        token=token,
     )
     assert run.exit_code == 0, run.stderr
     vm = run.json()
