@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,8 @@ def _read(path: str) -> bytes:
 
 def _write(path: str, data: bytes) -> None:
     if path == "-":
-        click.get_binary_stream("stdout").write(data)
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
         return
     try:
         Path(path).write_bytes(data)
@@ -262,17 +264,18 @@ def validate(obj: Context, entry_file: str, remote: bool, file_dirs: tuple[str, 
             "message": "not verified locally: --remote asks the server",
         },
     }
-    if problems:
+    if problems or entry is None:
         if obj.as_json:
             output.emit_json(result)
         raise _problems(problems, entry_file)
+    valid = entry
 
     def human() -> None:
         output.say(
-            f"{entry_file}: valid entry for image {entry.identifier}, endorsed by {entry.endorsement.email}"
-            f" ({'signed, ' + entry.signature_kind if entry.is_signed else 'not signed yet'})."
+            f"{entry_file}: valid entry for image {valid.identifier}, endorsed by {valid.endorsement.email}"
+            f" ({'signed, ' + valid.signature_kind if valid.is_signed else 'not signed yet'})."
         )
-        for warning in entry.warnings:
+        for warning in valid.warnings:
             output.say(f"  warning {warning.rule}: {warning.message}")
 
     obj.show(result, human)

@@ -31,6 +31,7 @@ def keys(ctx: click.Context) -> None:
     if ctx.invoked_subcommand is not None:
         return
     obj = ctx.find_object(Context)
+    assert obj is not None  # noqa: S101 - the root command always makes it
     ssh = list(obj.api.pages("accounts/ssh-keys/", limit=1000))
     pgp = list(obj.api.pages("accounts/pgp-keys/", limit=1000))
 
