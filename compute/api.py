@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import selectors as account_selectors
-from compute import execution, scheduler, selectors, services
+from compute import attachments, execution, scheduler, selectors, services
 from compute.models import Host, Instance, InstanceType, Network, NetworkKind
 from compute.networks import network_create
 from core.errors import ApplicationError, NotFound
@@ -113,8 +113,9 @@ class InstanceOutputSerializer(serializers.ModelSerializer):
         lease = self._lease(instance)
         return lease.mac if lease else None
 
-    def get_volumes(self, instance: Instance) -> list[int]:
-        return []  # volume attachments come with the storage integration
+    def get_volumes(self, instance: Instance) -> list[str]:
+        """The ids of the volumes plugged into the instance (or being plugged in or out), by device name."""
+        return [str(attachment.volume_uuid) for attachment in instance.attachments.all()]
 
 
 class InstanceListApi(generics.ListAPIView):
@@ -133,6 +134,9 @@ class InstanceListApi(generics.ListAPIView):
         ssh_keys = serializers.ListField(child=serializers.CharField(max_length=200), required=False, default=list)
         user_data = serializers.CharField(required=False, default="", allow_blank=True, trim_whitespace=False)
         volatile_gib = serializers.IntegerField(required=False, default=0)
+        volumes = serializers.ListField(
+            child=serializers.CharField(max_length=36), required=False, default=list, max_length=24
+        )
         project = serializers.IntegerField()
 
     def get_queryset(self) -> QuerySet[Instance]:
@@ -195,6 +199,28 @@ class InstanceActionApi(APIView):
     def post(self, request: Request, instance_id: str) -> Response:
         instance = selectors.access_instance(actor=request.user, instance_id=instance_id)
         self.ACTIONS[self.action](actor=request.user, instance=instance)
+        shown = selectors.access_instance(actor=request.user, instance_id=instance_id)
+        return Response(InstanceOutputSerializer(shown).data, status=status.HTTP_202_ACCEPTED)
+
+
+class InstanceVolumeApi(APIView):
+    """``attach`` or ``detach`` a volume of the instance's project (``{"volume": "<volume id>"}``): 202 with the
+    instance; the worker on its host plugs the disk in or out (the volume goes ``attaching → in-use`` or
+    ``detaching → available``). 409 when the volume is not available (or not attached), or the instance is neither
+    running nor stopped; 404 for a volume or an instance that is missing or not yours."""
+
+    action: str = ""
+    ACTIONS = {"attach": attachments.instance_attach, "detach": attachments.instance_detach}
+
+    class VolumeInputSerializer(serializers.Serializer):
+        volume = serializers.CharField(max_length=36)
+
+    @extend_schema(request=VolumeInputSerializer, responses={202: InstanceOutputSerializer})
+    def post(self, request: Request, instance_id: str) -> Response:
+        instance = selectors.access_instance(actor=request.user, instance_id=instance_id)
+        data = self.VolumeInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        self.ACTIONS[self.action](actor=request.user, instance=instance, volume_id=data.validated_data["volume"])
         shown = selectors.access_instance(actor=request.user, instance_id=instance_id)
         return Response(InstanceOutputSerializer(shown).data, status=status.HTTP_202_ACCEPTED)
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from uuid import UUID
 
 from lxml import etree
 from lxml.builder import E
+
+if TYPE_CHECKING:
+    from storage.sources import VolumeSource
 
 DiskSource = Literal["file", "iscsi"]
 DiskBus = Literal["virtio", "scsi", "ide", "sata"]
@@ -21,6 +24,9 @@ DiskFormat = Literal["qcow2", "raw"]
 DiskDevice = Literal["disk", "cdrom"]
 
 _TARGET_DEV = re.compile(r"^(vd|sd|hd)[a-z]{1,2}$")
+# What a guest may see as a disk's serial (virtio-blk keeps 20 bytes): /dev/disk/by-id/virtio-<serial>.
+_SERIAL = re.compile(r"^[A-Za-z0-9_-]{1,20}$")
+_CHAP_USER = re.compile(r"^[\x21-\x7e]{1,255}$")
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 # Device names as each bus calls them; libvirt derives the controller and unit from the name.
 _BUS_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd", "ide": "hd"}
@@ -30,7 +36,10 @@ _SEED_TARGET = {"ide": "hdd", "scsi": "sdz", "sata": "sdz"}
 
 @dataclass(frozen=True)
 class DiskSpec:
-    """One disk: a file (``path``) or an iSCSI LUN (``iqn``, ``lun`` on ``host``:``port``)."""
+    """One disk: a file (``path``) or an iSCSI LUN (``iqn``, ``lun`` on ``host``:``port``).
+
+    An iSCSI LUN behind CHAP names the ``chap_username`` and the libvirt secret (``chap_secret_uuid``) that holds the
+    password; ``serial`` is what the guest sees as the disk's serial number."""
 
     target: str
     source: DiskSource = "file"
@@ -43,6 +52,9 @@ class DiskSpec:
     format: DiskFormat = "qcow2"
     readonly: bool = False
     device: DiskDevice = "disk"
+    serial: str | None = None
+    chap_username: str | None = None
+    chap_secret_uuid: UUID | None = None
 
     def __post_init__(self) -> None:
         if not _TARGET_DEV.match(self.target) or not self.target.startswith(_BUS_PREFIX[self.bus]):
@@ -54,6 +66,12 @@ class DiskSpec:
             raise ValueError(f"iSCSI disk {self.target} needs an IQN, a LUN, a host and a port")
         if self.device == "cdrom" and (self.bus == "virtio" or not self.readonly):
             raise ValueError(f"cdrom {self.target} must be read-only on an ide, sata or scsi bus")
+        if self.serial is not None and not _SERIAL.match(self.serial):
+            raise ValueError(f"disk serial {self.serial!r} is not 1 to 20 letters, digits, _ or -")
+        if (self.chap_username is None) != (self.chap_secret_uuid is None):
+            raise ValueError(f"CHAP on disk {self.target} needs both a user name and a secret")
+        if self.chap_username is not None and (self.source != "iscsi" or not _CHAP_USER.match(self.chap_username)):
+            raise ValueError(f"CHAP on disk {self.target} needs an iSCSI source and a printable user name")
 
 
 @dataclass(frozen=True)
@@ -119,18 +137,63 @@ def _disk(disk: DiskSpec) -> etree._Element:
             device=disk.device,
         )
     else:
-        element = E.disk(
-            E.driver(name="qemu", type=disk.format),
-            E.source(
-                E.host(name=disk.host or "", port=str(disk.port)), protocol="iscsi", name=f"{disk.iqn}/{disk.lun}"
-            ),
-            type="network",
-            device=disk.device,
+        source = E.source(
+            E.host(name=disk.host or "", port=str(disk.port)), protocol="iscsi", name=f"{disk.iqn}/{disk.lun}"
         )
+        if disk.chap_username is not None:
+            source.append(E.auth(E.secret(type="iscsi", uuid=str(disk.chap_secret_uuid)), username=disk.chap_username))
+        element = E.disk(E.driver(name="qemu", type=disk.format), source, type="network", device=disk.device)
     element.append(E.target(dev=disk.target, bus=disk.bus))
     if disk.readonly:
         element.append(E.readonly())
+    if disk.serial:
+        element.append(E.serial(disk.serial))
     return element
+
+
+def disk_xml(disk: DiskSpec) -> str:
+    """The ``<disk>`` element of ``disk`` alone, as hot-plugging it (``attachDeviceFlags``) takes it."""
+    return etree.tostring(_disk(disk), encoding="unicode")
+
+
+def volume_disk(
+    source: VolumeSource, *, target: str, serial: str | None = None, chap_secret_uuid: UUID | None = None
+) -> DiskSpec:
+    """The disk for a storage volume as storage describes it (file or iSCSI LUN), on the virtio bus at ``target``;
+    a static volume is read-only. ``chap_secret_uuid`` names the libvirt secret holding the CHAP password, which
+    the caller defines on the host; the password itself never enters the domain XML."""
+    read_only = source.read_only
+    if source.backend == "file":
+        return DiskSpec(
+            target=target, path=source.path, format=_format(source.format), readonly=read_only, serial=serial
+        )
+    if source.backend != "iscsi":
+        raise ValueError(f"volume backend {source.backend!r} is neither file nor iscsi")
+    host, _, port = (source.portal or "").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"iSCSI portal {source.portal!r} is not host:port")
+    chap = source.chap_username if source.chap_secret else None
+    if chap is not None and chap_secret_uuid is None:
+        raise ValueError(f"iSCSI volume {source.iqn} uses CHAP: name the libvirt secret that holds its password")
+    return DiskSpec(
+        target=target,
+        source="iscsi",
+        iqn=source.iqn,
+        lun=source.lun if source.lun is not None else 1,
+        host=host.strip("[]"),
+        port=int(port),
+        format=_format(source.format),
+        readonly=read_only,
+        serial=serial,
+        chap_username=chap,
+        chap_secret_uuid=chap_secret_uuid if chap is not None else None,
+    )
+
+
+def _format(value: str) -> DiskFormat:
+    if value not in ("qcow2", "raw"):
+        raise ValueError(f"disk format {value!r} is neither qcow2 nor raw")
+    return "qcow2" if value == "qcow2" else "raw"
 
 
 def _os(spec: DomainSpec) -> etree._Element:

@@ -26,7 +26,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from compute import hypervisor
+from compute import attachments, hypervisor
 from compute.contextualisation import NetworkConfig, seed_iso
 from compute.domain import DiskSpec, DomainSpec, NicSpec, domain_xml
 from compute.models import Host, Instance, InstanceState, Lease
@@ -121,8 +121,8 @@ def instance_fail(instance_id: int, *, message: str) -> None:
 
 
 def instance_prepare(instance_id: int) -> bool:
-    """``scheduled → preparing``: cache the image, check the policy again, make the root overlay, the volatile
-    disk and the seed ISO in ``INSTANCE_DIR/<uuid>/``; then send the boot step. False when not wanted."""
+    """``scheduled → preparing``: cache the image, check the policy again, make the root overlay and the
+    seed ISO in ``INSTANCE_DIR/<uuid>/``; then send the boot step. False when not wanted."""
     instance = _get(instance_id)
     if instance.state == S.SCHEDULED:
         instance = _move(instance, allowed=[S.SCHEDULED], to=S.PREPARING, verb="preparing")
@@ -137,8 +137,6 @@ def instance_prepare(instance_id: int) -> bool:
     where = instance_dir(instance)
     where.mkdir(parents=True, exist_ok=True)
     qemu_img.overlay_create(backing=Path(cached.path), path=where / "root.qcow2", size_gib=instance.root_gib)
-    if instance.volatile_gib:
-        qemu_img.image_create(path=where / "volatile.qcow2", size_gib=instance.volatile_gib)
     lease = Lease.objects.select_related("network").get(instance=instance)
     prefix = lease.network.cidr.split("/")[1]
     iso = seed_iso(
@@ -161,8 +159,8 @@ def _spec(instance: Instance) -> DomainSpec:
     where = instance_dir(instance).resolve()
     lease = Lease.objects.select_related("network").get(instance=instance)
     disks = [DiskSpec(target="vda", path=str(where / "root.qcow2"))]
-    if instance.volatile_gib:
-        disks.append(DiskSpec(target="vdb", path=str(where / "volatile.qcow2")))
+    # The volumes (volatile disk included) come from storage, on the devices their attachments picked.
+    disks.extend(attachments.boot_disks(instance))
     return DomainSpec(
         name=domain_name(instance),
         uuid=instance.uuid,
@@ -185,6 +183,7 @@ def instance_boot(instance_id: int) -> bool:
     elif instance.state != S.BOOTING:
         return False
     hypervisor.domain_define(_host(instance).uri, domain_xml(_spec(instance)))
+    attachments.boot_settle(instance)
     hypervisor.domain_start(_host(instance).uri, domain_name(instance))
     enqueue(WAIT_RUNNING, instance)
     return True
@@ -240,7 +239,8 @@ def instance_reboot_apply(instance_id: int) -> None:
 
 def instance_teardown(instance_id: int) -> bool:
     """``terminating → terminated``: destroy and undefine the domain, move ``root.qcow2`` to
-    ``QUARANTINE_DIR/<uuid>.qcow2`` (purged later), delete the rest, free the lease. False when not wanted."""
+    ``QUARANTINE_DIR/<uuid>.qcow2`` (purged later), delete the rest, release its volumes, free the lease. False when
+    not wanted."""
     instance = _get(instance_id)
     if instance.state != S.TERMINATING:
         return False
@@ -254,6 +254,8 @@ def instance_teardown(instance_id: int) -> bool:
         quarantine.mkdir(parents=True, exist_ok=True)
         root.replace(quarantine / f"{instance.uuid}.qcow2")
     shutil.rmtree(where, ignore_errors=True)
+    # Persistent volumes go back available with their data; the volatile disk is destroyed by storage.
+    attachments.attachments_release(instance)
     with transaction.atomic():
         try:
             ended = transition(

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import libvirt
+from lxml import etree
+from lxml.builder import E
 
 from core.errors import AdapterError, PermanentError, TransientError
 
@@ -289,3 +291,170 @@ def domain_undefine(uri: str, name: str) -> None:
             )
     except DomainAbsent:
         return
+
+
+# Disks: hot-plug into a running domain and keep its persistent definition in step. -------------------------
+
+
+@dataclass(frozen=True)
+class DiskInfo:
+    """A disk of a domain as libvirt describes it: the guest device, and the file or ``IQN/LUN`` behind it."""
+
+    target: str
+    source: str
+
+
+def _disks(dom: libvirt.virDomain, *, live: bool) -> dict[str, tuple[DiskInfo, str]]:
+    """The domain's disks by target, each with its ``<disk>`` XML: the running guest's, or the persistent definition."""
+    flags = 0 if live else libvirt.VIR_DOMAIN_XML_INACTIVE
+    root = etree.fromstring(dom.XMLDesc(flags).encode())
+    found: dict[str, tuple[DiskInfo, str]] = {}
+    for disk in root.iterfind("devices/disk"):
+        target = disk.find("target")
+        source = disk.find("source")
+        if target is None or not target.get("dev"):
+            continue
+        where = "" if source is None else (source.get("file") or source.get("name") or source.get("dev") or "")
+        found[target.get("dev", "")] = (
+            DiskInfo(target=target.get("dev", ""), source=where),
+            etree.tostring(disk, encoding="unicode"),
+        )
+    return found
+
+
+def _wanted(uri: str, disk_xml: str) -> DiskInfo:
+    disk = etree.fromstring(disk_xml.encode())
+    target, source = disk.find("target"), disk.find("source")
+    if disk.tag != "disk" or target is None or source is None:
+        raise HypervisorRefused(f"libvirt host {uri}: not a <disk> with a <target> and a <source>")
+    return DiskInfo(target=target.get("dev", ""), source=source.get("file") or source.get("name") or "")
+
+
+def domain_disks(uri: str, name: str, *, live: bool = False) -> list[DiskInfo]:
+    """The disks of domain ``name``'s persistent definition (what it has at its next start, and what
+    :func:`domain_disk_attach` and :func:`domain_disk_detach` keep in step with the guest), or with ``live`` the
+    running guest's (a domain that is not running has none).
+
+    Raises :class:`DomainAbsent` when it is not defined."""
+    with _session(uri) as conn:
+        dom = _lookup(conn, uri, name)
+        if live and not dom.isActive():
+            return []
+        # The test driver's guests are imaginary: what it runs is its definition (see _affect).
+        live = live and conn.getType() != "TEST"
+        return [info for info, _xml in _disks(dom, live=live).values()]
+
+
+def _affect(uri: str, dom: libvirt.virDomain, wanted: DiskInfo, *, live: bool, plug: str | None) -> bool:
+    """Attach (``plug`` = the disk XML) or detach (``plug`` None) ``wanted`` in the live guest or the definition.
+    Returns whether it was already so. A target taken by another source is refused."""
+    present = _disks(dom, live=live).get(wanted.target)
+    if present is not None and present[0].source != wanted.source:
+        raise HypervisorRefused(
+            f"libvirt host {uri}: device {wanted.target} of {dom.name()} holds {present[0].source}, "
+            f"not {wanted.source}"
+        )
+    if (present is not None) == (plug is not None):
+        return True
+    flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    try:
+        if plug is not None:
+            dom.attachDeviceFlags(plug, flags)
+        else:
+            assert present is not None
+            dom.detachDeviceFlags(present[1], flags)
+    except libvirt.libvirtError as exc:
+        code = exc.get_error_code()
+        # The guest stopped between the look and the call: its definition is what counts now.
+        if live and code == libvirt.VIR_ERR_OPERATION_INVALID and not dom.isActive():
+            return True
+        if code != libvirt.VIR_ERR_NO_SUPPORT or dom.connect().getType() != "TEST":
+            raise
+        # libvirt's test driver (the simulated hosts) cannot hot-plug: its guests are imaginary, so the change
+        # is made in the definition only, by redefining the domain with the disk added or removed.
+        if not live:
+            _redefine(dom, plug=plug, target=wanted.target)
+    return False
+
+
+def _redefine(dom: libvirt.virDomain, *, plug: str | None, target: str) -> None:
+    root = etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
+    devices = root.find("devices")
+    assert devices is not None
+    for disk in devices.findall("disk"):
+        found = disk.find("target")
+        if found is not None and found.get("dev") == target:
+            devices.remove(disk)
+    if plug is not None:
+        devices.append(etree.fromstring(plug.encode()))
+    dom.connect().defineXML(etree.tostring(root, encoding="unicode"))
+
+
+def domain_disk_attach(uri: str, name: str, disk_xml: str) -> None:
+    """Plug the disk ``disk_xml`` (a ``<disk>`` element, :func:`compute.domain.disk_xml`) into domain ``name``: into
+    the running guest when it runs, and into its persistent definition, so it is there after a restart.
+
+    Idempotent: a disk already there (same target, same source) is not an error. Raises :class:`HypervisorRefused`
+    when the target holds another disk or libvirt refuses the disk, :class:`DomainAbsent` when ``name`` is not
+    defined."""
+    with _session(uri) as conn:
+        dom = _lookup(conn, uri, name)
+        wanted = _wanted(uri, disk_xml)
+        defined_before = _affect(uri, dom, wanted, live=False, plug=disk_xml)
+        if dom.isActive():
+            try:
+                _affect(uri, dom, wanted, live=True, plug=disk_xml)
+            except libvirt.libvirtError:
+                if defined_before:
+                    raise
+                # Keep the definition as the guest is: a disk the guest could not take is not left for the next boot.
+                with suppress(libvirt.libvirtError):
+                    _affect(uri, dom, wanted, live=False, plug=None)
+                raise
+
+
+def domain_disk_detach(uri: str, name: str, *, target: str, source: str) -> bool:
+    """Unplug the disk at ``target`` (which must hold ``source``: a file path or ``IQN/LUN``) from domain ``name``'s
+    definition and ask the running guest to release it. True when it is gone from both; False while the guest
+    has not released it yet (a guest unplugs asynchronously: call again until True).
+
+    Idempotent: a disk already gone, or a domain that is not defined, is not an error. Raises
+    :class:`HypervisorRefused` when ``target`` holds another disk."""
+    wanted = DiskInfo(target=target, source=source)
+    try:
+        with _session(uri) as conn:
+            dom = _lookup(conn, uri, name)
+            _affect(uri, dom, wanted, live=False, plug=None)
+            if not dom.isActive():
+                return True
+            try:
+                _affect(uri, dom, wanted, live=True, plug=None)
+            except libvirt.libvirtError as exc:
+                # qemu refuses a second request while the guest has not answered the first: still in progress.
+                if exc.get_error_code() not in (libvirt.VIR_ERR_OPERATION_FAILED, libvirt.VIR_ERR_OPERATION_TIMEOUT):
+                    raise
+            return not dom.isActive() or target not in _disks(dom, live=True)
+    except DomainAbsent:
+        return True
+
+
+def secret_ensure(uri: str, *, uuid: UUID, usage: str, value: bytes) -> None:
+    """Define on the host the iSCSI secret ``uuid`` (private, not kept on disk by libvirt) holding ``value`` (a CHAP
+    password) for the target ``usage``. Defining it again replaces the value."""
+    xml = etree.tostring(
+        E.secret(E.uuid(str(uuid)), E.usage(E.target(usage), type="iscsi"), ephemeral="no", private="yes"),
+        encoding="unicode",
+    )
+    with _session(uri) as conn:
+        secret = conn.secretDefineXML(xml, 0)
+        secret.setValue(value, 0)
+
+
+def secret_remove(uri: str, *, uuid: UUID) -> None:
+    """Remove the secret ``uuid`` from the host. Idempotent: an absent secret is not an error."""
+    with _session(uri) as conn:
+        try:
+            conn.secretLookupByUUIDString(str(uuid)).undefine()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_SECRET:
+                raise

@@ -213,3 +213,43 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instance_id} {self.start:%Y-%m-%d %H:%M}–{self.end:%H:%M}"
+
+
+class AttachmentState(models.TextChoices):
+    ATTACHING = "attaching"
+    ATTACHED = "attached"
+    DETACHING = "detaching"
+
+
+class Attachment(models.Model):
+    """A storage volume plugged into an instance as ``device`` (vdb, vdc, …). Storage knows the volume only by
+    its UUID and the instance only as a holder string (DESIGN §1); this row is compute's side of it.
+
+    The constraints make device naming and attaching race-free: one device name per instance, a volume once per
+    instance, and a writable volume (persistent or volatile) in one instance at a time."""
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="attachments")
+    volume_uuid = models.UUIDField()
+    device = models.CharField(max_length=8)
+    read_only = models.BooleanField(default=False, help_text="A static volume: read-only, may be in many instances.")
+    state = models.CharField(max_length=10, choices=AttachmentState.choices, default=AttachmentState.ATTACHING)
+    state_message = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["instance", "device"]
+        constraints = [
+            models.UniqueConstraint(fields=["instance", "device"], name="attachment_device_unique_per_instance"),
+            models.UniqueConstraint(fields=["instance", "volume_uuid"], name="attachment_volume_once_per_instance"),
+            models.UniqueConstraint(
+                fields=["volume_uuid"], condition=Q(read_only=False), name="attachment_writable_volume_once"
+            ),
+            models.CheckConstraint(
+                condition=Q(state__in=[s.value for s in AttachmentState]), name="attachment_state_known"
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "updated"], name="attachment_state_updated")]
+
+    def __str__(self) -> str:
+        return f"{self.volume_uuid} as {self.device} of {self.instance_id}"

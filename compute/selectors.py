@@ -26,6 +26,7 @@ def instance_list(*, actor: User) -> QuerySet[Instance]:
     return (
         Instance.objects.filter(project__memberships__user=actor)
         .select_related("project", "instance_type", "host", "lease")
+        .prefetch_related("attachments")
         .order_by("-created", "-id")
     )
 

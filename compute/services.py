@@ -14,7 +14,7 @@ from django.db import transaction
 from accounts import selectors as account_selectors
 from accounts.models import Project, SshKey
 from accounts.quotas import quota_reserve
-from compute import execution, hypervisor, scheduler
+from compute import attachments, execution, hypervisor, scheduler
 from compute.models import Host, Instance, InstanceState, InstanceType, Network, NetworkKind
 from compute.networks import lease_free, lease_take
 from core import audit
@@ -22,6 +22,7 @@ from core.errors import ApplicationError, Conflict, PermissionDenied, Unavailabl
 from core.workflow import transition
 from marketplace.models import Image
 from marketplace.policy.evaluation import evaluate
+from storage import selectors as storage_selectors
 
 logger = logging.getLogger(__name__)
 
@@ -143,13 +144,16 @@ def instance_request(
     user_data: str,
     volatile_gib: int,
     name: str,
+    volumes: Sequence[str] = (),
 ) -> Instance:
     """Request a VM: check membership, the site policy and the input, then in one transaction reserve
-    quota, place it on a host and give it a lease. The instance is created ``scheduled`` (the host is
-    chosen here); the worker steps start after commit.
+    quota, place it on a host, give it a lease, reserve the ``volumes`` named (their ids; attached at boot) and
+    order its volatile disk from storage. The instance is created ``scheduled`` (the host is chosen here); the
+    worker steps start after commit.
 
-    Errors: NotFound (not a member of ``project``), PermissionDenied ``policy-denied``, ApplicationError
-    (bad input), QuotaExceeded, Conflict ``no-host`` / ``no-free-address``. Nothing is written on error."""
+    Errors: NotFound (not a member of ``project``, or a volume missing or not visible), PermissionDenied
+    ``policy-denied``, ApplicationError (bad input), QuotaExceeded, Conflict ``no-host`` / ``no-free-address`` /
+    ``volume-unavailable``. Nothing is written on error."""
     project = account_selectors.access_project(actor=actor, project_id=project.pk)
     decision = evaluate(image, on_use=True, actor=actor)
     failed = [asdict(r) for r in decision.failures]
@@ -169,6 +173,9 @@ def instance_request(
     )
     keys = _chosen_ssh_keys(actor=actor, chosen=ssh_keys)
     warnings = failed if decision.mode == "warn" else []
+    volume_ids = [str(storage_selectors.parse_volume_id(volume_id)) for volume_id in volumes]
+    if len(set(volume_ids)) != len(volume_ids):
+        raise ApplicationError("a volume is named twice in volumes", code="volume-duplicate")
 
     tx = transaction.atomic(durable=True)
     with tx:
@@ -203,6 +210,9 @@ def instance_request(
             policy_warnings=warnings,
         )
         lease = lease_take(network_kind=network, instance=instance)
+        attached = attachments.attachments_at_request(
+            actor=actor, instance=instance, volume_ids=volume_ids, volatile_gib=volatile_gib
+        )
         audit.record(
             actor,
             "compute.instance.requested",
@@ -216,6 +226,7 @@ def instance_request(
             ssh_fingerprints=[k.fingerprint for k in keys],
             user_data_bytes=len(user_data.encode()),
             policy_warnings=[w["rule"] for w in warnings],
+            volumes={a.device: str(a.volume_uuid) for a in attached},
         )
         instance_id = instance.pk
         transaction.on_commit(lambda: instance_start_work(instance_id))
@@ -247,6 +258,7 @@ def instance_terminate(*, actor: User, instance: Instance) -> Instance:
             pass
         else:
             lease_free(ended)
+            attachments.attachments_release(ended)
             return ended
         terminating = transition(
             Instance,

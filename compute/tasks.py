@@ -9,8 +9,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from compute import execution, reconciliation, worker  # noqa: F401 - worker: connects the host-queue signal
-from core.errors import TransientError
+from compute import attachments, execution, reconciliation, worker  # noqa: F401 - worker: connects the host-queue signal
+from core.errors import PermanentError, TransientError
 from core.workflow import task
 
 logger = logging.getLogger(__name__)
@@ -98,6 +98,53 @@ def instance_terminate(self: Any, instance_id: int) -> Any:
     return _run_step(self, instance_id, execution.instance_teardown)
 
 
+# --- Volumes in instances (compute/attachments.py) -------------------------------------------------------------
+
+
+def _gave_up(task_: Any, exc: Exception) -> bool:
+    """Whether ``exc`` ends the step for good: a permanent error, or a transient one past the retries."""
+    return not isinstance(exc, TransientError) or task_.request.retries >= task_.max_retries
+
+
+@task(attachments.ATTACH, bind=True)
+def volume_attach(self: Any, attachment_id: int) -> Any:
+    """Hot-plug an attachment's disk; a hot-plug that fails for good returns the volume to ``available``."""
+    try:
+        return attachments.volume_attach_apply(attachment_id)
+    except (TransientError, PermanentError) as exc:
+        if not _gave_up(self, exc):
+            raise
+        attachments.attach_settle(attachment_id, ok=False, message=f"the hot-plug failed: {exc}")
+        return False
+
+
+@task(attachments.DETACH, bind=True, max_retries=POLL_TIMES + 1)
+def volume_detach(self: Any, attachment_id: int) -> Any:
+    """Unplug an attachment's disk, asking again until the guest lets go; a guest that keeps it past the polling
+    (or an unplug that fails for good) leaves it attached, the volume ``in-use``, with the reason."""
+    try:
+        done = attachments.volume_detach_apply(attachment_id)
+    except (TransientError, PermanentError) as exc:
+        if not _gave_up(self, exc):
+            raise
+        attachments.volume_detach_restore(attachment_id, message=f"the unplug failed: {exc}")
+        return False
+    if done:
+        return True
+    if self.request.retries >= POLL_TIMES:
+        attachments.volume_detach_restore(
+            attachment_id, message=f"the guest did not release the disk within {POLL_TIMES * POLL_SECONDS} s"
+        )
+        return False
+    raise self.retry(countdown=POLL_SECONDS)
+
+
+@task(attachments.SETTLE)
+def attachments_settle(host_id: int) -> list[dict]:
+    """Settle the attachments of one host stuck past the step deadline (sent to its queue by ``compute.reconcile``)."""
+    return [vars(settled) for settled in attachments.attachments_settle(host_id=host_id)]
+
+
 # --- Reconciliation (compute/reconciliation.py) ---------------------------------------------------------------
 
 
@@ -121,6 +168,7 @@ def reconcile() -> int:
     then fail the instances stuck past the deadline. Returns how many instances were failed as stuck."""
     for host in reconciliation.reconcile_hosts():
         host_reconcile.apply_async(kwargs={"host_id": host.pk}, queue=f"host.{host.name}")
+        attachments_settle.apply_async(kwargs={"host_id": host.pk}, queue=f"host.{host.name}")
     return reconciliation.stuck_instances_fail()
 
 

@@ -19,6 +19,14 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
         )
         for action in api.InstanceActionApi.ACTIONS
     ],
+    *[
+        path(
+            f"compute/instances/<str:instance_id>/{action}/",
+            api.InstanceVolumeApi.as_view(action=action),
+            name=f"api-compute-instance-{action}",
+        )
+        for action in api.InstanceVolumeApi.ACTIONS
+    ],
     path("admin/hosts/", api.HostListApi.as_view(), name="api-admin-hosts"),
     path("admin/networks/", api.NetworkListApi.as_view(), name="api-admin-networks"),
 ]

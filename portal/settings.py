@@ -8,6 +8,7 @@ e-mail to the console, LDAP off. A malformed value stops start-up with a message
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from datetime import timedelta
 from email.utils import parseaddr
@@ -454,6 +455,51 @@ IMAGE_CACHE_DIR = env_path("IMAGE_CACHE_DIR", VAR_DIR / "image-cache")
 IMAGE_DOWNLOAD_TIMEOUT = env_int("IMAGE_DOWNLOAD_TIMEOUT", 3600, minimum=1)
 IMAGE_DOWNLOAD_IO_TIMEOUT = env_int("IMAGE_DOWNLOAD_IO_TIMEOUT", 30, minimum=1)
 IMAGE_DOWNLOAD_TRUST_ENV = env_bool("IMAGE_DOWNLOAD_TRUST_ENV", False)
+
+# Volumes (DESIGN §5): the backends a site offers (``file``: qcow2/raw files in STORAGE_FILE_DIR, in production an
+# NFS export mounted at the same path on every host; ``iscsi``: one tgt target per volume, its LUN backed by a raw
+# file in ISCSI_DIR), which one new volumes get, the largest volume, and how often tgt's targets are compared with
+# the database (a restarted tgtd has forgotten them all).
+STORAGE_BACKENDS = env_list("STORAGE_BACKENDS", ["file"])
+if not STORAGE_BACKENDS or any(b not in ("file", "iscsi") for b in STORAGE_BACKENDS):
+    raise ImproperlyConfigured(f"STORAGE_BACKENDS must list file and/or iscsi, got {','.join(STORAGE_BACKENDS)!r}")
+STORAGE_DEFAULT_BACKEND = env_str("STORAGE_DEFAULT_BACKEND", STORAGE_BACKENDS[0]).strip().lower()
+if STORAGE_DEFAULT_BACKEND not in STORAGE_BACKENDS:
+    raise ImproperlyConfigured(f"STORAGE_DEFAULT_BACKEND must be in STORAGE_BACKENDS, not {STORAGE_DEFAULT_BACKEND!r}")
+STORAGE_FILE_DIR = env_path("STORAGE_FILE_DIR", VAR_DIR / "volumes")
+STORAGE_FILE_FORMAT = env_str("STORAGE_FILE_FORMAT", "qcow2").strip().lower()
+if STORAGE_FILE_FORMAT not in ("qcow2", "raw"):
+    raise ImproperlyConfigured(f"STORAGE_FILE_FORMAT must be qcow2 or raw, not {STORAGE_FILE_FORMAT!r}")
+STORAGE_VOLUME_MAX_GIB = env_int("STORAGE_VOLUME_MAX_GIB", 2048, minimum=1)
+STORAGE_RECONCILE_SECONDS = env_int("STORAGE_RECONCILE_SECONDS", 60, minimum=10)
+# The Celery queue of the storage tasks: a worker that sees STORAGE_FILE_DIR and, with iSCSI, runs next to tgtd
+# (tgtadm talks to the local tgtd only). "default" when one machine does it all.
+STORAGE_QUEUE = env_str("STORAGE_QUEUE", "default").strip()
+CELERY_BEAT_SCHEDULE["storage.reconcile"] = {
+    "task": "storage.reconcile",
+    "schedule": float(STORAGE_RECONCILE_SECONDS),
+    "options": {"queue": STORAGE_QUEUE},
+}
+# iSCSI (tgt): backing files, the portal initiators are told, the naming authority of the IQNs
+# (iqn.<yyyy-mm>.<ISCSI_IQN_DOMAIN>:<volume uuid>), tgtd's control port (tgtadm -C; 0: tgt's default), which
+# initiator addresses a target accepts (ALL, or a comma-separated list of addresses/subnets), and CHAP: with
+# ISCSI_CHAP each target gets its own generated user and secret.
+ISCSI_DIR = env_path("ISCSI_DIR", VAR_DIR / "iscsi")
+ISCSI_PORTAL = env_str("ISCSI_PORTAL", "127.0.0.1:3260").strip()
+if not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}", ISCSI_PORTAL):
+    raise ImproperlyConfigured(f"ISCSI_PORTAL must be host:port, got {ISCSI_PORTAL!r}")
+_site_host = urlsplit(SITE_URL).hostname or ""
+_default_iqn_domain = (
+    ".".join(reversed(_site_host.split(".")))
+    if re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)+", _site_host) and not _site_host.replace(".", "").isdigit()
+    else "localdomain.localhost"
+)
+ISCSI_IQN_DOMAIN = env_str("ISCSI_IQN_DOMAIN", _default_iqn_domain).strip().lower()
+if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)*", ISCSI_IQN_DOMAIN):
+    raise ImproperlyConfigured(f"ISCSI_IQN_DOMAIN must be a reversed domain (org.example), not {ISCSI_IQN_DOMAIN!r}")
+ISCSI_CONTROL_PORT = env_int("ISCSI_CONTROL_PORT", 0, minimum=0)
+ISCSI_INITIATORS = env_list("ISCSI_INITIATORS", ["ALL"])
+ISCSI_CHAP = env_bool("ISCSI_CHAP", False)
 
 # Cache (rate-limit counters): per process by default; a shared Redis when several web processes serve.
 CACHE_URL = env_str("CACHE_URL", "")

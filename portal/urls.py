@@ -11,6 +11,7 @@ from core import api as core_api
 from marketplace import urls as marketplace_urls
 from portal import views
 from portal.api import ApiRootView
+from storage import urls as storage_urls
 
 api_v1 = [
     path("", ApiRootView.as_view(), name="api-root"),
@@ -20,6 +21,7 @@ api_v1 = [
     *accounts_urls.api_urlpatterns,
     *marketplace_urls.api_urlpatterns,
     *compute_urls.api_urlpatterns,
+    *storage_urls.api_urlpatterns,
 ]
 
 urlpatterns = [
@@ -29,6 +31,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/", include(accounts_urls.urlpatterns)),
     path("marketplace/", include(marketplace_urls.urlpatterns)),
+    path("storage/", include(storage_urls.urlpatterns)),
     path("api/v1/", include(api_v1)),
     path("admin/", admin.site.urls),
 ]

@@ -117,3 +117,45 @@ def _create(path: Path, args: list[str]) -> None:
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def image_copy(*, source: Path, source_format: str, path: Path, fmt: str, size_gib: int) -> ImageInfo:
+    """A standalone copy of ``source`` (read as ``source_format``, never probed) at ``path`` in ``fmt``, grown to
+    ``size_gib`` GiB when the source is smaller (a static volume filled from the image cache).
+
+    A source that names a backing file is refused: a hostile qcow2 could otherwise pull any file the worker can
+    read into the copy. Idempotent: an existing image at ``path`` of that format, with no backing file and at
+    least that size, is kept; any other file there is refused."""
+    path = Path(path)
+    wanted = size_gib * 1024**3
+    if path.exists():
+        found = info(path)
+        if found.format == fmt and found.backing is None and found.virtual_size >= wanted:
+            return found
+        raise QemuImgPermanent(f"{path} exists and is not a {fmt} copy of {size_gib} GiB")
+    origin = info(source)
+    if source_format == "qcow2" and origin.backing is not None:
+        raise QemuImgPermanent(f"{source} names a backing file ({origin.backing}); it cannot be copied")
+    _gib(size_gib)
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    try:
+        _run("convert", "-q", "-f", source_format, "-O", fmt, str(source), str(partial))
+        if info(partial).virtual_size < wanted:
+            _run("resize", "-q", "-f", fmt, str(partial), str(wanted))
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return info(path)
+
+
+def image_resize(*, path: Path, fmt: str, size_gib: int) -> ImageInfo:
+    """Grow the image at ``path`` to ``size_gib`` GiB (never shrinks: data would be lost). Idempotent."""
+    wanted = size_gib * 1024**3
+    found = info(path)
+    if found.virtual_size == wanted:
+        return found
+    if found.virtual_size > wanted:
+        raise QemuImgPermanent(f"{path} is larger than {size_gib} GiB; volumes are never shrunk")
+    _run("resize", "-q", "-f", fmt, str(path), _gib(size_gib))
+    return info(path)

@@ -4,6 +4,7 @@ kill, reboot, terminate (root disk to quarantine, lease freed), failures → err
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -16,6 +17,7 @@ from core.models import AuditEntry
 from marketplace.policy import PolicyRules
 from marketplace.policy.services import policy_change
 from storage.backends import qemu_img
+from storage.models import Volume
 from tests.compute.test_hypervisor import NODE
 
 pytestmark = [
@@ -36,7 +38,9 @@ def _dirs(settings, tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def vm(tmp_path, owner, project, image, types, networks, owner_key, django_capture_on_commit_callbacks):
+def vm(
+    tmp_path, owner, project, image, types, networks, owner_key, volume_settings, django_capture_on_commit_callbacks
+):
     node = tmp_path / "node.xml"
     node.write_text(NODE)
     Host.objects.create(name="h1", uri=f"test://{node}", vcpus=4, ram_mib=8192)
@@ -66,18 +70,23 @@ def _run_up(vm) -> None:
 
 
 def test_the_steps_take_a_requested_instance_to_running(vm, enqueued):
-    assert enqueued == [(execution.PREPARE, vm.pk, "host.h1")]
+    volatile = Volume.objects.get(kind="volatile")
+    assert enqueued == [("storage.volume_create", volatile.pk, "default"), (execution.PREPARE, vm.pk, "host.h1")]
     assert execution.instance_prepare(vm.pk) is True
     assert _state(vm) == "preparing"
     where = execution.instance_dir(vm)
     root = qemu_img.info(where / "root.qcow2")
     assert (root.format, root.virtual_size, root.backing_format) == ("qcow2", 10 * 1024**3, "raw")
-    assert qemu_img.info(where / "volatile.qcow2").virtual_size == 1024**3
     assert (where / "seed.iso").read_bytes()[0x8001:0x8006] == b"CD001"
     assert enqueued[-1] == (execution.BOOT, vm.pk, "host.h1")
     assert execution.instance_boot(vm.pk) is True
     assert _state(vm) == "booting"
     assert hypervisor.domain_state(vm.host.uri, f"alto-{vm.uuid}") == hypervisor.RUNNING
+    # The volatile disk is a storage volume, made by the boot step at the latest, held by the instance as vdb.
+    volatile.refresh_from_db()
+    assert (volatile.state, qemu_img.info(Path(volatile.path)).virtual_size) == ("in-use", 1024**3)
+    disks = {d.target: d.source for d in hypervisor.domain_disks(vm.host.uri, f"alto-{vm.uuid}")}
+    assert disks["vdb"] == volatile.path
     assert enqueued[-1] == (execution.WAIT_RUNNING, vm.pk, "host.h1")
     assert execution.instance_wait_running(vm.pk) is True
     assert _state(vm) == "running"

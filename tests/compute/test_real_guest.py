@@ -12,17 +12,9 @@ prints the SSH key line of its ``user-data`` to the serial console and powers of
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import os
-import re
 import secrets
-import shutil
-import signal
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,33 +22,12 @@ import pytest
 from compute import hypervisor
 from compute.contextualisation import seed_iso
 from compute.domain import DomainSpec, domain_xml
+from tests.compute.conftest import BOOT_TIMEOUT, REAL_GUEST_MARKS, cloud_kernel, initramfs, modules_in_load_order
 
-ROOT = Path(__file__).resolve().parents[2]
-GUEST_CACHE = ROOT / "var" / "test-guest"
-BUSYBOX = Path("/bin/busybox")
-BOOT_TIMEOUT = 120
 # What the guest needs to see its seed: the IDE controller of the `pc` machine, the cdrom and its file system.
 GUEST_MODULES = ("ata_piix", "sr_mod", "isofs")
 
-_TOOLS = ("libvirtd", "virtlogd", "qemu-system-x86_64", "unshare", "cpio", "apt-get", "apt-cache", "dpkg")
-_MISSING = [tool for tool in _TOOLS if not shutil.which(tool, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")]
-
-pytestmark = [
-    pytest.mark.qemu,
-    pytest.mark.skipif(bool(_MISSING), reason=f"needs {', '.join(_MISSING)} (make system-deps installs them)"),
-    pytest.mark.skipif(not BUSYBOX.is_file(), reason="needs Debian's busybox-static (make system-deps)"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="starts libvirtd for qemu:///system, which needs root"),
-]
-
-QEMU_CONF = """\
-user = "root"
-group = "root"
-dynamic_ownership = 0
-remember_owner = 0
-security_driver = "none"
-cgroup_controllers = []
-namespaces = []
-"""
+pytestmark = REAL_GUEST_MARKS
 
 INIT = r"""#!/bin/busybox sh
 /bin/busybox --install -s
@@ -77,158 +48,12 @@ echo "ALTO-SEED-KEY: $(grep -o 'ssh-[a-z0-9]* [A-Za-z0-9+/=]* [A-Za-z0-9@._-]*' 
 poweroff -f
 """
 
-_DAEMON_DIRS = {
-    "run": "/run/libvirt",
-    "lib": "/var/lib/libvirt",
-    "etc": "/etc/libvirt",
-    "log": "/var/log/libvirt",
-    "cache": "/var/cache/libvirt",
-}
-
-
-def _ensure_libvirt_accounts() -> None:
-    """libvirtd refuses to start without the user ``libvirt-qemu``, whatever qemu.conf says (RUNBOOK.md)."""
-    for group in ("kvm", "libvirt-qemu"):
-        if subprocess.run(["getent", "group", group], capture_output=True, check=False).returncode:
-            subprocess.run(["groupadd", "-r", group], check=True)
-    if subprocess.run(["id", "libvirt-qemu"], capture_output=True, check=False).returncode:
-        subprocess.run(["useradd", "-r", "-g", "libvirt-qemu", "-G", "kvm", "libvirt-qemu"], check=True)
-
-
-def _stop(pidfile: Path) -> None:
-    if not pidfile.exists():
-        return
-    pid = int(pidfile.read_text().strip())
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
-
-
-@pytest.fixture(scope="session")
-def libvirt_host(tmp_path_factory) -> Iterator[str]:
-    """The URI of a private libvirtd for qemu:///system, stopped (guests destroyed first) after the session."""
-    _ensure_libvirt_accounts()
-    base = tmp_path_factory.mktemp("libvirtd")
-    binds = []
-    for local, system in _DAEMON_DIRS.items():
-        (base / local).mkdir()
-        Path(system).mkdir(parents=True, exist_ok=True)
-        binds.append(f"mount --bind {base / local} {system}")
-    (base / "etc" / "qemu.conf").write_text(QEMU_CONF)
-    script = " && ".join([*binds, f"virtlogd -d -p {base}/virtlogd.pid", f"libvirtd -d -p {base}/libvirtd.pid"])
-    subprocess.run(["unshare", "--mount", "--net", "--propagation", "private", "sh", "-c", script], check=True)
-    uri = f"qemu+unix:///system?socket={base}/run/libvirt-sock"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                hypervisor.host_info(uri)
-                break
-            except hypervisor.HostUnreachable:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        yield uri
-    finally:
-        # If the daemon is already gone there is nothing left to destroy through it.
-        with contextlib.suppress(hypervisor.HypervisorError):
-            for domain in hypervisor.domains(uri):
-                hypervisor.domain_destroy(uri, domain.name)
-        hypervisor.disconnect_all()
-        _stop(base / "libvirtd.pid")
-        _stop(base / "virtlogd.pid")
-
-
-def _download(package: str, into: Path) -> Path:
-    done = subprocess.run(["apt-get", "download", package], cwd=into, capture_output=True, text=True, check=False)
-    if done.returncode:
-        pytest.skip(f"apt-get download {package} failed: {done.stderr.strip()[-300:]}")
-    return next(into.glob(f"{package}_*.deb"))
-
-
-def _cloud_kernel() -> tuple[Path, Path]:
-    """Debian's current cloud kernel and its module tree, downloaded and unpacked once into var/test-guest/."""
-    depends = subprocess.run(
-        ["apt-cache", "depends", "linux-image-cloud-amd64"], capture_output=True, text=True, check=True
-    ).stdout
-    found = re.search(r"Depends: (linux-image-[0-9][^\s]*-cloud-amd64)", depends)
-    if not found:
-        pytest.skip("apt knows no linux-image-cloud-amd64 (is the Debian archive in sources.list?)")
-    package = found.group(1)
-    version = package.removeprefix("linux-image-")
-    unpacked = GUEST_CACHE / package
-    kernel = unpacked / "boot" / f"vmlinuz-{version}"
-    if not kernel.exists():
-        downloads = GUEST_CACHE / "downloads"
-        shutil.rmtree(downloads, ignore_errors=True)
-        downloads.mkdir(parents=True)
-        deb = _download(package, downloads)
-        partial = GUEST_CACHE / f"{package}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        subprocess.run(["dpkg", "-x", str(deb), str(partial)], check=True)
-        shutil.rmtree(unpacked, ignore_errors=True)
-        partial.rename(unpacked)
-        shutil.rmtree(downloads)
-    return kernel, unpacked / "lib" / "modules" / version / "kernel"
-
-
-def _modules_in_load_order(tree: Path, wanted: tuple[str, ...]) -> list[Path]:
-    """``wanted`` and what they depend on (the ``depends=`` of each module's .modinfo), dependencies first."""
-    files = {path.name.removesuffix(".ko").replace("-", "_"): path for path in tree.rglob("*.ko")}
-    ordered: list[Path] = []
-
-    def visit(name: str) -> None:
-        if name not in files:
-            pytest.skip(f"the cloud kernel has no uncompressed module {name}.ko")
-        if files[name] in ordered:
-            return
-        depends = re.search(rb"depends=([\w,-]*)\x00", files[name].read_bytes())
-        for dependency in filter(None, depends.group(1).decode().split(",") if depends else []):
-            visit(dependency.replace("-", "_"))
-        ordered.append(files[name])
-
-    for name in wanted:
-        visit(name)
-    return ordered
-
-
-def _initramfs(modules: list[Path], into: Path) -> Path:
-    tree = into / "initramfs"
-    for directory in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "seed", "lib/modules"):
-        (tree / directory).mkdir(parents=True)
-    shutil.copy(BUSYBOX, tree / "bin" / "busybox")
-    for module in modules:
-        shutil.copy(module, tree / "lib" / "modules" / module.name)
-    init = tree / "init"
-    init.write_text(INIT.replace("MODULES", " ".join(module.name.removesuffix(".ko") for module in modules)))
-    init.chmod(0o755)
-    names = "\n".join(str(path.relative_to(tree)) for path in sorted(tree.rglob("*"))) + "\n"
-    archive = subprocess.run(
-        ["cpio", "--create", "--format=newc", "--quiet"],
-        cwd=tree,
-        input=names.encode(),
-        capture_output=True,
-        check=True,
-    ).stdout
-    initrd = into / "initrd.gz"
-    initrd.write_bytes(gzip.compress(archive, compresslevel=1))
-    return initrd
-
 
 @pytest.fixture(scope="session")
 def tiny_guest(tmp_path_factory) -> tuple[Path, Path]:
     """(kernel, initrd) of the tiny guest."""
-    kernel, modules = _cloud_kernel()
-    return kernel, _initramfs(_modules_in_load_order(modules, GUEST_MODULES), tmp_path_factory.mktemp("guest"))
+    kernel, modules = cloud_kernel()
+    return kernel, initramfs(modules_in_load_order(modules, GUEST_MODULES), tmp_path_factory.mktemp("guest"), init=INIT)
 
 
 def test_a_real_guest_reads_its_ssh_key_from_the_seed_iso(libvirt_host, tiny_guest, tmp_path):

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import os
+import re
+import shutil
+import socket
+import subprocess
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -135,8 +142,9 @@ def checksums_of(content: bytes) -> dict[str, str]:
 
 @pytest.fixture
 def publish(db, cache_settings, owner, registered, keyring) -> Callable[..., str]:  # noqa: F811 - imported fixtures
-    """``publish(content, locations=[…], compression="", checksums=None)``: the owner signs and uploads an entry
-    for ``content`` (the image's uncompressed bytes) with those locations; returns the identifier."""
+    """``publish(content, locations=[…], compression="", checksums=None, kind="machine", format="raw")``: the owner
+    signs and uploads an entry for ``content`` (the image's uncompressed bytes) with those locations; returns the
+    identifier."""
     from marketplace import services
 
     registered(owner, "owner")
@@ -149,6 +157,8 @@ def publish(db, cache_settings, owner, registered, keyring) -> Callable[..., str
         checksums: dict[str, str] | None = None,
         signer: str = "owner",
         uploader=None,
+        kind: str = "machine",
+        format: str = "raw",  # noqa: A002 - the entry's field
     ) -> str:
         document = metadata.build(
             image_bytes=len(content),
@@ -157,8 +167,8 @@ def publish(db, cache_settings, owner, registered, keyring) -> Callable[..., str
             title="Test image",
             os="Ubuntu",
             os_arch="x86_64",
-            kind="machine",
-            format="raw",
+            kind=kind,
+            format=format,
             compression=compression,
             locations=tuple(locations),
         )
@@ -166,3 +176,120 @@ def publish(db, cache_settings, owner, registered, keyring) -> Callable[..., str
         return entry.image.identifier
 
     return make
+
+
+@pytest.fixture
+def volume_settings(settings, tmp_path):
+    """Volumes in directories of the test's own, on the file backend (the iSCSI tests add theirs)."""
+    settings.STORAGE_FILE_DIR = tmp_path / "volumes"
+    settings.ISCSI_DIR = tmp_path / "iscsi"
+    settings.STORAGE_BACKENDS = ["file"]
+    settings.STORAGE_DEFAULT_BACKEND = "file"
+    settings.STORAGE_FILE_FORMAT = "qcow2"
+    settings.ISCSI_IQN_DOMAIN = "org.example"
+    settings.ISCSI_CHAP = False
+    return settings
+
+
+# --- a real tgtd (RUNBOOK: iSCSI) --------------------------------------------------------------------------
+
+
+@dataclass
+class Tgtd:
+    """A tgtd of the test session's own: its control port (``tgtadm -C``; a socket in /var/run/tgtd) and iSCSI
+    portal on 127.0.0.1 are chosen for this process, so parallel test runs and other worktrees never meet it."""
+
+    control_port: int
+    port: int
+    log: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def portal(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def tgtadm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["tgtadm", "-C", str(self.control_port), "--lld", "iscsi", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=check,
+        )
+
+    def start(self) -> None:
+        with self.log.open("a") as log:
+            self.process = subprocess.Popen(
+                ["tgtd", "-f", "-C", str(self.control_port), "--iscsi", f"portal={self.portal}"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 20
+        while self.tgtadm("--mode", "target", "--op", "show", check=False).returncode != 0:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"tgtd did not start:\n{self.log.read_text()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+    def restart(self) -> None:
+        """What a crash or an upgrade does: tgtd starts again with no targets."""
+        self.stop()
+        self.start()
+
+    def targets(self) -> list[tuple[int, str]]:
+        shown = self.tgtadm("--mode", "target", "--op", "show").stdout
+        return [(int(m[1]), m[2]) for m in re.finditer(r"^Target (\d+): (\S+)$", shown, re.MULTILINE)]
+
+    def clear(self) -> None:
+        for tid, _iqn in self.targets():
+            self.tgtadm("--mode", "target", "--op", "delete", "--force", "--tid", str(tid))
+        accounts = self.tgtadm("--mode", "account", "--op", "show").stdout.splitlines()[1:]
+        for user in (line.split()[0] for line in accounts if line.strip()):
+            self.tgtadm("--mode", "account", "--op", "delete", "--user", user, check=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tgtd_session(tmp_path_factory) -> Iterator[Tgtd]:
+    if shutil.which("tgtd") is None or shutil.which("tgtadm") is None:
+        pytest.skip("needs tgt (tgtd, tgtadm): make test installs it")
+    if os.geteuid() != 0:
+        pytest.skip("tgtd needs root (its control socket lives in /var/run/tgtd)")
+    # "s11s" + this process: a control socket no other run uses.
+    daemon = Tgtd(
+        control_port=11_000 + os.getpid() % 20_000,  # tgtd takes 0 to 32767
+        port=_free_port(),
+        log=tmp_path_factory.mktemp("s11s-tgtd") / "tgtd.log",
+    )
+    daemon.start()
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def tgtd(tgtd_session, volume_settings) -> Iterator[Tgtd]:
+    """The session's tgtd, running, with no targets; the settings point the iSCSI backend at it."""
+    if tgtd_session.process is None or tgtd_session.process.poll() is not None:
+        tgtd_session.start()
+    tgtd_session.clear()
+    volume_settings.ISCSI_CONTROL_PORT = tgtd_session.control_port
+    volume_settings.ISCSI_PORTAL = tgtd_session.portal
+    volume_settings.ISCSI_INITIATORS = ["ALL"]
+    volume_settings.STORAGE_BACKENDS = ["file", "iscsi"]
+    yield tgtd_session
+    if tgtd_session.process is not None and tgtd_session.process.poll() is None:
+        tgtd_session.clear()
