@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -55,6 +56,14 @@ class UsageProblem(AltoError):
     """Bad input the API was never asked about (a missing file, a contradictory option)."""
 
     exit_code = EXIT_USAGE
+
+
+def uuid_of(value: str, what: str) -> uuid.UUID:
+    """``value`` as a UUID (the ids of VMs and volumes), or a usage error saying it should be ``what``."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise UsageProblem(f"{value!r} is not {what}") from None
 
 
 def _explain(status: int, body: Any) -> tuple[str, str, list[str]]:

@@ -13,8 +13,9 @@ from rich.spinner import Spinner
 from rich.text import Text
 
 from alto_client import output
-from alto_client.api import AltoError, Refused, UsageProblem
+from alto_client.api import AltoError, Refused, uuid_of
 from alto_client.context import AltoGroup, Context, example, json_option, pass_ctx
+from alto_client.volumes import wait_volume
 
 SETTLED = {"running", "stopped", "terminated", "error"}
 VM_COLUMNS = [
@@ -54,10 +55,7 @@ class VmFailed(AltoError):
 
 
 def _path(vm_id: str) -> str:
-    try:
-        return f"compute/instances/{uuid.UUID(vm_id)}/"
-    except ValueError:
-        raise UsageProblem(f"{vm_id!r} is not a VM id (a UUID, as `alto vm list` shows)") from None
+    return f"compute/instances/{uuid_of(vm_id, 'a VM id (a UUID, as `alto vm list` shows)')}/"
 
 
 def _state_line(vm: dict, elapsed: int) -> Text:
@@ -116,7 +114,7 @@ def vm() -> None:
 @click.option("--key", "keys", multiple=True, help="SSH key (id or fingerprint, alto keys ssh); repeatable.")
 @click.option("--user-data", type=click.Path(exists=True, dir_okay=False), help="cloud-init user-data file.")
 @click.option("--volatile-gib", type=click.IntRange(min=0), default=0, help="A scratch disk of this size.")
-@click.option("--volume", "volumes", multiple=True, help="Volume id to attach once it runs; repeatable.")
+@click.option("--volume", "volumes", multiple=True, help="Volume id (alto volume list) to attach; repeatable.")
 @click.option("--project", type=int, help="Project id [default: profile's, else your personal project].")
 @wait_option
 @timeout_option
@@ -136,8 +134,6 @@ def run(
     wait: bool,
     timeout: float,
 ) -> None:
-    if volumes and not wait:
-        raise UsageProblem("--volume attaches once the VM runs: add --wait")
     body = {
         "name": name or f"vm-{uuid.uuid4().hex[:8]}",
         "image": image,
@@ -145,6 +141,7 @@ def run(
         "ssh_keys": list(keys),
         "user_data": Path(user_data).read_text(encoding="utf-8") if user_data else "",
         "volatile_gib": volatile_gib,
+        "volumes": list(volumes),
         "project": obj.project(project),
     }
     if instance_type:
@@ -154,10 +151,7 @@ def run(
     if not wait:
         _show_vm(obj, created)
         return
-    running = wait_for(obj, created["id"], "running", timeout=timeout)
-    for volume in volumes:
-        running = _attach(obj, running["id"], volume, wait=True, timeout=timeout)
-    _show_vm(obj, running)
+    _show_vm(obj, wait_for(obj, created["id"], "running", timeout=timeout))
 
 
 @vm.command("list", help="Your projects' VMs, newest first." + example("alto vm list --state running"))
@@ -234,19 +228,9 @@ def console_log(obj: Context, vm_id: str) -> None:
     click.echo(response.text, nl=False)
 
 
-def _attach(obj: Context, vm_id: str, volume: str, *, wait: bool, timeout: float) -> dict:
-    shown = obj.api.post(f"{_path(vm_id)}attach/", {"volume": volume})
-    if wait:
-        from alto_client.volumes import wait_volume
-
-        wait_volume(obj, volume, "in-use", timeout=timeout)
-        shown = obj.api.get(_path(vm_id))
-    return shown
-
-
 @vm.command(
     help="Attach a volume to a running VM (hot-plug)."
-    + example("alto vm attach 3f2b9c1e-8d4a-4f7e-9a51-0c6d2e7b8a90 42 --wait")
+    + example("alto vm attach 3f2b9c1e-8d4a-4f7e-9a51-0c6d2e7b8a90 5d0c3a8e-2f41-4b7a-9e6d-1a2b3c4d5e6f --wait")
 )
 @click.argument("vm_id")
 @click.argument("volume")
@@ -255,11 +239,16 @@ def _attach(obj: Context, vm_id: str, volume: str, *, wait: bool, timeout: float
 @json_option
 @pass_ctx
 def attach(obj: Context, vm_id: str, volume: str, wait: bool, timeout: float) -> None:
-    _show_vm(obj, _attach(obj, vm_id, volume, wait=wait, timeout=timeout))
+    shown = obj.api.post(f"{_path(vm_id)}attach/", {"volume": volume})
+    if wait:
+        wait_volume(obj, volume, "in-use", timeout=timeout)
+        shown = obj.api.get(_path(vm_id))
+    _show_vm(obj, shown)
 
 
 @vm.command(
-    help="Detach a volume from a VM." + example("alto vm detach 3f2b9c1e-8d4a-4f7e-9a51-0c6d2e7b8a90 42 --wait")
+    help="Detach a volume from a VM."
+    + example("alto vm detach 3f2b9c1e-8d4a-4f7e-9a51-0c6d2e7b8a90 5d0c3a8e-2f41-4b7a-9e6d-1a2b3c4d5e6f --wait")
 )
 @click.argument("vm_id")
 @click.argument("volume")
@@ -270,8 +259,6 @@ def attach(obj: Context, vm_id: str, volume: str, wait: bool, timeout: float) ->
 def detach(obj: Context, vm_id: str, volume: str, wait: bool, timeout: float) -> None:
     shown = obj.api.post(f"{_path(vm_id)}detach/", {"volume": volume})
     if wait:
-        from alto_client.volumes import wait_volume
-
         wait_volume(obj, volume, "available", timeout=timeout)
         shown = obj.api.get(_path(vm_id))
     _show_vm(obj, shown)

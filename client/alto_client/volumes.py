@@ -10,7 +10,7 @@ import click
 from rich.text import Text
 
 from alto_client import output
-from alto_client.api import AltoError
+from alto_client.api import AltoError, uuid_of
 from alto_client.context import AltoGroup, Context, example, json_option, pass_ctx
 
 VOLUME_COLUMNS = [
@@ -37,7 +37,7 @@ VOLUME_FIELDS = [
 
 
 def _path(volume: str) -> str:
-    return f"storage/volumes/{click.format_filename(volume).strip('/')}/"
+    return f"storage/volumes/{uuid_of(volume, 'a volume id (a UUID, as `alto volume list` shows)')}/"
 
 
 def wait_volume(obj: Context, volume: str, target: str, *, timeout: float, interval: float = 1.0) -> dict:
@@ -50,7 +50,7 @@ def wait_volume(obj: Context, volume: str, target: str, *, timeout: float, inter
                 status.update(Text(f"volume {shown['name']}: {shown['state']}"))
             if shown["state"] == target:
                 return shown
-            if shown["state"] in ("error", "deleted"):
+            if shown["state"] in ("error", "deleted") or (target == "in-use" and shown["state"] == "available"):
                 raise AltoError(f"volume {shown['name']} ended {shown['state']}: {shown.get('state_message') or ''}")
             if time.monotonic() > deadline:
                 raise AltoError(f"volume {shown['name']} is still {shown['state']} after {int(timeout)}s")
@@ -64,7 +64,9 @@ def volume() -> None:
 
 @volume.command(
     help="Create a volume: an empty persistent disk, or with --static a read-only copy of a Marketplace disk image."
-    + example("alto volume create --name data --size 20 --wait\nalto volume create --name refdata --static IDENTIFIER")
+    + example(
+        "alto volume create --name data --size 20 --wait\nalto volume create --name refdata --static IDENTIFIER --wait"
+    )
 )
 @click.option("--name", required=True)
 @click.option("--size", "size_gib", type=click.IntRange(min=1), help="Size in GiB (persistent volumes).")
@@ -99,7 +101,7 @@ def list_(obj: Context, limit: int) -> None:
     obj.show(rows, lambda: output.table(rows, VOLUME_COLUMNS, title="Volumes"))
 
 
-@volume.command(help="One volume." + example("alto volume show 42"))
+@volume.command(help="One volume." + example("alto volume show 5d0c3a8e-2f41-4b7a-9e6d-1a2b3c4d5e6f"))
 @click.argument("volume_id")
 @json_option
 @pass_ctx
@@ -108,15 +110,20 @@ def show(obj: Context, volume_id: str) -> None:
     obj.show(shown, lambda: output.fields(shown, VOLUME_FIELDS))
 
 
-@volume.command(help="Delete a volume (not while it is attached)." + example("alto volume delete 42"))
+@volume.command(
+    help="Delete a volume (not while it is attached)."
+    + example("alto volume delete 5d0c3a8e-2f41-4b7a-9e6d-1a2b3c4d5e6f")
+)
 @click.argument("volume_id")
+@click.option("--wait", is_flag=True, help="Wait until it is deleted.")
+@click.option("--timeout", type=float, default=600, show_default=True)
 @json_option
 @pass_ctx
-def delete(obj: Context, volume_id: str) -> None:
+def delete(obj: Context, volume_id: str, wait: bool, timeout: float) -> None:
     shown = obj.api.delete(_path(volume_id))
-    obj.show(
-        shown or {"id": volume_id, "state": "deleting"}, lambda: output.say(f"Volume {volume_id} is being deleted.")
-    )
+    if wait:
+        shown = wait_volume(obj, volume_id, "deleted", timeout=timeout)
+    obj.show(shown, lambda: output.say(f"Volume {shown['name']} is {shown['state']}."))
 
 
 def register(root: click.Group) -> None:

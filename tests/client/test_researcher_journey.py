@@ -1,5 +1,5 @@
-"""A researcher with ``alto`` only, against a live portal and a real Celery worker: run --wait → list → show →
-shutdown → start → terminate, with --json parsed at each step."""
+"""A researcher with ``alto`` only, against a live portal and a real Celery worker: run --wait → list → make a
+volume → attach it → detach it → shutdown → start → terminate → delete the volume, with --json parsed at each step."""
 
 from __future__ import annotations
 
@@ -63,6 +63,40 @@ def test_a_researcher_runs_lists_stops_starts_and_terminates_a_vm_with_alto(
     assert console.exit_code == 1
     assert "does not serve console logs" in console.stderr
 
+    made = alto(
+        "volume",
+        "create",
+        "--name",
+        "results",
+        "--size",
+        "1",
+        "--project",
+        str(project.pk),
+        "--wait",
+        "--timeout",
+        "90",
+        "--json",
+        token=token,
+    )
+    assert made.exit_code == 0, made.stderr
+    volume = made.json()
+    assert (volume["kind"], volume["size_gib"], volume["state"]) == ("persistent", 1, "available")
+    attached = alto("vm", "attach", vm["id"], volume["id"], "--wait", "--timeout", "90", "--json", token=token)
+    assert attached.exit_code == 0, attached.stderr
+    assert volume["id"] in attached.json()["volumes"]  # beside the VM's volatile disk
+    listed_volumes = {v["id"]: v for v in alto("volume", "list", "--json", token=token).json()}
+    assert (listed_volumes[volume["id"]]["state"], listed_volumes[volume["id"]]["attached_to"]) == (
+        "in-use",
+        [vm["id"]],
+    )
+    in_use = alto("volume", "delete", volume["id"], token=token)
+    assert in_use.exit_code == 1
+    assert "[volume-in-use]" in in_use.stderr
+
+    detached = alto("vm", "detach", vm["id"], volume["id"], "--wait", "--timeout", "90", "--json", token=token)
+    assert detached.exit_code == 0, detached.stderr
+    assert volume["id"] not in detached.json()["volumes"]
+
     stopped = alto("vm", "shutdown", vm["id"], "--wait", "--timeout", "90", "--json", token=token)
     assert stopped.exit_code == 0, stopped.stderr
     assert stopped.json()["state"] == "stopped"
@@ -76,3 +110,6 @@ def test_a_researcher_runs_lists_stops_starts_and_terminates_a_vm_with_alto(
     assert ended.exit_code == 0, ended.stderr
     assert (ended.json()["state"], ended.json()["ip"]) == ("terminated", None)
     assert alto("vm", "show", vm["id"], "--json", token=token).json()["state"] == "terminated"
+    deleted = alto("volume", "delete", volume["id"], "--wait", "--timeout", "90", "--json", token=token)
+    assert deleted.exit_code == 0, deleted.stderr
+    assert deleted.json()["state"] == "deleted"
