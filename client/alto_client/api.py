@@ -112,6 +112,18 @@ class Api:
             raise Refused(response.status_code, _body(response))
         return response
 
+    def relative(self, url: str) -> str:
+        """The API path of ``url``, a link the server gave (``url`` fields); refused unless it is on this endpoint,
+        so that a link never carries the token elsewhere."""
+        base = httpx.URL(f"{self.endpoint}/api/v1/")
+        link = base.join(url)
+        path = link.raw_path.decode("ascii")
+        if (link.scheme, link.host, link.port) != (base.scheme, base.host, base.port) or not path.startswith(
+            base.raw_path.decode("ascii")
+        ):
+            raise AltoError(f"the server linked to {url}, outside {self.endpoint}/api/v1/; not following it")
+        return path[len(base.raw_path) :]
+
     def get(self, path: str, *, auth_required: bool = True, **params: Any) -> Any:
         clean = {k: v for k, v in params.items() if v not in (None, "", ())}
         return self.request("GET", path, params=clean, auth_required=auth_required).json()

@@ -358,7 +358,9 @@ def deprecate(
     latest = next((e for e in shown["endorsements"] if e["endorser"].lower() == mine), None)
     if latest is None:
         raise UsageProblem(f"you ({mine}) have not endorsed image {identifier}")
-    response = obj.api.request("GET", latest["url"], params={"format": "xml"}, headers={"Accept": "application/xml"})
+    response = obj.api.request(
+        "GET", obj.api.relative(latest["url"]), params={"format": "xml"}, headers={"Accept": "application/xml"}
+    )
     source = md.parse(response.content, file_location_dirs=file_dirs or _file_dirs_of(response.content))
     document = md.rebuild(
         source,

@@ -133,3 +133,21 @@ def test_shell_completion_scripts_are_printed(alto):
     bash = alto("completion", "bash")
     assert bash.exit_code == 0
     assert "_ALTO_COMPLETE" in bash.stdout
+
+
+def test_links_from_the_server_are_followed_only_on_its_own_endpoint():
+    from alto_client.api import AltoError, Api
+
+    api = Api("https://cloud.example.org/portal", token="secret")
+    assert api.relative("https://cloud.example.org/portal/api/v1/marketplace/entries/X/a%40b.org/2026/") == (
+        "marketplace/entries/X/a%40b.org/2026/"
+    )
+    for elsewhere in (
+        "https://evil.example.net/portal/api/v1/marketplace/entries/X/",
+        "http://cloud.example.org/portal/api/v1/marketplace/entries/X/",
+        "https://cloud.example.org:8443/portal/api/v1/x/",
+        "https://cloud.example.org/other/api/v1/x/",
+        "//evil.example.net/portal/api/v1/x/",
+    ):
+        with pytest.raises(AltoError):
+            api.relative(elsewhere)
