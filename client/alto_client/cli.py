@@ -111,6 +111,8 @@ def quota(obj: Context) -> None:
 
     def human() -> None:
         output.say(f"{me['user']['username']} <{me['user']['email']}>")
+        if not me["projects"]:
+            output.say("You are in no project yet.")
         for project in me["projects"]:
             rows = [
                 {

@@ -46,7 +46,13 @@ def table(rows: Iterable[Mapping[str, Any]], columns: Sequence[tuple[str, str]],
     if count:
         console.print(shown)
     else:
-        console.print(f"(no {title.lower() if title else 'results'})")
+        console.print(Text(f"No {_noun(title) if title else 'results'}."))
+
+
+def _noun(title: str) -> str:
+    """``title`` inside a sentence: "Images" → "images"; names like "VMs", "OpenPGP keys" stay as they are."""
+    first = title.split()[0]
+    return title if any(c.isupper() for c in first[1:]) else title[0].lower() + title[1:]
 
 
 def fields(data: Mapping[str, Any], names: Sequence[tuple[str, str]], *, title: str | None = None) -> None:
