@@ -103,23 +103,22 @@ def quota_create_default(*, project: Project) -> Quota:
     return Quota.objects.create(project=project, **quota_defaults())
 
 
-def projects_usage(*, project_ids: Iterable[int]) -> dict[int, dict[str, int]]:
-    """What each project uses now of each resource: the registered counters plus quota holds, in one query
-    for the holds and one per counter, however many projects."""
+def projects_usage(
+    *, project_ids: Iterable[int], resources: Sequence[str] = QUOTA_RESOURCES
+) -> dict[int, dict[str, int]]:
+    """What each project uses now of each of ``resources`` (default: all): the registered counters plus quota
+    holds, in one query for the holds and one per counter, however many projects. Resources not asked for
+    read 0."""
     ids = list(dict.fromkeys(project_ids))
     usage = {pid: dict.fromkeys(QUOTA_RESOURCES, 0) for pid in ids}
-    if not ids:
+    if not ids or not resources:
         return usage
-    holds = (
-        QuotaHold.objects.filter(project_id__in=ids)
-        .values("project_id")
-        .annotate(**{r: Sum(r) for r in QUOTA_RESOURCES})
-    )
+    holds = QuotaHold.objects.filter(project_id__in=ids).values("project_id").annotate(**{r: Sum(r) for r in resources})
     for row in holds:
         held: dict[str, Any] = dict(row)
-        for resource in QUOTA_RESOURCES:
+        for resource in resources:
             usage[held["project_id"]][resource] += int(held[resource] or 0)
-    for resource in QUOTA_RESOURCES:
+    for resource in resources:
         for count in _counters[resource]:
             for pid, used in count(ids).items():
                 if pid in usage:
@@ -166,7 +165,9 @@ def _lock_and_check(project: Project, request: dict[str, int]) -> None:
     except Quota.DoesNotExist:
         raise NotFound(f"project {project.pk} has no quota") from None
     limits = quota.limits()
-    usage = project_usage(project=project)
+    # Only what is asked for is counted (a volume request need not count instances).
+    asked = [resource for resource in QUOTA_RESOURCES if request.get(resource, 0)]
+    usage = projects_usage(project_ids=[project.pk], resources=asked)[project.pk]
     for resource in QUOTA_RESOURCES:
         requested = request.get(resource, 0)
         if requested and usage[resource] + requested > limits[resource]:

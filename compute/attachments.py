@@ -108,8 +108,7 @@ def _locked(instance: Instance, *, states: tuple[str, ...], verb: str) -> Instan
     locked = Instance.objects.select_for_update(of=("self",)).select_related("host", "project").get(pk=instance.pk)
     if locked.state not in states:
         raise Conflict(
-            f"instance {locked.name} is {locked.state}; volumes are {verb} only while it is "
-            + " or ".join(states),
+            f"instance {locked.name} is {locked.state}; volumes are {verb} only while it is " + " or ".join(states),
             code="instance-state",
         )
     return locked
@@ -223,9 +222,7 @@ def attachment_disk(attachment: Attachment, source: VolumeSource) -> DiskSpec:
     """The disk of ``attachment`` as the domain XML names it; the serial is the volume's UUID, shortened to the 20
     characters virtio keeps (the guest finds it as /dev/disk/by-id/virtio-<serial>)."""
     chap = _secret_uuid(attachment.volume_uuid) if source.backend == "iscsi" and source.chap_secret else None
-    return volume_disk(
-        source, target=attachment.device, serial=attachment.volume_uuid.hex[:20], chap_secret_uuid=chap
-    )
+    return volume_disk(source, target=attachment.device, serial=attachment.volume_uuid.hex[:20], chap_secret_uuid=chap)
 
 
 def _source_name(disk: DiskSpec) -> str:
@@ -332,7 +329,7 @@ def volume_detach_apply(attachment_id: int) -> bool:
 
 def _used_on_host(attachment: Attachment) -> bool:
     return Attachment.objects.filter(
-        volume_uuid=attachment.volume_uuid, instance__host_id=attachment.instance.host_id
+        volume_uuid=attachment.volume_uuid, instance__host=attachment.instance.host
     ).exists()
 
 
@@ -392,7 +389,7 @@ def attachments_release(instance: Instance) -> None:
             )
         storage_services.volumes_release(holder=holder(instance))
     for secret in secrets:
-        if not Attachment.objects.filter(volume_uuid=secret.volume_uuid, instance__host_id=instance.host_id).exists():
+        if not Attachment.objects.filter(volume_uuid=secret.volume_uuid, instance__host=instance.host).exists():
             try:
                 hypervisor.secret_remove(_host(instance).uri, uuid=secret.secret_uuid)
             except hypervisor.HypervisorError as exc:

@@ -1,10 +1,11 @@
-"""URLs of the compute app: REST endpoints (under /api/v1/) in ``api_urlpatterns``."""
+"""URLs of the compute app: REST endpoints (under /api/v1/) in ``api_urlpatterns``, portal pages in ``urlpatterns``
+(mounted under /storage/ by the portal: the volume page with compute's attach and detach)."""
 
 from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, path
 
-from compute import api
+from compute import api, views
 
 api_urlpatterns: list[URLPattern | URLResolver] = [
     path("compute/instance-types/", api.InstanceTypeListApi.as_view(), name="api-compute-instance-types"),
@@ -29,4 +30,10 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
     ],
     path("admin/hosts/", api.HostListApi.as_view(), name="api-admin-hosts"),
     path("admin/networks/", api.NetworkListApi.as_view(), name="api-admin-networks"),
+]
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("volumes/<str:volume_id>/", views.volume_show, name="compute-volume"),
+    path("volumes/<str:volume_id>/attach/", views.volume_action, {"action": "attach"}, name="compute-volume-attach"),
+    path("volumes/<str:volume_id>/detach/", views.volume_action, {"action": "detach"}, name="compute-volume-detach"),
 ]

@@ -31,6 +31,8 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/", include(accounts_urls.urlpatterns)),
     path("marketplace/", include(marketplace_urls.urlpatterns)),
+    # Compute's volume page (storage's, with attach and detach) answers before storage's own (DESIGN §1).
+    path("storage/", include(compute_urls.urlpatterns)),
     path("storage/", include(storage_urls.urlpatterns)),
     path("api/v1/", include(api_v1)),
     path("admin/", admin.site.urls),

@@ -1,4 +1,5 @@
-"""Django admin for storage: the image cache is read-only here (rows change only through ``storage.images``)."""
+"""Django admin for storage: the image cache and volumes are read-only here (rows change only through
+``storage.images`` and ``storage.services``, which keep states, holders, backends and quotas in step)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from storage.models import CachedImage
+from storage.models import CachedImage, Volume, VolumeHolder
 
 
 @admin.register(CachedImage)
@@ -21,4 +22,33 @@ class CachedImageAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class VolumeHolderInline(admin.TabularInline):
+    model = VolumeHolder
+    extra = 0
+    readonly_fields = ["holder", "state", "created"]
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Volume)
+class VolumeAdmin(admin.ModelAdmin):
+    list_display = ["name", "uuid", "project", "kind", "size_gib", "backend", "state", "created"]
+    list_filter = ["state", "kind", "backend"]
+    search_fields = ["name", "uuid", "iqn", "image_identifier", "holders__holder"]
+    readonly_fields = [field.name for field in Volume._meta.fields if field.name != "chap_secret"]
+    exclude = ["chap_secret"]
+    inlines = [VolumeHolderInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -88,9 +88,10 @@ def _test_database_url() -> str:
     return f"postgres://{user}{password}@{db.get('HOST') or 'localhost'}:{db.get('PORT') or 5432}/{db['NAME']}"
 
 
-@pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subprocess.Popen]:
-    """A real ``celery worker`` process on the configured broker, against the test database."""
+def worker_process_start(*, log_path: Path, hostname: str = "test-worker@%h") -> subprocess.Popen:
+    """Start a real ``celery worker`` process on the configured broker, against the test database (the caller's
+    session must have created it), consuming every host queue; returns once it is ready. Its output goes to
+    ``log_path``."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -100,35 +101,41 @@ def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subpro
         "CELERY_RESULT_BACKEND": settings.CELERY_RESULT_BACKEND,
         "WORKER_ALL_HOST_QUEUES": "1",
     }
-    log = open(settings.VAR_DIR / "test-worker.log", "w")  # noqa: SIM115 - kept open for the worker's life
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "portal",
-            "worker",
-            "--pool=solo",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--hostname",
-            "test-worker@%h",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "worker",
+                "--pool=solo",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--hostname",
+                hostname,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while "ready." not in log_path.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("the test worker did not start:\n" + log_path.read_text())
+        time.sleep(0.2)
+    return process
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subprocess.Popen]:
+    """A real ``celery worker`` process on the configured broker, against the test database."""
+    process = worker_process_start(log_path=settings.VAR_DIR / "test-worker.log")
     try:
-        deadline = time.monotonic() + 60
-        while "ready." not in (settings.VAR_DIR / "test-worker.log").read_text():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    "the test worker did not start:\n" + (settings.VAR_DIR / "test-worker.log").read_text()
-                )
-            time.sleep(0.2)
         yield process
     finally:
         process.terminate()
@@ -136,7 +143,6 @@ def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subpro
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
-        log.close()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -103,56 +103,66 @@ class Tgt:
         chap_secret: str = "",
     ) -> tuple[Target, bool]:
         """The target ``iqn`` exporting ``backing`` as LUN 1 to ``initiators``, with the CHAP account when given;
-        made (or completed) when missing. Returns it and whether anything had to be made. Idempotent."""
-        made = False
-        found = self.target(iqn)
+        made (or completed) when missing. Returns it and whether anything had to be made. Idempotent: one
+        ``show`` when the target is complete, one per step otherwise."""
+        targets = self.targets()
+        found = targets.get(iqn)
+        made = found is None
         if found is None:
-            found = self._target_new(iqn)
-            made = True
+            found = self._target_new(iqn, taken={t.tid for t in targets.values()})
+        tid = str(found.tid)
         lun = found.luns.get(LUN)
         if lun is not None and lun.path != str(backing):
             raise TgtPermanent(f"target {iqn} exports {lun.path}, not {backing}")
         if lun is None:
             self._run(
-                "--mode", "logicalunit", "--op", "new", "--tid", str(found.tid), "--lun", str(LUN),
-                "--backing-store", str(backing),
-            )  # fmt: skip
+                "--mode", "logicalunit", "--op", "new", "--tid", tid, "--lun", str(LUN), "--backing-store", str(backing)
+            )
             made = True
         if read_only and (lun is None or not lun.read_only):
             self._run(
-                "--mode", "logicalunit", "--op", "update", "--tid", str(found.tid), "--lun", str(LUN),
-                "--params", "readonly=1",
-            )  # fmt: skip
-        if chap_username and chap_username not in found.accounts:
+                "--mode", "logicalunit", "--op", "update", "--tid", tid, "--lun", str(LUN), "--params", "readonly=1"
+            )
+            made = True
+        accounts = found.accounts
+        if chap_username and chap_username not in accounts:
             try:
                 self._run("--mode", "account", "--op", "new", "--user", chap_username, "--password", chap_secret)
             except TgtPermanent as exc:
                 if getattr(exc, "returncode", None) != EXISTS:
                     raise
-            self._run("--mode", "account", "--op", "bind", "--tid", str(found.tid), "--user", chap_username)
+            self._run("--mode", "account", "--op", "bind", "--tid", tid, "--user", chap_username)
+            accounts = (*accounts, chap_username)
             made = True
+        bound = found.initiators
         for address in initiators:
-            if address not in found.initiators:
-                self._run("--mode", "target", "--op", "bind", "--tid", str(found.tid), "--initiator-address", address)
+            if address not in bound:
+                self._run("--mode", "target", "--op", "bind", "--tid", tid, "--initiator-address", address)
+                bound = (*bound, address)
                 made = True
-        current = self.target(iqn)
-        if current is None:
-            raise TgtTransient(f"target {iqn} vanished while it was being made (tgtd restarted?)")
-        return current, made
+        if not made:
+            return found, False
+        size = lun.size_bytes if lun is not None else backing.stat().st_size
+        exported = Lun(
+            number=LUN, size_bytes=size, path=str(backing), read_only=read_only or bool(lun and lun.read_only)
+        )
+        return Target(
+            tid=found.tid, iqn=iqn, luns={**found.luns, LUN: exported}, accounts=accounts, initiators=bound
+        ), True
 
-    def _target_new(self, iqn: str) -> Target:
+    def _target_new(self, iqn: str, *, taken: set[int]) -> Target:
         for _try in range(_TIDS_TRIES):
-            taken = {t.tid for t in self.targets().values()}
             tid = next(n for n in range(1, len(taken) + 2) if n not in taken)
             try:
                 self._run("--mode", "target", "--op", "new", "--tid", str(tid), "--targetname", iqn)
             except TgtPermanent as exc:
                 if getattr(exc, "returncode", None) != EXISTS:
                     raise
-                existing = self.target(iqn)
-                if existing is not None:  # another worker made this very target meanwhile
-                    return existing
-                continue  # another target took that tid meanwhile: try the next free one
+                targets = self.targets()
+                if iqn in targets:  # another worker made this very target meanwhile
+                    return targets[iqn]
+                taken = {t.tid for t in targets.values()} | {tid}  # another target took that tid: the next one
+                continue
             return Target(tid=tid, iqn=iqn)
         raise TgtTransient(f"no free target id for {iqn} after {_TIDS_TRIES} tries")
 

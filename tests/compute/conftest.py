@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from django.conf import settings
 
 from accounts.services import ssh_key_add
 from compute import hypervisor
@@ -133,9 +133,9 @@ def owner_key(owner):  # noqa: F811 - the fixtures imported above
 
 @pytest.fixture(autouse=True)
 def enqueued(request, monkeypatch) -> list[tuple[str, int, str]]:
-    """Worker steps sent by the code under test, as (task name, instance or attachment id, queue), instead of the broker (and
-    storage's tasks, as (``storage.volume_<create|delete>``, volume id, queue)); tests marked ``worker`` send them for
-    real."""
+    """Worker steps sent by the code under test, as (task name, instance or attachment id, queue), instead of the
+    broker (and storage's tasks, as (``storage.volume_<create|delete>``, volume id, queue)); tests marked ``worker``
+    send them for real."""
     sent: list[tuple[str, int, str]] = []
     if request.node.get_closest_marker("worker") is None:
         from compute import attachments, execution

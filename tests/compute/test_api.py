@@ -7,6 +7,7 @@ import pytest
 
 from compute.models import Host, Instance, Network
 from compute.services import instance_request
+from storage.models import Volume
 
 pytestmark = pytest.mark.django_db
 
@@ -190,7 +191,12 @@ def test_request_an_instance(api_as, world, body, role, enqueued, django_capture
     )
     assert made["ip"] and made["host"] == "h1"
     vm = Instance.objects.get(uuid=made["id"])
-    assert enqueued == [("compute.instance_prepare", vm.pk, "host.h1")]
+    volatile = Volume.objects.get(kind="volatile")  # its volatile disk is a storage volume, held by the instance
+    assert made["volumes"] == [str(volatile.uuid)]
+    assert enqueued == [
+        ("storage.volume_create", volatile.pk, "default"),
+        ("compute.instance_prepare", vm.pk, "host.h1"),
+    ]
 
 
 def test_request_is_idempotent_and_refuses_bad_input(api_as, world, body, owner):

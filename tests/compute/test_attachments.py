@@ -21,6 +21,7 @@ from core.models import AuditEntry
 from storage import services as storage_services
 from storage.models import Volume
 from tests.compute.test_hypervisor import NODE
+from tests.storage.conftest import cache_settings, disk_image, publish  # noqa: F401 - a signed disk image
 
 pytestmark = [
     pytest.mark.django_db,
@@ -35,6 +36,19 @@ def _dirs(settings, tmp_path, volume_settings):
     settings.QUARANTINE_DIR = tmp_path / "quarantine"
     yield
     hypervisor.disconnect_all()
+
+
+@pytest.fixture
+def registered(keyring):  # noqa: F811 - the marketplace fixture, repeatable: the image and the disk image share a key
+    from marketplace import services
+
+    def register(user, name: str):
+        try:
+            return services.pgp_key_register(actor=user, armored=keyring[name].armored)
+        except Conflict:
+            return None
+
+    return register
 
 
 @pytest.fixture
@@ -346,3 +360,32 @@ def test_reconciliation_settles_a_detach_left_half_done_from_the_domain(
     assert [(s.found, s.outcome) for s in settled] == [("detaching", "gone"), ("detaching", "attached")]
     assert (_state(gone), _state(kept)) == ("available", "in-use")
     assert list(Attachment.objects.filter(instance=instance).values_list("device", "state")) == [("vdc", "attached")]
+
+
+@pytest.mark.django_db(transaction=True)  # the image is cached with no transaction open
+def test_a_static_volume_goes_read_only_into_many_instances_and_is_available_when_the_last_lets_go(
+    owner,
+    project,
+    vm,
+    disk_image,  # noqa: F811 - the fixture imported above
+    django_capture_on_commit_callbacks,
+):
+    from marketplace.models import Image
+
+    made = storage_services.volume_create(
+        actor=owner, project=project, name="dataset", size_gib=None, kind="static",
+        image=Image.objects.get(identifier=disk_image),
+    )  # fmt: skip
+    dataset = storage_services.volume_provision(volume_id=made.pk)
+    first, second = vm("one"), vm("two")
+    for instance in (first, second):
+        attachment = _attach(owner, instance, dataset, django_capture_on_commit_callbacks)
+        assert (attachment.read_only, attachment.state) == (True, "attached")
+        domain = hypervisor.domain_disks(instance.host.uri, f"alto-{instance.uuid}")
+        assert {d.target: d.source for d in domain}["vdb"] == dataset.path
+    assert _state(dataset) == "in-use"
+    for instance, after in ((first, "in-use"), (second, "available")):
+        with django_capture_on_commit_callbacks(execute=True):
+            detaching = attachments.instance_detach(actor=owner, instance=instance, volume_id=str(dataset.uuid))
+        assert attachments.volume_detach_apply(detaching.pk) is True
+        assert _state(dataset) == after

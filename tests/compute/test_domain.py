@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import uuid
+from dataclasses import replace
 
 import pytest
 from lxml import etree
 
 from compute import hypervisor
-from compute.domain import DiskSpec, DomainSpec, NicSpec, domain_xml
+from compute.domain import DiskSpec, DomainSpec, NicSpec, disk_xml, domain_xml, volume_disk
+from storage.sources import VolumeSource
 
 IQN = "iqn.2026-11.org.example:3f0c9d8e"
 
@@ -206,3 +208,77 @@ def test_a_spec_of_the_wrong_shape_is_refused_when_built(build):
 def test_specs_are_frozen():
     with pytest.raises(AttributeError):
         _spec().name = "other"  # type: ignore[misc]
+
+
+# --- Disks of storage volumes (storage.sources.VolumeSource → DiskSpec) -------------------------------------
+
+VOLUME = "3f0c9d8e4b5a6c7d8e9f"
+SECRET = uuid.UUID("0d6a4f4e-5b1c-4f2a-9c3d-2e1f0a9b8c7d")
+FILE_SOURCE = VolumeSource(backend="file", format="qcow2", read_only=False, path="/srv/volumes/3f0c.qcow2")
+STATIC_SOURCE = VolumeSource(backend="file", format="raw", read_only=True, path="/srv/volumes/static.raw")
+ISCSI_SOURCE = VolumeSource(
+    backend="iscsi", format="raw", read_only=False, portal="192.0.2.10:3260", iqn=IQN, lun=1,
+    chap_username="alto-3f0c", chap_secret="s3cret-never-in-xml",
+)  # fmt: skip
+VOLUME_SHAPES = {
+    "file": volume_disk(FILE_SOURCE, target="vdb", serial=VOLUME),
+    "static": volume_disk(STATIC_SOURCE, target="vdc", serial=VOLUME),
+    "iscsi-chap": volume_disk(ISCSI_SOURCE, target="vdd", serial=VOLUME, chap_secret_uuid=SECRET),
+    "iscsi": volume_disk(replace(ISCSI_SOURCE, chap_username=None, chap_secret=None), target="vde"),
+}
+
+
+@pytest.mark.parametrize("shape", VOLUME_SHAPES)
+def test_every_volume_disk_passes_libvirts_schema_in_a_domain(shape, tmp_path):
+    path = tmp_path / "domain.xml"
+    path.write_text(domain_xml(_spec(disks=(DiskSpec(target="vda", path="/r.qcow2"), VOLUME_SHAPES[shape]))))
+    checked = subprocess.run(["virt-xml-validate", str(path), "domain"], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stderr + checked.stdout
+
+
+def test_a_file_volume_is_a_file_disk_with_its_serial():
+    disk = etree.fromstring(disk_xml(VOLUME_SHAPES["file"]))
+    assert (disk.get("type"), disk.find("source").get("file"), disk.find("driver").get("type")) == (
+        "file",
+        "/srv/volumes/3f0c.qcow2",
+        "qcow2",
+    )
+    assert disk.find("target").attrib == {"dev": "vdb", "bus": "virtio"}
+    assert disk.findtext("serial") == VOLUME
+    assert disk.find("readonly") is None
+
+
+def test_a_static_volume_is_read_only():
+    assert etree.fromstring(disk_xml(VOLUME_SHAPES["static"])).find("readonly") is not None
+
+
+def test_an_iscsi_volume_names_portal_target_and_lun_and_its_chap_secret_by_uuid_only():
+    xml = disk_xml(VOLUME_SHAPES["iscsi-chap"])
+    disk = etree.fromstring(xml)
+    source = disk.find("source")
+    assert (disk.get("type"), source.get("protocol"), source.get("name")) == ("network", "iscsi", f"{IQN}/1")
+    assert source.find("host").attrib == {"name": "192.0.2.10", "port": "3260"}
+    assert source.find("auth").get("username") == "alto-3f0c"
+    assert source.find("auth/secret").attrib == {"type": "iscsi", "uuid": str(SECRET)}
+    assert "s3cret" not in xml
+    assert etree.fromstring(disk_xml(VOLUME_SHAPES["iscsi"])).find("source/auth") is None
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: volume_disk(ISCSI_SOURCE, target="vdb"),
+        lambda: volume_disk(replace(ISCSI_SOURCE, portal="no-port"), target="vdb", chap_secret_uuid=SECRET),
+        lambda: volume_disk(replace(FILE_SOURCE, backend="nfs"), target="vdb"),
+        lambda: volume_disk(replace(FILE_SOURCE, format="vmdk"), target="vdb"),
+        lambda: volume_disk(FILE_SOURCE, target="vdb", serial="has space"),
+        lambda: volume_disk(FILE_SOURCE, target="vdb", serial="x" * 21),
+        lambda: volume_disk(replace(FILE_SOURCE, path="relative.qcow2"), target="vdb"),
+        lambda: volume_disk(FILE_SOURCE, target="sdb"),
+    ],
+    ids=["chap-without-secret", "portal-without-port", "unknown-backend", "unknown-format", "serial-space",
+         "serial-too-long", "relative-path", "not-virtio"],
+)  # fmt: skip
+def test_a_volume_source_of_the_wrong_shape_is_refused(build):
+    with pytest.raises(ValueError):
+        build()

@@ -75,6 +75,21 @@ def test_a_detached_disk_is_gone_and_detaching_again_or_from_an_absent_domain_is
     assert hypervisor.domain_disk_detach(DEFAULT, "nowhere", target="vdb", source=DATA.path) is True
 
 
+def test_a_disk_the_domain_booted_with_is_detached_too():
+    spec = DomainSpec(
+        name="vm-b",
+        uuid=uuid.uuid4(),
+        vcpus=1,
+        ram_mib=512,
+        console_log="/var/log/alto/vm-b.log",
+        disks=(DiskSpec(target="vda", path="/var/lib/alto/vm-b.qcow2"), DATA),
+    )
+    hypervisor.domain_define(DEFAULT, domain_xml(spec))
+    hypervisor.domain_start(DEFAULT, "vm-b")
+    assert hypervisor.domain_disk_detach(DEFAULT, "vm-b", target="vdb", source=DATA.path) is True
+    assert set(_targets(DEFAULT, "vm-b", live=True)) == set(_targets(DEFAULT, "vm-b")) == {"vda"}
+
+
 def test_attaching_to_an_absent_domain_is_a_permanent_failure():
     with pytest.raises(hypervisor.DomainAbsent):
         hypervisor.domain_disk_attach(DEFAULT, "nowhere", disk_xml(DATA))

@@ -11,6 +11,7 @@ from compute.models import Host, InstanceType, Lease, Network
 from compute.scheduler import capacity
 from marketplace import policy
 from marketplace.models import Entry, Image
+from storage.models import Volume
 
 pytestmark = pytest.mark.django_db
 
@@ -89,3 +90,16 @@ def test_seed_demo_fills_the_marketplace_with_signed_entries_and_a_site_endorsem
     assert location.startswith("file://")
     page = client.get("/marketplace/", {"os": "debian"})
     assert b"Debian 12 grid worker" in page.content
+
+
+def test_seed_demo_gives_the_researcher_a_first_volume_on_the_file_backend_under_var(settings, tmp_path):
+    settings.STORAGE_FILE_DIR = tmp_path / "volumes"
+    output = _seed()
+    _seed()
+    (volume,) = Volume.objects.all()
+    assert (volume.name, volume.created_by.username, volume.backend, volume.state) == (
+        "demo-scratch", "researcher", "file", "creating",
+    )  # fmt: skip
+    assert volume.path.startswith(str(settings.STORAGE_FILE_DIR))
+    assert settings.STORAGE_FILE_DIR.is_dir()
+    assert "Volumes: the file backend" in output

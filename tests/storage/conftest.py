@@ -31,7 +31,12 @@ from tests.marketplace.conftest import (  # noqa: F401 - fixtures shared with th
 )
 from tests.marketplace.keys import pgp_keys  # noqa: F401 - the session's real OpenPGP keys
 
-STALL_SECONDS = 30  # a stalling answer is released at the end of the test, long before this
+STALL_SECONDS = 30
+MIB = 1024**2
+# A small dataset disk: 3 MiB, the pattern 0x5a in its second MiB.
+DATASET = (
+    b"\0" * MIB + b"\x5a" * MIB + b"\0" * MIB
+)  # a stalling answer is released at the end of the test, long before this
 
 
 @dataclass
@@ -293,3 +298,11 @@ def tgtd(tgtd_session, volume_settings) -> Iterator[Tgtd]:
     yield tgtd_session
     if tgtd_session.process is not None and tgtd_session.process.poll() is None:
         tgtd_session.clear()
+
+
+@pytest.fixture
+def disk_image(publish, cache_settings, tmp_path) -> str:
+    """A signed ``disk`` image whose file: location is in the allowed directory; its identifier."""
+    path = tmp_path / "images" / "dataset.raw"
+    path.write_bytes(DATASET)
+    return publish(DATASET, locations=[path.as_uri()], kind="disk")

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from celery.exceptions import Retry
 
 from core.models import AuditEntry
 from storage import services, tasks
@@ -146,7 +147,9 @@ def test_making_a_target_twice_changes_nothing(tgtd, tmp_path):
     again, made_again = tgt.target_ensure(iqn=iqn, backing=backing, read_only=False)
 
     assert made and not made_again
-    assert again == first
+    assert (again.tid, again.iqn, again.luns[1].path, again.initiators) == (
+        first.tid, iqn, str(backing), ("ALL",),
+    )  # fmt: skip
     assert len(tgtd.targets()) == 1
     assert tgt.target_remove(iqn=iqn) is True
     assert tgt.target_remove(iqn=iqn) is False
@@ -232,3 +235,42 @@ def test_the_backend_restores_nothing_when_the_backing_file_is_gone(tgtd, tmp_pa
     with pytest.raises(Exception, match="missing"):
         iscsi_backend().restore(spec)
     assert tgtd.targets() == []
+
+
+def test_a_tgtd_that_stays_down_leaves_the_volume_in_error_once_the_retries_are_spent(tgtd, project, owner, settings):
+    volume = services.volume_create(actor=owner, project=project, name="x", size_gib=1, backend="iscsi")
+    settings.ISCSI_CONTROL_PORT = tgtd.control_port + 1  # nobody listens there
+
+    with pytest.raises(Retry, match="tgtd does not answer"):  # the worker sends it again later
+        tasks.volume_create.apply(kwargs={"volume_id": volume.pk}, throw=True)
+    assert Volume.objects.get(pk=volume.pk).state == "creating"
+    tasks.volume_create.apply(kwargs={"volume_id": volume.pk}, retries=tasks.volume_create.max_retries)
+
+    volume.refresh_from_db()
+    assert volume.state == "error"
+    assert "tgtd does not answer" in volume.state_message and "gave up after retries" in volume.state_message
+
+
+def test_reconciliation_does_nothing_where_the_site_has_no_iscsi(volume_settings, settings):
+    settings.ISCSI_CONTROL_PORT = 1  # no tgtd there: it must not be asked
+    assert tasks.reconcile() == {"restored": [], "failed": [], "unknown": []}
+
+
+def test_workers_making_targets_at_the_same_moment_each_get_their_own(tgtd, tmp_path):
+    """Target ids are tgtd's: two workers that pick the same free one at once must not fail or share it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tgt = Tgt(control_port=tgtd.control_port)
+    iqns = [f"iqn.2026-01.org.example:{uuid.uuid4()}" for _ in range(8)]
+    for n in range(8):
+        (tmp_path / f"{n}.raw").write_bytes(b"\0" * 1024 * 1024)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        made = list(
+            pool.map(lambda n: tgt.target_ensure(iqn=iqns[n], backing=tmp_path / f"{n}.raw", read_only=False), range(8))
+        )
+
+    assert sorted(iqn for _tid, iqn in tgtd.targets()) == sorted(iqns)
+    assert len({target.tid for target, _made in made}) == 8
+    shown = Tgt(control_port=tgtd.control_port).targets()
+    assert all(shown[iqns[n]].luns[1].path == str(tmp_path / f"{n}.raw") for n in range(8))

@@ -20,8 +20,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 MIB = 1024**2
 VM1, VM2 = "vm-0001", "vm-0002"
-# A small dataset disk: 3 MiB, the pattern 0x5a in its second MiB.
-DATASET = b"\0" * MIB + b"\x5a" * MIB + b"\0" * MIB
 
 
 def reads_pattern(url: str, fmt: str, *, offset: str = "1M", length: str = "1M") -> bool:
@@ -36,14 +34,6 @@ def reads_pattern(url: str, fmt: str, *, offset: str = "1M", length: str = "1M")
 
 def deny(identifier: str) -> None:
     policy_change(actor=None, rules=PolicyRules.from_json({"mode": "enforce", "images_deny": [identifier]}))
-
-
-@pytest.fixture
-def disk_image(publish, cache_settings, tmp_path) -> str:
-    """A signed ``disk`` image whose file: location is in the allowed directory; its identifier."""
-    path = tmp_path / "images" / "dataset.raw"
-    path.write_bytes(DATASET)
-    return publish(DATASET, locations=[path.as_uri()], kind="disk")
 
 
 @pytest.fixture

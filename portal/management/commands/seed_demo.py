@@ -1,6 +1,7 @@
 """Demo data for ``make run``: three accounts, the instance types, simulated libvirt hosts (the test driver's
 default host and three of different sizes described by ``<node>`` files in ``var/demo-hosts/``), the three
-networks, the site key and a few signed Marketplace entries (``portal/demo.py``).
+networks, the site key, a few signed Marketplace entries (``portal/demo.py``), and the file backend of volumes in
+``STORAGE_FILE_DIR`` (``var/volumes``) with a first volume for the researcher (the worker makes it).
 
 Idempotent: running it again changes nothing that exists and prints the same logins.
 """
@@ -21,6 +22,8 @@ from compute.networks import network_create
 from core import audit
 from marketplace import services as marketplace_services
 from portal.demo import marketplace_demo_seed
+from storage import services as storage_services
+from storage.models import Volume
 
 # Simulated hosts: name → (vCPUs, RAM MiB), served by libvirt's test driver from a <node> file.
 DEMO_HOSTS = {"demo-large": (32, 65536), "demo-medium": (16, 32768), "demo-small": (8, 16384)}
@@ -107,6 +110,7 @@ class Command(BaseCommand):
         marketplace_demo_seed(
             creator=user_model.objects.get(username="creator"), staff=user_model.objects.get(username="admin")
         )
+        self._storage(user_model.objects.get(username="researcher"))
 
         self.stdout.write(
             self.style.SUCCESS("Demo data is loaded. Log in at http://127.0.0.1:8000/accounts/login/ as:")
@@ -115,3 +119,19 @@ class Command(BaseCommand):
             role = "site administrator" if staff else ("image creator" if username == "creator" else "researcher")
             self.stdout.write(f"  {role:<20} username {username:<12} password {password}")
         self.stdout.write(f"The site key (manage.py create_site_key shows it): {site_key.fingerprint}")
+        self.stdout.write(
+            f"Volumes: the {settings.STORAGE_DEFAULT_BACKEND} backend, files in {settings.STORAGE_FILE_DIR} "
+            "(researcher's first volume: demo-scratch)."
+        )
+
+    def _storage(self, researcher: Any) -> None:
+        """The file backend's directory, and one volume for the researcher the first time (made by the worker)."""
+        settings.STORAGE_FILE_DIR.mkdir(parents=True, exist_ok=True)
+        if not Volume.objects.filter(created_by=researcher).exists():
+            storage_services.volume_create(
+                actor=researcher,
+                project=accounts_services.project_personal_ensure(user=researcher, actor=None),
+                name="demo-scratch",
+                size_gib=10,
+                backend="file",
+            )
