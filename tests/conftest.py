@@ -131,9 +131,11 @@ def worker_process_start(*, log_path: Path, hostname: str = "test-worker@%h") ->
     return process
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subprocess.Popen]:
-    """A real ``celery worker`` process on the configured broker, against the test database."""
+    """A real ``celery worker`` process on the configured broker, against the test database: one per test, since
+    the flush that ends each transactional test recreates the content types (new ids) that a worker caches for
+    the audit log; a worker kept across tests would write audit entries naming ones that no longer exist."""
     process = worker_process_start(log_path=settings.VAR_DIR / "test-worker.log")
     try:
         yield process
