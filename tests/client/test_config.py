@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import pytest
-
 from alto_client import config
 
 
@@ -26,7 +25,11 @@ def home(tmp_path, monkeypatch):
 def test_the_default_profile_names_the_endpoint_project_and_key(home):
     settings = config.load()
     assert (settings.profile, settings.endpoint, settings.project, settings.gpg_key, settings.token) == (
-        "lab", "https://lab.example.org", 12, "ABCD", None
+        "lab",
+        "https://lab.example.org",
+        12,
+        "ABCD",
+        None,
     )
 
 
