@@ -330,11 +330,16 @@ def upload(obj: Context, entry_file: str) -> None:
 
 @image.command(
     help="Deprecate an image you endorsed: fetches your latest entry, adds the reason, signs it again with your "
-    "key and uploads it. The image stops counting as endorsed by you."
-    + example("alto image deprecate No5o-5ea0sNMlW_75VgGJCv2AcJ --reason 'OpenSSH CVE-2024-6387; use 24.04.1'")
+    "key and uploads it as a newer entry; the image stops counting as endorsed by you. Everything else in your "
+    "entry is kept. --undo un-deprecates it the same way."
+    + example(
+        "alto image deprecate No5o-5ea0sNMlW_75VgGJCv2AcJ --reason 'OpenSSH CVE-2024-6387; use 24.04.1'\n"
+        "alto image deprecate No5o-5ea0sNMlW_75VgGJCv2AcJ --undo"
+    )
 )
 @click.argument("identifier")
-@click.option("--reason", required=True, help="Why it should no longer run (slterms:deprecated).")
+@click.option("--reason", help="Why it should no longer run (slterms:deprecated).")
+@click.option("--undo", is_flag=True, help="Un-deprecate: a newer entry without the reason.")
 @click.option("--key", help="Fingerprint (or e-mail) of your secret key [default: profile's gpg_key].")
 @click.option("--gnupghome", envvar="GNUPGHOME", help="The gpg keyring's directory [env GNUPGHOME].")
 @click.option("--passphrase-file", type=click.File("r"), help="Read the key's passphrase from this file's first line.")
@@ -344,14 +349,15 @@ def upload(obj: Context, entry_file: str) -> None:
 def deprecate(
     obj: Context,
     identifier: str,
-    reason: str,
+    reason: str | None,
+    undo: bool,
     key: str | None,
     gnupghome: str | None,
     passphrase_file: Any,
     file_dirs: tuple[str, ...],
 ) -> None:
-    if not reason.strip():
-        raise UsageProblem("--reason must say why the image is deprecated")
+    if undo == bool(reason and reason.strip()):
+        raise click.UsageError("give --reason (why the image should no longer run) or --undo")
     me = obj.api.get("accounts/me/")
     mine = me["user"]["email"].lower()
     shown = obj.api.get(f"marketplace/images/{quote(identifier, safe='')}/", auth_required=False)
@@ -361,14 +367,7 @@ def deprecate(
     response = obj.api.request(
         "GET", obj.api.relative(latest["url"]), params={"format": "xml"}, headers={"Accept": "application/xml"}
     )
-    source = md.parse(response.content, file_location_dirs=file_dirs or _file_dirs_of(response.content))
-    document = md.rebuild(
-        source,
-        endorser_email=mine,
-        endorsement_created=datetime.now(UTC),
-        deprecated=reason.strip(),
-        valid=source.valid,
-    )
+    document = md.redeclared(response.content, deprecated=None if undo else (reason or "").strip())
     passphrase = passphrase_file.readline().rstrip("\n") if passphrase_file else None
     signed = gpg.sign(
         document,
@@ -387,7 +386,7 @@ def deprecate(
                 ("identifier", "Identifier"),
                 ("endorser", "Endorser"),
                 ("status", "Status"),
-                ("deprecated_reason", "Reason"),
+                ("deprecated_reason", "Deprecated because"),
             ],
         ),
     )

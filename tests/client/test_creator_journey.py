@@ -105,6 +105,13 @@ def test_a_creator_publishes_finds_and_deprecates_an_image_with_alto(
     decision = alto("image", "policy", identifier, "--json")
     assert decision.json()["allowed"] is False
 
+    undone = alto(
+        "image", "deprecate", identifier, "--undo", "--key", pgp_keys.creator.fingerprint, "--json", token=token
+    )
+    assert undone.exit_code == 0, undone.stderr
+    assert undone.json()["status"] == "valid"
+    assert alto("image", "policy", identifier, "--json").json()["allowed"] is True
+
 
 # Documents the server refuses, each breaking one rule of the format (DESIGN.md §2.1, §2.2).
 BROKEN = {

@@ -58,3 +58,19 @@ def test_the_shared_package_imports_and_checks_without_django_or_gpg(tmp_path):
 )
 def test_endorser_e_mails_follow_one_rule_on_both_sides(email, valid):
     assert alto_metadata.is_email_address(email) is valid
+
+
+def test_redeclaring_an_entry_changes_only_its_signature_and_deprecation():
+    sha1 = "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+    original = alto_metadata.build(
+        image_bytes=0, checksums={"SHA-1": sha1}, type="base", endorser_email="c@example.org", alternative="tag-7"
+    )
+    signed = alto_metadata.attach_signature(original, "-----BEGIN PGP SIGNATURE-----\nx\n-----END PGP SIGNATURE-----")
+    deprecated = alto_metadata.redeclared(signed, deprecated="broken")
+    entry = alto_metadata.parse(deprecated)
+    assert (entry.deprecated, entry.alternative, entry.signature_kind) == ("broken", "tag-7", "none")
+    again = alto_metadata.parse(alto_metadata.redeclared(deprecated, deprecated="still broken"))
+    assert again.deprecated == "still broken"
+    restored = alto_metadata.redeclared(deprecated, deprecated=None)
+    assert alto_metadata.parse(restored).deprecated is None
+    assert alto_metadata.signed_bytes(restored) == alto_metadata.signed_bytes(original)

@@ -59,6 +59,7 @@ from alto_metadata.writer import (
     build_for_file,
     endorse,
     rebuild,
+    redeclared,
     signature_element,
     signed_bytes,
 )
@@ -108,6 +109,7 @@ __all__ = [
     "parse",
     "build",
     "rebuild",
+    "redeclared",
     "build_for_file",
     "signature_element",
     "signed_bytes",

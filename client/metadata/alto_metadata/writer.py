@@ -265,6 +265,32 @@ def endorse(
     return etree.tostring(root.getroottree(), xml_declaration=True, encoding="UTF-8")
 
 
+def redeclared(raw: bytes, *, deprecated: str | None, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """An unsigned copy of an entry, for its endorser to sign again as a newer entry: the signature removed and
+    ``slterms:deprecated`` set to ``deprecated`` (or removed when None: un-deprecation); everything else, the
+    endorser's tag, expiry and extension elements included, stays as it was. Signing refills the endorsement."""
+    root = xml_root(raw, max_bytes=max_bytes)
+    signature = signature_element(root)
+    if signature is not None:
+        root.remove(signature)
+    description = root.find(_DESCRIPTION)
+    if description is None:
+        raise MetadataInvalid([Problem("missing:Description", "rdf:RDF must hold one rdf:Description; none found.")])
+    for old in description.findall(f"{{{SLTERMS}}}deprecated"):
+        previous = old.getprevious()
+        if previous is not None:  # lxml removes the element's tail with it: the layout goes to its neighbour
+            previous.tail = old.tail
+        description.remove(old)
+    if deprecated is not None:
+        children = list(description)
+        element = etree.SubElement(description, f"{{{SLTERMS}}}deprecated")
+        element.text = deprecated
+        if children:  # keep the layout: the new element indented like its siblings
+            element.tail = children[-1].tail
+            children[-1].tail = children[-2].tail if len(children) > 1 else description.text
+    return etree.tostring(root.getroottree(), xml_declaration=True, encoding="UTF-8")
+
+
 def attach_signature(raw: bytes, armored: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     """The document with ``<sig:Signature>`` holding ``armored`` appended as the last child of rdf:RDF.
 
