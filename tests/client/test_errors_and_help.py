@@ -151,3 +151,14 @@ def test_links_from_the_server_are_followed_only_on_its_own_endpoint():
     ):
         with pytest.raises(AltoError):
             api.relative(elsewhere)
+
+
+def test_tokens_are_made_listed_and_revoked(alto, owner, token_of):
+    token = token_of(owner)
+    made = alto("token", "create", "ci", "--days", "7", "--json", token=token)
+    assert made.exit_code == 0, made.stderr
+    listed = alto("token", "list", "--json", token=token).json()
+    assert [t["name"] for t in listed] == ["ci"]
+    assert alto("quota", "--json", token=made.json()["token"]).exit_code == 0
+    assert alto("token", "revoke", str(made.json()["id"]), token=token).exit_code == 0
+    assert alto("quota", token=made.json()["token"]).exit_code == 4

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from compute.models import Instance
+from tests.compute.conftest import public_key_line
 from tests.compute.test_end_to_end import served_image, worker_host  # noqa: F401 - fixtures of that test
 
 pytestmark = [
@@ -21,12 +23,18 @@ def test_a_researcher_runs_lists_stops_starts_and_terminates_a_vm_with_alto(
     token_of,
     types,
     networks,
-    owner_key,
     served_image,  # noqa: F811
     worker_host,  # noqa: F811
+    tmp_path,
 ):
     token = token_of(owner)
     assert "t1.micro" in [t["name"] for t in alto("types", "--json", token=token).json()]
+    public_key = tmp_path / "id_ed25519.pub"
+    public_key.write_text(public_key_line() + " ada@laptop\n")
+    key = alto("keys", "ssh", "add", "laptop", str(public_key), "--json", token=token)
+    assert key.exit_code == 0, key.stderr
+    user_data = tmp_path / "cloud-init.yaml"
+    user_data.write_text("#cloud-config\npackages: [htop]\n")
     run = alto(
         "vm",
         "run",
@@ -38,7 +46,9 @@ def test_a_researcher_runs_lists_stops_starts_and_terminates_a_vm_with_alto(
         "--network",
         "private",
         "--key",
-        str(owner_key.pk),
+        str(key.json()["id"]),
+        "--user-data",
+        str(user_data),
         "--volatile-gib",
         "1",
         "--project",
@@ -52,6 +62,7 @@ def test_a_researcher_runs_lists_stops_starts_and_terminates_a_vm_with_alto(
     assert run.exit_code == 0, run.stderr
     vm = run.json()
     assert (vm["state"], vm["ip"], vm["host"]) == ("running", "10.10.0.2", worker_host.name)
+    assert Instance.objects.get(uuid=vm["id"]).user_data == "#cloud-config\npackages: [htop]\n"
 
     listed = alto("vm", "list", "--json", token=token).json()
     assert [(v["id"], v["state"]) for v in listed] == [(vm["id"], "running")]
