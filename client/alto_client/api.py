@@ -42,6 +42,7 @@ class Refused(AltoError):
         super().__init__(f"{detail} [{code}]" if code else detail, lines=lines, body=body)
         self.status = status
         self.code = code
+        self.detail = detail
 
 
 class Unreachable(AltoError):

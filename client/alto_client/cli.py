@@ -29,6 +29,7 @@ from alto_client.context import AltoGroup, Context, example, json_option, pass_c
 @click.version_option(__version__, prog_name="alto")
 @click.pass_context
 def alto(ctx: click.Context, profile: str | None, endpoint: str | None, as_json: bool) -> None:
+    output.json_mode = as_json
     try:
         settings = config.load(profile=profile, endpoint=endpoint)
     except config.ConfigError as exc:

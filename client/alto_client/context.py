@@ -17,8 +17,16 @@ class Context:
 
     def __init__(self, settings: config.Settings, as_json: bool) -> None:
         self.settings = settings
-        self.as_json = as_json
         self._api: Api | None = None
+        self.as_json = as_json
+
+    @property
+    def as_json(self) -> bool:
+        return output.json_mode
+
+    @as_json.setter
+    def as_json(self, value: bool) -> None:
+        output.json_mode = value
 
     @property
     def api(self) -> Api:

@@ -13,6 +13,8 @@ from rich.text import Text
 
 console = Console(highlight=False, soft_wrap=False)
 errors = Console(stderr=True, highlight=False)
+# Whether this run prints JSON (--json): errors are reported in the same form. Set by the command's context.
+json_mode = False
 
 
 def emit_json(data: Any) -> None:
@@ -70,6 +72,18 @@ def say(message: str) -> None:
 
 
 def show_error(error: Any) -> None:
+    """The error on standard error: words, or with --json one JSON object (``error``, ``code``, ``status``,
+    ``exit_code``, ``lines``) that a script can read."""
+    if json_mode:
+        body = {
+            "error": error.message,
+            "code": getattr(error, "code", "") or "",
+            "status": getattr(error, "status", None),
+            "exit_code": error.exit_code,
+            "lines": list(error.lines),
+        }
+        sys.stderr.write(json.dumps(body, sort_keys=True) + "\n")
+        return
     errors.print(Text.assemble(("error: ", "bold red"), error.message))
     for line in error.lines:
         errors.print(Text(f"  - {line}"))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import click
@@ -62,6 +63,13 @@ def test_a_refusal_exits_1_with_the_servers_reason_and_the_failed_rules(
     missing = alto("vm", "show", VM_ID, token=token)
     assert missing.exit_code == 1
     assert "[not_found]" in missing.stderr
+
+    # With --json a script reads the refusal as JSON too.
+    scripted = alto("--json", "vm", "run", entry.image.identifier, "--project", str(project.pk), token=token)
+    assert scripted.exit_code == 1
+    refusal = json.loads(scripted.stderr)
+    assert (refusal["code"], refusal["status"], refusal["exit_code"]) == ("policy-denied", 403, 1)
+    assert any(line.startswith("min_endorsements: ") for line in refusal["lines"])
 
 
 def test_json_output_is_parseable_and_tables_are_the_default(alto, owner, token_of, types):
