@@ -13,7 +13,7 @@ from rich.spinner import Spinner
 from rich.text import Text
 
 from alto_client import output
-from alto_client.api import AltoError, Refused, uuid_of
+from alto_client.api import AltoError, Refused, UsageProblem, uuid_of
 from alto_client.context import AltoGroup, Context, example, json_option, pass_ctx
 from alto_client.volumes import wait_volume
 
@@ -111,7 +111,7 @@ def vm() -> None:
 @click.option("--name", help="The VM's name [default: vm-<random>].")
 @click.option("--type", "instance_type", help="Instance type (alto types) [default: the site's].")
 @click.option("--network", type=click.Choice(["private", "local", "public"]), default="private", show_default=True)
-@click.option("--key", "keys", multiple=True, help="SSH key (id or fingerprint, alto keys ssh); repeatable.")
+@click.option("--key", "keys", multiple=True, help="SSH key: name, id or fingerprint (alto keys ssh); repeatable.")
 @click.option("--user-data", type=click.Path(exists=True, dir_okay=False), help="cloud-init user-data file.")
 @click.option("--volatile-gib", type=click.IntRange(min=0), default=0, help="A scratch disk of this size.")
 @click.option("--volume", "volumes", multiple=True, help="Volume id (alto volume list) to attach; repeatable.")
@@ -138,7 +138,7 @@ def run(
         "name": name or f"vm-{uuid.uuid4().hex[:8]}",
         "image": image,
         "network": network,
-        "ssh_keys": list(keys),
+        "ssh_keys": _ssh_key_ids(obj, keys),
         "user_data": Path(user_data).read_text(encoding="utf-8") if user_data else "",
         "volatile_gib": volatile_gib,
         "volumes": list(volumes),
@@ -152,6 +152,24 @@ def run(
         _show_vm(obj, created)
         return
     _show_vm(obj, wait_for(obj, created["id"], "running", timeout=timeout))
+
+
+def _ssh_key_ids(obj: Context, chosen: tuple[str, ...]) -> list[str]:
+    """The keys as the API takes them (ids or fingerprints): names are looked up among your keys."""
+    if all(key.isdigit() or key.startswith("SHA256:") for key in chosen):
+        return list(chosen)
+    mine = list(obj.api.pages("accounts/ssh-keys/", limit=1000))
+    by_name = {key["name"]: str(key["id"]) for key in mine}
+    ids = []
+    for key in chosen:
+        if key.isdigit() or key.startswith("SHA256:"):
+            ids.append(key)
+        elif key in by_name:
+            ids.append(by_name[key])
+        else:
+            names = ", ".join(sorted(by_name)) or "none: add one with `alto keys ssh add`"
+            raise UsageProblem(f"you have no SSH key named {key!r} (yours: {names})")
+    return ids
 
 
 @vm.command("list", help="Your projects' VMs, newest first." + example("alto vm list --state running"))

@@ -170,3 +170,9 @@ def test_tokens_are_made_listed_and_revoked(alto, owner, token_of):
     assert alto("quota", "--json", token=made.json()["token"]).exit_code == 0
     assert alto("token", "revoke", str(made.json()["id"]), token=token).exit_code == 0
     assert alto("quota", token=made.json()["token"]).exit_code == 4
+
+
+def test_an_ssh_key_name_that_is_not_yours_is_a_usage_error(alto, owner, token_of, project):
+    unknown = alto("vm", "run", "A" * 27, "--key", "desktop", "--project", str(project.pk), token=token_of(owner))
+    assert unknown.exit_code == 2
+    assert "no SSH key named 'desktop'" in unknown.stderr

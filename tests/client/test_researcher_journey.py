@@ -30,7 +30,8 @@ def test_a_researcher_runs_lists_stops_starts_and_terminates_a_vm_with_alto(
     token = token_of(owner)
     assert "t1.micro" in [t["name"] for t in alto("types", "--json", token=token).json()]
     public_key = tmp_path / "id_ed25519.pub"
-    public_key.write_text(public_key_line() + " ada@laptop\n")
+    line = public_key_line()
+    public_key.write_text(line + " ada@laptop\n")
     key = alto("keys", "ssh", "add", "laptop", str(public_key), "--json", token=token)
     assert key.exit_code == 0, key.stderr
     user_data = tmp_path / "cloud-init.yaml"
@@ -46,7 +47,7 @@ def test_a_researcher_runs_lists_stops_starts_and_terminates_a_vm_with_alto(
         "--network",
         "private",
         "--key",
-        str(key.json()["id"]),
+        "laptop",  # by name; alto finds its id
         "--user-data",
         str(user_data),
         "--volatile-gib",
@@ -62,7 +63,9 @@ def test_a_researcher_runs_lists_stops_starts_and_terminates_a_vm_with_alto(
     assert run.exit_code == 0, run.stderr
     vm = run.json()
     assert (vm["state"], vm["ip"], vm["host"]) == ("running", "10.10.0.2", worker_host.name)
-    assert Instance.objects.get(uuid=vm["id"]).user_data == "#cloud-config\npackages: [htop]\n"
+    instance = Instance.objects.get(uuid=vm["id"])
+    assert instance.user_data == "#cloud-config\npackages: [htop]\n"
+    assert [key.split()[:2] for key in instance.ssh_keys] == [line.split()[:2]]
 
     listed = alto("vm", "list", "--json", token=token).json()
     assert [(v["id"], v["state"]) for v in listed] == [(vm["id"], "running")]
