@@ -4,6 +4,7 @@ live in their own modules and are added here."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import platform
 from typing import Any
 
@@ -47,9 +48,16 @@ def alto(ctx: click.Context, profile: str | None, endpoint: str | None, as_json:
 )
 @click.option("--username", help="Your username (asked when left out).")
 @click.option("--days", type=click.IntRange(min=1), default=90, show_default=True, help="Days until the token expires.")
+@click.option("--allow-http", is_flag=True, help="Send the password over plain HTTP to a host other than this one.")
 @json_option
 @pass_ctx
-def login(obj: Context, username: str | None, days: int) -> None:
+def login(obj: Context, username: str | None, days: int, allow_http: bool) -> None:
+    url = httpx.URL(obj.settings.endpoint)
+    if url.scheme != "https" and not _loopback(url.host) and not allow_http:
+        raise UsageProblem(
+            f"{obj.settings.endpoint} is not HTTPS: your password would cross the network readable by anyone on "
+            "the way. Use the https:// address (or --allow-http if you must)."
+        )
     username = username or click.prompt("Username")
     password = click.prompt("Password", hide_input=True)
     name = f"alto on {platform.node() or 'this machine'}"[:100]
@@ -83,6 +91,13 @@ def login(obj: Context, username: str | None, days: int) -> None:
             f"(stored in {path})."
         ),
     )
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _json_or_text(response: httpx.Response) -> Any:

@@ -176,3 +176,9 @@ def test_an_ssh_key_name_that_is_not_yours_is_a_usage_error(alto, owner, token_o
     unknown = alto("vm", "run", "A" * 27, "--key", "desktop", "--project", str(project.pk), token=token_of(owner))
     assert unknown.exit_code == 2
     assert "no SSH key named 'desktop'" in unknown.stderr
+
+
+def test_login_refuses_to_send_a_password_over_plain_http_to_another_host(alto):
+    refused = alto("login", "--username", "ada", endpoint="http://cloud.example.org", input="secret\n")
+    assert refused.exit_code == 2
+    assert "not HTTPS" in refused.stderr
