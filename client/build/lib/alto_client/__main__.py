@@ -1,3 +1,0 @@
-from alto_client.cli import main
-
-main()
