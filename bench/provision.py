@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -735,37 +736,47 @@ def main() -> None:
     os.environ["SECRET_KEY"] = uuid.uuid4().hex * 2
     setup_django(var_dir)
 
+    from django.conf import settings
     from django.db import connection
 
-    parts = set(args.parts.split(","))
-    site = Site(var_dir, hosts=args.hosts, users=args.users)
-    report: dict = {
-        "database": connection.vendor,
-        "server_version": connection.pg_version,
-        "broker": broker,
-        "cpus": os.cpu_count(),
-        "simulated_hosts": args.hosts,
-        "worker_processes": args.hosts,
-        "web_workers": args.web_workers,
-    }
-    if "provision" in parts:
-        procs = Processes(var_dir, hosts=site.hosts, web_workers=args.web_workers)
-        try:
-            report["provision"] = measure_provision(site, procs, [int(s) for s in args.sizes.split(",")], args.clients)
-        finally:
-            procs.stop()
-    if "place" in parts:
-        report["place"] = measure_place(
-            site, [int(s) for s in args.place_sizes.split(",")], args.repeat, min(args.clients, 8)
-        )
-    if "list" in parts:
-        report["list"] = measure_list(
-            site,
-            hosts=args.list_hosts,
-            instances=args.list_instances,
-            projects=args.list_projects,
-            repeat=args.repeat,
-        )
+    from marketplace import signing
+
+    try:
+        parts = set(args.parts.split(","))
+        site = Site(var_dir, hosts=args.hosts, users=args.users)
+        report: dict = {
+            "database": connection.vendor,
+            "server_version": connection.pg_version,
+            "broker": broker,
+            "cpus": os.cpu_count(),
+            "simulated_hosts": args.hosts,
+            "worker_processes": args.hosts,
+            "web_workers": args.web_workers,
+        }
+        if "provision" in parts:
+            procs = Processes(var_dir, hosts=site.hosts, web_workers=args.web_workers)
+            try:
+                report["provision"] = measure_provision(
+                    site, procs, [int(s) for s in args.sizes.split(",")], args.clients
+                )
+            finally:
+                procs.stop()
+        if "place" in parts:
+            report["place"] = measure_place(
+                site, [int(s) for s in args.place_sizes.split(",")], args.repeat, min(args.clients, 8)
+            )
+        if "list" in parts:
+            report["list"] = measure_list(
+                site,
+                hosts=args.list_hosts,
+                instances=args.list_instances,
+                projects=args.list_projects,
+                repeat=args.repeat,
+            )
+    finally:
+        # The keyring's gpg-agent (started by gpg for the product's verifications) and the temporary files.
+        signing.shutdown_agent(Path(settings.MARKETPLACE_GNUPG_HOME))
+        shutil.rmtree(var_dir, ignore_errors=True)
     print(json.dumps(report, indent=2, default=str))
 
 
