@@ -6,8 +6,11 @@ from __future__ import annotations
 import pytest
 
 from compute.models import Instance
-from tests.compute.conftest import public_key_line
-from tests.compute.test_end_to_end import served_image, worker_host  # noqa: F401 - fixtures of that test
+from tests.compute.conftest import (
+    public_key_line,
+    served_image,  # noqa: F401 - a fixture of the compute tests
+)
+from tests.compute.test_end_to_end import worker_host  # noqa: F401 - a fixture of that test
 
 pytestmark = [
     pytest.mark.worker,
