@@ -312,3 +312,16 @@ def disk_image(publish, cache_settings, tmp_path) -> str:
     path = tmp_path / "images" / "dataset.raw"
     path.write_bytes(DATASET)
     return publish(DATASET, locations=[path.as_uri()], kind="disk")
+
+
+@pytest.fixture(autouse=True)
+def volume_tasks_sent(request, monkeypatch) -> list[tuple[str, int]]:
+    """Storage tasks sent by the code under test, as (``create``/``delete``, volume id), instead of the broker:
+    a session's worker (started by an end-to-end test) must not make or delete the volumes of other tests behind
+    their backs. Tests marked ``worker`` send them for real."""
+    sent: list[tuple[str, int]] = []
+    if request.node.get_closest_marker("worker") is None:
+        from storage import services
+
+        monkeypatch.setattr(services, "_enqueue", lambda task_name, volume_id: sent.append((task_name, volume_id)))
+    return sent

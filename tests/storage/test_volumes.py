@@ -57,11 +57,11 @@ def attached(volume: Volume, holder: str = VM1) -> Volume:
 
 
 def test_a_requested_volume_is_creating_until_the_worker_makes_its_qcow2_file(
-    make_volume, volume_settings, django_capture_on_commit_callbacks
+    make_volume, volume_settings, django_capture_on_commit_callbacks, volume_tasks_sent
 ):
-    with django_capture_on_commit_callbacks() as sent:
+    with django_capture_on_commit_callbacks(execute=True):
         volume = make_volume(3, provision=False)
-    assert volume.state == "creating" and len(sent) == 1
+    assert volume.state == "creating" and volume_tasks_sent == [("create", volume.pk)]
     assert not Path(volume.path).exists()
 
     made = tasks.volume_create(volume_id=volume.pk)
