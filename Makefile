@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages: build headers for libvirt-python and python-ldap, and the real parts the tests use.
 DEB_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu \
 	libvirt-clients libxml2-utils qemu-system-x86 qemu-utils qemu-block-extra tgt libiscsi-bin slapd ldap-utils \
-	libldap2-dev libsasl2-dev gnupg cpio busybox-static chromium iproute2
+	libldap2-dev libsasl2-dev gnupg cpio busybox-static syslinux mtools dosfstools chromium iproute2
 
 # PostgreSQL and Redis for the production-configuration pass of `make test`, when they answer.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/altostratus
@@ -40,7 +40,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): requirements.txt requirements/dev.txt | $(BIN)/python
+# requirements.txt installs the shared entry-format package (client/metadata) and requirements/dev.txt the alto
+# client (client/), both editable from this checkout; their own pyproject.toml files are prerequisites too.
+$(STAMP): requirements.txt requirements/dev.txt client/pyproject.toml client/metadata/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -r requirements.txt -r requirements/dev.txt
 	touch $@
 
@@ -84,6 +86,8 @@ lock: | $(BIN)/python
 	$(BIN)/pip install -q pip-tools
 	cd requirements && ../$(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links base.in -o ../requirements.txt
 	cd requirements && ../$(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links dev.in -o dev.txt
+	printf '\n# This repository'"'"'s own packages: the entry-format rules the server and the alto client share.\n-e ./client/metadata\n' >> requirements.txt
+	printf '\n# This repository'"'"'s own packages: the alto client, for its tests.\n-e ./client\n' >> requirements/dev.txt
 
 clean:
 	rm -rf var/test var/broker var/celery-results var/static

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from knox.models import AuthToken
-from rest_framework import generics, permissions, serializers, status
+from rest_framework import exceptions, generics, permissions, serializers, status
+from rest_framework.authentication import BasicAuthentication
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
@@ -326,10 +329,32 @@ class ApiTokenOutputSerializer(serializers.ModelSerializer):
         return token.token.expiry is not None and token.token.expiry <= timezone.now()
 
 
+class PasswordAuthentication(BasicAuthentication):
+    """Username and password (HTTP Basic), accepted for one call only: POST to create an API token (what
+    ``alto login`` does). It goes through ``authenticate()`` with the client's request, so the login lockout
+    (django-axes: LOGIN_FAILURE_LIMIT failures per username and client address) counts and refuses these
+    attempts exactly as it does the login page's."""
+
+    def authenticate(self, request: Request) -> tuple[User, None] | None:
+        if request.method != "POST":
+            return None
+        return super().authenticate(request)
+
+    def authenticate_credentials(self, userid: str, password: str, request: Any = None) -> tuple[User, None]:
+        http_request = getattr(request, "_request", request)
+        user = authenticate(request=http_request, username=userid, password=password)
+        if user is None or not user.is_active:
+            # When this failure locked the combination out, AxesMiddleware answers 429 instead.
+            raise exceptions.AuthenticationFailed("Wrong username or password.", code="login-failed")
+        return user, None
+
+
 class ApiTokenListApi(generics.ListAPIView):
     """Your API tokens (``Authorization: Token <token>``). A new token is shown in the creation
-    response only; it is kept hashed."""
+    response only; it is kept hashed. Creating one also accepts a username and password (HTTP Basic), under
+    the login page's lockout: that is how a command-line client logs in."""
 
+    authentication_classes = [*api_settings.DEFAULT_AUTHENTICATION_CLASSES, PasswordAuthentication]
     serializer_class = ApiTokenOutputSerializer
     queryset = ApiToken.objects.none()  # for the schema; requests use get_queryset()
 

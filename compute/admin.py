@@ -1,13 +1,66 @@
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin
 
+from compute import services
 from compute.models import Attachment, Host, Instance, InstanceType, Lease, Network, UsageRecord
+from core.errors import ApplicationError
+
+
+class InstanceTypeForm(forms.ModelForm):
+    class Meta:
+        model = InstanceType
+        fields = ["name", "vcpus", "ram_mib", "swap_mib", "root_gib", "is_default", "is_active"]
+
+    def _get_validation_exclusions(self) -> set[str]:
+        # "One default" is kept by the services (a new default takes it from the old one), not refused by the form.
+        return {*super()._get_validation_exclusions(), "is_default"}
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        current = InstanceType.objects.get(pk=self.instance.pk) if self.instance.pk else None
+        values = {field: cleaned[field] for field in self.changed_data if field in cleaned} if current else cleaned
+        try:
+            services.instance_type_check(values, current=current)
+        except ApplicationError as exc:
+            raise forms.ValidationError(exc.message, code=exc.code) from None
+        return cleaned
 
 
 @admin.register(InstanceType)
 class InstanceTypeAdmin(admin.ModelAdmin):
+    """Through the same services as the admin API: one default, retiring a used type deactivates it, audited."""
+
+    form = InstanceTypeForm
     list_display = ["name", "vcpus", "ram_mib", "swap_mib", "root_gib", "is_default", "is_active"]
+    list_filter = ["is_active"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        if change:
+            changes = {field: form.cleaned_data[field] for field in form.changed_data}
+            current = InstanceType.objects.get(pk=obj.pk)
+            obj.pk = services.instance_type_update(actor=request.user, instance_type=current, **changes).pk
+        else:
+            names = ("name", "vcpus", "ram_mib", "swap_mib", "root_gib", "is_default")
+            obj.pk = services.instance_type_create(actor=request.user, **{f: form.cleaned_data[f] for f in names}).pk
+
+    def get_deleted_objects(self, objs, request):
+        # Instances protect their type from deletion; retiring deactivates such a type instead (delete_model).
+        # Nothing else goes with it (instances are never deleted through their type), so no other permission is needed.
+        deleted, model_count, _perms_needed, _protected = super().get_deleted_objects(objs, request)
+        return deleted, model_count, set(), []
+
+    def delete_model(self, request, obj) -> None:
+        if services.instance_type_retire(actor=request.user, instance_type=obj) is not None:
+            self.message_user(request, f"{obj.name} was used by instances: it is deactivated, not deleted.")
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # bulk delete would bypass the retire rule
+        return actions
 
 
 @admin.register(Host)

@@ -1,6 +1,6 @@
 """The compute REST API (DESIGN §6): instance types, room for VMs, the instances of the actor's projects
 (request, terminate, start, shutdown, kill, reboot: 202, the worker on the host does the rest); staff list and
-add hosts and networks. Serializers validate and render; services write."""
+add hosts and networks, and manage instance types. Serializers validate and render; services write."""
 
 from __future__ import annotations
 
@@ -65,9 +65,10 @@ class InstanceOutputSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="uuid")
     image = serializers.CharField(source="image_identifier")
     instance_type = serializers.CharField(source="instance_type.name")
-    host = serializers.SerializerMethodField()
-    ip = serializers.SerializerMethodField()
-    mac = serializers.SerializerMethodField()
+    # Plain sourced fields (no per-row methods): a missing host or lease renders as null.
+    host = serializers.CharField(source="host.name", allow_null=True, read_only=True)
+    ip = serializers.CharField(source="lease.ip", allow_null=True, read_only=True)
+    mac = serializers.CharField(source="lease.mac", allow_null=True, read_only=True)
     volumes = serializers.SerializerMethodField()
     project = serializers.IntegerField(source="project_id")
 
@@ -95,23 +96,6 @@ class InstanceOutputSerializer(serializers.ModelSerializer):
             "created",
             "updated",
         ]
-
-    def get_host(self, instance: Instance) -> str | None:
-        return instance.host.name if instance.host else None
-
-    def _lease(self, instance: Instance):
-        try:
-            return instance.lease
-        except Instance.lease.RelatedObjectDoesNotExist:
-            return None
-
-    def get_ip(self, instance: Instance) -> str | None:
-        lease = self._lease(instance)
-        return lease.ip if lease else None
-
-    def get_mac(self, instance: Instance) -> str | None:
-        lease = self._lease(instance)
-        return lease.mac if lease else None
 
     def get_volumes(self, instance: Instance) -> list[str]:
         """The ids of the volumes plugged into the instance (or being plugged in or out), by device name."""
@@ -164,8 +148,8 @@ class InstanceListApi(generics.ListAPIView):
         instance = services.instance_request(
             actor=request.user, project=project, image=image, instance_type=instance_type, **values
         )
-        shown = selectors.instance_list(actor=request.user).get(pk=instance.pk)
-        return Response(InstanceOutputSerializer(shown).data, status=status.HTTP_202_ACCEPTED)
+        # The request returns the instance as stored, with its host, type and lease: rendered as it is.
+        return Response(InstanceOutputSerializer(instance).data, status=status.HTTP_202_ACCEPTED)
 
 
 class InstanceDetailApi(APIView):
@@ -228,6 +212,78 @@ class InstanceVolumeApi(APIView):
 # --- staff ------------------------------------------------------------------------------------------
 
 
+class InstanceTypeAdminOutputSerializer(serializers.ModelSerializer):
+    live_instances = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = InstanceType
+        fields = ["name", "vcpus", "ram_mib", "swap_mib", "root_gib", "is_default", "is_active", "live_instances"]
+
+
+class InstanceTypeAdminListApi(generics.ListAPIView):
+    """Every instance type, offered or retired (staff only). POST adds one; ``is_default`` moves the default."""
+
+    permission_classes = [permissions.IsAdminUser]
+    serializer_class = InstanceTypeAdminOutputSerializer
+    queryset = InstanceType.objects.none()  # for the schema; requests use get_queryset()
+
+    class InstanceTypeInputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=50)
+        vcpus = serializers.IntegerField()
+        ram_mib = serializers.IntegerField()
+        swap_mib = serializers.IntegerField(required=False, default=0)
+        root_gib = serializers.IntegerField(required=False, default=10)
+        is_default = serializers.BooleanField(required=False, default=False)
+
+    def get_queryset(self) -> QuerySet[InstanceType]:
+        return selectors.instance_type_admin_list()
+
+    @extend_schema(request=InstanceTypeInputSerializer, responses={201: InstanceTypeAdminOutputSerializer})
+    @idempotent
+    def post(self, request: Request) -> Response:
+        data = self.InstanceTypeInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        itype = services.instance_type_create(actor=request.user, **data.validated_data)
+        shown = selectors.instance_type_admin_get(name=itype.name)
+        return Response(InstanceTypeAdminOutputSerializer(shown).data, status=status.HTTP_201_CREATED)
+
+
+class InstanceTypeAdminDetailApi(APIView):
+    """One instance type (staff only). PATCH changes it (new requests only: instances keep their sizes);
+    DELETE retires it: deleted (204) when no instance was ever made from it, else deactivated (200)."""
+
+    permission_classes = [permissions.IsAdminUser]
+
+    class InstanceTypeChangeSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=50, required=False)
+        vcpus = serializers.IntegerField(required=False)
+        ram_mib = serializers.IntegerField(required=False)
+        swap_mib = serializers.IntegerField(required=False)
+        root_gib = serializers.IntegerField(required=False)
+        is_default = serializers.BooleanField(required=False)
+        is_active = serializers.BooleanField(required=False)
+
+    @extend_schema(responses={200: InstanceTypeAdminOutputSerializer})
+    def get(self, request: Request, name: str) -> Response:
+        return Response(InstanceTypeAdminOutputSerializer(selectors.instance_type_admin_get(name=name)).data)
+
+    @extend_schema(request=InstanceTypeChangeSerializer, responses={200: InstanceTypeAdminOutputSerializer})
+    def patch(self, request: Request, name: str) -> Response:
+        itype = selectors.instance_type_admin_get(name=name)
+        data = self.InstanceTypeChangeSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        changed = services.instance_type_update(actor=request.user, instance_type=itype, **data.validated_data)
+        return Response(InstanceTypeAdminOutputSerializer(selectors.instance_type_admin_get(name=changed.name)).data)
+
+    @extend_schema(responses={200: InstanceTypeAdminOutputSerializer, 204: None})
+    def delete(self, request: Request, name: str) -> Response:
+        itype = selectors.instance_type_admin_get(name=name)
+        kept = services.instance_type_retire(actor=request.user, instance_type=itype)
+        if kept is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(InstanceTypeAdminOutputSerializer(selectors.instance_type_admin_get(name=kept.name)).data)
+
+
 class HostOutputSerializer(serializers.ModelSerializer):
     live_instances = serializers.IntegerField(read_only=True)
 
@@ -262,6 +318,8 @@ class HostListApi(generics.ListAPIView):
     class HostInputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=100)
         uri = serializers.CharField(max_length=300)
+        cpu_allocation_ratio = serializers.DecimalField(max_digits=5, decimal_places=2, required=False)
+        ram_allocation_ratio = serializers.DecimalField(max_digits=5, decimal_places=2, required=False)
 
     def get_queryset(self) -> QuerySet[Host]:
         return selectors.host_list()

@@ -25,7 +25,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from compute import hypervisor
+from compute import hypervisor, swap
 from compute.domain import DiskSpec, disk_xml, volume_disk
 from compute.models import Attachment, AttachmentState, Host, Instance, InstanceState
 from core import audit
@@ -72,11 +72,12 @@ def _device_names() -> list[str]:
     return singles + doubles
 
 
-BOOT_DEVICES = frozenset({"vda"})  # the root disk; the seed ISO is on the IDE bus (hdd)
+BOOT_DEVICES = frozenset({"vda", swap.TARGET})  # the root disk and the swap disk; the seed ISO is on IDE (hdd)
 
 
 def device_pick(instance: Instance) -> str:
-    """The first virtio device name (vdb, vdc, …, vdz, vdaa, …) no disk of ``instance`` uses.
+    """The first virtio device name (vdb, vdc, …, vdy, vdaa, …) no disk of ``instance`` uses (``vdz`` is the swap
+    disk's, whether or not this instance has one).
 
     Call with the instance row locked (``select_for_update``): the unique constraint (instance, device) is the
     backstop that refuses a second attachment racing for the same name."""

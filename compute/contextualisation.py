@@ -115,9 +115,13 @@ def meta_data(*, instance_uuid: UUID, hostname: str) -> str:
     return _yaml({"instance-id": str(instance_uuid), "local-hostname": hostname})
 
 
-def user_data_file(*, ssh_keys: Sequence[str], user_data: str | None) -> str:
-    """The ``user-data`` file: our ``#cloud-config``, alone or with the user's part in a MIME multipart."""
-    ours = "#cloud-config\n" + _yaml({"ssh_authorized_keys": [key.strip() for key in ssh_keys]})
+def user_data_file(*, ssh_keys: Sequence[str], user_data: str | None, swap_label: str | None = None) -> str:
+    """The ``user-data`` file: our ``#cloud-config``, alone or with the user's part in a MIME multipart. With
+    ``swap_label``, our part also has cloud-init add the disk of that label as swap (``mounts``; ``swapon -a``)."""
+    config: dict[str, Any] = {"ssh_authorized_keys": [key.strip() for key in ssh_keys]}
+    if swap_label:
+        config["mounts"] = [[f"LABEL={swap_label}", "none", "swap", "sw", "0", "0"]]
+    ours = "#cloud-config\n" + _yaml(config)
     if user_data is None:
         return ours
     multipart = MIMEMultipart()
@@ -157,8 +161,10 @@ def seed_iso(
     ssh_keys: Sequence[str],
     user_data: str | None,
     network: NetworkConfig | None,
+    swap_label: str | None = None,
 ) -> bytes:
-    """The NoCloud seed ISO for one instance. Without ``network`` there is no ``network-config`` (DHCP).
+    """The NoCloud seed ISO for one instance. Without ``network`` there is no ``network-config`` (DHCP); with
+    ``swap_label`` the user-data has cloud-init use the disk of that label as swap.
 
     Raises :class:`ApplicationError` for user-data over the limit, malformed SSH keys or host name."""
     validate_ssh_keys(ssh_keys)
@@ -167,7 +173,7 @@ def seed_iso(
     _validate_hostname(hostname)
     files = {
         "meta-data": meta_data(instance_uuid=instance_uuid, hostname=hostname),
-        "user-data": user_data_file(ssh_keys=ssh_keys, user_data=user_data),
+        "user-data": user_data_file(ssh_keys=ssh_keys, user_data=user_data, swap_label=swap_label),
     }
     if network is not None:
         files["network-config"] = network_config(network)

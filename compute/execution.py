@@ -7,7 +7,8 @@ A step re-run after a worker died mid-step repeats safely: files are made idempo
 starting a domain twice is harmless.
 
 Flow: ``scheduled → preparing`` (image cache, policy again, disks, seed ISO) ``→ booting`` (define
-``alto-<uuid>`` and start it) ``→ running`` (libvirt says so). Actions: start (``stopped → booting``),
+``alto-<uuid>`` and start it) ``→ running`` (libvirt says so: at once in the boot step as a rule, else polled by
+the wait step). Actions: start (``stopped → booting``),
 shutdown (``running → stopping → stopped``, ACPI then polling), kill (``→ stopping``, destroy ``→ stopped``),
 reboot (``running``), terminate (``→ terminating``, destroy, undefine, root disk to quarantine ``→ terminated``,
 lease freed). A step that fails for good puts the instance in ``error`` with the message; its lease (and its
@@ -21,12 +22,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from celery import current_app
+from celery import current_app, current_task
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from compute import attachments, hypervisor
+from compute import attachments, hypervisor, swap
 from compute.contextualisation import NetworkConfig, seed_iso
 from compute.domain import DiskSpec, DomainSpec, NicSpec, domain_xml
 from compute.models import Host, Instance, InstanceState, Lease
@@ -48,6 +49,10 @@ WAIT_STOPPED = "compute.instance_wait_stopped"
 KILL = "compute.instance_kill"
 REBOOT = "compute.instance_reboot"
 TERMINATE = "compute.instance_terminate"
+# The swap disk: a raw file in the instance's folder, on the last virtio name so that it never takes the name of a
+# volume (the guest finds it by its label, not by its device name).
+SWAP_FILE = "swap.img"
+SWAP_TARGET = swap.TARGET
 # States a failed step may leave for ``error`` (terminated is final; error already is).
 FAILABLE = [s for s in S.values if s not in (S.TERMINATED, S.ERROR)]
 
@@ -83,7 +88,15 @@ def _get(instance_id: int) -> Instance:
     return Instance.objects.select_related("host", "image").get(pk=instance_id)
 
 
+def _worker() -> dict[str, str]:
+    """The Celery worker running this step (``name@host``), for the audit entry; empty outside a worker."""
+    hostname = getattr(getattr(current_task, "request", None), "hostname", None)
+    return {"worker": hostname} if hostname else {}
+
+
 def _move(instance: Instance, *, allowed: list[str], to: str, verb: str, actor: Any = None, **details: Any) -> Instance:
+    if actor is None:
+        details = {**_worker(), **details}
     with transaction.atomic():
         return transition(
             Instance,
@@ -111,7 +124,7 @@ def instance_fail(instance_id: int, *, message: str) -> None:
                 actor=None,
                 action="compute.instance.error",
                 code="instance-state",
-                details={"message": message[:4000]},
+                details={"message": message[:4000], **_worker()},
             )
         except (Conflict, NotFound):
             logger.info("instance %s failed (%s) but is gone or no longer in a state to fail", instance_id, message)
@@ -121,8 +134,9 @@ def instance_fail(instance_id: int, *, message: str) -> None:
 
 
 def instance_prepare(instance_id: int) -> bool:
-    """``scheduled → preparing``: cache the image, check the policy again, make the root overlay and the
-    seed ISO in ``INSTANCE_DIR/<uuid>/``; then send the boot step. False when not wanted."""
+    """``scheduled → preparing``: cache the image, check the policy again, make the root overlay, the swap disk
+    and the seed ISO in ``INSTANCE_DIR/<uuid>/`` (volumes, the volatile disk included, are storage's); then send
+    the boot step. False when not wanted."""
     instance = _get(instance_id)
     if instance.state == S.SCHEDULED:
         instance = _move(instance, allowed=[S.SCHEDULED], to=S.PREPARING, verb="preparing")
@@ -134,9 +148,13 @@ def instance_prepare(instance_id: int) -> bool:
         reasons = decision.summary
         instance_fail(instance_id, message=f"the site policy refuses image {instance.image_identifier}: {reasons}")
         return False
+    # The decision at the moment of use is the one that counts (DESIGN §2.4): so are the entries that allowed it.
+    Instance.objects.filter(pk=instance.pk).update(allowed_by=list(decision.allowed_by))
     where = instance_dir(instance)
     where.mkdir(parents=True, exist_ok=True)
     qemu_img.overlay_create(backing=Path(cached.path), path=where / "root.qcow2", size_gib=instance.root_gib)
+    if instance.swap_mib:
+        swap.swap_disk_create(path=where / SWAP_FILE, size_mib=instance.swap_mib)
     lease = Lease.objects.select_related("network").get(instance=instance)
     prefix = lease.network.cidr.split("/")[1]
     iso = seed_iso(
@@ -147,6 +165,7 @@ def instance_prepare(instance_id: int) -> bool:
         network=NetworkConfig(
             mac=lease.mac, address=f"{lease.ip}/{prefix}", gateway=lease.network.gateway, dns=tuple(lease.network.dns)
         ),
+        swap_label=swap.LABEL if instance.swap_mib else None,
     )
     partial = where / "seed.iso.partial"
     partial.write_bytes(iso)
@@ -161,6 +180,8 @@ def _spec(instance: Instance) -> DomainSpec:
     disks = [DiskSpec(target="vda", path=str(where / "root.qcow2"))]
     # The volumes (volatile disk included) come from storage, on the devices their attachments picked.
     disks.extend(attachments.boot_disks(instance))
+    if instance.swap_mib:
+        disks.append(DiskSpec(target=SWAP_TARGET, path=str(where / SWAP_FILE), format="raw"))
     return DomainSpec(
         name=domain_name(instance),
         uuid=instance.uuid,
@@ -176,7 +197,7 @@ def _spec(instance: Instance) -> DomainSpec:
 
 def instance_boot(instance_id: int) -> bool:
     """``preparing → booting`` (a start comes ``stopped → booting``): define ``alto-<uuid>`` and start it, then
-    send the wait step. False when not wanted."""
+    ``→ running`` when libvirt says it runs, else send the wait step. False when not wanted."""
     instance = _get(instance_id)
     if instance.state == S.PREPARING:
         instance = _move(instance, allowed=[S.PREPARING], to=S.BOOTING, verb="booting")
@@ -185,7 +206,19 @@ def instance_boot(instance_id: int) -> bool:
     hypervisor.domain_define(_host(instance).uri, domain_xml(_spec(instance)))
     attachments.boot_settle(instance)
     hypervisor.domain_start(_host(instance).uri, domain_name(instance))
-    enqueue(WAIT_RUNNING, instance)
+    # libvirt's start returns once the domain runs, as a rule: then it is ``running`` now, without another task;
+    # a domain that does not run yet is polled by the wait step.
+    if not _running_if_up(instance):
+        enqueue(WAIT_RUNNING, instance)
+    return True
+
+
+def _running_if_up(instance: Instance) -> bool:
+    """``booting → running`` if libvirt says the domain runs; False when it does not run yet."""
+    if hypervisor.domain_state(_host(instance).uri, domain_name(instance)) != hypervisor.RUNNING:
+        return False
+    with contextlib.suppress(Conflict):
+        _move(instance, allowed=[S.BOOTING], to=S.RUNNING, verb="running")
     return True
 
 
@@ -195,11 +228,7 @@ def instance_wait_running(instance_id: int) -> bool | None:
     instance = _get(instance_id)
     if instance.state != S.BOOTING:
         return True
-    if hypervisor.domain_state(_host(instance).uri, domain_name(instance)) != hypervisor.RUNNING:
-        return False
-    with contextlib.suppress(Conflict):
-        _move(instance, allowed=[S.BOOTING], to=S.RUNNING, verb="running")
-    return True
+    return _running_if_up(instance)
 
 
 def instance_stop_apply(instance_id: int, *, kill: bool) -> bool:
@@ -310,3 +339,34 @@ def instance_reboot(*, actor: User, instance: Instance) -> Instance:
 
 def teardown_on_commit(instance: Instance) -> None:
     _enqueue_on_commit(TERMINATE, instance)
+
+
+# The step to send again for an instance found in a worker state whose message may have died with a worker. A
+# ``stopping`` one gets the ACPI button again (harmless on a domain already going down or off), then the wait; which
+# of shutdown or kill was asked is not kept, and the gentler one is the safe guess.
+RESUME_STEP: dict[str, str] = {
+    S.SCHEDULED.value: PREPARE,
+    S.PREPARING.value: PREPARE,
+    S.BOOTING.value: BOOT,
+    S.STOPPING.value: SHUTDOWN,
+    S.TERMINATING.value: TERMINATE,
+}
+
+
+def steps_resume(*, host_names: list[str]) -> int:
+    """Send again the current step of every instance on ``host_names`` that is in a worker state; returns how many.
+
+    Called when a worker starts consuming those hosts' queues: a worker killed mid-step (SIGKILL, power loss)
+    takes its message with it on the filesystem broker, and Redis gives it back only after its visibility
+    timeout. Steps are idempotent and return early when their work is done, so a step that was not lost (still
+    queued, or redelivered later) only runs once more to no effect."""
+    instances = list(
+        Instance.objects.select_related("host")
+        .filter(host__name__in=host_names, state__in=list(RESUME_STEP))
+        .order_by("pk")
+    )
+    for instance in instances:
+        step = RESUME_STEP[instance.state]
+        logger.info("instance %s is %s on %s: sending %s again", instance.pk, instance.state, instance.host, step)
+        enqueue(step, instance)
+    return len(instances)

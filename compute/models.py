@@ -157,6 +157,12 @@ class Instance(models.Model):
     ssh_keys = models.JSONField(default=list, blank=True, help_text="The public key lines given to the VM.")
     user_data = models.TextField(blank=True)
     policy_warnings = models.JSONField(default=list, blank=True)
+    allowed_by = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The Marketplace entries ({endorser, created}) whose endorsements allowed the image at the moment "
+        "of use: at the request, then again when the worker used the checked bytes.",
+    )
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -167,6 +173,15 @@ class Instance(models.Model):
         indexes = [
             models.Index(fields=["project", "state"], name="instance_project_state"),
             models.Index(fields=["host", "state"], name="instance_host_state"),
+            # Listings are newest first: a page is read off this index when most instances are visible.
+            models.Index(fields=["-created", "-id"], name="instance_newest_first"),
+            # What placement sums per host: the live instances' size (PostgreSQL reads it from the index alone).
+            models.Index(
+                fields=["host"],
+                include=["vcpus", "ram_mib"],
+                condition=Q(state__in=LIVE_STATES),
+                name="instance_live_per_host",
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(vcpus__gt=0) & Q(ram_mib__gt=0), name="instance_has_size"),
@@ -253,3 +268,24 @@ class Attachment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.volume_uuid} as {self.device} of {self.instance_id}"
+
+
+class TrustNotice(models.Model):
+    """What one owner was told when an image their VMs run from turned from allowed to denied: one per owner and
+    trust change (the Marketplace's ``TrustChange``), mailed and shown on their dashboard until dismissed."""
+
+    change = models.ForeignKey("marketplace.TrustChange", on_delete=models.PROTECT, related_name="notices")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="trust_notices")
+    image_identifier = models.CharField(max_length=27)
+    message = models.TextField()
+    instances = models.JSONField(help_text="The owner's VMs running from the image then: [{id, name}].")
+    created = models.DateTimeField(auto_now_add=True)
+    dismissed = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        constraints = [models.UniqueConstraint(fields=["change", "user"], name="trust_notice_once_per_owner")]
+        indexes = [models.Index(fields=["user"], condition=Q(dismissed__isnull=True), name="trust_notice_open")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.image_identifier}"

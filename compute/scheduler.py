@@ -13,9 +13,10 @@ from typing import NamedTuple
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import DecimalField, ExpressionWrapper, F, FilteredRelation, Q, Sum
+from django.db.models.functions import Coalesce
 
-from compute.models import Host, Instance, InstanceType
+from compute.models import LIVE_STATES, Host, Instance, InstanceType
 from core.errors import Conflict
 
 
@@ -85,25 +86,69 @@ def _why_nothing_fits(instance_type: InstanceType) -> str:
     return f"no host has room for {instance_type.name}: {', '.join(parts)}"
 
 
+# How many of the best-ranked hosts one ranking offers, and how many times a placement ranks again when every
+# host it offered filled up under concurrent placements before it could lock one.
+PLACE_CANDIDATES = 20
+PLACE_ROUNDS = 5
+
+
+def _ranked(instance_type: InstanceType) -> list[int]:
+    """The ids of the candidate hosts with room for ``instance_type``, best first by the strategy: one query
+    that sums the live instances per host in the database (no rows of hosts or instances come to Python)."""
+    room = (
+        _candidates()
+        # Joined on the live instances only (the ``instance_live_per_host`` index): the terminated ones, most
+        # of a site's history, are never read.
+        .annotate(live=FilteredRelation("instances", condition=Q(instances__state__in=LIVE_STATES)))
+        .annotate(vcpus_used=Coalesce(Sum("live__vcpus"), 0), ram_used=Coalesce(Sum("live__ram_mib"), 0))
+        .annotate(
+            vcpus_free=ExpressionWrapper(
+                F("vcpus") * F("cpu_allocation_ratio") - F("vcpus_used"), output_field=DecimalField()
+            ),
+            ram_free=ExpressionWrapper(
+                F("ram_mib") * F("ram_allocation_ratio") - F("ram_used"), output_field=DecimalField()
+            ),
+        )
+        .filter(vcpus_free__gte=instance_type.vcpus, ram_free__gte=instance_type.ram_mib)
+    )
+    order = ["ram_free", "pk"] if settings.SCHEDULER_STRATEGY == "pack" else ["-ram_free", "pk"]
+    return list(room.order_by(*order).values_list("pk", flat=True)[:PLACE_CANDIDATES])
+
+
+def _lock_if_room(host_id: int, instance_type: InstanceType, *, wait: bool) -> Host | None:
+    """Lock candidate host ``host_id`` and count its room again under the lock; the host if the instance
+    fits. Without ``wait`` a host another placement holds is passed over. A host that does not fit (any more)
+    is unlocked again (its savepoint is rolled back)."""
+    savepoint = transaction.savepoint()
+    host = _candidates().select_for_update(skip_locked=not wait).filter(pk=host_id).first()
+    if host is not None and _room([host])[0].fits(instance_type) >= 1:
+        transaction.savepoint_commit(savepoint)
+        return host
+    transaction.savepoint_rollback(savepoint)
+    return None
+
+
 def place(*, instance_type: InstanceType) -> Host:
     """The host a new instance of ``instance_type`` goes to, or :class:`Conflict` (``no-host``) saying why
     none can take it.
 
     Precondition: inside the caller's transaction, which must create the instance on the returned host
-    before it commits. The candidate hosts stay locked (in primary-key order) until then, so concurrent
-    placements count each other's instances and no host is filled past its room."""
+    before it commits. The returned host stays locked until then, and its room is counted again once the
+    lock is held, so concurrent placements on the same host count each other's instances and no host is
+    filled past its room. Only that one host is locked: the hosts are ranked without locks, and a
+    placement takes the best one no other placement holds (waiting for them in turn when all are held)."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("place() must run inside transaction.atomic()")
-    hosts = list(_candidates().select_for_update().order_by("pk"))
-    fitting = [room for room in _room(hosts) if room.fits(instance_type) >= 1]
-    if not fitting:
-        raise Conflict(_why_nothing_fits(instance_type), code="no-host")
-    strategy = settings.SCHEDULER_STRATEGY
-    if strategy == "pack":
-        fitting.sort(key=lambda r: (r.ram_mib_free, r.host.pk))
-    else:
-        fitting.sort(key=lambda r: (-r.ram_mib_free, r.host.pk))
-    return fitting[0].host
+    for _round in range(PLACE_ROUNDS):
+        ranked = _ranked(instance_type)
+        if not ranked:
+            break
+        for wait in (False, True):
+            for host_id in ranked:
+                host = _lock_if_room(host_id, instance_type, wait=wait)
+                if host is not None:
+                    return host
+    raise Conflict(_why_nothing_fits(instance_type), code="no-host")
 
 
 class TypeRoom(NamedTuple):

@@ -12,8 +12,8 @@ from django.contrib.auth.models import User
 from django.db.models import Count, DurationField, ExpressionWrapper, F, IntegerField, Q, QuerySet, Sum, Value
 from django.db.models.functions import Greatest, Least
 
-from accounts.models import Project
-from compute.models import Host, Instance, InstanceType, Network, UsageRecord
+from accounts.models import Membership, Project
+from compute.models import Host, Instance, InstanceState, InstanceType, Network, UsageRecord
 from core.errors import NotFound
 
 
@@ -21,10 +21,27 @@ def instance_type_list() -> QuerySet[InstanceType]:
     return InstanceType.objects.filter(is_active=True)
 
 
+def instance_type_admin_list() -> QuerySet[InstanceType]:
+    """Every instance type, offered or retired, with how many live instances use it (staff)."""
+    return InstanceType.objects.annotate(
+        live_instances=Count("instances", filter=~Q(instances__state=InstanceState.TERMINATED))
+    ).order_by("vcpus", "ram_mib", "name")
+
+
+def instance_type_admin_get(*, name: str) -> InstanceType:
+    try:
+        return instance_type_admin_list().get(name=name)
+    except InstanceType.DoesNotExist:
+        raise NotFound("No such instance type.") from None
+
+
 def instance_list(*, actor: User) -> QuerySet[Instance]:
-    """The instances of the projects ``actor`` is a member of, newest first, with what a listing shows."""
+    """The instances of the projects ``actor`` is a member of, newest first, with what a listing shows.
+
+    Membership is a semi-join (``project IN (the actor's projects)``) rather than a join, so that the database
+    can read a page of a large listing off the newest-first index and stop there."""
     return (
-        Instance.objects.filter(project__memberships__user=actor)
+        Instance.objects.filter(project__in=Membership.objects.filter(user=actor).values("project"))
         .select_related("project", "instance_type", "host", "lease")
         .prefetch_related("attachments")
         .order_by("-created", "-id")

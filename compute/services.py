@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -60,9 +61,160 @@ def instance_types_seed(*, actor: object | None) -> list[InstanceType]:
     return created
 
 
-def host_register(*, actor: object | None, name: str, uri: str) -> Host:
-    """Register the libvirt host at ``uri`` with the capacity it reports. Probing happens before the
-    transaction; a host already registered under that URI is a conflict."""
+# Instance types (site data, DESIGN §4): made, changed and retired by staff through the admin API and the Django admin.
+INSTANCE_TYPE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,48}[a-z0-9])?$")
+# Bounds that catch typing errors (a RAM size in GiB, a disk in MiB) without limiting a real site.
+INSTANCE_TYPE_LIMITS = {"vcpus": (1, 1024), "ram_mib": (64, 16 * 2**20), "swap_mib": (0, 2**20), "root_gib": (1, 65536)}
+
+
+def instance_type_check(values: Mapping[str, object], *, current: InstanceType | None = None) -> None:
+    """Raise ApplicationError / Conflict when ``values`` (new, or changes to ``current``) break a rule: the name,
+    the sizes' bounds, and the default (the default stays offered; taking it away needs another default)."""
+    name = values.get("name")
+    if name is not None and (not isinstance(name, str) or not INSTANCE_TYPE_NAME.match(name)):
+        raise ApplicationError(
+            f"{name!r} is not a valid instance type name: 1 to 50 lower-case letters, digits, dots, hyphens and "
+            "underscores, starting and ending with a letter or digit",
+            code="instance-type-name",
+        )
+    for field, (low, high) in INSTANCE_TYPE_LIMITS.items():
+        value = values.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+            raise ApplicationError(f"{field} must be {low} to {high}, got {value!r}", code="instance-type-size")
+    if current is None:
+        return
+    is_default = bool(values.get("is_default", current.is_default))
+    if current.is_default and not is_default:
+        raise Conflict(
+            f"{current.name} is the default instance type: make another type the default instead",
+            code="instance-type-default",
+        )
+    if is_default and not values.get("is_active", current.is_active):
+        raise Conflict(
+            f"{current.name} is the default instance type: make another type the default before retiring it",
+            code="instance-type-default",
+        )
+
+
+def _default_take(instance_type: InstanceType) -> None:
+    """Make ``instance_type`` the only default (the others lose it first: one default, a unique constraint)."""
+    InstanceType.objects.filter(is_default=True).exclude(pk=instance_type.pk).update(is_default=False)
+
+
+def instance_type_create(
+    *,
+    actor: object | None,
+    name: str,
+    vcpus: int,
+    ram_mib: int,
+    swap_mib: int = 0,
+    root_gib: int = 10,
+    is_default: bool = False,
+) -> InstanceType:
+    """A new offered instance type; ``is_default`` moves the default to it. Conflict ``instance-type-exists``."""
+    values = {"name": name, "vcpus": vcpus, "ram_mib": ram_mib, "swap_mib": swap_mib, "root_gib": root_gib}
+    instance_type_check(values)
+    with transaction.atomic():
+        if InstanceType.objects.filter(name=name).exists():
+            raise Conflict(f"an instance type named {name} exists already", code="instance-type-exists")
+        if is_default:
+            InstanceType.objects.filter(is_default=True).update(is_default=False)
+        itype = InstanceType.objects.create(**values, is_default=is_default, is_active=True)
+        audit.record(actor, "compute.instance_type.created", itype, **values, is_default=is_default)
+    return itype
+
+
+def instance_type_update(*, actor: object | None, instance_type: InstanceType, **changes: object) -> InstanceType:
+    """Change an instance type's sizes, name, default or active flag. Instances keep the sizes they were made with
+    (they copy them); only new requests see the change. The default must stay offered: deactivating it, or taking
+    the default away without giving it to another, is a Conflict ``instance-type-default``."""
+    allowed = {"name", "vcpus", "ram_mib", "swap_mib", "root_gib", "is_default", "is_active"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ApplicationError(f"cannot change {', '.join(sorted(unknown))}", code="instance-type-field")
+    with transaction.atomic():
+        itype = InstanceType.objects.select_for_update().get(pk=instance_type.pk)
+        instance_type_check(changes, current=itype)
+        if "name" in changes and InstanceType.objects.filter(name=changes["name"]).exclude(pk=itype.pk).exists():
+            raise Conflict(f"an instance type named {changes['name']} exists already", code="instance-type-exists")
+        is_default = bool(changes.get("is_default", itype.is_default))
+        before = {field: getattr(itype, field) for field in changes}
+        if is_default and not itype.is_default:
+            _default_take(itype)
+        for field, value in changes.items():
+            setattr(itype, field, value)
+        itype.save()
+        audit.record(
+            actor,
+            "compute.instance_type.updated",
+            itype,
+            changes={field: [before[field], value] for field, value in changes.items() if before[field] != value},
+        )
+    return itype
+
+
+def instance_type_retire(*, actor: object | None, instance_type: InstanceType) -> InstanceType | None:
+    """Stop offering an instance type: deleted when no instance (even a terminated one) was made from it, else
+    deactivated (kept for the instances' records and usage). Returns the deactivated type, None when deleted.
+    The default type cannot be retired (Conflict ``instance-type-default``)."""
+    with transaction.atomic():
+        itype = InstanceType.objects.select_for_update().get(pk=instance_type.pk)
+        if itype.is_default:
+            raise Conflict(
+                f"{itype.name} is the default instance type: make another type the default before retiring it",
+                code="instance-type-default",
+            )
+        if not Instance.objects.filter(instance_type=itype).exists():
+            audit.record(actor, "compute.instance_type.deleted", itype, name=itype.name)
+            itype.delete()
+            return None
+        if itype.is_active:
+            itype.is_active = False
+            itype.save(update_fields=["is_active"])
+            audit.record(actor, "compute.instance_type.deactivated", itype, name=itype.name)
+        return itype
+
+
+# A host's name is part of its worker queue ``host.<name>`` and of log lines: one token, no spaces or wildcards.
+HOST_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$")
+# Overcommit ratios a site may set (the columns hold 5 digits, 2 decimals).
+RATIO_MIN, RATIO_MAX = Decimal("0.01"), Decimal("100")
+
+
+def _ratio(value: Decimal | float | str, *, what: str) -> Decimal:
+    try:
+        ratio = Decimal(str(value)).quantize(Decimal("0.01"))
+    except (InvalidOperation, ValueError):
+        raise ApplicationError(f"the {what} allocation ratio {value!r} is not a number", code="host-ratio") from None
+    if not RATIO_MIN <= ratio <= RATIO_MAX:
+        raise ApplicationError(
+            f"the {what} allocation ratio must be {RATIO_MIN} to {RATIO_MAX}, got {value}", code="host-ratio"
+        )
+    return ratio
+
+
+def host_register(
+    *,
+    actor: object | None,
+    name: str,
+    uri: str,
+    cpu_allocation_ratio: Decimal | float | str | None = None,
+    ram_allocation_ratio: Decimal | float | str | None = None,
+) -> Host:
+    """Register the libvirt host at ``uri`` with the capacity it reports and the overcommit ratios given (the
+    model's defaults otherwise). The input is checked and the host probed before the transaction; a host already
+    registered under that name or URI is a conflict."""
+    if not HOST_NAME.match(name):
+        raise ApplicationError(
+            f"{name!r} is not a valid host name: 1 to 100 letters, digits, dots, hyphens and underscores, "
+            "starting and ending with a letter or digit (it names the worker queue host.<name>)",
+            code="host-name",
+        )
+    ratios = {}  # those not given take the model's defaults
+    if cpu_allocation_ratio is not None:
+        ratios["cpu_allocation_ratio"] = _ratio(cpu_allocation_ratio, what="CPU")
+    if ram_allocation_ratio is not None:
+        ratios["ram_allocation_ratio"] = _ratio(ram_allocation_ratio, what="RAM")
     try:
         info = hypervisor.host_info(uri)
     except hypervisor.HostUnreachable as exc:
@@ -72,8 +224,20 @@ def host_register(*, actor: object | None, name: str, uri: str) -> Host:
     with transaction.atomic():
         if Host.objects.filter(uri=uri).exists():
             raise Conflict(f"a host with URI {uri} is already registered", code="host-exists")
-        host = Host.objects.create(name=name, uri=uri, vcpus=info.vcpus, ram_mib=info.ram_mib)
-        audit.record(actor, "compute.host.registered", host, uri=uri, vcpus=info.vcpus, ram_mib=info.ram_mib)
+        if Host.objects.filter(name=name).exists():
+            raise Conflict(f"a host named {name} is already registered", code="host-exists")
+        host = Host.objects.create(name=name, uri=uri, vcpus=info.vcpus, ram_mib=info.ram_mib, **ratios)
+        host.refresh_from_db()  # the ratios as stored (two decimals)
+        audit.record(
+            actor,
+            "compute.host.registered",
+            host,
+            uri=uri,
+            vcpus=info.vcpus,
+            ram_mib=info.ram_mib,
+            cpu_allocation_ratio=str(host.cpu_allocation_ratio),
+            ram_allocation_ratio=str(host.ram_allocation_ratio),
+        )
     return host
 
 
@@ -208,6 +372,7 @@ def instance_request(
             ssh_keys=[k.public_key for k in keys],
             user_data=user_data,
             policy_warnings=warnings,
+            allowed_by=list(decision.allowed_by),
         )
         lease = lease_take(network_kind=network, instance=instance)
         attached = attachments.attachments_at_request(
@@ -228,15 +393,9 @@ def instance_request(
             policy_warnings=[w["rule"] for w in warnings],
             volumes={a.device: str(a.volume_uuid) for a in attached},
         )
-        instance_id = instance.pk
-        transaction.on_commit(lambda: instance_start_work(instance_id))
+        # The first worker step (prepare) goes to the host's queue once the instance is committed.
+        transaction.on_commit(lambda: execution.enqueue(execution.PREPARE, instance))
     return instance
-
-
-def instance_start_work(instance_id: int) -> None:
-    """Send the first worker step (prepare) of a requested instance to its host's queue (after commit)."""
-    instance = Instance.objects.select_related("host").get(pk=instance_id)
-    execution.enqueue(execution.PREPARE, instance)
 
 
 def instance_terminate(*, actor: User, instance: Instance) -> Instance:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from compute import attachments, execution, reconciliation, worker  # noqa: F401 - worker: connects the host-queue signal
-from core.errors import TransientError
+from core.errors import Conflict, TransientError
 from core.workflow import task
 
 logger = logging.getLogger(__name__)
@@ -23,6 +23,11 @@ POLL_TIMES = 60
 def _run_step(task_: Any, instance_id: int, step: Callable[[int], Any]) -> Any:
     try:
         return step(instance_id)
+    except Conflict as exc:
+        # The instance moved on while this step ran (another run of the same step after a resume, or the user
+        # acted): that run or action owns it now, so this one is not a failure of the instance.
+        logger.info("%s for instance %s stopped: %s", task_.name, instance_id, exc)
+        return None
     except TransientError as exc:
         if task_.request.retries >= task_.max_retries:
             execution.instance_fail(instance_id, message=f"{task_.name}: {exc} (gave up after retries)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, path
 
-from compute import api, views
+from compute import api, trust_api, views
 
 api_urlpatterns: list[URLPattern | URLResolver] = [
     path("compute/instance-types/", api.InstanceTypeListApi.as_view(), name="api-compute-instance-types"),
@@ -28,8 +28,21 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
         )
         for action in api.InstanceVolumeApi.ACTIONS
     ],
+    path("admin/instance-types/", api.InstanceTypeAdminListApi.as_view(), name="api-admin-instance-types"),
+    path("admin/instance-types/<str:name>/", api.InstanceTypeAdminDetailApi.as_view(), name="api-admin-instance-type"),
     path("admin/hosts/", api.HostListApi.as_view(), name="api-admin-hosts"),
     path("admin/networks/", api.NetworkListApi.as_view(), name="api-admin-networks"),
+    path(
+        "admin/images/<str:identifier>/instances/",
+        trust_api.AdminImageUsesApi.as_view(),
+        name="api-admin-image-instances",
+    ),
+    path("compute/notices/", trust_api.TrustNoticeListApi.as_view(), name="api-compute-notices"),
+    path(
+        "compute/notices/<id:notice_id>/dismiss/",
+        trust_api.TrustNoticeDismissApi.as_view(),
+        name="api-compute-notice-dismiss",
+    ),
 ]
 
 urlpatterns: list[URLPattern | URLResolver] = [

@@ -1,8 +1,14 @@
-"""The embedded worker consumes every host's queue (DESIGN §1: ``make run`` runs one worker for everything).
+"""Worker start-up for compute: the host queues a worker consumes, and the steps a dead worker left behind.
 
-With ``WORKER_ALL_HOST_QUEUES`` the worker adds ``host.<name>`` for each registered host when it is ready and
-then every ``REFRESH_SECONDS`` (hosts registered later), from the consumer's own timer, as Celery's
-``add_consumer`` control command does. Production workers run ``-Q default,host.<name>`` and leave it off."""
+The embedded worker consumes every host's queue (DESIGN §1: ``make run`` runs one worker for everything). With
+``WORKER_ALL_HOST_QUEUES`` the worker adds ``host.<name>`` for each registered host when it is ready and then
+every ``REFRESH_SECONDS`` (hosts registered later), from the consumer's own timer, as Celery's ``add_consumer``
+control command does. Production workers run ``-Q default,host.<name>`` and leave it off.
+
+When a worker is ready it sends again the current step of the instances on the hosts whose queues it consumes
+(``execution.steps_resume``): a worker killed mid-step loses its message on the filesystem broker, and Redis
+returns it only after its visibility timeout, so without this an instance would wait for the stuck-step
+deadline. One worker per host is the design (DESIGN §4), so nothing else is running those steps then."""
 
 from __future__ import annotations
 
@@ -16,12 +22,17 @@ from django.db import close_old_connections
 logger = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 2.0
+HOST_QUEUE_PREFIX = "host."
 
 
 def host_queues() -> list[str]:
     from compute.models import Host
 
-    return [f"host.{name}" for name in Host.objects.order_by("pk").values_list("name", flat=True)]
+    return [f"{HOST_QUEUE_PREFIX}{name}" for name in Host.objects.order_by("pk").values_list("name", flat=True)]
+
+
+def _consumed(consumer: Any) -> set[str]:
+    return {queue.name for queue in consumer.task_consumer.queues} if consumer.task_consumer else set()
 
 
 def _add_host_queues(consumer: Any) -> None:
@@ -31,16 +42,34 @@ def _add_host_queues(consumer: Any) -> None:
     except Exception:  # the database may be restarting: try again at the next tick
         logger.exception("could not list the hosts' queues")
         return
-    consuming = {queue.name for queue in consumer.task_consumer.queues} if consumer.task_consumer else set()
+    consuming = _consumed(consumer)
     for name in wanted:
         if name not in consuming:
             logger.info("consuming host queue %s", name)
             consumer.add_task_queue(name)
 
 
-@worker_ready.connect
-def consume_every_host_queue(sender: Any = None, **_: Any) -> None:
-    if not settings.WORKER_ALL_HOST_QUEUES or sender is None:
+def _resume_steps(consumer: Any) -> None:
+    from compute import execution
+
+    hosts = sorted(q.removeprefix(HOST_QUEUE_PREFIX) for q in _consumed(consumer) if q.startswith(HOST_QUEUE_PREFIX))
+    if not hosts:
         return
-    _add_host_queues(sender)
-    sender.timer.call_repeatedly(REFRESH_SECONDS, _add_host_queues, (sender,))
+    try:
+        close_old_connections()
+        resumed = execution.steps_resume(host_names=hosts)
+    except Exception:  # the stuck-step deadline of reconciliation still ends these instances
+        logger.exception("could not resume the steps of hosts %s", ", ".join(hosts))
+        return
+    if resumed:
+        logger.info("resumed the steps of %s instances on %s", resumed, ", ".join(hosts))
+
+
+@worker_ready.connect
+def on_worker_ready(sender: Any = None, **_: Any) -> None:
+    if sender is None:
+        return
+    if settings.WORKER_ALL_HOST_QUEUES:
+        _add_host_queues(sender)
+        sender.timer.call_repeatedly(REFRESH_SECONDS, _add_host_queues, (sender,))
+    _resume_steps(sender)

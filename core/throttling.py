@@ -17,7 +17,7 @@ from typing import Any
 from axes.backends import AxesStandaloneBackend
 from axes.helpers import get_client_username, get_cool_off
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
@@ -54,19 +54,30 @@ class LoginLockoutBackend(AxesStandaloneBackend):
 def lockout_response(
     request: HttpRequest, original_response: Any = None, credentials: dict | None = None
 ) -> HttpResponse:
-    """The lockout page (AXES_LOCKOUT_CALLABLE): 429 in the site's layout, with Retry-After."""
+    """The lockout page (AXES_LOCKOUT_CALLABLE): 429 in the site's layout, with Retry-After; under /api/ the
+    API's error shape (a password sent to make a token is a login too)."""
     cool_off = get_cool_off(request)
     minutes = int(cool_off.total_seconds() // 60) if cool_off else None
-    response = render(
-        request,
-        "registration/locked_out.html",
-        {
-            "username": get_client_username(request, credentials) or "",
-            "failure_limit": settings.AXES_FAILURE_LIMIT,
-            "lockout_minutes": minutes,
-        },
-        status=429,
-    )
+    if request.path.startswith("/api/"):
+        wait = f" for {minutes} minutes" if minutes else ""
+        response: HttpResponse = JsonResponse(
+            {
+                "detail": f"Too many failed logins: logins for this username from your address are refused{wait}.",
+                "code": "locked-out",
+            },
+            status=429,
+        )
+    else:
+        response = render(
+            request,
+            "registration/locked_out.html",
+            {
+                "username": get_client_username(request, credentials) or "",
+                "failure_limit": settings.AXES_FAILURE_LIMIT,
+                "lockout_minutes": minutes,
+            },
+            status=429,
+        )
     if cool_off:
         response["Retry-After"] = str(int(cool_off.total_seconds()))
     return response

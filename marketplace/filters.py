@@ -3,6 +3,7 @@ same query parameters through the same FilterSets."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import django_filters
@@ -70,8 +71,16 @@ class ImageSearchFilter(django_filters.FilterSet):
         return queryset
 
     def filter_queryset(self, queryset: QuerySet[Image]) -> QuerySet[Image]:
-        criteria = {name: value for name, value in self.form.cleaned_data.items() if value not in (None, "")}
-        return selectors.image_search(images=queryset, **criteria)
+        return selectors.image_search(images=queryset, ordering=self.sort_order(), **asdict(self.criteria()))
+
+    def criteria(self) -> selectors.SearchCriteria:
+        """The filters of a valid form."""
+        given = {name: value for name, value in self.form.cleaned_data.items() if value not in (None, "")}
+        given.pop("ordering", None)
+        return selectors.SearchCriteria(**given)
+
+    def sort_order(self) -> str:
+        return self.form.cleaned_data.get("ordering") or selectors.DEFAULT_ORDERING
 
 
 class EndorserFilter(django_filters.FilterSet):

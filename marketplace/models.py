@@ -48,7 +48,8 @@ class Endorser(models.Model):
     """Everyone who has signed at least one entry, by e-mail. Its row is the lock of its timelines.
 
     An endorser e-mail belongs to exactly one holder, fixed by its first entry: the account whose key signed
-    it, or the site (``account`` null) for the site key's entries (DESIGN §2.2)."""
+    it, the certificate subject of a legacy XML-DSig entry, or the site (neither) for the site key's entries
+    (DESIGN §2.2)."""
 
     email = models.CharField(max_length=254, unique=True)
     account = models.ForeignKey(
@@ -58,6 +59,12 @@ class Endorser(models.Model):
         on_delete=models.PROTECT,
         related_name="endorsers",
         help_text="The account whose keys endorse as this e-mail; empty: the site.",
+    )
+    certificate_subject = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="For legacy X.509 (XML-DSig) endorsers: the certificate subject DN whose entries this e-mail "
+        "takes. Empty for accounts' keys and the site key.",
     )
     subject = models.CharField(max_length=500, blank=True, help_text="The user ID of the newest entry.")
     first_endorsed = models.DateTimeField()
@@ -98,9 +105,31 @@ class Image(models.Model):
     first_endorsed = models.DateTimeField()
     updated = models.DateTimeField(db_index=True, help_text="Created time of the newest entry.")
 
+    class Verdict(models.TextChoices):
+        NOT_EVALUATED = "", "not evaluated yet"
+        ALLOWED = "allowed", "allowed, every rule passed"
+        WARNINGS = "warnings", "allowed despite failed rules"
+        DENIED = "denied", "denied"
+
+    # The active policy's verdict, kept by policy.verdicts (the console filters on it): written when an entry
+    # arrives or a key is revoked, for every image when the policy changes (a task), and by a periodic task when
+    # ``verdict_until`` passes. Readers trust it only while ``verdict_policy`` is the active policy's id (0: the
+    # default rules) and ``verdict_until`` has not passed; otherwise they evaluate the image themselves.
+    verdict = models.CharField(max_length=10, choices=Verdict.choices, blank=True, default="", db_default="")
+    verdict_policy = models.IntegerField(
+        default=-1, db_default=-1, help_text="The SitePolicy id the verdict was reached under (0: default rules)."
+    )
+    verdict_until = models.DateTimeField(
+        null=True, blank=True, help_text="When the verdict may change with the clock: a current endorsement expires."
+    )
+
     class Meta:
         ordering = ["-updated", "-id"]
         indexes = [
+            models.Index(fields=["verdict", "identifier"], name="mp_image_verdict"),
+            models.Index(fields=["verdict_policy"], name="mp_image_verdict_policy"),
+            models.Index(fields=["verdict_until"], name="mp_image_verdict_until"),
+            models.Index(fields=["-updated", "-id"], name="mp_image_updated"),
             models.Index(fields=["title", "id"], name="mp_image_title"),
             # Which image claimed a SHA-256 first (checksum rules).
             models.Index(fields=["sha256", "id"], condition=~Q(sha256=""), name="mp_image_sha256"),
@@ -112,6 +141,8 @@ class Image(models.Model):
 
 # What an entry's status depends on (besides the key's revocation): carried in the search indexes.
 STATUS_COLUMNS = ["deprecated", "valid_until", "key", "has_location"]
+# The claims searches filter on, carried in the filter indexes so that any combination is answered from one.
+CLAIM_COLUMNS = ["os", "os_version", "arch", "kind"]
 
 
 class Entry(models.Model):
@@ -127,7 +158,7 @@ class Entry(models.Model):
     endorser = models.ForeignKey(Endorser, on_delete=models.PROTECT, related_name="entries")
     created = models.DateTimeField(help_text="dcterms:created of the endorsement (UTC).")
     subject = models.CharField(max_length=500)
-    issuer = models.CharField(max_length=100)
+    issuer = models.CharField(max_length=500)
     fingerprint = models.CharField(max_length=40, db_index=True)
     # Null for entries signed with the site key, which is not registered to an account.
     key = models.ForeignKey(PgpKey, null=True, blank=True, on_delete=models.PROTECT, related_name="entries")
@@ -176,22 +207,34 @@ class Entry(models.Model):
         ]
         # The search filters, over latest entries only (what the image search looks at). On PostgreSQL
         # each carries the status columns, so that filtering by status needs no visit to the wide rows.
+        # PostgreSQL also gets a trigram index for ``q`` (mp_latest_search_trgm, migration 0001) and extended
+        # statistics on the claims searches combine (mp_entry_claims, 0005).
         indexes = [
             # One endorser's history, newest first.
             models.Index(fields=["endorser", "-created"], name="mp_entry_history"),
+            # Every filtered claim is carried, the raw columns of the expressions too: PostgreSQL answers from
+            # the index alone only when every column the query names is in it, lower(os) not counting as os.
             models.Index(
                 Lower("os"),
                 Lower("os_version"),
                 name="mp_latest_os",
                 condition=Q(is_latest=True),
-                include=["image", *STATUS_COLUMNS],
+                include=["image", *CLAIM_COLUMNS, *STATUS_COLUMNS],
             ),
             models.Index(
                 Lower("arch"),
                 "kind",
                 name="mp_latest_arch_kind",
                 condition=Q(is_latest=True),
-                include=["image", *STATUS_COLUMNS],
+                include=["image", *CLAIM_COLUMNS, *STATUS_COLUMNS],
+            ),
+            # An image's latest entries with every filtered claim: a search walking images in the page's order
+            # asks it whether each has a matching entry without visiting the entries.
+            models.Index(
+                "image",
+                name="mp_latest_image_claims",
+                condition=Q(is_latest=True),
+                include=["endorser", "fingerprint", *CLAIM_COLUMNS, *STATUS_COLUMNS],
             ),
             models.Index(
                 "kind", name="mp_latest_kind", condition=Q(is_latest=True), include=["image", *STATUS_COLUMNS]
@@ -251,3 +294,32 @@ class SitePolicy(models.Model):
 
     def __str__(self) -> str:
         return f"policy #{self.pk}{' (active)' if self.is_active else ''}"
+
+
+class TrustChange(models.Model):
+    """An image whose decision under the site policy turned from allowed to denied (issue 16): an outbox row,
+    written in the transaction that rewrote the image's verdict, delivered after commit to whoever listens
+    (``marketplace.signals.image_trust_lost``; compute tells the owners of the VMs running from the image).
+    ``delivered`` stays empty until every listener has run, so a crash between commit and delivery loses
+    nothing: the periodic delivery picks the row up again."""
+
+    class Cause(models.TextChoices):
+        DEPRECATED = "deprecated", "an endorser deprecated the image"
+        ENDORSEMENT = "endorsement", "a new endorsement changed the decision"
+        EXPIRED = "expired", "an endorsement expired"
+        KEY_REVOKED = "key-revoked", "an endorser's key was revoked"
+        POLICY = "policy", "the site policy changed"
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="trust_changes")
+    cause = models.CharField(max_length=20, choices=Cause.choices)
+    summary = models.TextField(help_text="The decision now, rule by rule, in words.")
+    verdict_before = models.CharField(max_length=10)
+    created = models.DateTimeField(auto_now_add=True)
+    delivered = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["id"], condition=Q(delivered__isnull=True), name="mp_trust_change_undelivered")]
+
+    def __str__(self) -> str:
+        return f"{self.image_id}: {self.cause}"

@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Exists, F, IntegerField, Min, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db import connection
+from django.db.models import (
+    BooleanField,
+    Case,
+    CharField,
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    Min,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce, Lower
 from django.utils import timezone
 
@@ -30,6 +48,8 @@ ORDERINGS = {
     "-bytes": ("-bytes", "-id"),
 }
 DEFAULT_ORDERING = "-updated"
+# Searches the planner expects to find more images than this report its estimate, not an exact count.
+EXACT_COUNT_UP_TO = 10_000
 _FINGERPRINT = re.compile(r"^[0-9A-Fa-f]{40}$")
 # Columns a listing never needs: the signed bytes and the long tail of the document.
 _HEAVY = ("raw", "details", "search_text", "description")
@@ -63,9 +83,13 @@ def entry_document_status(entry: Entry, *, now: dt.datetime) -> str:
 
 
 def status_q(status: str, *, now: dt.datetime) -> Q:
-    """The entries of one status, by the same rules as ``entry_status``, in SQL."""
-    revoked = Q(key__revoked_at__lte=now)
-    not_revoked = Q(key__isnull=True) | Q(key__revoked_at__isnull=True) | Q(key__revoked_at__gt=now)
+    """The entries of one status, by the same rules as ``entry_status``, in SQL.
+
+    Revocation is asked of the few revoked keys (a hashed subquery), not joined row by row, so that the
+    search indexes, which carry ``key``, answer status filters without visiting the entries."""
+    revoked_keys = PgpKey.objects.filter(revoked_at__lte=now).values("pk")
+    revoked = Q(key__in=revoked_keys)
+    not_revoked = Q(key__isnull=True) | ~Q(key__in=revoked_keys)
     if status == Entry.Status.REVOKED:
         return revoked
     if status == Entry.Status.DEPRECATED:
@@ -75,6 +99,17 @@ def status_q(status: str, *, now: dt.datetime) -> Q:
     if status == Entry.Status.VALID:
         return not_revoked & Q(deprecated=False) & (Q(valid_until__isnull=True) | Q(valid_until__gt=now))
     raise ValueError(f"unknown status {status!r}")
+
+
+def status_case(*, now: dt.datetime) -> Case:
+    """An entry's status now (``entry_status``) as an SQL expression, for rendering lists without Python per row."""
+    return Case(
+        When(key__revoked_at__lte=now, then=Value(Entry.Status.REVOKED.value)),
+        When(deprecated=True, then=Value(Entry.Status.DEPRECATED.value)),
+        When(valid_until__lte=now, then=Value(Entry.Status.EXPIRED.value)),
+        default=Value(Entry.Status.VALID.value),
+        output_field=CharField(),
+    )
 
 
 def _latest_entries() -> QuerySet[Entry]:
@@ -115,6 +150,23 @@ def pgp_key_endorsing_uids(key: PgpKey) -> list[str]:
     return [uid for uid in key.uids if owner_email and signing.uid_email(uid) == owner_email]
 
 
+def signing_key_facts(fingerprint: str) -> signing.KeyInfo | None:
+    """A registered account key's user IDs, creation and expiry as recorded at registration, for verifying
+    signatures without asking gpg again (``signing.register_key_facts``). The site key is left to its keyring
+    (its entries are few; the keyring knows whether it was given an expiry)."""
+    key = PgpKey.objects.filter(fingerprint=fingerprint.upper()).only("uids", "emails", "created", "expires").first()
+    if key is None:
+        return None
+    return signing.KeyInfo(
+        fingerprint=fingerprint.upper(),
+        uids=tuple(key.uids),
+        emails=tuple(key.emails),
+        created=key.created,
+        expires=key.expires,
+        armored="",
+    )
+
+
 # --- Who holds an e-mail (registered with accounts.emails in MarketplaceConfig.ready) ----------------------
 
 
@@ -151,52 +203,218 @@ def image_list() -> QuerySet[Image]:
     return Image.objects.all()
 
 
-def image_search(
-    *,
-    images: QuerySet[Image] | None = None,
-    q: str = "",
-    os: str = "",
-    os_version: str = "",
-    arch: str = "",
-    kind: str = "",
-    endorser: str = "",
-    status: str = "valid",
-    location: str = "all",
-    ordering: str = DEFAULT_ORDERING,
-    now: dt.datetime | None = None,
-) -> QuerySet[Image]:
-    """Images with at least one latest entry (one endorser's current word) matching every filter.
+@dataclass(frozen=True)
+class SearchCriteria:
+    """The image search's filters (DESIGN §6), all of which must hold for the same endorser's latest entry."""
+
+    q: str = ""
+    os: str = ""
+    os_version: str = ""
+    arch: str = ""
+    kind: str = ""
+    endorser: str = ""
+    status: str = "valid"
+    location: str = "all"
+
+
+def image_search_entries(criteria: SearchCriteria, *, now: dt.datetime) -> QuerySet[Entry]:
+    """The latest entries matching every filter: an image is found when one of them is its.
 
     ``os``, ``os_version`` and ``arch`` match whole values, ignoring case; ``q`` looks for a phrase in
     titles and descriptions; ``endorser`` is an e-mail or a key fingerprint; ``status`` (default
-    ``valid``) is that entry's status now."""
-    now = now or timezone.now()
+    ``valid``) is the entry's status now."""
     entries = Entry.objects.filter(is_latest=True)
-    if q.strip():
-        entries = entries.filter(search_text__contains=q.strip().lower())
-    if os:
-        entries = entries.alias(os_l=Lower("os")).filter(os_l=os.strip().lower())
-    if os_version:
-        entries = entries.alias(os_version_l=Lower("os_version")).filter(os_version_l=os_version.strip().lower())
-    if arch:
-        entries = entries.alias(arch_l=Lower("arch")).filter(arch_l=arch.strip().lower())
-    if kind:
-        entries = entries.filter(kind=kind.strip().lower())
-    if endorser:
-        value = endorser.strip()
+    if criteria.q.strip():
+        entries = entries.filter(search_text__contains=criteria.q.strip().lower())
+    if criteria.os:
+        entries = entries.alias(os_l=Lower("os")).filter(os_l=criteria.os.strip().lower())
+    if criteria.os_version:
+        entries = entries.alias(os_version_l=Lower("os_version")).filter(
+            os_version_l=criteria.os_version.strip().lower()
+        )
+    if criteria.arch:
+        entries = entries.alias(arch_l=Lower("arch")).filter(arch_l=criteria.arch.strip().lower())
+    if criteria.kind:
+        entries = entries.filter(kind=criteria.kind.strip().lower())
+    if criteria.endorser:
+        value = criteria.endorser.strip()
         if _FINGERPRINT.match(value):
             entries = entries.filter(fingerprint=value.upper())
         else:
-            entries = entries.filter(endorser__email=value.lower())
-    if status != "all":
-        entries = entries.filter(status_q(status, now=now))
-    if location == "web":
+            endorser_ids = Endorser.objects.filter(email=value.lower()).values("pk")
+            entries = entries.filter(endorser__in=endorser_ids)
+    if criteria.status != "all":
+        entries = entries.filter(status_q(criteria.status, now=now))
+    if criteria.location == "web":
         entries = entries.filter(has_location=True)
-    elif location == "none":
+    elif criteria.location == "none":
         entries = entries.filter(has_location=False)
+    return entries
+
+
+def _images_found(entries: QuerySet[Entry], *, images: QuerySet[Image] | None, ordering: str) -> QuerySet[Image]:
     base = images if images is not None else Image.objects.all()
     found = base.filter(Exists(entries.filter(image=OuterRef("pk"))))
-    return _with_latest_entries(found.order_by(*ORDERINGS.get(ordering, ORDERINGS[DEFAULT_ORDERING])))
+    return found.order_by(*ORDERINGS.get(ordering, ORDERINGS[DEFAULT_ORDERING]))
+
+
+def image_search(
+    *,
+    images: QuerySet[Image] | None = None,
+    ordering: str = DEFAULT_ORDERING,
+    now: dt.datetime | None = None,
+    **criteria: str,
+) -> QuerySet[Image]:
+    """Images with at least one latest entry (one endorser's current word) matching every filter
+    (:class:`SearchCriteria`), each with its latest entries prefetched (``latest_entries``)."""
+    entries = image_search_entries(SearchCriteria(**criteria), now=now or timezone.now())
+    return _with_latest_entries(_images_found(entries, images=images, ordering=ordering))
+
+
+@dataclass(frozen=True)
+class Counted:
+    """How many images a search found; ``is_estimate`` when it is the planner's estimate, not a count."""
+
+    value: int
+    is_estimate: bool
+
+
+def _planner_rows(queryset: QuerySet[Any]) -> int:
+    """The number of rows PostgreSQL's planner expects ``queryset`` to return (EXPLAIN, nothing is run)."""
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0]
+    if isinstance(plan, str | bytes):
+        plan = json.loads(plan)
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def images_count(entries: QuerySet[Entry], *, exact_up_to: int | None = None) -> Counted:
+    """How many images ``entries`` (from :func:`image_search_entries`) belong to.
+
+    Exact while the planner expects at most ``exact_up_to`` images (default :data:`EXACT_COUNT_UP_TO`); above
+    that, on PostgreSQL, an estimate (counting hundreds of thousands of rows on every page is what made large
+    searches slow, and nobody reads such a number to the unit). Other databases always count."""
+    limit = EXACT_COUNT_UP_TO if exact_up_to is None else exact_up_to
+    distinct = entries.order_by().values("image_id").distinct()
+    if connection.vendor == "postgresql" and limit >= 0:
+        expected = _expected_images(entries)
+        if expected > limit:
+            return Counted(expected, True)
+    return Counted(distinct.count(), False)
+
+
+# PostgreSQL's own row counts of the images and of the latest entries (the partial index holds exactly those).
+EXPECTED_IMAGES_SQL = """
+    SELECT (SELECT reltuples FROM pg_class WHERE oid = 'marketplace_image'::regclass),
+           (SELECT reltuples FROM pg_class WHERE oid = 'mp_entry_one_latest'::regclass)
+"""
+
+
+def _expected_images(entries: QuerySet[Entry]) -> int:
+    """The planner's estimate of the matching latest entries, turned into images by the Marketplace's own ratio
+    of images to latest entries (an image has one latest entry per endorser). The planner's estimate of a
+    DISTINCT is far worse: it guesses distinct values from a sample."""
+    matching = _planner_rows(entries.order_by().values("pk"))
+    with connection.cursor() as cursor:
+        cursor.execute(EXPECTED_IMAGES_SQL)
+        images, latest = cursor.fetchone()
+    if not images or not latest or images <= 0 or latest <= 0:  # never analysed: take the entries as they are
+        return matching
+    return min(round(matching * images / latest), round(images))
+
+
+# What a search page shows of an image and of each of its latest entries: read as plain rows.
+_PAGE_IMAGE_FIELDS = (
+    "id",
+    "identifier",
+    "title",
+    "description",
+    "os",
+    "os_version",
+    "arch",
+    "kind",
+    "format",
+    "bytes",
+    "sha1",
+    "checksums",
+    "first_endorsed",
+    "updated",
+)
+_PAGE_ENTRY_FIELDS = (
+    "image_id",
+    "subject",
+    "created",
+    "is_latest",
+    "deprecated_reason",
+    "valid_until",
+    "title",
+    "type",
+    "os",
+    "os_version",
+    "arch",
+    "kind",
+    "format",
+    "bytes",
+    "has_location",
+    "fingerprint",
+)
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    """One page of a search: image rows (``_PAGE_IMAGE_FIELDS`` and ``latest``: their latest entries' rows with
+    ``identifier``, ``endorser``, ``status`` and ``key_revoked``), whether more follow, and the count."""
+
+    images: list[dict[str, Any]]
+    has_next: bool
+    count: Counted
+
+
+def image_search_page(
+    criteria: SearchCriteria,
+    *,
+    ordering: str = DEFAULT_ORDERING,
+    offset: int = 0,
+    limit: int = 50,
+    now: dt.datetime | None = None,
+    exact_count_up_to: int | None = None,
+) -> SearchPage:
+    """One page of :func:`image_search` as rows, in three queries at most (page, count, the page's latest
+    entries); statuses are worked out by the database, at one clock ``now`` for the whole page."""
+    now = now or timezone.now()
+    entries = image_search_entries(criteria, now=now)
+    rows = list(
+        _images_found(entries, images=None, ordering=ordering).values(*_PAGE_IMAGE_FIELDS)[offset : offset + limit + 1]
+    )
+    has_next = len(rows) > limit
+    rows = rows[:limit]
+    # A first page that holds the whole answer is its own count.
+    whole = offset == 0 and not has_next
+    count = Counted(len(rows), False) if whole else images_count(entries, exact_up_to=exact_count_up_to)
+    by_id = {row["id"]: row for row in rows}
+    for row in rows:
+        row["latest"] = []
+    if by_id:
+        latest = (
+            Entry.objects.filter(is_latest=True, image_id__in=list(by_id))
+            .annotate(
+                identifier=F("image__identifier"),
+                endorser_email=F("endorser__email"),
+                status=status_case(now=now),
+                key_revoked=Case(
+                    When(key__revoked_at__isnull=False, then=Value(True)),
+                    default=Value(False),
+                    output_field=BooleanField(),
+                ),
+            )
+            .order_by("endorser__email")
+            .values(*_PAGE_ENTRY_FIELDS, "identifier", "endorser_email", "status", "key_revoked")
+        )
+        for entry in latest:
+            by_id[entry["image_id"]]["latest"].append(entry)
+    return SearchPage(rows, has_next, count)
 
 
 def image_get(*, identifier: str) -> Image:
@@ -313,6 +531,12 @@ def entry_get(*, identifier: str, email: str, created: dt.datetime) -> Entry:
     if entry is None:
         raise NotFound(f"No entry for {identifier} by {email} created {created:%Y-%m-%dT%H:%M:%SZ}.")
     return entry
+
+
+def entries_in_stored_order() -> QuerySet[Entry]:
+    """Every entry in the order the Marketplace stored them (each timeline oldest first), with the signed bytes:
+    what another Marketplace replicates."""
+    return Entry.objects.select_related("image", "endorser", "key").defer("details", "search_text").order_by("id")
 
 
 def entry_timeline(*, entry: Entry) -> QuerySet[Entry]:

@@ -41,7 +41,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
 ]
 
 api_urlpatterns: list[URLPattern | URLResolver] = [
-    path("marketplace/entries/", api.EntryUploadApi.as_view(), name="api-marketplace-entries"),
+    path("marketplace/entries/", api.EntryListUploadApi.as_view(), name="api-marketplace-entries"),
     path("marketplace/entries/validate/", api.EntryValidateApi.as_view(), name="api-marketplace-entry-validate"),
     path(
         "marketplace/entries/<str:identifier>/<str:email>/<str:created>/",

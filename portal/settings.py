@@ -425,6 +425,9 @@ LIBVIRT_DEFAULT_URI = env_str("LIBVIRT_DEFAULT_URI", "test:///default")
 # trusted OpenPGP keyring (a private GNUPGHOME, mode 700, created on demand) that verifies entries.
 MARKETPLACE_MAX_ENTRY_BYTES = env_int("MARKETPLACE_MAX_ENTRY_BYTES", 1024 * 1024, minimum=1024)
 MARKETPLACE_GNUPG_HOME = env_path("MARKETPLACE_GNUPG_HOME", VAR_DIR / "gnupg")
+# Legacy StratusLab entries (XML-DSig over X.509): the CA certificates (and CRLs) that vouch for their signers, laid
+# out as the grid's /etc/grid-security/certificates. Empty or missing: no legacy entry is accepted.
+MARKETPLACE_X509_CA_DIR = env_str("MARKETPLACE_X509_CA_DIR", "")
 # The only directories an entry's file: locations may point into (comma-separated absolute paths; empty: no
 # file: locations at all). The default is where seed_demo writes its demo images (portal/demo.py).
 MARKETPLACE_FILE_LOCATION_DIRS = env_list("MARKETPLACE_FILE_LOCATION_DIRS", [str(VAR_DIR / "demo-images")])
@@ -445,6 +448,13 @@ MARKETPLACE_EXPIRY_NOTICE_DAYS = env_int("MARKETPLACE_EXPIRY_NOTICE_DAYS", 3, mi
 CELERY_BEAT_SCHEDULE["marketplace.notify_expiring"] = {
     "task": "marketplace.notify_expiring",
     "schedule": crontab(hour=6, minute=0),  # daily, UTC
+}
+# Images whose verdict the clock changed (an endorsement expired) are evaluated by the console until this runs.
+CELERY_BEAT_SCHEDULE["marketplace.verdicts_refresh"] = {"task": "marketplace.verdicts_refresh", "schedule": 300.0}
+# Images that turned denied are announced after the commit that found it; this catches any a crash left behind.
+CELERY_BEAT_SCHEDULE["marketplace.trust_changes_deliver"] = {
+    "task": "marketplace.trust_changes_deliver",
+    "schedule": 60.0,
 }
 
 # Image cache (DESIGN.md §5): verified, uncompressed copies of Marketplace images, one per identifier, that VM

@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from accounts import urls as accounts_urls
 from compute import urls as compute_urls
 from core import api as core_api
+from core import converters  # noqa: F401 - registers the <id:…> path converter
 from marketplace import urls as marketplace_urls
 from portal import views
 from portal.api import ApiRootView
@@ -26,6 +27,7 @@ api_v1 = [
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("notices/<id:notice_id>/dismiss/", views.trust_notice_dismiss, name="trust-notice-dismiss"),
     path("healthz", views.healthz, name="healthz"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -1,15 +1,29 @@
 from __future__ import annotations
 
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
+from compute import trust
+from core.pages import error_pages
 from portal import health
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "portal/home.html")
+    """The researcher's start page, with the notices about images their VMs run from that lost the site's trust."""
+    return render(request, "portal/home.html", {"trust_notices": list(trust.trust_notices_open(user=request.user))})
+
+
+@login_required
+@error_pages
+@require_POST
+def trust_notice_dismiss(request: HttpRequest, notice_id: int) -> HttpResponse:
+    trust.trust_notice_dismiss(actor=request.user, notice_id=notice_id)
+    messages.success(request, "Notice dismissed.")
+    return redirect("home")
 
 
 @never_cache

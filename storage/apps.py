@@ -13,3 +13,8 @@ class StorageConfig(AppConfig):
 
         register_usage_counter("volumes", quota_counters.volumes)
         register_usage_counter("volume_gib", quota_counters.volume_gib)
+
+        from marketplace import usage
+        from storage.selectors import StaticVolumeUses
+
+        usage.register(StaticVolumeUses())

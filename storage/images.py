@@ -295,6 +295,10 @@ def image_cache_ensure(*, identifier: str) -> CachedImage:
     ``failed`` with the message naming each location and its check). The caller evaluates the policy again
     before using the copy (:func:`image_cache_source` says where the bytes came from)."""
     image_cache_path(identifier)  # refuses what is not an identifier before any query
+    # The common case, every VM after an image's first: its copy is there, in one query.
+    ready = CachedImage.objects.filter(identifier=identifier, state=CachedImage.State.READY).first()
+    if ready is not None and _is_present(ready):
+        return ready
     image = selectors.image_get(identifier=identifier)
     for _attempt in range(3):
         claimed, row = _claim(image)

@@ -113,6 +113,12 @@ class Volume(models.Model):
     format = models.CharField(max_length=10, choices=VolumeFormat.choices)
     image = models.ForeignKey("marketplace.Image", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     image_identifier = models.CharField(max_length=27, blank=True)
+    allowed_by = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="A static volume's Marketplace entries ({endorser, created}) whose endorsements allowed its image "
+        "at the moment of use: at the request, then again when the worker copied the checked bytes.",
+    )
     state = models.CharField(max_length=10, choices=VolumeState.choices, default=VolumeState.CREATING)
     state_message = models.TextField(blank=True)
     path = models.CharField(max_length=1000, help_text="The file holding the data (the LUN's backing store).")

@@ -5,15 +5,17 @@ may not see raises the same :class:`~core.errors.NotFound` as a missing one. Com
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
 from core.errors import NotFound
+from marketplace.usage import ImageUse
 from storage.backends import VolumeSpec, backend_for
-from storage.models import Volume
+from storage.models import Volume, VolumeKind
 from storage.sources import VolumeSource
 
 
@@ -72,3 +74,31 @@ def volumes_held_by(holder: str) -> list[Volume]:
 def volume_holders(volume: Volume) -> list[str]:
     """The holder strings (instance ids) of ``volume``, from its prefetched holders when there."""
     return [h.holder for h in volume.holders.all()]
+
+
+class StaticVolumeUses:
+    """The Marketplace's view of the static volumes copied from an image (``marketplace.usage`` provider,
+    registered in ``StorageConfig.ready``): those not deleted, with their holders' count as their state."""
+
+    def _live(self) -> QuerySet[Volume]:
+        return Volume.objects.live().filter(kind=VolumeKind.STATIC)
+
+    def uses(self, image_id: int) -> list[ImageUse]:
+        volumes = self._live().filter(image_id=image_id).select_related("created_by", "project").order_by("created")
+        return [
+            ImageUse(
+                kind="volume",
+                id=str(v.uuid),
+                name=v.name,
+                state=v.state,
+                owner=v.created_by.username if v.created_by else "",
+                project=v.project.name,
+                since=v.created,
+                allowed_by=tuple(v.allowed_by or ()),
+            )
+            for v in volumes
+        ]
+
+    def counts(self, image_ids: Iterable[int]) -> dict[int, int]:
+        rows = self._live().filter(image_id__in=list(image_ids)).values("image_id").annotate(n=Count("id"))
+        return {row["image_id"]: row["n"] for row in rows}

@@ -30,7 +30,7 @@ from core import audit
 from core.errors import ApplicationError, Conflict, NotFound, PermanentError, PermissionDenied
 from core.workflow import transition
 from marketplace.models import Image
-from marketplace.policy import evaluate
+from marketplace.policy import Decision, evaluate
 from storage import selectors
 from storage.backends import Fill, backend_for
 from storage.backends.file import volume_lock
@@ -97,7 +97,8 @@ def image_size_gib(image: Image) -> int:
     return max(1, math.ceil(image.bytes / GIB))
 
 
-def _policy_allows(image: Image, *, actor: Any, what: str) -> None:
+def _policy_allows(image: Image, *, actor: Any, what: str) -> Decision:
+    """The policy's decision on using ``image`` now; 403 ``policy-denied`` with the failed rules if it refuses."""
     decision = evaluate(image, on_use=True, actor=actor)
     if not decision.allowed:
         raise PermissionDenied(
@@ -105,6 +106,7 @@ def _policy_allows(image: Image, *, actor: Any, what: str) -> None:
             code="policy-denied",
             extra={"rules": [asdict(r) for r in decision.failures]},
         )
+    return decision
 
 
 def _placement(*, volume: Volume) -> None:
@@ -155,6 +157,7 @@ def volume_create(
     project = account_selectors.access_project(actor=actor, project_id=project.pk)
     name = _clean_name(name)
     backend = _check_backend(backend)
+    allowed_by: list[dict[str, str]] = []
     if kind == VolumeKind.STATIC:
         if image is None:
             raise ApplicationError("a static volume is a copy of a Marketplace image: name it", code="image-required")
@@ -171,7 +174,7 @@ def volume_create(
                 f"image {image.identifier} needs {needed} GiB; {size_gib} GiB is too small", code="volume-size"
             )
         _check_size(size_gib)
-        _policy_allows(image, actor=actor, what="for a static volume")
+        allowed_by = list(_policy_allows(image, actor=actor, what="for a static volume").allowed_by)
     elif kind == VolumeKind.PERSISTENT:
         if image is not None:
             raise ApplicationError("only static volumes copy an image", code="image-not-allowed")
@@ -194,6 +197,7 @@ def volume_create(
             backend=backend,
             image=image,
             image_identifier=image.identifier if image is not None else "",
+            allowed_by=allowed_by,
             state=VolumeState.CREATING,
         )
         _placement(volume=volume)
@@ -272,6 +276,8 @@ def volume_provision(*, volume_id: int) -> Volume:
         decision = evaluate(volume.image, on_use=True, actor=volume.created_by)
         if not decision.allowed:
             raise volume_fail(volume_id=volume.pk, message=f"the site policy refuses the image: {decision.summary}")
+        # The decision at the moment of use is the one that counts (DESIGN §2.4): so are the entries that allowed it.
+        Volume.objects.filter(pk=volume.pk).update(allowed_by=list(decision.allowed_by))
         image_format = (volume.image.format or "raw").lower()
         if image_format not in VolumeFormat.values:
             raise volume_fail(volume_id=volume.pk, message=f"images in {image_format} format cannot be copied")

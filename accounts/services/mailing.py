@@ -15,14 +15,16 @@ from django.template.loader import render_to_string
 logger = logging.getLogger("accounts.services")
 
 
-def mail_after_commit(*, template: str, subject: str, to: list[str], context: dict[str, Any]) -> None:
-    """Send a plain-text mail rendered from ``accounts/email/<template>.txt`` once the transaction commits.
+def mail_after_commit(
+    *, template: str, subject: str, to: list[str], context: dict[str, Any], template_dir: str = "accounts/email"
+) -> None:
+    """Send a plain-text mail rendered from ``<template_dir>/<template>.txt`` once the transaction commits.
     A mail server that fails is logged: the decision it reports has been made and stays made."""
     recipients = [address for address in to if address]
     if not recipients:
         return
     body = render_to_string(
-        f"accounts/email/{template}.txt", {**context, "site_name": settings.SITE_NAME, "site_url": settings.SITE_URL}
+        f"{template_dir}/{template}.txt", {**context, "site_name": settings.SITE_NAME, "site_url": settings.SITE_URL}
     )
 
     def send() -> None:

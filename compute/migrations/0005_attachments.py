@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("compute", "0003_reconciliation_usage_records"),
+        ("compute", "0004_instance_list_and_placement_indexes"),
     ]
 
     operations = [

@@ -9,8 +9,8 @@ from marketplace.api.entries import (
     ERROR,
     EntryDetailApi,
     EntryDetailSerializer,
+    EntryListUploadApi,
     EntrySummarySerializer,
-    EntryUploadApi,
     EntryValidateApi,
 )
 from marketplace.api.images import ImageDetailApi, ImageListApi, ImageSerializer
@@ -39,7 +39,7 @@ __all__ = [
     "EntryDetailApi",
     "EntryDetailSerializer",
     "EntrySummarySerializer",
-    "EntryUploadApi",
+    "EntryListUploadApi",
     "EntryValidateApi",
     "ImageDetailApi",
     "ImageListApi",

@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -16,6 +17,7 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import permissions, serializers, status
+from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -26,7 +28,7 @@ from rest_framework.views import APIView
 
 from core.idempotency import idempotent
 from marketplace import selectors, services
-from marketplace.downloads import signed_download_headers
+from marketplace.downloads import PAGE_HEADERS, entries_page_xml, signed_download_headers
 from marketplace.models import Entry
 
 # --- Wire formats ----------------------------------------------------------------------------------------
@@ -80,8 +82,15 @@ def _body(request: Request) -> bytes:
 _DATETIME = serializers.DateTimeField()
 
 
-def _datetime(value: dt.datetime | None) -> str | None:
-    return None if value is None else _DATETIME.to_representation(value)
+def datetime_json(value: dt.datetime | None) -> str | None:
+    """A time as DRF's DateTimeField writes it (ISO 8601, ``Z`` for UTC); directly while the current time zone is
+    UTC (the site's), since lists write hundreds of these."""
+    if value is None:
+        return None
+    if timezone.get_current_timezone_name() == "UTC" and value.tzinfo is not None:
+        text = value.astimezone(dt.UTC).isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    return _DATETIME.to_representation(value)
 
 
 def _entry_url(entry: Entry, request: Request | None) -> str:
@@ -135,11 +144,11 @@ class EntrySummarySerializer(serializers.ModelSerializer):
             "identifier": entry.image.identifier,
             "endorser": entry.endorser.email,
             "subject": entry.subject,
-            "created": _datetime(entry.created),
+            "created": datetime_json(entry.created),
             "status": self.get_status(entry),
             "is_latest": entry.is_latest,
             "deprecated_reason": entry.deprecated_reason,
-            "valid_until": _datetime(entry.valid_until),
+            "valid_until": datetime_json(entry.valid_until),
             "title": entry.title,
             "type": entry.type,
             "os": entry.os,
@@ -222,11 +231,67 @@ class ValidationSerializer(serializers.Serializer):
 XML_BODY = {"application/xml": OpenApiTypes.BINARY, "application/rdf+xml": OpenApiTypes.BINARY}
 
 
-class EntryUploadApi(APIView):
-    """Upload one signed entry; it becomes its endorser's latest for the image."""
+class EntryPagination(CursorPagination):
+    """Entries in the order the Marketplace stored them (each timeline oldest first), by a stable cursor."""
 
-    permission_classes = [permissions.IsAuthenticated]
+    ordering = ("id",)
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class EntryPageXmlRenderer(SignedXmlRenderer):
+    """A page of entries with their signed bytes (``?format=xml``): see ``downloads.entries_page_xml``."""
+
+
+class EntryListUploadApi(APIView):
+    """GET: every entry, page by page, oldest first (``?format=xml``: pages with the signed documents, what
+    ``manage.py import_entries URL`` reads on another Marketplace). POST: upload one signed entry; it becomes
+    its endorser's latest for the image."""
+
     parser_classes = [SignedXmlParser, SignedRdfXmlParser]
+    renderer_classes = [JSONRenderer, BrowsableAPIRenderer, EntryPageXmlRenderer]
+
+    def get_permissions(self) -> list[Any]:
+        return [permissions.AllowAny()] if self.request.method == "GET" else [permissions.IsAuthenticated()]
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[Any, str]:
+        if request.method != "GET":  # an upload answers in JSON whatever it asks for
+            return JSONRenderer(), JSONRenderer.media_type
+        return super().perform_content_negotiation(request, force)
+
+    @extend_schema(
+        operation_id="marketplace_entries_list",
+        parameters=[
+            OpenApiParameter("cursor", str, description="The page's cursor (from `next`)."),
+            OpenApiParameter("page_size", int, description="Entries per page (at most 500; default 100)."),
+            OpenApiParameter(
+                "format", str, enum=["json", "xml"], description="`xml`: a page with each entry's signed document."
+            ),
+        ],
+        responses={
+            (200, "application/json"): EntrySummarySerializer(many=True),
+            (200, "application/xml"): OpenApiTypes.BINARY,
+        },
+    )
+    def get(self, request: Request) -> Response:
+        paginator = EntryPagination()
+        entries = selectors.entries_in_stored_order()
+        page = paginator.paginate_queryset(entries, request, view=self) or []
+        if isinstance(request.accepted_renderer, EntryPageXmlRenderer):
+            body = entries_page_xml(
+                ((_entry_url(entry, request), bytes(entry.raw)) for entry in page), next_link=paginator.get_next_link()
+            )
+            return Response(body, content_type="application/xml", headers=PAGE_HEADERS)
+        return paginator.get_paginated_response(
+            EntrySummarySerializer(page, many=True, context={"request": request}).data
+        )
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(getattr(self.request, "accepted_renderer", None), SignedXmlRenderer):
+            self.request.accepted_renderer = JSONRenderer()
+            self.request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)
 
     @extend_schema(
         operation_id="marketplace_entries_create",

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from django.db.models import QuerySet
 from django.utils import timezone
+from django_filters.rest_framework import DjangoFilterBackend
+from django_filters.utils import translate_validation
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, permissions, serializers
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
+from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import APIView
 
 from marketplace import selectors
-from marketplace.api.entries import ERROR, EntrySummarySerializer
+from marketplace.api.entries import ERROR, EntrySummarySerializer, datetime_json
 from marketplace.filters import ImageSearchFilter
 from marketplace.models import Image
 
@@ -60,19 +68,159 @@ class ImageSerializer(serializers.ModelSerializer):
         )
 
 
+class SearchPagination(PageNumberPagination):
+    """Page-number pages whose ``count`` may be the database's estimate (``count_is_estimate``) when a search
+    finds more images than are worth counting exactly on every page (``selectors.EXACT_COUNT_UP_TO``).
+
+    Whether a next page exists is known from the page itself (one row more is read), not from the count."""
+
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+    def page_bounds(self, request: Request) -> tuple[int, int, int]:
+        """(page number, offset, page size) from the query, or NotFound for a page that is not a number ≥ 1."""
+        size = self.get_page_size(request) or 50
+        raw = request.query_params.get(self.page_query_param, "1")
+        number = int(raw) if raw.isdigit() else 0
+        if number < 1:
+            raise NotFound("Invalid page.")
+        return number, (number - 1) * size, size
+
+    def response(self, request: Request, number: int, page: selectors.SearchPage, results: list) -> Response:
+        if number > 1 and not page.images:
+            raise NotFound("Invalid page.")
+        url = request.build_absolute_uri()
+        following = replace_query_param(url, self.page_query_param, number + 1) if page.has_next else None
+        if number <= 1:
+            preceding = None
+        elif number == 2:
+            preceding = remove_query_param(url, self.page_query_param)
+        else:
+            preceding = replace_query_param(url, self.page_query_param, number - 1)
+        return Response(
+            {
+                "count": page.count.value,
+                "count_is_estimate": page.count.is_estimate,
+                "next": following,
+                "previous": preceding,
+                "results": results,
+            }
+        )
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        paginated = super().get_paginated_response_schema(schema)
+        paginated["properties"]["count_is_estimate"] = {
+            "type": "boolean",
+            "description": "True when `count` is the database's estimate (a search finding more than "
+            f"{selectors.EXACT_COUNT_UP_TO} images), not an exact count.",
+        }
+        paginated["required"] = [*paginated.get("required", []), "count_is_estimate"]
+        return paginated
+
+
 class ImageListApi(generics.ListAPIView):
-    """Search images. Each result carries every endorser's latest entry and its status."""
+    """Search images. Each result carries every endorser's latest entry and its status.
+
+    ``count`` is exact up to some ten thousand images; above that it is the database's estimate and
+    ``count_is_estimate`` is true."""
 
     permission_classes = [permissions.AllowAny]
     serializer_class = ImageSerializer
     filterset_class = ImageSearchFilter
+    pagination_class = SearchPagination
 
     def get_queryset(self) -> QuerySet[Image]:
         return selectors.image_list()
 
-    def get_serializer_context(self) -> dict[str, Any]:
-        # One clock for the whole page, so that every status in it is judged at the same moment.
-        return {**super().get_serializer_context(), "now": timezone.now()}
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        backend = DjangoFilterBackend()
+        filterset = backend.get_filterset(request, self.get_queryset(), self)
+        if not filterset.is_valid():
+            raise translate_validation(filterset.errors)
+        paginator = SearchPagination()
+        number, offset, size = paginator.page_bounds(request)
+        now = timezone.now()
+        page = selectors.image_search_page(
+            filterset.criteria(), ordering=filterset.sort_order(), offset=offset, limit=size, now=now
+        )
+        return paginator.response(request, number, page, render_search_page(page, request=request))
+
+
+def render_search_page(page: selectors.SearchPage, *, request: Request | None) -> list[dict[str, Any]]:
+    """The rows of a search page as :class:`ImageSerializer` renders images (a test holds the two equal);
+    statuses come from the database, so that nothing is evaluated per row here."""
+    image_url = _url_template("api-marketplace-image", request, identifier="I")
+    entry_url = _url_template("api-marketplace-entry", request, identifier="I", email="E", created="C")
+    results = []
+    for row in page.images:
+        endorsements = []
+        current = 0
+        for entry in row["latest"]:
+            created = entry["created"].astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            current += entry["status"] == "valid"
+            endorsements.append(
+                {
+                    "identifier": entry["identifier"],
+                    "endorser": entry["endorser_email"],
+                    "subject": entry["subject"],
+                    "created": datetime_json(entry["created"]),
+                    "status": entry["status"],
+                    "is_latest": entry["is_latest"],
+                    "deprecated_reason": entry["deprecated_reason"],
+                    "valid_until": datetime_json(entry["valid_until"]),
+                    "title": entry["title"],
+                    "type": entry["type"],
+                    "os": entry["os"],
+                    "os_version": entry["os_version"],
+                    "arch": entry["arch"],
+                    "kind": entry["kind"],
+                    "format": entry["format"],
+                    "bytes": entry["bytes"],
+                    "has_location": entry["has_location"],
+                    "fingerprint": entry["fingerprint"],
+                    "key_revoked": entry["key_revoked"],
+                    "url": entry_url(identifier=entry["identifier"], email=entry["endorser_email"], created=created),
+                }
+            )
+        results.append(
+            {
+                "identifier": row["identifier"],
+                "title": row["title"],
+                "description": row["description"],
+                "os": row["os"],
+                "os_version": row["os_version"],
+                "arch": row["arch"],
+                "kind": row["kind"],
+                "format": row["format"],
+                "bytes": row["bytes"],
+                "sha1": row["sha1"],
+                "checksums": row["checksums"],
+                "first_endorsed": datetime_json(row["first_endorsed"]),
+                "updated": datetime_json(row["updated"]),
+                "current_endorsements": current,
+                "endorsements": endorsements,
+                "url": image_url(identifier=row["identifier"]),
+            }
+        )
+    return results
+
+
+def _url_template(name: str, request: Request | None, **placeholders: str) -> Callable[..., str]:
+    """A function filling ``name``'s URL with values quoted as ``reverse`` quotes them, reversing it only once
+    per page rather than once per row."""
+    marks = {key: f"\x00{key}\x00" for key in placeholders}
+    template = reverse(name, kwargs=marks, request=request)
+    for key, mark in marks.items():
+        template = template.replace(quote(mark, safe=_REVERSE_SAFE), "{" + key + "}")
+
+    def fill(**values: str) -> str:
+        return template.format(**{key: quote(value, safe=_REVERSE_SAFE) for key, value in values.items()})
+
+    return fill
+
+
+# What Django's reverse() leaves unquoted in a path (RFC 3986 sub-delimiters and /~:@).
+_REVERSE_SAFE = "!$&'()*+,;=/~:@"
 
 
 class ImageDetailApi(APIView):

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from django.utils import timezone
 
 from core import audit
-from marketplace import selectors
+from marketplace import selectors, usage
 from marketplace.models import Entry, Image
 from marketplace.policy.rules import Decision, EndorsementFact, ImageFacts, PolicyRules, evaluate_rules
 
@@ -50,6 +50,7 @@ def endorsement_fact(entry: Entry, *, now: dt.datetime, site_fingerprints: froze
         arch=entry.arch,
         format=entry.format,
         locations=tuple(entry.locations),
+        created=entry.created.isoformat() if entry.created else "",
     )
 
 
@@ -121,11 +122,13 @@ def evaluate_all(
 
 @dataclass(frozen=True)
 class DryRunChange:
-    """An image whose verdict a proposed policy would change, and why."""
+    """An image whose verdict a proposed policy would change, and why; ``running``: how many VMs and static
+    volumes run from it now (those a denial would touch)."""
 
     identifier: str
     title: str
     reason: str
+    running: int = 0
 
     def to_json(self) -> dict[str, str]:
         return asdict(self)
@@ -141,9 +144,15 @@ class DryRun:
     denied_before: int
     denied_after: int
 
+    @property
+    def running_touched(self) -> int:
+        """The VMs and static volumes running from the images the proposed policy would deny."""
+        return sum(change.running for change in self.newly_denied)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "evaluated": self.evaluated,
+            "running_touched": self.running_touched,
             "denied_before": self.denied_before,
             "denied_after": self.denied_after,
             "newly_denied": [c.to_json() for c in self.newly_denied],
@@ -163,7 +172,7 @@ def dry_run(proposed: PolicyRules, *, current: PolicyRules | None = None, now: d
     now = now or timezone.now()
     current = current if current is not None else active_rules()
     fingerprints = selectors.site_key_fingerprints()
-    denied: list[DryRunChange] = []
+    denied: list[tuple[int, DryRunChange]] = []
     allowed: list[DryRunChange] = []
     evaluated = denied_before = denied_after = 0
     for image in selectors.images_for_evaluation().iterator(chunk_size=500):
@@ -174,10 +183,12 @@ def dry_run(proposed: PolicyRules, *, current: PolicyRules | None = None, now: d
         denied_after += not after.allowed
         title = image.title or image.identifier
         if before.allowed and not after.allowed:
-            denied.append(DryRunChange(image.identifier, title, _failed_reasons(after)))
+            denied.append((image.pk, DryRunChange(image.identifier, title, _failed_reasons(after))))
         elif after.allowed and not before.allowed:
             reason = f"was denied by {_failed_reasons(before)}"
             if after.failures:
                 reason += f"; now allowed in {after.mode} mode despite {_failed_reasons(after)}"
             allowed.append(DryRunChange(image.identifier, title, reason))
-    return DryRun(evaluated, tuple(denied), tuple(allowed), denied_before, denied_after)
+    running = usage.image_use_counts(pk for pk, _change in denied)
+    newly_denied = tuple(replace(change, running=running.get(pk, 0)) for pk, change in denied)
+    return DryRun(evaluated, newly_denied, tuple(allowed), denied_before, denied_after)

@@ -204,6 +204,7 @@ class EndorsementFact:
     arch: str = ""
     format: str = ""
     locations: tuple[str, ...] = ()
+    created: str = ""  # the entry's dcterms:created (ISO 8601): with the e-mail, which entry this is
 
     @property
     def is_current(self) -> bool:
@@ -246,6 +247,9 @@ class Decision:
     allowed: bool
     results: tuple[RuleResult, ...]
     trusted_endorsers: tuple[str, ...] = field(default=())
+    # The entries whose endorsements count after every rule: {"endorser": e-mail, "created": ISO 8601}. Compute
+    # and storage record them with what runs from the image (which entries allowed it at the moment of use).
+    allowed_by: tuple[dict[str, str], ...] = field(default=())
 
     @property
     def failures(self) -> tuple[RuleResult, ...]:
@@ -534,6 +538,7 @@ def evaluate_rules(rules: PolicyRules, facts: ImageFacts) -> Decision:
         allowed=not failed or rules.mode != "enforce",
         results=tuple(results),
         trusted_endorsers=tuple(e.label for e in trusted),
+        allowed_by=tuple({"endorser": e.email, "created": e.created} for e in trusted),
     )
 
 

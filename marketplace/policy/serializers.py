@@ -35,12 +35,16 @@ class DryRunChangeSerializer(serializers.Serializer):
     identifier = serializers.CharField()
     title = serializers.CharField()
     reason = serializers.CharField()
+    running = serializers.IntegerField(help_text="VMs and static volumes running from the image now.")
 
 
 class DryRunSerializer(serializers.Serializer):
     evaluated = serializers.IntegerField(help_text="Images evaluated.")
     denied_before = serializers.IntegerField(help_text="Denied under the active policy.")
     denied_after = serializers.IntegerField(help_text="Denied under the proposed policy.")
+    running_touched = serializers.IntegerField(
+        help_text="VMs and static volumes running now from the images the proposed policy would deny."
+    )
     newly_denied = DryRunChangeSerializer(many=True)
     newly_allowed = DryRunChangeSerializer(many=True)
     active_policy = serializers.IntegerField(allow_null=True, help_text="The active policy compared against.")

@@ -52,9 +52,17 @@ def policy_change(
                 note=policy.note,
                 source=source,
             )
+            # Every kept verdict is stale from now (another policy id): readers evaluate until the task rewrites.
+            transaction.on_commit(_verdicts_refresh_later)
     except IntegrityError:  # two first policies at once: the other one won
         raise Conflict("The policy was changed at the same moment; try again.", code="policy-changed") from None
     return policy, True
+
+
+def _verdicts_refresh_later() -> None:
+    from marketplace.tasks import verdicts_refresh
+
+    verdicts_refresh.delay()
 
 
 def policy_rules_from_cfg(*, text: str) -> PolicyRules:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -19,8 +20,10 @@ from django.utils import timezone
 from core import audit
 from core.errors import ApplicationError, Conflict
 from marketplace import metadata, selectors, signing
-from marketplace.models import Endorser, Entry, Image, PgpKey, SiteKey
+from marketplace.models import Endorser, Entry, Image, PgpKey, SiteKey, TrustChange
+from marketplace.policy import verdicts
 from marketplace.services.gpg_errors import gpg_errors
+from marketplace.signing.x509 import dn_parse, dn_text
 
 # An endorsement may be dated a little ahead of our clock (the signer's clock drifts), not more:
 # a far-future ``created`` would block its timeline against every honest newer entry.
@@ -34,6 +37,8 @@ class SignatureReport:
     fingerprint: str | None
     check: str | None
     message: str
+    # A legacy X.509 signature's certificate subject (RFC 4514): the holder of the endorser e-mail it may use.
+    certificate_subject: str = ""
 
 
 @dataclass(frozen=True)
@@ -54,26 +59,51 @@ def _refused(check: signing.SignatureCheck, name: str, message: str) -> Signatur
     return SignatureReport(check.kind, False, check.fingerprint, name, message)
 
 
-def _signature_report(raw: bytes, md: metadata.Metadata) -> tuple[SignatureReport, PgpKey | None]:
+def _issuer_fingerprint(md: metadata.Metadata) -> str:
+    """The fingerprint ``slreq:issuer`` names (``OpenPGP:<40 hex>``), upper case, or "" (the verifier refuses
+    an entry whose signer is not its issuer)."""
+    issuer = md.endorsement.issuer.strip()
+    value = issuer.split(":", 1)[1].strip() if issuer.lower().startswith("openpgp:") else ""
+    return value.upper() if len(value) == 40 else ""
+
+
+def _signature_report(
+    raw: bytes, md: metadata.Metadata, *, check_endorser: bool = True
+) -> tuple[SignatureReport, PgpKey | None]:
     """Verify the signature against the trusted keyring, then against who owns the key (DESIGN §2.2).
 
     The key must be the site key or registered to an account, unrevoked now; ``slreq:email`` must be the
-    e-mail its owner holds (the account's, or the site's); and the endorser e-mail must not belong to
-    another account (or to the site) already. Reads only: ``entry_upload`` checks the endorser again
-    under its row lock."""
+    e-mail its owner holds (the account's, or the site's); and (``check_endorser``) the endorser e-mail must not
+    belong to another account (or to the site) already. A legacy XML-DSig signature's certificate, vouched for by
+    a trusted CA, holds the e-mails it carries (``_certificate_report``). Reads only, two queries and one gpg
+    process: the key that the entry's issuer names is read first, and the verification takes its facts from that
+    row. ``entry_upload`` checks the endorser again under its row lock."""
+    site_keys = {fp.upper(): mail.strip().lower() for fp, mail in SiteKey.objects.values_list("fingerprint", "email")}
+    claimed = _issuer_fingerprint(md)
+    issuer_key = (
+        PgpKey.objects.select_related("owner").filter(fingerprint=claimed).first()
+        if claimed and claimed not in site_keys
+        else None
+    )
+    known = {claimed: _key_facts(issuer_key)} if issuer_key is not None else {}
     with gpg_errors():
-        check = signing.verify(raw, md)
+        check = signing.verify(raw, md, known_keys=known)
     if not check.verified:
         return SignatureReport(check.kind, False, check.fingerprint, check.check, check.message), None
+    if check.kind == "xmldsig":
+        return _certificate_report(check, md, check_endorser=check_endorser), None
     fingerprint = (check.fingerprint or "").upper()
     email = md.endorsement.email.lower()
-    # The site key first: should an account ever hold a row with its fingerprint, the entry is still the site's.
-    site_key = SiteKey.objects.filter(fingerprint=fingerprint).first() if fingerprint else None
     key: PgpKey | None = None
-    if site_key is not None:
-        owner_email, account_id = site_key.email.strip().lower(), None
+    # The site key first: should an account ever hold a row with its fingerprint, the entry is still the site's.
+    if fingerprint in site_keys:
+        owner_email, account_id = site_keys[fingerprint], None
     else:
-        key = PgpKey.objects.filter(fingerprint=fingerprint).select_related("owner").first()
+        key = (
+            issuer_key
+            if issuer_key is not None and issuer_key.fingerprint == fingerprint
+            else PgpKey.objects.filter(fingerprint=fingerprint).select_related("owner").first()
+        )
         if key is None:
             return _refused(
                 check, "unregistered-key", f"The signing key {fingerprint} is not registered with the Marketplace."
@@ -87,7 +117,8 @@ def _signature_report(raw: bytes, md: metadata.Metadata) -> tuple[SignatureRepor
                 "with it are no longer accepted, whatever their created time.",
             ), key
         owner_email, account_id = (key.owner.email or "").strip().lower(), key.owner_id
-    if site_key is None and email in selectors.site_emails():
+    configured = (getattr(settings, "MARKETPLACE_SITE_KEY_EMAIL", "") or "").strip().lower()
+    if fingerprint not in site_keys and email in {configured, *site_keys.values()} - {""}:
         # An account that came to hold the site e-mail (before it was reserved) still cannot speak for the site.
         return _refused(
             check,
@@ -102,18 +133,54 @@ def _signature_report(raw: bytes, md: metadata.Metadata) -> tuple[SignatureRepor
             f"slreq:email {email} is not the e-mail of the key's owner ({owner_email or 'none'}): a user ID "
             "carrying someone else's e-mail gives no right to endorse as them.",
         ), key
-    endorser = Endorser.objects.filter(email=email).only("account_id").first()
-    if endorser is not None and endorser.account_id != account_id:
-        return _refused(check, "endorser-taken", _endorser_taken(email, endorser.account_id)), key
+    if check_endorser:
+        endorser = Endorser.objects.filter(email=email).only("account_id", "certificate_subject").first()
+        if endorser is not None and (endorser.account_id, endorser.certificate_subject) != (account_id, ""):
+            return _refused(check, "endorser-taken", _endorser_taken(email, endorser)), key
     return SignatureReport(check.kind, True, fingerprint, None, check.message), key
 
 
-def _endorser_taken(email: str, holder_id: int | None) -> str:
-    """Why an entry for ``email``, whose endorser belongs to ``holder_id`` (None: the site), is refused."""
-    holder = "the site" if holder_id is None else "another account"
+def _certificate_report(
+    check: signing.SignatureCheck, md: metadata.Metadata, *, check_endorser: bool = True
+) -> SignatureReport:
+    """A verified legacy signature: the certificate (its subject DN, as the CA vouched for it) holds the
+    endorser e-mail — unless the e-mail is the site's, or its timelines already belong to another holder."""
+    email = md.endorsement.email.lower()
+    parsed = dn_parse(md.endorsement.subject)  # verified equal to the certificate's subject
+    subject = dn_text(parsed) if parsed is not None else md.endorsement.subject
+    if email in selectors.site_emails():
+        return _refused(
+            check, "email-not-owner", f"slreq:email {email} is the site's e-mail: only the site key endorses as it."
+        )
+    if check_endorser:
+        endorser = Endorser.objects.filter(email=email).only("account_id", "certificate_subject").first()
+        if endorser is not None and (endorser.account_id, endorser.certificate_subject) != (None, subject):
+            return _refused(check, "endorser-taken", _endorser_taken(email, endorser))
+    return SignatureReport(check.kind, True, check.fingerprint, None, check.message, certificate_subject=subject)
+
+
+def _key_facts(key: PgpKey) -> signing.KeyInfo:
+    return signing.KeyInfo(
+        fingerprint=key.fingerprint.upper(),
+        uids=tuple(key.uids),
+        emails=tuple(key.emails),
+        created=key.created,
+        expires=key.expires,
+        armored="",
+    )
+
+
+def _endorser_taken(email: str, holder: Endorser) -> str:
+    """Why an entry for ``email``, whose timelines belong to ``holder``'s account, certificate or the site, is
+    refused."""
+    if holder.account_id is not None:
+        who = "another account"
+    elif holder.certificate_subject:
+        who = f"the certificate {holder.certificate_subject}"
+    else:
+        who = "the site"
     return (
-        f"The endorser e-mail {email} already belongs to {holder}: its timelines take entries from its holder's "
-        "keys only."
+        f"The endorser e-mail {email} already belongs to {who}: its timelines take entries from its holder's keys only."
     )
 
 
@@ -179,9 +246,10 @@ def _claimed_checksums(md: metadata.Metadata) -> dict[str, str]:
     return {c.algorithm: c.value.lower() for c in md.checksums}
 
 
-def _image_fix(*, md: metadata.Metadata, created: dt.datetime) -> Image:
-    """The image row of ``md``'s identifier, locked: made from this entry if it is the first, else checked
-    against what the first accepted entry fixed (size, checksums) and completed with checksums it lacked.
+def _image_fix(*, md: metadata.Metadata, created: dt.datetime, display: Mapping[str, Any]) -> tuple[Image, bool]:
+    """The image row of ``md``'s identifier, locked, and whether this entry made it: made from this entry if it
+    is the first (shown with its claims ``display``: the only entry is the most trusted one), else checked against
+    what the first accepted entry fixed (size, checksums) and completed with checksums it lacked.
 
     Precondition: inside the upload's transaction (after the endorser's row lock)."""
     claimed = _claimed_checksums(md)
@@ -189,7 +257,7 @@ def _image_fix(*, md: metadata.Metadata, created: dt.datetime) -> Image:
     if image is None:
         try:
             with transaction.atomic():
-                return Image.objects.create(
+                made = Image.objects.create(
                     identifier=md.identifier,
                     sha1=md.sha1.lower(),
                     bytes=md.bytes,
@@ -197,7 +265,9 @@ def _image_fix(*, md: metadata.Metadata, created: dt.datetime) -> Image:
                     sha256=claimed.get("SHA-256", ""),
                     first_endorsed=created,
                     updated=created,
+                    **display,
                 )
+                return made, True
         except IntegrityError:  # another upload made this identifier's row first (and has committed)
             image = Image.objects.select_for_update().get(identifier=md.identifier)
     if md.bytes != image.bytes:
@@ -218,8 +288,8 @@ def _image_fix(*, md: metadata.Metadata, created: dt.datetime) -> Image:
     if added:
         checksums = {**image.checksums, **added}
         Image.objects.filter(pk=image.pk).update(checksums=checksums, sha256=checksums.get("SHA-256", ""))
-        image.refresh_from_db()
-    return image
+        image.checksums, image.sha256 = checksums, checksums.get("SHA-256", "")
+    return image, False
 
 
 def image_display_refresh(*, image_ids: Iterable[int]) -> None:
@@ -229,12 +299,67 @@ def image_display_refresh(*, image_ids: Iterable[int]) -> None:
     now = timezone.now()
     with transaction.atomic():
         for image in Image.objects.select_for_update().filter(pk__in=list(image_ids)).order_by("pk"):
-            entry = selectors.image_display_entry(image=image, now=now)
-            if entry is None:
-                continue
-            values = {name: getattr(entry, name) for name in selectors.DISPLAY_FIELDS}
-            if any(getattr(image, name) != value for name, value in values.items()):
-                Image.objects.filter(pk=image.pk).update(**values)
+            _image_display_update(image, now=now)
+
+
+def _image_display_update(image: Image, *, now: dt.datetime) -> None:
+    """Write ``image``'s display columns (and set them on the instance) when the choice now differs from them.
+
+    Precondition: the image's row lock is held."""
+    entry = selectors.image_display_entry(image=image, now=now)
+    if entry is None:
+        return
+    values = {name: getattr(entry, name) for name in selectors.DISPLAY_FIELDS}
+    if any(getattr(image, name) != value for name, value in values.items()):
+        Image.objects.filter(pk=image.pk).update(**values)
+        for name, value in values.items():
+            setattr(image, name, value)
+
+
+def _endorser_locked(*, email: str, subject: str, created: dt.datetime, holder: tuple[int | None, str]) -> Endorser:
+    """The endorser row of ``email``, locked; made (held by ``holder``: an account id and a certificate subject,
+    neither for the site) if this is its first entry. Precondition: inside the upload's transaction."""
+    endorser = Endorser.objects.select_for_update().filter(email=email).first()
+    if endorser is not None:
+        return endorser
+    try:
+        with transaction.atomic():
+            return Endorser.objects.create(
+                email=email,
+                subject=subject,
+                first_endorsed=created,
+                last_endorsed=created,
+                account_id=holder[0],
+                certificate_subject=holder[1],
+            )
+    except IntegrityError:  # another upload made it first (and has committed)
+        return Endorser.objects.select_for_update().get(email=email)
+
+
+@dataclass(frozen=True)
+class VerifiedEntry:
+    """A document whose format and signature passed (``entry_verify``), ready to be stored (``entry_store``)."""
+
+    raw: bytes
+    md: metadata.Metadata
+    report: SignatureReport
+    key: PgpKey | None
+
+
+def entry_verify(*, raw: bytes) -> VerifiedEntry:
+    """Parse and verify one signed entry, with no transaction open (gpg is slow): refused with 400 naming the
+    rule (format, signature, key). Safe to run in several threads at once (bulk import)."""
+    md = metadata.parse(raw)
+    report, key = _signature_report(raw, md, check_endorser=False)
+    if not report.verified:
+        raise ApplicationError(report.message, code=report.check or "bad-signature")
+    created = md.endorsement.created
+    if created > timezone.now() + CLOCK_SKEW:
+        raise ApplicationError(
+            f"The endorsement's created time {created:%Y-%m-%dT%H:%M:%SZ} is in the future.",
+            code="created-in-future",
+        )
+    return VerifiedEntry(raw, md, report, key)
 
 
 def entry_upload(
@@ -252,37 +377,36 @@ def entry_upload(
     row lock, which serialises what is fixed about the image (``bytes-conflict``, ``checksum-conflict``: 400)
     and its display columns. Callers that upload for a reason of their own (the site's endorsements) name
     their audit action and add details."""
-    md = metadata.parse(raw)
-    report, key = _signature_report(raw, md)
-    if not report.verified:
-        raise ApplicationError(report.message, code=report.check or "bad-signature")
+    return entry_store(entry_verify(raw=raw), uploader=uploader, audit_action=audit_action, audit_details=audit_details)
+
+
+def entry_store(
+    verified: VerifiedEntry,
+    *,
+    uploader: Any,
+    audit_action: str = "marketplace.entry.uploaded",
+    audit_details: Mapping[str, Any] | None = None,
+) -> Entry:
+    """Store a verified entry as its endorser's latest for the image (the second half of ``entry_upload``),
+    in one short transaction under the endorser's and the image's row locks; 409 when not newer."""
+    raw, md, report, key = verified.raw, verified.md, verified.report, verified.key
     created = md.endorsement.created
-    if created > timezone.now() + CLOCK_SKEW:
-        raise ApplicationError(
-            f"The endorsement's created time {created:%Y-%m-%dT%H:%M:%SZ} is in the future.",
-            code="created-in-future",
-        )
     email = md.endorsement.email.lower()
     columns = _entry_columns(md)
 
     with transaction.atomic():
-        # The first entry fixes whose the endorser e-mail is: the key's account, or the site (no account).
-        account_id = key.owner_id if key is not None else None
-        endorser, _ = Endorser.objects.get_or_create(
-            email=email,
-            defaults={
-                "subject": md.endorsement.subject,
-                "first_endorsed": created,
-                "last_endorsed": created,
-                "account_id": account_id,
-            },
-        )
-        endorser = Endorser.objects.select_for_update().get(pk=endorser.pk)
-        if endorser.account_id != account_id:
-            raise ApplicationError(_endorser_taken(email, endorser.account_id), code="endorser-taken")
-        image = _image_fix(md=md, created=created)
-        latest = (
-            Entry.objects.filter(image=image, endorser=endorser, is_latest=True)
+        # The first entry fixes whose the endorser e-mail is: the key's account, a legacy certificate's
+        # subject, or the site (neither).
+        holder = (key.owner_id if key is not None else None, report.certificate_subject)
+        endorser = _endorser_locked(email=email, subject=md.endorsement.subject[:500], created=created, holder=holder)
+        if (endorser.account_id, endorser.certificate_subject) != holder:
+            raise ApplicationError(_endorser_taken(email, endorser), code="endorser-taken")
+        display = {name: columns[name] for name in selectors.DISPLAY_FIELDS}
+        image, image_is_new = _image_fix(md=md, created=created, display=display)
+        latest = (  # a new image has no timelines yet
+            None
+            if image_is_new
+            else Entry.objects.filter(image=image, endorser=endorser, is_latest=True)
             .only("id", "created", "deprecated")
             .first()
         )
@@ -299,7 +423,7 @@ def entry_upload(
             endorser=endorser,
             created=created,
             subject=md.endorsement.subject[:500],
-            issuer=md.endorsement.issuer[:100],
+            issuer=md.endorsement.issuer[:500],
             fingerprint=report.fingerprint or "",
             key=key,
             raw=raw,
@@ -315,9 +439,22 @@ def entry_upload(
                 else {}
             ),
         )
-        Image.objects.filter(pk=image.pk, updated__lt=created).update(updated=created)
-        image_display_refresh(image_ids=[image.pk])
-        image.refresh_from_db()
+        if created > image.updated:
+            Image.objects.filter(pk=image.pk).update(updated=created)
+            image.updated = created
+        now = timezone.now()
+        if not image_is_new:  # a new image is shown with its only entry's claims already
+            _image_display_update(image, now=now)
+        entry.endorser, entry.key = endorser, key
+        # A new image's only latest entry is this one: the verdict needs no query for it.
+        verdicts.image_verdict_write_locked(
+            image,
+            now=now,
+            latest_entries=[entry] if image_is_new else None,
+            cause=TrustChange.Cause.DEPRECATED
+            if entry.deprecated and (latest is None or not latest.deprecated)
+            else TrustChange.Cause.ENDORSEMENT,
+        )
         if latest is None:
             change = "new"
         elif entry.deprecated and not latest.deprecated:

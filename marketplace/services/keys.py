@@ -11,7 +11,8 @@ from core import audit
 from core.errors import ApplicationError, Conflict
 from core.workflow import transition
 from marketplace import selectors, signing
-from marketplace.models import PgpKey
+from marketplace.models import PgpKey, TrustChange
+from marketplace.policy import verdicts
 from marketplace.selectors import pgp_key_get
 from marketplace.services.entries import image_display_refresh
 from marketplace.services.gpg_errors import gpg_errors
@@ -82,5 +83,7 @@ def pgp_key_revoke(*, actor: Any, fingerprint: str) -> PgpKey:
             refusal=lambda current: f"The key {current.fingerprint} is already revoked.",
             details={"fingerprint": key.fingerprint, "owner": key.owner_id},
         )
-        image_display_refresh(image_ids=selectors.images_latest_signed_by(key=key))
+        signed_for = selectors.images_latest_signed_by(key=key)
+        image_display_refresh(image_ids=signed_for)
+        verdicts.image_verdicts_write(image_ids=signed_for, cause=TrustChange.Cause.KEY_REVOKED)
     return key

@@ -7,7 +7,8 @@ uploaded document is ever imported.
 ``gpg``: running gpg, and the error kinds: :class:`SigningRefused` (permanent: bad key, wrong passphrase, no
 such secret key) and :class:`GpgUnavailable` (transient: gpg could not run or timed out), both a
 :class:`SigningError` carrying a ``code``. ``keys``: inspecting, trusting and looking up keys; the site's
-secret key. ``signatures``: signing an entry. ``verification``: verifying one.
+secret key. ``signatures``: signing an entry. ``verification``: verifying one (OpenPGP, and legacy XML-DSig
+over X.509 certificates through ``x509``).
 """
 
 from __future__ import annotations
@@ -33,24 +34,36 @@ from marketplace.signing.keys import (
     uid_email,
 )
 from marketplace.signing.signatures import NOTATION, sign
-from marketplace.signing.verification import VERIFIERS, SignatureCheck, Verifier, register_verifier, verify
+from marketplace.signing.verification import (
+    VERIFIERS,
+    KeyFacts,
+    SignatureCheck,
+    Verifier,
+    key_facts,
+    register_key_facts,
+    register_verifier,
+    verify,
+)
 
 __all__ = [
     "MAX_KEY_CHARS",
     "NOTATION",
     "VERIFIERS",
     "GpgUnavailable",
+    "KeyFacts",
     "KeyInfo",
     "SignatureCheck",
     "SigningError",
     "SigningRefused",
     "Verifier",
     "gpg_binary",
+    "key_facts",
     "key_generate",
     "key_inspect",
     "key_lookup",
     "key_trust",
     "key_unlocks",
+    "register_key_facts",
     "register_verifier",
     "secret_key_find",
     "shutdown_agent",

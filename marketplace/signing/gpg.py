@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,13 +80,26 @@ def trusted_home() -> Path:
     return private_dir(Path(settings.MARKETPLACE_GNUPG_HOME))
 
 
+# Opened keyrings by (gpg binary, GNUPGHOME): python-gnupg starts gpg to read its version whenever one is opened,
+# which would double the processes of every verification. Only the trusted keyring is kept (scratch ones vanish).
+_OPENED: dict[tuple[str, str], Gpg] = {}
+_OPENED_LOCK = threading.Lock()
+
+
 def gpg_for(home: Path) -> Gpg:
     """python-gnupg on the keyring ``home``; :class:`GpgUnavailable` when gpg cannot start."""
     binary = gpg_binary()
+    keep = Path(home) == trusted_home()
+    if keep and (opened := _OPENED.get((binary, str(home)))) is not None:
+        return opened
     try:
-        return gnupg.GPG(gpgbinary=binary, gnupghome=str(home), options=list(_SAFE_OPTIONS), encoding="utf-8")
+        gpg = gnupg.GPG(gpgbinary=binary, gnupghome=str(home), options=list(_SAFE_OPTIONS), encoding="utf-8")
     except (OSError, ValueError) as exc:  # python-gnupg's words for "could not start" / "started and failed"
         raise GpgUnavailable(f"gpg ({binary}) could not run: {exc}") from exc
+    if keep:
+        with _OPENED_LOCK:
+            _OPENED[(binary, str(home))] = gpg
+    return gpg
 
 
 def gpg_run(argv: list[str], *, stdin: bytes | None = None, env: dict[str, str] | None = None) -> bytes:

@@ -7,18 +7,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from marketplace import metadata as md
+
+# The notation binding a signature to its entry key is the shared format's, so the ``alto`` client's carry it too.
+from marketplace.metadata import NOTATION, notation_value
 from marketplace.signing.gpg import ARMOR_RE, SigningRefused, gpg_for
 from marketplace.signing.keys import key_info, uid_email
 
-# Binds a signature to the entry key (identifier, e-mail, created), so that a signature copied onto another
-# entry is recognised as such rather than reported as a bare "bad signature".
-NOTATION = "entry@altostratus.dev"
 _GPG_ERR_BAD_PASSPHRASE = 11  # libgpg-error's GPG_ERR_BAD_PASSPHRASE, in the low 16 bits of a status code
-
-
-def notation_value(identifier: str, email: str, created: datetime) -> str:
-    """What :data:`NOTATION` says for the entry key (identifier, endorser e-mail, created)."""
-    return f"{identifier}/{email.lower()}/{md.format_date(created)}"
 
 
 def sign(

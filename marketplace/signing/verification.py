@@ -4,15 +4,26 @@ signature kinds (legacy XML-DSig) can be added beside OpenPGP."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from lxml import etree
 
 from marketplace import metadata as md
-from marketplace.signing.gpg import ARMOR_RE, gpg_binary, gpg_for, gpg_run, scratch_home, trusted_home
-from marketplace.signing.keys import key_lookup, timestamp
+from marketplace.signing import x509
+from marketplace.signing.gpg import (
+    ARMOR_RE,
+    GpgUnavailable,
+    gpg_binary,
+    gpg_for,
+    gpg_run,
+    scratch_home,
+    trusted_home,
+)
+from marketplace.signing.keys import KeyInfo, key_lookup, timestamp
 from marketplace.signing.signatures import NOTATION, notation_value
 
 _STATUS_RE = re.compile(r"^\[GNUPG:\] (\S+) ?(.*)$", re.MULTILINE)
@@ -50,11 +61,15 @@ class _GpgVerdict:
 
 
 def _run_verify(armored: str, payload: bytes) -> _GpgVerdict:
+    """One gpg process: the detached signature (from a private temporary file) over ``payload`` (on stdin)."""
     gpg = gpg_for(trusted_home())
-    with scratch_home() as tmp:
-        signature_path = tmp / "entry.sig"
-        signature_path.write_text(armored, encoding="ascii")
-        result = gpg.verify_data(str(signature_path), payload)
+    with tempfile.NamedTemporaryFile("w", encoding="ascii", prefix="alto-sig-", suffix=".asc") as signature:
+        signature.write(armored)
+        signature.flush()
+        try:
+            result = gpg.verify_data(signature.name, payload)
+        except OSError as exc:  # gpg vanished since the keyring was opened
+            raise GpgUnavailable(f"gpg could not run: {exc}") from exc
     ordered = tuple(_STATUS_RE.findall(result.stderr or ""))
     statuses: dict[str, list[str]] = {}
     for key, value in ordered:
@@ -81,9 +96,39 @@ def _fail(kind: str, check: str, message: str, fingerprint: str | None = None) -
     return SignatureCheck(kind=kind, verified=False, fingerprint=fingerprint, check=check, message=message)
 
 
-# (signature element, signed bytes, the entry, now): the key and the signature must be usable at ``now``.
-Verifier = Callable[[etree._Element, bytes, md.Metadata, datetime], SignatureCheck]
+# (signature element, the document without it as C14N bytes, the whole document as received, the entry, now):
+# the key and the signature must be usable at ``now``.
+Verifier = Callable[[etree._Element, bytes, bytes, md.Metadata, datetime], SignatureCheck]
 VERIFIERS: dict[str, Verifier] = {}
+
+# What is known about a trusted key, by fingerprint (None: nothing): its user IDs, creation and expiry.
+KeyFacts = Callable[[str], KeyInfo | None]
+_KEY_FACTS: list[KeyFacts] = []
+
+
+def register_key_facts(source: KeyFacts) -> None:
+    """Where verification reads a signing key's user IDs, creation and expiry before asking the keyring: the
+    Marketplace registers its database's record of registered keys and the site key (``MarketplaceConfig.ready``),
+    so that verifying an entry takes one gpg process, not three."""
+    _KEY_FACTS[:] = [source]
+
+
+# Facts the caller of :func:`verify` already holds (it read the key named by the entry's issuer), by fingerprint.
+_GIVEN_FACTS: ContextVar[Mapping[str, KeyInfo] | None] = ContextVar("given_key_facts", default=None)
+
+
+def key_facts(fingerprint: str) -> KeyInfo | None:
+    """What the caller of :func:`verify` gave, else the registered source's facts about a key, else the trusted
+    keyring's (a key gpg trusts but the database does not record is refused by the caller anyway; the keyring
+    then only words the message)."""
+    given = (_GIVEN_FACTS.get() or {}).get(fingerprint.upper())
+    if given is not None:
+        return given
+    for source in _KEY_FACTS:
+        found = source(fingerprint)
+        if found is not None:
+            return found
+    return key_lookup(fingerprint)
 
 
 def register_verifier(tag: str) -> Callable[[Verifier], Verifier]:
@@ -97,7 +142,9 @@ def register_verifier(tag: str) -> Callable[[Verifier], Verifier]:
 
 
 @register_verifier(md.OPENPGP_SIGNATURE)
-def _verify_openpgp(element: etree._Element, payload: bytes, entry: md.Metadata, now: datetime) -> SignatureCheck:
+def _verify_openpgp(
+    element: etree._Element, payload: bytes, raw: bytes, entry: md.Metadata, now: datetime
+) -> SignatureCheck:
     kind = "openpgp"
     armored = (element.text or "").strip()
     if not armored.isascii() or not ARMOR_RE.fullmatch(armored):
@@ -153,8 +200,8 @@ def _verify_openpgp(element: etree._Element, payload: bytes, entry: md.Metadata,
             f"slreq:issuer is {endorsement.issuer!r} but the signature was made by the key OpenPGP:{fingerprint}.",
             fingerprint,
         )
-    key = key_lookup(fingerprint)
-    if key is None:  # the key left the keyring between the two gpg calls
+    key = key_facts(fingerprint)
+    if key is None:  # trusted by the keyring, yet not recorded (or it left the keyring meanwhile)
         return _fail(kind, "unknown-key", f"The signing key {fingerprint} is not known to this Marketplace.")
     if endorsement.email.lower() not in key.emails:
         return _fail(
@@ -213,20 +260,61 @@ def _good_notation(verdict: _GpgVerdict) -> str | None:
 
 
 @register_verifier(f"{{{md.DSIG}}}Signature")
-def _verify_xmldsig(element: etree._Element, payload: bytes, entry: md.Metadata, now: datetime) -> SignatureCheck:
-    return _fail(
-        "xmldsig",
-        "unsupported-signature",
-        "XML-DSig (legacy StratusLab X.509) signatures cannot be verified here yet; sign the entry with OpenPGP.",
+def _verify_xmldsig(
+    element: etree._Element, payload: bytes, raw: bytes, entry: md.Metadata, now: datetime
+) -> SignatureCheck:
+    """A legacy StratusLab entry: the certificate must chain to a CA of ``MARKETPLACE_X509_CA_DIR`` and name
+    the endorser — its subject DN is ``slreq:subject``, its issuer DN ``slreq:issuer``, and ``slreq:email`` one
+    of its e-mails."""
+    kind = "xmldsig"
+    try:
+        signer = x509.verify(raw, element, now=now)
+    except x509.X509Refused as refused:
+        return _fail(kind, refused.check, refused.message, refused.fingerprint)
+    endorsement = entry.endorsement
+    fingerprint = signer.fingerprint
+    if not x509.dn_equal(endorsement.subject, signer.subject):
+        return _fail(
+            kind,
+            "subject-mismatch",
+            f"slreq:subject is {endorsement.subject!r} but the signature was made with the certificate of "
+            f"{signer.subject_text}.",
+            fingerprint,
+        )
+    if not x509.dn_equal(endorsement.issuer, signer.issuer):
+        return _fail(
+            kind,
+            "issuer-mismatch",
+            f"slreq:issuer is {endorsement.issuer!r} but the signing certificate was issued by "
+            f"{x509.dn_text(signer.issuer)}.",
+            fingerprint,
+        )
+    if endorsement.email.lower() not in signer.emails:
+        return _fail(
+            kind,
+            "email-not-on-certificate",
+            f"slreq:email {endorsement.email} is not an e-mail of the signing certificate "
+            f"({', '.join(signer.emails) or 'none'}).",
+            fingerprint,
+        )
+    return SignatureCheck(
+        kind,
+        True,
+        fingerprint,
+        None,
+        f"Signed by {signer.subject_text} with a certificate of {x509.dn_text(signer.issuer)}.",
     )
 
 
-def verify(raw: bytes, metadata: md.Metadata, *, now: datetime | None = None) -> SignatureCheck:
+def verify(
+    raw: bytes, metadata: md.Metadata, *, now: datetime | None = None, known_keys: Mapping[str, KeyInfo] | None = None
+) -> SignatureCheck:
     """Who signed ``raw`` (already parsed into ``metadata``), or the check that failed.
 
     The key and the signature must be usable ``now`` (default: the clock), whatever the entry claims: an
-    upload is a fresh endorsement. Uses the trusted keyring only; registration, revocation and whether the
-    key's owner holds the e-mail are the caller's checks (they live in the database)."""
+    upload is a fresh endorsement. Uses the trusted keyring only, in one gpg process; the key's user IDs,
+    creation and expiry come from ``known_keys`` (by fingerprint) or :func:`key_facts`. Registration, revocation
+    and whether the key's owner holds the e-mail are the caller's checks (they live in the database)."""
     root = md.xml_root(raw)
     element = md.signature_element(root)
     if element is None:
@@ -237,4 +325,8 @@ def verify(raw: bytes, metadata: md.Metadata, *, now: datetime | None = None) ->
         return _fail(kind, "unsupported-signature", f"No verifier for the signature element {element.tag}.")
     root.remove(element)
     payload = etree.tostring(root, method="c14n", with_comments=True)
-    return verifier(element, payload, metadata, now or datetime.now(UTC))
+    token = _GIVEN_FACTS.set({fp.upper(): info for fp, info in (known_keys or {}).items()})
+    try:
+        return verifier(element, payload, raw, metadata, now or datetime.now(UTC))
+    finally:
+        _GIVEN_FACTS.reset(token)

@@ -6,7 +6,9 @@ a target that already exists as asked (same format, same backing) is left alone;
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +56,24 @@ def _run(*args: str, timeout: int = TIMEOUT_SECONDS) -> str:
 
 
 def info(path: Path) -> ImageInfo:
-    """What qemu-img says about the image at ``path`` (format, virtual size, backing file)."""
-    data: dict[str, Any] = json.loads(_run("info", "--output=json", "-U", str(path)))
+    """What qemu-img says about the image at ``path`` (format, virtual size, backing file).
+
+    Remembered per file version (device, inode, size, modification time): a cached image that backs every new
+    VM's overlay is asked once per worker, not once per VM. A file written since is asked again."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return _info(str(path))  # not a local file (or none): qemu-img says what is there or what is wrong
+    return _info_of_version(str(path), (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=256)
+def _info_of_version(path: str, version: tuple[int, int, int, int]) -> ImageInfo:
+    return _info(path)
+
+
+def _info(path: str) -> ImageInfo:
+    data: dict[str, Any] = json.loads(_run("info", "--output=json", "-U", path))
     backing = data.get("full-backing-filename") or data.get("backing-filename")
     return ImageInfo(
         path=Path(path),
@@ -87,10 +105,13 @@ def overlay_create(*, backing: Path, path: Path, size_gib: int | None, backing_f
     base = info(backing)
     fmt = backing_format or base.format
     args = ["create", "-q", "-f", "qcow2", "-b", str(backing), "-F", fmt, str(path)]
+    size = base.virtual_size
     if size_gib is not None and size_gib * 1024**3 > base.virtual_size:
         args.append(_gib(size_gib))
+        size = size_gib * 1024**3
     _create(path, args)
-    return info(path)
+    # What ``info`` would say of the overlay just made, without running qemu-img a third time.
+    return ImageInfo(path=path, format="qcow2", virtual_size=size, backing=backing, backing_format=fmt)
 
 
 def image_create(*, path: Path, size_gib: int, fmt: str = "qcow2") -> ImageInfo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import subprocess
 
@@ -13,6 +14,7 @@ from knox.models import AuthToken
 
 from accounts.models import ApiToken, SshKey
 from core.models import AuditEntry
+from tests.factories import TEST_PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -261,3 +263,39 @@ def test_a_token_made_in_a_session_may_still_never_expire(api_as, owner):
         "/api/v1/accounts/tokens/", {"name": "forever", "expires_in_days": None}, format="json"
     )
     assert response.status_code == 201 and response.json()["expires"] is None
+
+
+def _basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def test_a_username_and_password_create_a_token_and_nothing_else(api, owner):
+    api.credentials(HTTP_AUTHORIZATION=_basic("owner", TEST_PASSWORD))
+    made = api.post("/api/v1/accounts/tokens/", {"name": "alto on laptop", "expires_in_days": 30}, format="json")
+    assert made.status_code == 201, made.json()
+    assert made["Cache-Control"] == "no-store"
+    # The password opens no other door, not even the token list.
+    assert api.get("/api/v1/accounts/tokens/").status_code == 401
+    assert api.get("/api/v1/accounts/me/").status_code == 401
+    api.credentials(HTTP_AUTHORIZATION=f"Token {made.json()['token']}")
+    assert api.get("/api/v1/accounts/me/").json()["user"]["username"] == "owner"
+    assert AuditEntry.objects.filter(action="accounts.api_token.created", actor=owner).exists()
+
+
+def test_a_wrong_password_creates_no_token_and_counts_towards_the_login_lockout(api, owner):
+    api.credentials(HTTP_AUTHORIZATION=_basic("owner", "wrong"))
+    refused = api.post("/api/v1/accounts/tokens/", {"name": "guess"}, format="json")
+    assert refused.status_code == 401
+    assert refused.json()["code"] == "login-failed"
+    for n in range(3):
+        api.credentials(HTTP_AUTHORIZATION=_basic("owner", f"wrong-{n}"))
+        api.post("/api/v1/accounts/tokens/", {"name": "guess"}, format="json")
+    api.credentials(HTTP_AUTHORIZATION=_basic("owner", "wrong-last"))
+    locked = api.post("/api/v1/accounts/tokens/", {"name": "guess"}, format="json")
+    assert locked.status_code == 429  # the fifth failure, as on the login page
+    api.credentials(HTTP_AUTHORIZATION=_basic("owner", TEST_PASSWORD))
+    still = api.post("/api/v1/accounts/tokens/", {"name": "right"}, format="json")
+    assert still.status_code == 429
+    assert still.json()["code"] == "locked-out"
+    assert still["Retry-After"] == "900"
+    assert not ApiToken.objects.filter(user=owner).exists()

@@ -3,16 +3,10 @@ real signed Marketplace image (the Marketplace tests' keys and entries)."""
 
 from __future__ import annotations
 
-import contextlib
-import gzip
 import os
-import re
 import shutil
-import signal
-import subprocess
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+import uuid
+from collections.abc import Callable
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -20,14 +14,22 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from django.conf import settings
 
 from accounts.services import ssh_key_add
-from compute import hypervisor
 from compute.models import Host, Instance, InstanceType, Network
 from compute.networks import network_create
 from compute.services import instance_types_seed
+from marketplace import metadata
 from marketplace import services as marketplace_services
 from marketplace.models import Image
+from tests.compute.guest import (  # noqa: F401 - the real-guest fixtures
+    guest_disk,
+    hotplug_guest,
+    libvirt_daemon,
+    libvirt_host,
+    tiny_guest,
+)
 from tests.marketplace.conftest import (  # noqa: F401 - fixtures shared with the marketplace tests
     IMAGE,
+    T0,
     _signed_cache,
     entry_for,
     keyring,
@@ -38,7 +40,10 @@ from tests.marketplace.conftest import (  # noqa: F401 - fixtures shared with th
     trusted_keyring,
 )
 from tests.marketplace.keys import pgp_keys  # noqa: F401 - a session fixture entry_for needs
-from tests.storage.conftest import volume_settings  # noqa: F401 - volumes in a directory of the test's own
+from tests.storage.conftest import (
+    checksums_of,
+    volume_settings,  # noqa: F401 - volumes in a directory of the test's own
+)
 
 
 @pytest.fixture
@@ -156,230 +161,29 @@ def enqueued(request, monkeypatch) -> list[tuple[str, int, str]]:
     return sent
 
 
-# --- A real guest under TCG: a private libvirtd and a tiny kernel + busybox guest (see test_real_guest.py) --------
-
-ROOT = Path(__file__).resolve().parents[2]
-GUEST_CACHE = ROOT / "var" / "test-guest"
-BUSYBOX = Path("/bin/busybox")
-BOOT_TIMEOUT = 120
-
-_TOOLS = ("libvirtd", "virtlogd", "qemu-system-x86_64", "unshare", "cpio", "apt-get", "apt-cache", "dpkg")
-_MISSING = [tool for tool in _TOOLS if not shutil.which(tool, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")]
-# The marks of a test that boots a real guest under the private libvirtd (``libvirt_host``).
-REAL_GUEST_MARKS = [
-    pytest.mark.qemu,
-    pytest.mark.skipif(bool(_MISSING), reason=f"needs {', '.join(_MISSING)} (make system-deps installs them)"),
-    pytest.mark.skipif(not BUSYBOX.is_file(), reason="needs Debian's busybox-static (make system-deps)"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="starts libvirtd for qemu:///system, which needs root"),
-]
-
-
-QEMU_CONF = """\
-user = "root"
-group = "root"
-dynamic_ownership = 0
-remember_owner = 0
-security_driver = "none"
-cgroup_controllers = []
-namespaces = []
-"""
-
-
-_DAEMON_DIRS = {
-    "run": "/run/libvirt",
-    "lib": "/var/lib/libvirt",
-    "etc": "/etc/libvirt",
-    "log": "/var/log/libvirt",
-    "cache": "/var/cache/libvirt",
-}
-
-
-def _ensure_libvirt_accounts() -> None:
-    """libvirtd refuses to start without the user ``libvirt-qemu``, whatever qemu.conf says (RUNBOOK.md)."""
-    for group in ("kvm", "libvirt-qemu"):
-        if subprocess.run(["getent", "group", group], capture_output=True, check=False).returncode:
-            subprocess.run(["groupadd", "-r", group], check=True)
-    if subprocess.run(["id", "libvirt-qemu"], capture_output=True, check=False).returncode:
-        subprocess.run(["useradd", "-r", "-g", "libvirt-qemu", "-G", "kvm", "libvirt-qemu"], check=True)
-
-
-def _stop(pidfile: Path) -> None:
-    if not pidfile.exists():
-        return
-    pid = int(pidfile.read_text().strip())
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
-
-
-@pytest.fixture(scope="session")
-def libvirt_host(tmp_path_factory) -> Iterator[str]:
-    """The URI of a private libvirtd for qemu:///system, stopped (guests destroyed first) after the session."""
-    _ensure_libvirt_accounts()
-    base = tmp_path_factory.mktemp("libvirtd")
-    binds = []
-    for local, system in _DAEMON_DIRS.items():
-        (base / local).mkdir()
-        Path(system).mkdir(parents=True, exist_ok=True)
-        binds.append(f"mount --bind {base / local} {system}")
-    (base / "etc" / "qemu.conf").write_text(QEMU_CONF)
-    script = " && ".join([*binds, f"virtlogd -d -p {base}/virtlogd.pid", f"libvirtd -d -p {base}/libvirtd.pid"])
-    subprocess.run(["unshare", "--mount", "--net", "--propagation", "private", "sh", "-c", script], check=True)
-    uri = f"qemu+unix:///system?socket={base}/run/libvirt-sock"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                hypervisor.host_info(uri)
-                break
-            except hypervisor.HostUnreachable:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        yield uri
-    finally:
-        # If the daemon is already gone there is nothing left to destroy through it.
-        with contextlib.suppress(hypervisor.HypervisorError):
-            for domain in hypervisor.domains(uri):
-                hypervisor.domain_destroy(uri, domain.name)
-        hypervisor.disconnect_all()
-        _stop(base / "libvirtd.pid")
-        _stop(base / "virtlogd.pid")
-
-
-def _download(package: str, into: Path) -> Path:
-    done = subprocess.run(["apt-get", "download", package], cwd=into, capture_output=True, text=True, check=False)
-    if done.returncode:
-        pytest.skip(f"apt-get download {package} failed: {done.stderr.strip()[-300:]}")
-    return next(into.glob(f"{package}_*.deb"))
-
-
-def cloud_kernel() -> tuple[Path, Path]:
-    """Debian's current cloud kernel and its module tree, downloaded and unpacked once into var/test-guest/."""
-    depends = subprocess.run(
-        ["apt-cache", "depends", "linux-image-cloud-amd64"], capture_output=True, text=True, check=True
-    ).stdout
-    found = re.search(r"Depends: (linux-image-[0-9][^\s]*-cloud-amd64)", depends)
-    if not found:
-        pytest.skip("apt knows no linux-image-cloud-amd64 (is the Debian archive in sources.list?)")
-    package = found.group(1)
-    version = package.removeprefix("linux-image-")
-    unpacked = GUEST_CACHE / package
-    kernel = unpacked / "boot" / f"vmlinuz-{version}"
-    if not kernel.exists():
-        downloads = GUEST_CACHE / "downloads"
-        shutil.rmtree(downloads, ignore_errors=True)
-        downloads.mkdir(parents=True)
-        deb = _download(package, downloads)
-        partial = GUEST_CACHE / f"{package}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        subprocess.run(["dpkg", "-x", str(deb), str(partial)], check=True)
-        shutil.rmtree(unpacked, ignore_errors=True)
-        partial.rename(unpacked)
-        shutil.rmtree(downloads)
-    return kernel, unpacked / "lib" / "modules" / version / "kernel"
-
-
-def modules_in_load_order(tree: Path, wanted: tuple[str, ...]) -> list[Path]:
-    """``wanted`` and what they depend on (the ``depends=`` of each module's .modinfo), dependencies first."""
-    files = {path.name.removesuffix(".ko").replace("-", "_"): path for path in tree.rglob("*.ko")}
-    ordered: list[Path] = []
-
-    def visit(name: str) -> None:
-        if name not in files:
-            pytest.skip(f"the cloud kernel has no uncompressed module {name}.ko")
-        if files[name] in ordered:
-            return
-        depends = re.search(rb"depends=([\w,-]*)\x00", files[name].read_bytes())
-        for dependency in filter(None, depends.group(1).decode().split(",") if depends else []):
-            visit(dependency.replace("-", "_"))
-        ordered.append(files[name])
-
-    for name in wanted:
-        visit(name)
-    return ordered
-
-
-def initramfs(modules: list[Path], into: Path, *, init: str) -> Path:
-    tree = into / "initramfs"
-    for directory in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "seed", "lib/modules"):
-        (tree / directory).mkdir(parents=True)
-    shutil.copy(BUSYBOX, tree / "bin" / "busybox")
-    for module in modules:
-        shutil.copy(module, tree / "lib" / "modules" / module.name)
-    script = tree / "init"
-    script.write_text(init.replace("MODULES", " ".join(module.name.removesuffix(".ko") for module in modules)))
-    script.chmod(0o755)
-    names = "\n".join(str(path.relative_to(tree)) for path in sorted(tree.rglob("*"))) + "\n"
-    archive = subprocess.run(
-        ["cpio", "--create", "--format=newc", "--quiet"],
-        cwd=tree,
-        input=names.encode(),
-        capture_output=True,
-        check=True,
-    ).stdout
-    initrd = into / "initrd.gz"
-    initrd.write_bytes(gzip.compress(archive, compresslevel=1))
-    return initrd
-
-
-# A guest that stays up and reports every disk plugged into it or pulled out, on its serial console:
-# ``ALTO-DISK <serial> <first 32 bytes, unprintable ones as .>`` and ``ALTO-GONE <serial>``.
-HOTPLUG_INIT = r"""#!/bin/busybox sh
-/bin/busybox --install -s
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-for module in MODULES; do insmod /lib/modules/$module.ko; done
-echo ALTO-READY
-seen=" "
-while true; do
-    for path in /sys/block/vd*; do
-        [ -e "$path" ] || continue
-        name=${path##*/}
-        case "$seen" in *" $name="*) continue ;; esac
-        [ -b "/dev/$name" ] || continue
-        serial=$(cat "$path/serial" 2>/dev/null)
-        seen="$seen$name=$serial "
-        echo "ALTO-DISK $serial $(head -c 32 "/dev/$name" | tr -c 'A-Za-z0-9:_-' '.')"
-    done
-    for entry in $seen; do
-        name=${entry%%=*}
-        if [ ! -e "/sys/block/$name" ]; then
-            echo "ALTO-GONE ${entry#*=}"
-            seen=$(echo "$seen" | sed "s/ $entry / /")
-        fi
-    done
-    sleep 0.2
-done
-"""
-# virtio disks on the PCI bus (the kernel has ACPI PCI hot-plug built in).
-HOTPLUG_MODULES = ("virtio_pci", "virtio_blk")
-
-
-@pytest.fixture(scope="session")
-def hotplug_guest(tmp_path_factory) -> tuple[Path, Path]:
-    """(kernel, initrd) of a tiny guest that prints the first bytes of each disk hot-plugged into it."""
-    kernel, modules = cloud_kernel()
-    into = tmp_path_factory.mktemp("hotplug-guest")
-    return kernel, initramfs(modules_in_load_order(modules, HOTPLUG_MODULES), into, init=HOTPLUG_INIT)
-
-
-def console_wait(console: Path, text: str, *, timeout: float = BOOT_TIMEOUT) -> None:
-    """Wait until ``text`` appears in the guest's console log (bounded: the machine's two cores are shared)."""
-    deadline = time.monotonic() + timeout
-    while text not in (console.read_text(errors="replace") if console.exists() else ""):
-        assert time.monotonic() < deadline, f"no {text!r} on the console after {timeout} s:\n" + (
-            console.read_text(errors="replace")[-2000:] if console.exists() else "(no console log)"
-        )
-        time.sleep(0.3)
+@pytest.fixture
+def served_image(owner, registered, keyring):  # noqa: F811 - the fixtures imported above
+    """A real small raw image under the worker's allowed ``file:`` directory, published with a signed entry."""
+    registered(owner, "owner")
+    content = os.urandom(64 * 1024)
+    directory = settings.MARKETPLACE_FILE_LOCATION_DIRS[0]
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"e2e-{uuid.uuid4().hex}.raw")
+    with open(path, "wb") as out:
+        out.write(content)
+    document = metadata.build(
+        image_bytes=len(content),
+        checksums=checksums_of(content),
+        type="base",
+        title="End-to-end image",
+        os="Ubuntu",
+        os_arch="x86_64",
+        kind="machine",
+        format="raw",
+        compression="",
+        locations=(f"file://{path}",),
+    )
+    entry = marketplace_services.entry_upload(raw=keyring["owner"].sign(document, now=T0), uploader=owner)
+    yield entry.image.identifier
+    os.unlink(path)
+    shutil.rmtree(settings.IMAGE_CACHE_DIR / entry.image.identifier, ignore_errors=True)

@@ -190,6 +190,7 @@ def test_request_an_instance(api_as, world, body, role, enqueued, django_capture
         1,
     )
     assert made["ip"] and made["host"] == "h1"
+    assert made == api_as(world["users"][role]).get(f"/api/v1/compute/instances/{made['id']}/").json()
     vm = Instance.objects.get(uuid=made["id"])
     volatile = Volume.objects.get(kind="volatile")  # its volatile disk is a storage volume, held by the instance
     assert made["volumes"] == [str(volatile.uuid)]

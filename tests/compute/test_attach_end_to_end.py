@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings
 
 from storage.models import Volume
-from tests.compute.test_end_to_end import DEADLINE_SECONDS, _wait_for, served_image, worker_host  # noqa: F401
+from tests.compute.test_end_to_end import DEADLINE_SECONDS, _wait_for, worker_host  # noqa: F401
 
 pytestmark = [
     pytest.mark.worker,

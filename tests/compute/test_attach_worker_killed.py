@@ -22,10 +22,9 @@ from compute import attachments, hypervisor
 from compute.domain import DiskSpec, DomainSpec, domain_xml
 from compute.models import Attachment, Host
 from storage import services as storage_services
-from tests.compute.conftest import REAL_GUEST_MARKS
-from tests.conftest import worker_process_start
+from tests.compute.guest import REAL_GUEST
 
-pytestmark = [*REAL_GUEST_MARKS, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+pytestmark = [*REAL_GUEST, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 WAIT_SECONDS = 60
 
 
@@ -43,7 +42,7 @@ def _libvirtd_pid(uri: str) -> int:
 
 
 def test_a_worker_killed_during_attach_leaves_the_volume_in_use_or_available(
-    celery_worker_process, libvirt_host, owner, project, types, instance_on, volume_settings, tmp_path
+    celery_workers, libvirt_host, owner, project, types, instance_on, volume_settings, tmp_path
 ):
     host = Host.objects.create(name=f"s11a-{uuid.uuid4().hex[:8]}", uri=libvirt_host, vcpus=2, ram_mib=4096)
     instance = instance_on(host, types["t1.micro"], state="stopped")
@@ -55,24 +54,17 @@ def test_a_worker_killed_during_attach_leaves_the_volume_in_use_or_available(
     made = storage_services.volume_create(actor=owner, project=project, name="data", size_gib=1)
     volume = storage_services.volume_provision(volume_id=made.pk)
 
-    log = tmp_path / "worker.log"
-    # The session's worker is paused, so that the worker killed here is the one that takes the step.
-    celery_worker_process.send_signal(signal.SIGSTOP)
-    worker = worker_process_start(log_path=log, hostname=f"s11a-killed-{uuid.uuid4().hex[:6]}@%h")
+    # The only worker consuming the host's queue: the one killed here takes the step.
+    worker = celery_workers(f"s11a-killed-{uuid.uuid4().hex[:6]}", queues=f"host.{host.name}")
     libvirtd = _libvirtd_pid(libvirt_host)
     try:
-        _wait_for(log, rf"consuming host queue host\.{host.name}")
         os.kill(libvirtd, signal.SIGSTOP)
         attachment = attachments.instance_attach(actor=owner, instance=instance, volume_id=str(volume.uuid))
-        _wait_for(log, r"Task compute\.volume_attach\[[^\]]+\] received")
+        _wait_for(worker.log, r"Task compute\.volume_attach\[[^\]]+\] received")
         time.sleep(1.5)  # the step is waiting on the frozen daemon
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(timeout=WAIT_SECONDS)
+        worker.kill()
     finally:
         os.kill(libvirtd, signal.SIGCONT)
-        if worker.poll() is None:
-            worker.kill()
-        celery_worker_process.send_signal(signal.SIGCONT)
     volume.refresh_from_db()
     assert volume.state == "attaching"  # the kill did land inside the step
 

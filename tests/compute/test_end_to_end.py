@@ -7,7 +7,6 @@ real qemu-img and builds the seed ISO. The test only asks the API (and the datab
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 import uuid
@@ -16,11 +15,7 @@ import pytest
 from django.conf import settings
 
 from compute.models import Host, Lease
-from marketplace import metadata
-from marketplace import services as marketplace_services
 from tests.compute.test_hypervisor import NODE
-from tests.marketplace.conftest import T0
-from tests.storage.conftest import checksums_of
 
 pytestmark = [
     pytest.mark.worker,
@@ -29,34 +24,6 @@ pytestmark = [
 ]
 
 DEADLINE_SECONDS = 90
-
-
-@pytest.fixture
-def served_image(owner, registered, keyring):  # noqa: F811 - fixtures from tests/compute/conftest
-    """A real small raw image under the worker's allowed ``file:`` directory, published with a signed entry."""
-    registered(owner, "owner")
-    content = os.urandom(64 * 1024)
-    directory = settings.MARKETPLACE_FILE_LOCATION_DIRS[0]
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, f"e2e-{uuid.uuid4().hex}.raw")
-    with open(path, "wb") as out:
-        out.write(content)
-    document = metadata.build(
-        image_bytes=len(content),
-        checksums=checksums_of(content),
-        type="base",
-        title="End-to-end image",
-        os="Ubuntu",
-        os_arch="x86_64",
-        kind="machine",
-        format="raw",
-        compression="",
-        locations=(f"file://{path}",),
-    )
-    entry = marketplace_services.entry_upload(raw=keyring["owner"].sign(document, now=T0), uploader=owner)
-    yield entry.image.identifier
-    os.unlink(path)
-    shutil.rmtree(settings.IMAGE_CACHE_DIR / entry.image.identifier, ignore_errors=True)
 
 
 @pytest.fixture

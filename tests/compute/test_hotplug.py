@@ -11,7 +11,7 @@ import pytest
 
 from compute import hypervisor
 from compute.domain import DiskSpec, DomainSpec, disk_xml, domain_xml
-from tests.compute.conftest import REAL_GUEST_MARKS, console_wait
+from tests.compute.guest import REAL_GUEST, console_wait
 from tests.compute.test_hypervisor import UNREACHABLE
 
 DEFAULT = "test:///default"
@@ -120,7 +120,7 @@ def test_disk_operations_on_an_unreachable_host_are_transient_failures(operation
 
 
 def real_guest(test):
-    for mark in REAL_GUEST_MARKS:
+    for mark in REAL_GUEST:
         test = mark(test)
     return test
 

@@ -1,59 +1,18 @@
-"""A real guest under qemu (TCG) is defined and started through the adapter and reads its cloud-init seed.
-
-The session starts a private libvirtd (RUNBOOK.md): in its own mount and network namespaces, with
-``/run/libvirt``, ``/var/lib/libvirt``, ``/etc/libvirt``, ``/var/log/libvirt`` and ``/var/cache/libvirt`` bound to a
-temporary directory, so it neither sees nor disturbs another daemon on the machine and its guests can send no
-packets. We reach it through its socket: ``qemu+unix:///system?socket=<tmp>/run/libvirt-sock``.
-
-The guest is Debian's cloud kernel (downloaded once into ``var/test-guest/``) with an initramfs of
-``busybox-static`` whose ``/init`` loads the cdrom and iso9660 modules, mounts the cdrom labelled ``cidata``,
-prints the SSH key line of its ``user-data`` to the serial console and powers off.
-"""
+"""A real guest under qemu (TCG) is defined and started through the adapter and reads its cloud-init seed
+(the private libvirtd and the tiny guest: tests/compute/guest.py)."""
 
 from __future__ import annotations
 
 import secrets
 import time
 import uuid
-from pathlib import Path
-
-import pytest
 
 from compute import hypervisor
 from compute.contextualisation import seed_iso
 from compute.domain import DomainSpec, domain_xml
-from tests.compute.conftest import BOOT_TIMEOUT, REAL_GUEST_MARKS, cloud_kernel, initramfs, modules_in_load_order
+from tests.compute.guest import BOOT_TIMEOUT, REAL_GUEST
 
-# What the guest needs to see its seed: the IDE controller of the `pc` machine, the cdrom and its file system.
-GUEST_MODULES = ("ata_piix", "sr_mod", "isofs")
-
-pytestmark = REAL_GUEST_MARKS
-
-INIT = r"""#!/bin/busybox sh
-/bin/busybox --install -s
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-for module in MODULES; do insmod /lib/modules/$module.ko; done
-# The seed is the cdrom whose ISO 9660 volume label (at byte 32808) is cidata; busybox's findfs misses it.
-for attempt in $(seq 1 200); do
-    for device in /dev/sr*; do
-        [ -b "$device" ] && [ "$(dd if=$device bs=1 skip=32808 count=6 2>/dev/null)" = cidata ] && break 2
-    done
-    sleep 0.1
-done
-mount -t iso9660 -o ro "$device" /seed
-echo "ALTO-SEED-KEY: $(grep -o 'ssh-[a-z0-9]* [A-Za-z0-9+/=]* [A-Za-z0-9@._-]*' /seed/user-data)"
-poweroff -f
-"""
-
-
-@pytest.fixture(scope="session")
-def tiny_guest(tmp_path_factory) -> tuple[Path, Path]:
-    """(kernel, initrd) of the tiny guest."""
-    kernel, modules = cloud_kernel()
-    return kernel, initramfs(modules_in_load_order(modules, GUEST_MODULES), tmp_path_factory.mktemp("guest"), init=INIT)
+pytestmark = REAL_GUEST
 
 
 def test_a_real_guest_reads_its_ssh_key_from_the_seed_iso(libvirt_host, tiny_guest, tmp_path):
@@ -72,7 +31,7 @@ def test_a_real_guest_reads_its_ssh_key_from_the_seed_iso(libvirt_host, tiny_gue
         console_log=str(console),
         kernel=str(kernel),
         initrd=str(initrd),
-        cmdline="console=ttyS0 panic=0 quiet",
+        cmdline="console=ttyS0 panic=0 quiet alto.poweroff",
         seed_iso=str(seed),
     )
     hypervisor.domain_define(libvirt_host, domain_xml(spec))

@@ -3,9 +3,12 @@ room for VMs on a known cluster."""
 
 from __future__ import annotations
 
-import pytest
-from django.db import transaction
+import threading
 
+import pytest
+from django.db import DatabaseError, connection, transaction
+
+from compute.models import Host
 from compute.scheduler import capacity, place
 from core.errors import Conflict
 
@@ -106,3 +109,36 @@ def test_room_for_vms_on_a_known_cluster(make_host, types, run, django_assert_ma
     assert room["m1.large"] == (1 + 1, 2 + 1)
     assert room["c1.xlarge"] == (1 + 1, 2 + 1)
     assert len(room) == 7
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_placement_locks_only_its_host_and_the_next_takes_the_best_host_not_held(settings, make_host, types):
+    settings.SCHEDULER_STRATEGY = "spread"
+    big, middle, small = (make_host(name, ram_mib=ram) for name, ram in [("big", 16384), ("mid", 12288), ("s", 8192)])
+    holding, release = threading.Event(), threading.Event()
+    first: list[Host] = []
+
+    def first_placement() -> None:
+        try:
+            with transaction.atomic():
+                first.append(place(instance_type=types["t1.micro"]))
+                holding.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=first_placement)
+    thread.start()
+    try:
+        assert holding.wait(30) and first == [big]
+        with transaction.atomic():
+            # The other hosts are free to lock: the first placement holds its own host only.
+            assert Host.objects.select_for_update(nowait=True).filter(pk__in=[middle.pk, small.pk]).count() == 2
+        with transaction.atomic(), pytest.raises(DatabaseError):  # could not obtain lock
+            Host.objects.select_for_update(nowait=True).get(pk=big.pk)
+        # A concurrent placement does not wait for the best host: it takes the best one nobody holds.
+        assert placed(types["t1.micro"]) == middle
+    finally:
+        release.set()
+        thread.join(30)

@@ -24,11 +24,11 @@ from compute.domain import DomainSpec, domain_xml
 from compute.models import Host, Instance
 from storage import services as storage_services
 from storage.models import Volume
-from tests.compute.conftest import REAL_GUEST_MARKS, console_wait
+from tests.compute.guest import REAL_GUEST, console_wait
 from tests.storage.conftest import Tgtd
 
 pytestmark = [
-    *REAL_GUEST_MARKS,
+    *REAL_GUEST,
     pytest.mark.skipif(
         not all(
             shutil.which(tool, path="/usr/sbin:/sbin:/usr/bin:/bin") for tool in ("tgtd", "nsenter", "ip", "virsh")

@@ -131,8 +131,10 @@ def test_dry_run_lists_images_newly_denied_with_reasons_and_changes_nothing(api_
             "kind, OS, arch or format rules); formats: format raw is not one of qcow2 (claimed by "
             f"creator@example.org ({keyring['owner'].fingerprint[-16:]})); "
             "require_location: no trusted current endorsement gives a location to download it from",
+            "running": 0,
         }
     ]
+    assert body["running_touched"] == 0
     assert not SitePolicy.objects.exists()
 
 
@@ -150,6 +152,7 @@ def test_dry_run_lists_images_newly_allowed_with_what_denied_them(api_as, staff,
             "identifier": OTHER_IMAGE.identifier,
             "title": "Debian 12",
             "reason": f"was denied by {failed}; now allowed in warn mode despite {failed}",
+            "running": 0,
         }
     ]
 

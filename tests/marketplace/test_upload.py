@@ -253,3 +253,29 @@ def test_admin_lists_marketplace_rows_read_only(client, staff, owner, registered
     entry = Entry.objects.get()
     assert client.get(f"/admin/marketplace/entry/{entry.pk}/change/").status_code == 200
     assert client.post(f"/admin/marketplace/entry/{entry.pk}/delete/").status_code == 403
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_upload_runs_one_gpg_process_with_no_transaction_open(owner, registered, entry_for):
+    from unittest import mock
+
+    from django.db import connection
+
+    from marketplace import services
+    from marketplace.signing import gpg
+    from tests.marketplace.conftest import OTHER_IMAGE
+
+    registered(owner, "owner")
+    services.entry_upload(raw=entry_for("owner", image=OTHER_IMAGE), uploader=owner)  # the keyring is open now
+    raw = entry_for("owner")  # signed before counting
+    started_in_transaction = []
+    start = gpg.gnupg.Popen
+
+    def spy(*args, **kwargs):
+        started_in_transaction.append(connection.in_atomic_block)
+        return start(*args, **kwargs)
+
+    with mock.patch.object(gpg.gnupg, "Popen", side_effect=spy):
+        services.entry_upload(raw=raw, uploader=owner)
+    assert started_in_transaction == [False]  # one gpg process (key facts from the database), no lock held
+    assert Entry.objects.count() == 2

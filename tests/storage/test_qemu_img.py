@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -26,6 +27,7 @@ def test_overlay_on_a_raw_image_names_its_backing_and_format(base, tmp_path):
     assert made.backing == base.resolve()
     assert made.backing_format == "raw"
     assert made.virtual_size == 3 * GIB
+    assert made == qemu_img.info(made.path)  # what qemu-img says of the overlay made
 
 
 def test_overlay_never_shrinks_below_its_backing(base, tmp_path):
@@ -74,6 +76,18 @@ def test_missing_program_is_transient(monkeypatch):
     monkeypatch.setattr(qemu_img, "QEMU_IMG", "/nonexistent/qemu-img")
     with pytest.raises(qemu_img.QemuImgTransient, match="could not be started"):
         qemu_img._run("info")
+
+
+def test_info_asks_qemu_img_once_per_version_of_a_file(base, tmp_path, monkeypatch):
+    runs = []
+    real = qemu_img._run
+    monkeypatch.setattr(qemu_img, "_run", lambda *args, **kw: runs.append(args[0]) or real(*args, **kw))
+    copy = tmp_path / "copy.raw"
+    shutil.copy(base, copy)
+    first = qemu_img.info(copy)
+    assert qemu_img.info(copy) == first and runs == ["info"]  # a cached image backing every VM: asked once
+    os.truncate(copy, 2 * GIB)  # written since: asked again
+    assert qemu_img.info(copy).virtual_size == 2 * GIB and runs == ["info", "info"]
 
 
 def test_a_copy_is_standalone_in_the_asked_format_and_grown_to_its_size(tmp_path):

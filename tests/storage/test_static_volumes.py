@@ -223,3 +223,19 @@ def test_a_qcow2_disk_image_larger_inside_than_asked_for_is_refused_naming_the_s
     enough = services.volume_create(actor=owner, project=project, name="e", size_gib=3, kind="static", image=image)
     assert services.volume_provision(volume_id=enough.pk).state == "available"
     assert qemu_img.info(Path(enough.path)).virtual_size == 3 * 1024**3
+
+
+def test_a_static_volume_records_the_entries_that_allowed_its_image_and_is_listed_with_what_runs_from_it(
+    make_static, disk_image
+):
+    from marketplace import usage
+    from marketplace.models import Image
+
+    volume = make_static()
+
+    image = Image.objects.get(identifier=disk_image)
+    entry = image.entries.get()
+    assert volume.allowed_by == [{"endorser": entry.endorser.email, "created": entry.created.isoformat()}]
+    [use] = usage.image_uses(image.pk)
+    assert (use.kind, use.id, use.owner, use.project) == ("volume", str(volume.uuid), "owner", "climate")
+    assert usage.image_use_counts([image.pk]) == {image.pk: 1}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import string
 from collections.abc import Iterable, Iterator
@@ -9,8 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from lxml import etree
-
-from core.errors import ApplicationError
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 DCTERMS = "http://purl.org/dc/terms/"
@@ -32,6 +31,9 @@ MAX_DEPTH = 32
 # The signature elements a document may end with, and the kind each denotes (DESIGN.md §2.2).
 SIGNATURE_ELEMENTS = {f"{{{SIG}}}Signature": "openpgp", f"{{{DSIG}}}Signature": "xmldsig"}
 OPENPGP_SIGNATURE = f"{{{SIG}}}Signature"
+# The OpenPGP signature notation that binds a signature to its entry key (identifier, e-mail, created), so that
+# a signature copied onto another entry is recognised as such rather than reported as a bare "bad signature".
+NOTATION = "entry@altostratus.dev"
 
 # Checksum algorithms and the number of hex digits of each digest.
 ALGORITHMS = {"MD5": 32, "SHA-1": 40, "SHA-256": 64, "SHA-512": 128}
@@ -49,6 +51,12 @@ _HEX_RE = re.compile(r"[0-9a-fA-F]+")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _ISSUER_RE = re.compile(r"OpenPGP:[0-9A-Fa-f]{40}")
+# An endorser e-mail (slreq:email): an RFC 5322 dot-atom or quoted local part, then a host name of LDH labels
+# (internationalised names as their IDNA form) with a top-level label of two or more characters, "localhost"
+# (a site's key may carry e.g. altostratus@localhost), or an address literal in brackets.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LOCAL_RE = re.compile(rf'{_ATEXT}(?:\.{_ATEXT})*|"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"')
+_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -66,11 +74,10 @@ class Problem:
         return {"rule": self.rule, "message": self.message}
 
 
-class MetadataInvalid(ApplicationError):
-    """The document breaks one or more rules of DESIGN.md §2.1; ``problems`` lists every one found."""
+class MetadataInvalid(ValueError):
+    """The document breaks one or more rules of DESIGN.md §2.1; ``problems`` lists every one found.
 
-    status = 400
-    default_code = "metadata-invalid"
+    ``code`` is the first problem's rule and ``message`` its sentence (with how many more there are)."""
 
     def __init__(self, problems: Iterable[Problem]) -> None:
         self.problems = list(problems)
@@ -80,7 +87,9 @@ class MetadataInvalid(ApplicationError):
         message = first.message
         if len(self.problems) > 1:
             message = f"{message} (and {len(self.problems) - 1} more problem(s))"
-        super().__init__(message, code=first.rule, extra={"errors": [p.as_dict() for p in self.problems]})
+        super().__init__(message)
+        self.message = message
+        self.code = first.rule
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -179,6 +188,38 @@ def parse_date(text: str) -> datetime:
     if not _DATE_RE.fullmatch(text):
         raise ValueError(text)
     return datetime.strptime(text, _DATE_FORMAT).replace(tzinfo=UTC)
+
+
+def is_email_address(value: str) -> bool:
+    """Whether ``value`` is an e-mail address as ``slreq:email`` must be (the ``email-format`` rule)."""
+    local, at, domain = value.rpartition("@")
+    if not at or not local or len(value) > 254 or not _LOCAL_RE.fullmatch(local):
+        return False
+    if domain.startswith("[") and domain.endswith("]"):
+        literal = domain[1:-1]
+        try:
+            ipaddress.ip_address(literal[5:] if literal.startswith("IPv6:") else literal)
+        except ValueError:
+            return False
+        return True
+    try:
+        host = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    if host.lower() == "localhost":
+        return True
+    labels = host.split(".")
+    return (
+        len(labels) >= 2
+        and all(_LABEL_RE.fullmatch(label) for label in labels)
+        and len(labels[-1]) >= 2
+        and not labels[-1].isdigit()
+    )
+
+
+def notation_value(identifier: str, email: str, created: datetime) -> str:
+    """What :data:`NOTATION` says for the entry key (identifier, endorser e-mail, created)."""
+    return f"{identifier}/{email.lower()}/{format_date(created)}"
 
 
 def _text_children(element: etree._Element) -> Iterator[etree._Element]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from marketplace.metadata.vocabulary import RDF, XML, XML_WHITESPACE
+from alto_metadata.vocabulary import RDF, XML, XML_WHITESPACE
 
 _CORE_SYNTAX_TERMS = frozenset({"RDF", "ID", "about", "parseType", "resource", "nodeID", "datatype"})
 _OLD_TERMS = frozenset({"aboutEach", "aboutEachPrefix", "bagID"})

@@ -9,9 +9,9 @@ from typing import Any
 
 from lxml import etree
 
-from marketplace.metadata.guard import xml_root
-from marketplace.metadata.identity import detect_compression, file_checksums, identifier_from_sha1
-from marketplace.metadata.vocabulary import (
+from alto_metadata.guard import xml_root
+from alto_metadata.identity import detect_compression, file_checksums, identifier_from_sha1
+from alto_metadata.vocabulary import (
     _ABOUT,
     _CHECKSUM,
     _DESCRIPTION,
@@ -19,6 +19,7 @@ from marketplace.metadata.vocabulary import (
     _ENDORSER,
     _PARSE_TYPE,
     DCTERMS,
+    DEFAULT_MAX_BYTES,
     NS,
     OPENPGP_SIGNATURE,
     RDF,
@@ -226,19 +227,21 @@ def _canonical(root: etree._Element) -> bytes:
     return etree.tostring(root, method="c14n", with_comments=True)
 
 
-def signed_bytes(raw: bytes) -> bytes:
+def signed_bytes(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     """The bytes a signature covers: inclusive C14N (with comments) of rdf:RDF without the signature element
     and its tail text (DESIGN.md §2.2)."""
-    root = xml_root(raw)
+    root = xml_root(raw, max_bytes=max_bytes)
     signature = signature_element(root)
     if signature is not None:
         root.remove(signature)  # lxml removes the element's tail text with it
     return _canonical(root)
 
 
-def endorse(raw: bytes, *, email: str, subject: str, issuer: str, created: datetime) -> bytes:
+def endorse(
+    raw: bytes, *, email: str, subject: str, issuer: str, created: datetime, max_bytes: int = DEFAULT_MAX_BYTES
+) -> bytes:
     """The unsigned document with its endorsement filled in (the step before signing)."""
-    root = xml_root(raw)
+    root = xml_root(raw, max_bytes=max_bytes)
     if signature_element(root) is not None:
         raise MetadataInvalid([Problem("already-signed", "The document is already signed; build a new entry.")])
     path = [_DESCRIPTION, _ENDORSEMENT]
@@ -262,12 +265,38 @@ def endorse(raw: bytes, *, email: str, subject: str, issuer: str, created: datet
     return etree.tostring(root.getroottree(), xml_declaration=True, encoding="UTF-8")
 
 
-def attach_signature(raw: bytes, armored: str) -> bytes:
+def redeclared(raw: bytes, *, deprecated: str | None, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """An unsigned copy of an entry, for its endorser to sign again as a newer entry: the signature removed and
+    ``slterms:deprecated`` set to ``deprecated`` (or removed when None: un-deprecation); everything else, the
+    endorser's tag, expiry and extension elements included, stays as it was. Signing refills the endorsement."""
+    root = xml_root(raw, max_bytes=max_bytes)
+    signature = signature_element(root)
+    if signature is not None:
+        root.remove(signature)
+    description = root.find(_DESCRIPTION)
+    if description is None:
+        raise MetadataInvalid([Problem("missing:Description", "rdf:RDF must hold one rdf:Description; none found.")])
+    for old in description.findall(f"{{{SLTERMS}}}deprecated"):
+        previous = old.getprevious()
+        if previous is not None:  # lxml removes the element's tail with it: the layout goes to its neighbour
+            previous.tail = old.tail
+        description.remove(old)
+    if deprecated is not None:
+        children = list(description)
+        element = etree.SubElement(description, f"{{{SLTERMS}}}deprecated")
+        element.text = deprecated
+        if children:  # keep the layout: the new element indented like its siblings
+            element.tail = children[-1].tail
+            children[-1].tail = children[-2].tail if len(children) > 1 else description.text
+    return etree.tostring(root.getroottree(), xml_declaration=True, encoding="UTF-8")
+
+
+def attach_signature(raw: bytes, armored: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     """The document with ``<sig:Signature>`` holding ``armored`` appended as the last child of rdf:RDF.
 
     Nothing else changes: the element declares its own namespace, and the whitespace before ``</rdf:RDF>``
     stays where it was, so removing the element with its tail gives back the signed bytes."""
-    root = xml_root(raw)
+    root = xml_root(raw, max_bytes=max_bytes)
     if signature_element(root) is not None:
         raise MetadataInvalid([Problem("already-signed", "The document is already signed.")])
     children = list(root)

@@ -6,11 +6,11 @@ import bz2
 import gzip
 import hashlib
 import lzma
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from marketplace.metadata.vocabulary import _HASHLIB, _HEX_RE, _ID_RE, ALGORITHMS, ID_ALPHABET, ID_LENGTH
+from alto_metadata.vocabulary import _HASHLIB, _HEX_RE, _ID_RE, ALGORITHMS, ID_ALPHABET, ID_LENGTH
 
 # ---------------------------------------------------------------------------------------------------------------
 # Identifier and checksums
@@ -61,20 +61,53 @@ def detect_compression(path: str | Path) -> str:
     return next((name for magic, name in _MAGIC if head.startswith(magic)), "")
 
 
-def _open_uncompressed(path: Path, compression: str) -> BinaryIO:
+class _Counting:
+    """A file read through, telling ``on_read`` how many bytes of it each read took (for progress bars)."""
+
+    def __init__(self, raw: BinaryIO, on_read: Callable[[int], object]) -> None:
+        self.raw = raw
+        self.on_read = on_read
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.raw.read(size)
+        self.on_read(len(chunk))
+        return chunk
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        count = self.raw.readinto(buffer)  # type: ignore[attr-defined]
+        self.on_read(count or 0)
+        return count
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.raw, name)
+
+    def __enter__(self) -> _Counting:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass  # the file is closed by whoever opened it
+
+
+def _open_uncompressed(raw: BinaryIO, compression: str) -> BinaryIO:
     if compression == "gz":
-        return cast(BinaryIO, gzip.open(path, "rb"))
+        return cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb"))
     if compression == "bz2":
-        return cast(BinaryIO, bz2.open(path, "rb"))
+        return cast(BinaryIO, bz2.BZ2File(raw, "rb"))
     if compression == "xz":
-        return cast(BinaryIO, lzma.open(path, "rb"))
-    return open(path, "rb")  # noqa: SIM115 - returned to the caller's with-block
+        return cast(BinaryIO, lzma.LZMAFile(raw, "rb"))
+    return raw
 
 
-def file_checksums(path: str | Path, algorithms: Iterable[str] = ("SHA-1", "SHA-256")) -> tuple[int, dict[str, str]]:
+def file_checksums(
+    path: str | Path,
+    algorithms: Iterable[str] = ("SHA-1", "SHA-256"),
+    *,
+    on_read: Callable[[int], object] | None = None,
+) -> tuple[int, dict[str, str]]:
     """(uncompressed size in bytes, {algorithm: lower-case hex}) of an image file, read once in chunks.
 
-    A gzip, bzip2 or xz file is decompressed on the fly: the identifier and checksums describe the image."""
+    A gzip, bzip2 or xz file is decompressed on the fly: the identifier and checksums describe the image.
+    ``on_read(n)`` is told each time ``n`` more bytes of the file (as stored, compressed or not) were read."""
     names = list(algorithms)
     unknown = [name for name in names if name not in ALGORITHMS]
     if unknown:
@@ -82,9 +115,11 @@ def file_checksums(path: str | Path, algorithms: Iterable[str] = ("SHA-1", "SHA-
     path = Path(path)
     hashers = {name: hashlib.new(_HASHLIB[name], usedforsecurity=name != "MD5") for name in names}
     size = 0
-    with _open_uncompressed(path, detect_compression(path)) as stream:
-        while chunk := stream.read(1024 * 1024):
-            size += len(chunk)
-            for hasher in hashers.values():
-                hasher.update(chunk)
+    with open(path, "rb") as stored:
+        raw = cast(BinaryIO, _Counting(stored, on_read)) if on_read is not None else stored
+        with _open_uncompressed(raw, detect_compression(path)) as stream:
+            while chunk := stream.read(1024 * 1024):
+                size += len(chunk)
+                for hasher in hashers.values():
+                    hasher.update(chunk)
     return size, {name: hasher.hexdigest() for name, hasher in hashers.items()}

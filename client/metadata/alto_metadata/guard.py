@@ -4,10 +4,9 @@ encoding but UTF-8 (DESIGN.md §2.2)."""
 
 from __future__ import annotations
 
-from django.conf import settings
 from lxml import etree
 
-from marketplace.metadata.vocabulary import DEFAULT_MAX_BYTES, MAX_DEPTH, XINCLUDE, MetadataInvalid, Problem
+from alto_metadata.vocabulary import DEFAULT_MAX_BYTES, MAX_DEPTH, XINCLUDE, MetadataInvalid, Problem
 
 # ---------------------------------------------------------------------------------------------------------------
 # Hostile-input guard
@@ -126,17 +125,11 @@ def _depth_exceeds(root: etree._Element, limit: int) -> bool:
     return False
 
 
-def _max_bytes(max_bytes: int | None) -> int:
-    if max_bytes is not None:
-        return max_bytes
-    return int(getattr(settings, "MARKETPLACE_MAX_ENTRY_BYTES", DEFAULT_MAX_BYTES))
-
-
-def _guarded_root(raw: bytes, max_bytes: int | None) -> etree._Element:
+def _guarded_root(raw: bytes, max_bytes: int) -> etree._Element:
     if not isinstance(raw, bytes | bytearray | memoryview):
         raise TypeError("entry documents are bytes")
     raw = bytes(raw)
-    limit = _max_bytes(max_bytes)
+    limit = max_bytes
     if len(raw) > limit:
         raise _Refused("too-large", f"The document is {len(raw)} bytes; entries may be at most {limit} bytes.")
     if not raw.strip():
@@ -177,8 +170,10 @@ def _guarded_root(raw: bytes, max_bytes: int | None) -> etree._Element:
     return root
 
 
-def xml_root(raw: bytes, *, max_bytes: int | None = None) -> etree._Element:
-    """The document's root element, parsed safely; raises :class:`MetadataInvalid` on hostile input."""
+def xml_root(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> etree._Element:
+    """The document's root element, parsed safely; raises :class:`MetadataInvalid` on hostile input.
+
+    ``max_bytes`` is the size limit (the server passes its ``MARKETPLACE_MAX_ENTRY_BYTES``)."""
     try:
         return _guarded_root(raw, max_bytes)
     except _Refused as refused:

@@ -6,15 +6,13 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from lxml import etree
 
-from marketplace.metadata.extensions import node_problem, property_problem, shown
-from marketplace.metadata.guard import _guarded_root, _Refused
-from marketplace.metadata.identity import identifier_from_sha1, is_identifier
-from marketplace.metadata.locations import allowed_file_dirs, location_problem
-from marketplace.metadata.vocabulary import (
+from alto_metadata.extensions import node_problem, property_problem, shown
+from alto_metadata.guard import _guarded_root, _Refused
+from alto_metadata.identity import identifier_from_sha1, is_identifier
+from alto_metadata.locations import allowed_file_dirs, location_problem
+from alto_metadata.vocabulary import (
     _ABOUT,
     _CHECKSUM,
     _DESCRIPTION,
@@ -30,6 +28,7 @@ from marketplace.metadata.vocabulary import (
     ALGORITHMS,
     COMPRESSIONS,
     DCTERMS,
+    DEFAULT_MAX_BYTES,
     DISKS_BUSES,
     FORMATS,
     KINDS,
@@ -47,6 +46,7 @@ from marketplace.metadata.vocabulary import (
     Problem,
     _name,
     _text_children,
+    is_email_address,
     parse_date,
 )
 
@@ -378,11 +378,8 @@ class _Reader:
             child = self.single(found, f"{{{SLREQ}}}{local}", required=True, where="slreq:endorser")
             values[local] = None if child is None else self.text(child)
         email, subject, issuer = values["email"], values["subject"], values["issuer"]
-        if email is not None:
-            try:
-                validate_email(email)
-            except ValidationError:
-                self.problem("email-format", f"slreq:email is {email!r}; it must be an e-mail address.")
+        if email is not None and not is_email_address(email):
+            self.problem("email-format", f"slreq:email is {email!r}; it must be an e-mail address.")
         if issuer and issuer.startswith("OpenPGP:") and not _ISSUER_RE.fullmatch(issuer):
             self.problem(
                 "issuer-format", f"slreq:issuer is {issuer!r}; OpenPGP issuers are OpenPGP:<40-hex fingerprint>."
@@ -393,13 +390,12 @@ class _Reader:
 
 
 def check(
-    raw: bytes, *, max_bytes: int | None = None, file_location_dirs: Iterable[str] | None = None
+    raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, file_location_dirs: Iterable[str] = ()
 ) -> tuple[Metadata | None, list[Problem]]:
     """Every problem of the document (empty when valid) and, when valid, its :class:`Metadata`.
 
-    ``max_bytes`` and ``file_location_dirs`` (the absolute directories file: locations may point into) default
-    to the settings ``MARKETPLACE_MAX_ENTRY_BYTES`` and ``MARKETPLACE_FILE_LOCATION_DIRS``, read at the call
-    and only when not given: callers that pass both (tools, benchmarks) need no configured Django settings."""
+    ``max_bytes`` is the size limit; ``file_location_dirs`` are the absolute directories file: locations may
+    point into (none by default: a file: location is valid only on a site that names its directory)."""
     try:
         root = _guarded_root(raw, max_bytes)
     except _Refused as refused:
@@ -412,7 +408,7 @@ def check(
     return metadata, []
 
 
-def parse(raw: bytes, *, max_bytes: int | None = None, file_location_dirs: Iterable[str] | None = None) -> Metadata:
+def parse(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, file_location_dirs: Iterable[str] = ()) -> Metadata:
     """The entry's :class:`Metadata`; raises :class:`MetadataInvalid` listing every broken rule.
 
     The keyword arguments are those of :func:`check`."""

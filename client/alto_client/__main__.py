@@ -1,0 +1,3 @@
+from alto_client.cli import main
+
+main()
