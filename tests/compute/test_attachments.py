@@ -8,6 +8,7 @@ import shutil
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from django.utils import timezone
@@ -389,3 +390,22 @@ def test_a_static_volume_goes_read_only_into_many_instances_and_is_available_whe
             detaching = attachments.instance_detach(actor=owner, instance=instance, volume_id=str(dataset.uuid))
         assert attachments.volume_detach_apply(detaching.pk) is True
         assert _state(dataset) == after
+
+
+def test_a_guest_that_keeps_the_disk_past_the_polling_leaves_it_attached_with_the_reason(
+    owner, vm, volume, monkeypatch, django_capture_on_commit_callbacks
+):
+    instance, data = vm(), volume()
+    attachment = _attach(owner, instance, data, django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks(execute=True):
+        attachments.instance_detach(actor=owner, instance=instance, volume_id=str(data.uuid))
+    # The test driver always lets go; a real guest without ACPI hot-plug never does. Only our adapter is faked.
+    monkeypatch.setattr(
+        hypervisor, "domain_disk_detach", mock.create_autospec(hypervisor.domain_disk_detach, return_value=False)
+    )
+    assert tasks.volume_detach.apply(args=[attachment.pk], retries=tasks.POLL_TIMES).get() is False
+    attachment.refresh_from_db()
+    assert (attachment.state, _state(data)) == ("attached", "in-use")
+    assert "did not release the disk" in attachment.state_message and "did not release" in data.state_message
+    assert _disks(instance)["vdb"] == data.path
+    assert AuditEntry.objects.filter(action="compute.volume.detach_failed").exists()

@@ -29,7 +29,12 @@ from tests.storage.conftest import Tgtd
 
 pytestmark = [
     *REAL_GUEST,
-    pytest.mark.skipif(shutil.which("tgtd") is None or shutil.which("nsenter") is None, reason="needs tgt, nsenter"),
+    pytest.mark.skipif(
+        not all(
+            shutil.which(tool, path="/usr/sbin:/sbin:/usr/bin:/bin") for tool in ("tgtd", "nsenter", "ip", "virsh")
+        ),
+        reason="needs tgt, util-linux's nsenter, iproute2's ip and virsh (make system-deps installs them)",
+    ),
 ]
 DETACH_TIMEOUT = 90
 
