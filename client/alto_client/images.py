@@ -369,12 +369,17 @@ def deprecate(
     )
     document = md.redeclared(response.content, deprecated=None if undo else (reason or "").strip())
     passphrase = passphrase_file.readline().rstrip("\n") if passphrase_file else None
+    # The new entry must be newer than the one it replaces, whose created time has whole seconds: right after an
+    # upload, "now" may still be that second.
+    previous = _endorsement_created(response.content)
+    now = datetime.now(UTC).replace(microsecond=0)
     signed = gpg.sign(
         document,
         gnupghome=gnupghome or obj.settings.gnupghome,
         key=key or obj.settings.gpg_key,
         email=mine,
         passphrase=passphrase,
+        now=max(now, previous + timedelta(seconds=1)) if previous is not None else now,
         file_location_dirs=file_dirs or _file_dirs_of(document),
     )
     created = obj.api.post("marketplace/entries/", content=signed, headers={"Content-Type": "application/xml"})
@@ -390,6 +395,15 @@ def deprecate(
             ],
         ),
     )
+
+
+def _endorsement_created(raw: bytes) -> datetime | None:
+    """The ``dcterms:created`` of a stored entry's endorsement (None if it cannot be read)."""
+    element = md.xml_root(raw).find(f".//{{{md.SLREQ}}}endorsement/{{{md.DCTERMS}}}created")
+    try:
+        return md.parse_date((element.text or "").strip()) if element is not None else None
+    except ValueError:
+        return None
 
 
 def _file_dirs_of(raw: bytes) -> tuple[str, ...]:
