@@ -620,12 +620,11 @@ def measure_console(repeat: int) -> dict:
     """The staff console's verdict filters: the kept verdicts written first (only the stale ones on a reused data
     set), then each filter's first page timed as the browser asks for it."""
     from django.contrib.auth import get_user_model
+    from django.db import connection
     from django.test import Client
 
     from marketplace.models import Image
     from marketplace.policy import verdicts
-
-    from django.db import connection
 
     start = time.perf_counter()
     written = verdicts.verdicts_refresh()
