@@ -313,9 +313,12 @@ def images_count(entries: QuerySet[Entry], *, exact_up_to: int | None = None) ->
             matching, cost = planner_estimate(cursor.fetchone()[0])
             cursor.execute(EXPECTED_IMAGES_SQL)
             images, latest = cursor.fetchone()
-        expected = expected_images(matching, images=images, latest=latest)
-        if expected > limit or cost > EXACT_COUNT_COST_UP_TO:
-            return Counted(expected, True)
+            expected = expected_images(matching, images=images, latest=latest)
+            if expected > limit or cost > EXACT_COUNT_COST_UP_TO:
+                return Counted(expected, True)
+            # The SQL just planned (compiled by the ORM, values as parameters), not compiled again.
+            cursor.execute(f"SELECT count(*) FROM ({sql}) matching", params)  # noqa: S608
+            return Counted(cursor.fetchone()[0], False)
     return Counted(distinct.count(), False)
 
 
