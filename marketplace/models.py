@@ -126,7 +126,11 @@ class Image(models.Model):
     class Meta:
         ordering = ["-updated", "-id"]
         indexes = [
-            models.Index(fields=["verdict", "identifier"], name="mp_image_verdict"),
+            # The console's verdict filters: the kept verdict under one policy, by identifier, answered (and
+            # counted) from the index alone.
+            models.Index(
+                fields=["verdict", "verdict_policy", "identifier"], include=["verdict_until"], name="mp_image_verdict"
+            ),
             models.Index(fields=["verdict_policy"], name="mp_image_verdict_policy"),
             models.Index(fields=["verdict_until"], name="mp_image_verdict_until"),
             models.Index(fields=["-updated", "-id"], name="mp_image_updated"),

@@ -48,7 +48,9 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name="image",
-            index=models.Index(fields=["verdict", "identifier"], name="mp_image_verdict"),
+            index=models.Index(
+                fields=["verdict", "verdict_policy", "identifier"], include=["verdict_until"], name="mp_image_verdict"
+            ),
         ),
         migrations.AddIndex(
             model_name="image",

@@ -170,16 +170,19 @@ def verdicts_refresh(*, now: dt.datetime | None = None, limit: int | None = None
 
 def verdict_q(verdict: str, *, now: dt.datetime | None = None) -> Q:
     """The images whose verdict under the active policy is ``verdict`` now: the kept verdicts through their
-    index, and the stale ones (few, unless the policy has just changed) evaluated here."""
+    index, and the stale ones (none or few, unless the policy has just changed) evaluated here."""
     now = now or timezone.now()
-    rules = active_rules()
-    policy_id = active_policy_id()
-    fingerprints = selectors.site_key_fingerprints()
-    stale = selectors.images_for_evaluation().filter(stale_q(policy_id=policy_id, now=now))
-    matching = [
-        image.pk
-        for image in stale.iterator(chunk_size=CHUNK)
-        if verdict_of(evaluate(image, rules=rules, now=now, site_fingerprints=fingerprints)) == verdict
-    ]
+    row = selectors.policy_active()
+    policy_id = row.pk if row is not None else 0
     kept = fresh_q(policy_id=policy_id, now=now) & Q(verdict=verdict)
-    return kept | Q(pk__in=matching) if matching else kept
+    stale = list(Image.objects.filter(stale_q(policy_id=policy_id, now=now)).values_list("pk", flat=True))
+    if not stale:
+        return kept
+    rules = PolicyRules.from_json(row.rules) if row is not None else PolicyRules()
+    fingerprints = selectors.site_key_fingerprints()
+    matching = []
+    for start in range(0, len(stale), CHUNK):
+        for image in selectors.images_for_evaluation().filter(pk__in=stale[start : start + CHUNK]):
+            if verdict_of(evaluate(image, rules=rules, now=now, site_fingerprints=fingerprints)) == verdict:
+                matching.append(image.pk)
+    return kept | Q(pk__in=matching)

@@ -181,7 +181,8 @@ def test_search_runs_a_fixed_number_of_queries_whatever_the_page_holds(catalogue
         api.get(IMAGES, {"page_size": 1, "status": "all"})
     with CaptureQueriesContext(connection) as more:
         api.get(IMAGES, {"page_size": 4, "status": "all"})
-    assert len(few) == len(more) == 3  # page, count, latest entries of the page
+    # page, count (on PostgreSQL after asking the planner whether an estimate will do), the page's latest entries
+    assert len(few) == len(more) == (5 if connection.vendor == "postgresql" else 3)
     with CaptureQueriesContext(connection) as whole:
         body = api.get(IMAGES, {"page_size": 50, "status": "all"}).json()
     assert len(whole) == 2 and body["count"] == 5  # a first page holding the whole answer is its own count

@@ -106,3 +106,18 @@ def test_the_schema_says_the_count_may_be_an_estimate(api):
     page = schema["components"]["schemas"]["PaginatedImageList"]
     assert page["properties"]["count_is_estimate"]["type"] == "boolean"
     assert "count_is_estimate" in page["required"]
+
+
+@pytest.mark.usefixtures("catalogue")
+def test_search_pages_render_images_as_the_image_serializer_does(api):
+    from django.utils import timezone
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    from marketplace.api import ImageSerializer
+
+    body = api.get(IMAGES, {"status": "all", "ordering": "title"}).json()
+    request = Request(APIRequestFactory().get(IMAGES))
+    images = selectors.image_search(status="all", ordering="title")
+    declared = ImageSerializer(images, many=True, context={"request": request, "now": timezone.now()}).data
+    assert body["results"] == [dict(image) for image in declared]
