@@ -9,6 +9,7 @@ from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from knox.models import AuthToken
 from rest_framework import exceptions, generics, permissions, serializers, status
@@ -347,6 +348,21 @@ class PasswordAuthentication(BasicAuthentication):
             # When this failure locked the combination out, AxesMiddleware answers 429 instead.
             raise exceptions.AuthenticationFailed("Wrong username or password.", code="login-failed")
         return user, None
+
+
+class PasswordAuthenticationScheme(OpenApiAuthenticationExtension):
+    """How the OpenAPI schema describes ``PasswordAuthentication``: HTTP Basic, for creating a token only."""
+
+    target_class = PasswordAuthentication
+    name = "passwordAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "basic",
+            "description": "Username and password, accepted only by POST /api/v1/accounts/tokens/ (what alto login "
+            "does), under the login page's lockout.",
+        }
 
 
 class ApiTokenListApi(generics.ListAPIView):
