@@ -4,9 +4,13 @@ add hosts and networks, and manage instance types. Serializers validate and rend
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, permissions, serializers, status
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -165,6 +169,39 @@ class InstanceDetailApi(APIView):
         services.instance_terminate(actor=request.user, instance=instance)
         shown = selectors.access_instance(actor=request.user, instance_id=instance_id)
         return Response(InstanceOutputSerializer(shown).data, status=status.HTTP_202_ACCEPTED)
+
+
+class PlainTextRenderer(BaseRenderer):
+    """``text/plain``: a string as it is; an error as ``detail [code]``."""
+
+    media_type = "text/plain"
+    format = "txt"
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        if isinstance(data, dict):
+            data = f"{data.get('detail', '')} [{data.get('code', '')}]\n"
+        return str(data).encode(self.charset)
+
+
+class InstanceConsoleApi(APIView):
+    """The tail of the instance's serial console log (what the guest printed), as plain text, read from its host
+    (``?bytes=`` up to 1 MiB, default 64 KiB). 503 ``host-unavailable`` when the host's worker does not answer."""
+
+    renderer_classes = [PlainTextRenderer, JSONRenderer]
+    MAX_BYTES = 1024 * 1024
+
+    @extend_schema(
+        parameters=[OpenApiParameter("bytes", int, description="How much of the end of the log, at most 1 MiB.")],
+        responses={(200, "text/plain"): OpenApiTypes.STR},
+    )
+    def get(self, request: Request, instance_id: str) -> Response:
+        instance = selectors.access_instance(actor=request.user, instance_id=instance_id)
+        wanted = request.query_params.get("bytes", "65536")
+        if not wanted.isdigit() or not 1 <= int(wanted) <= self.MAX_BYTES:
+            raise ApplicationError(f"bytes must be 1 to {self.MAX_BYTES}, got {wanted!r}", code="console-bytes")
+        text = execution.instance_console(instance=instance, max_bytes=int(wanted))
+        return Response(text, content_type="text/plain; charset=utf-8")
 
 
 class InstanceActionApi(APIView):

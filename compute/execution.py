@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from celery import current_app, current_task
+from celery.exceptions import TimeoutError as CeleryTimeout
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -32,7 +34,7 @@ from compute.contextualisation import NetworkConfig, seed_iso
 from compute.domain import DiskSpec, DomainSpec, NicSpec, domain_xml
 from compute.models import Host, Instance, InstanceState, Lease
 from compute.networks import lease_free
-from core.errors import ApplicationError, Conflict, NotFound
+from core.errors import ApplicationError, Conflict, NotFound, Unavailable
 from core.workflow import transition
 from marketplace.policy.evaluation import evaluate
 from storage.backends import qemu_img
@@ -78,6 +80,39 @@ def host_queue(instance: Instance) -> str:
 def enqueue(step: str, instance: Instance, *, countdown: float | None = None) -> None:
     """Send ``step`` for ``instance`` to its host's queue (call after commit)."""
     current_app.send_task(step, args=[instance.pk], queue=host_queue(instance), countdown=countdown)
+
+
+CONSOLE = "compute.instance_console"
+
+
+def instance_console_tail(instance_id: int, *, max_bytes: int) -> str:
+    """On the instance's host: the last ``max_bytes`` of its serial console log (empty before the guest has
+    printed anything), decoded leniently (a guest prints what it likes)."""
+    path = instance_dir(_get(instance_id)) / "console.log"
+    try:
+        with open(path, "rb") as log:
+            size = log.seek(0, os.SEEK_END)
+            log.seek(max(0, size - max_bytes))
+            return log.read(max_bytes).decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+def instance_console(*, instance: Instance, max_bytes: int) -> str:
+    """Ask the worker of the instance's host for the tail of its console log and wait for the answer (as Nova's API
+    asks nova-compute for console output): the log lives on the host. Unavailable when no worker answers within
+    ``COMPUTE_CONSOLE_TIMEOUT`` seconds."""
+    host = _host(instance)
+    result = current_app.send_task(CONSOLE, args=[instance.pk, max_bytes], queue=host_queue(instance))
+    try:
+        text = str(result.get(timeout=settings.COMPUTE_CONSOLE_TIMEOUT))
+    except CeleryTimeout:
+        raise Unavailable(
+            f"host {host.name} did not answer within {settings.COMPUTE_CONSOLE_TIMEOUT} s; try again shortly",
+            code="host-unavailable",
+        ) from None
+    result.forget()  # read once: the result backend need not keep it
+    return text
 
 
 def _enqueue_on_commit(step: str, instance: Instance) -> None:

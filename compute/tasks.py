@@ -156,6 +156,13 @@ def attachments_settle(host_id: int) -> list[dict]:
 # --- Reconciliation (compute/reconciliation.py) ---------------------------------------------------------------
 
 
+@task(execution.CONSOLE, max_retries=0)
+def instance_console(instance_id: int, max_bytes: int) -> str:
+    """The tail of an instance's console log, read on its host for the API waiting on the answer (no retries: the
+    caller has given up by then)."""
+    return execution.instance_console_tail(instance_id, max_bytes=max_bytes)
+
+
 @task("compute.host_reconcile")
 def host_reconcile(host_id: int) -> dict:
     """Reconcile one host (sent to its queue ``host.<name>``); returns what changed, as JSON."""

@@ -12,6 +12,11 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
     path("compute/capacity/", api.CapacityApi.as_view(), name="api-compute-capacity"),
     path("compute/instances/", api.InstanceListApi.as_view(), name="api-compute-instances"),
     path("compute/instances/<str:instance_id>/", api.InstanceDetailApi.as_view(), name="api-compute-instance"),
+    path(
+        "compute/instances/<str:instance_id>/console/",
+        api.InstanceConsoleApi.as_view(),
+        name="api-compute-instance-console",
+    ),
     *[
         path(
             f"compute/instances/<str:instance_id>/{action}/",

@@ -351,6 +351,8 @@ COMPUTE_USER_DATA_MAX_BYTES = env_int("COMPUTE_USER_DATA_MAX_BYTES", 64 * 1024, 
 # how long an instance may stay in a worker step (scheduled … terminating) before it is moved to error; how long a
 # terminated root disk stays in QUARANTINE_DIR before it is deleted (StratusLab kept them 48 hours).
 COMPUTE_RECONCILE_SECONDS = env_int("COMPUTE_RECONCILE_SECONDS", 60, minimum=10)
+# How long the API waits for a host's worker to send a VM's console log (the log lives on the host).
+COMPUTE_CONSOLE_TIMEOUT = env_int("COMPUTE_CONSOLE_TIMEOUT", 10, minimum=1)
 INSTANCE_STEP_DEADLINE_MINUTES = env_int("INSTANCE_STEP_DEADLINE_MINUTES", 30, minimum=1)
 QUARANTINE_DIR = env_path("QUARANTINE_DIR", VAR_DIR / "quarantine")
 QUARANTINE_HOURS = env_int("QUARANTINE_HOURS", 48, minimum=0)
