@@ -29,16 +29,20 @@ WHAT_TO_DO = (
 )
 
 
+def _running_from(image_id: int) -> QuerySet[Instance]:
+    """The live instances of an image, oldest first, with their owner and project."""
+    return (
+        Instance.objects.live()
+        .filter(image_id=image_id)
+        .select_related("created_by", "project")
+        .order_by("created", "id")
+    )
+
+
 class InstanceUses:
     """The Marketplace's view of the VMs running from an image (``marketplace.usage`` provider)."""
 
     def uses(self, image_id: int) -> list[ImageUse]:
-        instances = (
-            Instance.objects.live()
-            .filter(image_id=image_id)
-            .select_related("created_by", "project")
-            .order_by("created", "id")
-        )
         return [
             ImageUse(
                 kind="instance",
@@ -50,7 +54,7 @@ class InstanceUses:
                 since=i.created,
                 allowed_by=tuple(i.allowed_by or ()),
             )
-            for i in instances
+            for i in _running_from(image_id)
         ]
 
     def counts(self, image_ids: Iterable[int]) -> dict[int, int]:
@@ -69,12 +73,7 @@ def image_trust_lost_notify(sender: Any, change: TrustChange, **kwargs: Any) -> 
     change however often it is delivered; a summary to staff. Runs in the delivery's transaction: mails go after
     its commit."""
     image = change.image
-    instances = list(
-        Instance.objects.live()
-        .filter(image_id=image.pk)
-        .select_related("created_by", "project")
-        .order_by("created", "id")
-    )
+    instances = list(_running_from(image.pk))
     by_owner: dict[User, list[Instance]] = {}
     for instance in instances:
         if instance.created_by is not None:
