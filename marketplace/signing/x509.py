@@ -156,20 +156,7 @@ def verify(raw: bytes, signature: etree._Element, *, now: datetime) -> Signer:
     _check_shape(signature)
     leaf = _leaf_certificate(signature)
     fingerprint = leaf.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - an identifier, not a security check
-    if now < leaf.not_valid_before_utc:
-        raise X509Refused(
-            "certificate-not-yet-valid",
-            f"The signing certificate ({dn_text(leaf.subject)}) is valid only from "
-            f"{leaf.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ}.",
-            fingerprint,
-        )
-    if now > leaf.not_valid_after_utc:
-        raise X509Refused(
-            "certificate-expired",
-            f"The signing certificate ({dn_text(leaf.subject)}) expired at "
-            f"{leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}: entries signed with it are no longer accepted.",
-            fingerprint,
-        )
+    _check_validity(leaf, now, fingerprint)
     anchors = trust_anchors()
     if not anchors.roots:
         raise X509Refused(
@@ -260,7 +247,7 @@ def _check_validity(leaf: x509.Certificate, now: datetime, fingerprint: str) -> 
         raise X509Refused(
             "certificate-expired",
             f"The signing certificate ({dn_text(leaf.subject)}) expired at "
-            f"{leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}: what it signed is no longer accepted.",
+            f"{leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}: what is signed with it is no longer accepted.",
             fingerprint,
         )
 

@@ -230,6 +230,29 @@ def test_the_command_says_which_rule_refused_a_list(server, rogue_ca):
         call_command("subscribe_imagelist", publish(server, stranger, [ALMA]))
 
 
+def test_a_list_signed_under_an_intermediate_ca_carrying_its_chain_is_accepted(server, grid_ca):
+    intermediate = grid_ca.issue_ca("Test Grid Issuing CA")
+    issued = intermediate.issue("VO Manager", email=MANAGER)
+    signer = Credential(issued.certificate, issued.key, chain=(intermediate.certificate,))
+
+    outcome = imagelists.imagelist_subscribe(source=publish(server, signer, [ALMA]))
+
+    assert outcome.change == "new"
+    assert latest(ALMA).issuer == intermediate.certificate.subject.rfc4514_string()
+
+
+def test_staff_see_the_subscriptions_and_their_versions_in_the_admin_console(server, manager, admin_client):
+    imagelists.imagelist_subscribe(source=publish(server, manager, [ALMA]))
+    subscription = ImageListSubscription.objects.get()
+
+    listing = admin_client.get("/admin/marketplace/imagelistsubscription/")
+    page = admin_client.get(f"/admin/marketplace/imagelistsubscription/{subscription.pk}/change/")
+
+    assert listing.status_code == page.status_code == 200
+    assert LIST_ID in listing.content.decode()
+    assert manager.subject in page.content.decode()
+
+
 # --- Replays and refused refreshes --------------------------------------------------------------------------------
 
 
