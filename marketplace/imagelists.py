@@ -26,6 +26,7 @@ from marketplace import metadata
 _SHA512_RE = re.compile(r"[0-9a-fA-F]{128}")
 # The images of one list; vmcatcher's largest lists (the EGI AppDB VO lists) hold a few hundred.
 MAX_IMAGES = 5000
+MAX_IMAGE_BYTES = 2**63 - 1  # what the database's image sizes hold
 _TEXT_LIMIT = 10_000
 
 
@@ -168,8 +169,8 @@ def _image(value: Any, n: int) -> ListImage:
     size = image.get("hv:size")
     if isinstance(size, str) and size.isdigit():
         size = int(size)
-    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-        raise _malformed(f"The image {identifier}'s hv:size must be a positive number of bytes.")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_IMAGE_BYTES:
+        raise _malformed(f"The image {identifier}'s hv:size must be a number of bytes from 1 to {MAX_IMAGE_BYTES}.")
     sha512 = _text(image, "sl:checksum:sha512", required=True, limit=200)
     if not _SHA512_RE.fullmatch(sha512):
         raise _malformed(f"The image {identifier}'s sl:checksum:sha512 is not 128 hexadecimal digits.")

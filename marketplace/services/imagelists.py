@@ -38,6 +38,7 @@ from marketplace.signing import smime, x509
 
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 ENTRY_TYPE = "imagelist"
+MAX_SOURCE_CHARS = 2000  # ImageListSubscription.source
 
 
 class ImageListRefused(ApplicationError):
@@ -105,6 +106,10 @@ def source_normalise(source: str) -> str:
     source = source.strip()
     if not source:
         raise ImageListRefused("Name an image list: an http(s) URL or a file.", code="source-missing")
+    if len(source) > MAX_SOURCE_CHARS:
+        raise ImageListRefused(
+            f"An image list's source is at most {MAX_SOURCE_CHARS} characters.", code="source-too-long"
+        )
     if sources.is_url(source):
         return source
     if "://" in source:
@@ -490,7 +495,7 @@ def imagelists_refresh() -> list[Refresh]:
 def imagelist_unsubscribe(*, source: str, actor: Any = None) -> None:
     """Stop following a list. Its entries stay (entries are never deleted) and expire with the last list's expiry;
     the stored list versions go with the subscription."""
-    normalised = source if sources.is_url(source.strip()) else source_normalise(source)
+    normalised = source_normalise(source)
     with transaction.atomic():
         subscription = ImageListSubscription.objects.select_for_update().filter(source=normalised).first()
         if subscription is None:

@@ -4,6 +4,7 @@ local HTTP server (stdlib ``http.server`` in a thread) serving lists and images,
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
@@ -107,16 +108,25 @@ def imagelist(
     }
 
 
-def smime_sign(content: bytes, credential: Credential) -> bytes:
-    """``content`` signed as a detached S/MIME message (``multipart/signed``) with the credential's certificate."""
-    builder = (
-        pkcs7.PKCS7SignatureBuilder()
-        .set_data(content)
-        .add_signer(credential.certificate, credential.key, hashes.SHA256())
-    )
+def smime_sign(
+    content: bytes, credential: Credential, *, also: Credential | None = None, detached: bool = True
+) -> bytes:
+    """``content`` signed as an S/MIME message with the credential's certificate: detached (``multipart/signed``,
+    as hepixvmitrust signs) or opaque (``application/pkcs7-mime``); ``also`` adds a second signer."""
+    builder = pkcs7.PKCS7SignatureBuilder().set_data(content)
+    for signer in (credential, also) if also is not None else (credential,):
+        builder = builder.add_signer(signer.certificate, signer.key, hashes.SHA256())
     for certificate in credential.chain:
         builder = builder.add_certificate(certificate)
-    return builder.sign(Encoding.SMIME, [pkcs7.PKCS7Options.DetachedSignature])
+    if detached:
+        return builder.sign(Encoding.SMIME, [pkcs7.PKCS7Options.DetachedSignature])
+    # cryptography writes S/MIME only as multipart/signed: the opaque form is the DER SignedData in base64.
+    headers = (
+        b'MIME-Version: 1.0\r\nContent-Disposition: attachment; filename="smime.p7m"\r\n'
+        b'Content-Type: application/pkcs7-mime; smime-type=signed-data; name="smime.p7m"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+    )
+    return headers + base64.encodebytes(builder.sign(Encoding.DER, []))
 
 
 def signed_list(document: dict[str, Any], credential: Credential) -> bytes:

@@ -6,6 +6,7 @@ a test CA (tests/marketplace/x509_ca.py) and served by a real local HTTP server.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import uuid
@@ -330,6 +331,38 @@ def test_a_list_signed_with_a_revoked_certificate_is_refused(server, grid_ca, se
         refused(publish(server, revoked, [ALMA]), "certificate-revoked")
     finally:
         grid_ca.revoked.remove(revoked.certificate)
+
+
+def test_a_list_signed_by_two_certificates_is_refused(server, manager, grid_ca):
+    document = imagelist(manager, [ALMA.as_json(server.base_url)], identifier=LIST_ID)
+    server.serve_images(ALMA)
+    other = grid_ca.issue("Someone Else", email="else@vo.example.org")
+    server.routes["/vo.list"] = smime_sign(json.dumps(document).encode(), manager, also=other)
+    refused(server.url("/vo.list"), "signature-malformed")
+
+
+def test_an_opaque_signed_list_is_read_as_well(server, manager):
+    server.serve_images(ALMA)
+    document = imagelist(manager, [ALMA.as_json(server.base_url)], identifier=LIST_ID)
+    server.routes["/vo.list"] = smime_sign(json.dumps(document).encode(), manager, detached=False)
+    assert b"application/pkcs7-mime" in server.routes["/vo.list"][:300].lower()
+
+    assert imagelists.imagelist_subscribe(source=server.url("/vo.list")).added == (ALMA.identifier,)
+
+
+def test_an_opaque_list_changed_after_it_was_signed_is_refused(server, manager):
+    document = imagelist(manager, [ALMA.as_json(server.base_url)], identifier=LIST_ID)
+    signed = smime_sign(json.dumps(document).encode(), manager, detached=False)
+    head, _, body = signed.partition(b"\r\n\r\n")
+    der = bytearray(base64.b64decode(body))
+    at = bytes(der).index(b"AlmaLinux 9 WN")
+    der[at] ^= 0x01  # one bit of the signed content, inside the signature's own structure
+    server.routes["/vo.list"] = head + b"\r\n\r\n" + base64.encodebytes(bytes(der))
+    refused(server.url("/vo.list"), "bad-signature")
+
+
+def test_an_image_size_beyond_what_the_database_holds_is_refused(server, manager):
+    refused(publish(server, manager, [ALMA.as_json(server.base_url, **{"hv:size": 2**64})]), "list-malformed")
 
 
 def test_a_body_that_is_not_an_smime_message_is_refused(server):
