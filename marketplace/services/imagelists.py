@@ -307,6 +307,15 @@ def _replay(subscription: ImageListSubscription, imagelist: ImageList, raw: byte
     last = subscription.versions.order_by("-created").only("raw").first()
     if last is not None and bytes(last.raw) == raw:
         return True
+    held_by = Endorser.objects.filter(pk=subscription.endorser_id).values_list("email", flat=True).first()
+    if held_by is not None and held_by != imagelist.endorser.email:
+        # The new endorser could not deprecate the old one's images (it does not hold that e-mail): a site that
+        # trusts the new endorser unsubscribes and subscribes again, deliberately.
+        raise ImageListRefused(
+            f"The list is now endorsed by {imagelist.endorser.email}, not by {held_by} who endorsed the subscribed "
+            "list: unsubscribe and subscribe again to follow the new endorser.",
+            code="endorser-changed",
+        )
     if imagelist.created <= subscription.list_created or imagelists.version_key(
         imagelist.version
     ) <= imagelists.version_key(subscription.version):
@@ -362,7 +371,7 @@ def _apply(subscription: ImageListSubscription, checked: CheckedList, *, actor: 
     for uuid, row in sorted(before.items()):
         if uuid in listed:
             continue
-        latest = Entry.objects.filter(image=row.image, endorser=row.entry.endorser_id, is_latest=True).first()
+        latest = Entry.objects.filter(image=row.image, endorser__email=imagelist.endorser.email, is_latest=True).first()
         if latest is None or latest.created >= imagelist.created:
             continue  # the endorser said something newer about it already
         entry = entry_store(

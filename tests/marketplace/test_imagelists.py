@@ -303,6 +303,32 @@ def test_a_list_from_another_identifier_at_the_same_source_is_refused(server, ma
     assert outcome.code == "list-identifier-changed"
 
 
+def test_a_renewed_certificate_of_the_same_endorser_goes_on_with_the_subscription(server, grid_ca, manager):
+    source = publish(server, manager, [ALMA, UBUNTU])
+    imagelists.imagelist_subscribe(source=source)
+    renewed = grid_ca.issue("VO Manager", email=MANAGER)  # same DN and e-mail, a new key and serial
+    publish(server, renewed, [ALMA], version="2", created=NOW - dt.timedelta(minutes=5))
+
+    outcome = imagelists.imagelist_subscribe(source=source)
+
+    assert outcome.deprecated == (UBUNTU.identifier,)
+    assert ImageListVersion.objects.order_by("created").last().fingerprint != (
+        ImageListVersion.objects.order_by("created").first().fingerprint
+    )
+
+
+def test_a_list_taken_over_by_another_endorser_is_refused(server, grid_ca, manager):
+    source = publish(server, manager, [ALMA])
+    imagelists.imagelist_subscribe(source=source)
+    successor = grid_ca.issue("New VO Manager", email="new-manager@vo.example.org")
+    publish(server, successor, [ALMA], version="2", created=NOW, email="new-manager@vo.example.org")
+
+    outcome = imagelists.imagelist_refresh(subscription_id=ImageListSubscription.objects.get().pk)
+
+    assert outcome.code == "endorser-changed"
+    assert ImageListVersion.objects.count() == 1
+
+
 # --- Hostile lists: the signature ----------------------------------------------------------------------------------
 
 
