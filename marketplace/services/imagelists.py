@@ -307,7 +307,11 @@ def _replay(subscription: ImageListSubscription, imagelist: ImageList, raw: byte
     last = subscription.versions.order_by("-created").only("raw").first()
     if last is not None and bytes(last.raw) == raw:
         return True
-    held_by = Endorser.objects.filter(pk=subscription.endorser_id).values_list("email", flat=True).first()
+    held_by = (
+        Endorser.objects.filter(pk=subscription.endorser_id).values_list("email", flat=True).first()
+        if subscription.endorser_id is not None
+        else None
+    )
     if held_by is not None and held_by != imagelist.endorser.email:
         # The new endorser could not deprecate the old one's images (it does not hold that e-mail): a site that
         # trusts the new endorser unsubscribes and subscribes again, deliberately.
