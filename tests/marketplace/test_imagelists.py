@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import threading
 import uuid
 
 import pytest
@@ -254,6 +255,28 @@ def test_staff_see_the_subscriptions_and_their_versions_in_the_admin_console(ser
     assert manager.subject in page.content.decode()
 
 
+def test_a_list_image_has_its_marketplace_page_with_the_lists_endorser(server, manager, client):
+    imagelists.imagelist_subscribe(source=publish(server, manager, [ALMA]))
+
+    image_page = client.get(f"/marketplace/images/{ALMA.marketplace_identifier}/")
+    entry = latest(ALMA)
+    entry_page = client.get(f"/marketplace/entries/{ALMA.marketplace_identifier}/{MANAGER}/{entry.created_text}/")
+
+    assert image_page.status_code == entry_page.status_code == 200
+    assert "AlmaLinux 9 WN" in image_page.content.decode()
+    assert MANAGER in image_page.content.decode()
+    assert ALMA.identifier in entry_page.content.decode()  # the list's UUID, as dcterms:alternative
+
+
+def test_the_refresh_runs_every_configured_period_as_a_celery_task(settings):
+    from portal.celery import app
+
+    schedule = settings.CELERY_BEAT_SCHEDULE["marketplace.imagelists_refresh"]
+    assert schedule["task"] == "marketplace.imagelists_refresh"
+    assert schedule["schedule"] == float(settings.MARKETPLACE_IMAGELIST_REFRESH_SECONDS)
+    assert app.tasks["marketplace.imagelists_refresh"].name == tasks.imagelists_refresh.name
+
+
 # --- Replays and refused refreshes --------------------------------------------------------------------------------
 
 
@@ -491,6 +514,30 @@ def test_a_never_ending_list_is_not_read_past_the_limit(server, settings):
 def test_a_list_announcing_a_huge_body_is_refused_before_it_is_read(server, manager, settings):
     settings.MARKETPLACE_IMAGELIST_MAX_BYTES = 4096
     refused(publish(server, manager, [ALMA, UBUNTU, DEBIAN]), "too-large")
+
+
+def test_a_list_that_redirects_out_of_http_is_refused(server):
+    def to_file(handler):
+        handler.send_response(302)
+        handler.send_header("Location", "file:///etc/passwd")
+        handler.end_headers()
+
+    server.routes["/vo.list"] = to_file
+    refused(server.url("/vo.list"), "redirect-refused")
+
+
+def test_a_server_that_never_answers_is_given_up_on(server, settings):
+    settings.MARKETPLACE_IMAGELIST_IO_TIMEOUT = 1
+    answered = threading.Event()
+
+    def silent(handler):
+        answered.wait(10)  # released when the test ends
+
+    server.routes["/vo.list"] = silent
+    try:
+        refused(server.url("/vo.list"), "timeout")
+    finally:
+        answered.set()
 
 
 def test_an_unreachable_list_is_refused_with_its_rule(server):
