@@ -92,13 +92,28 @@ def verify(raw: bytes, *, now: datetime) -> SignedContent:
             )
         leaf = signer_certs[0]
         intermediates = [c for c in _certificates(certs) if c != leaf]
-        verified = content.read_bytes()
+        verified = _text_body(content.read_bytes())
     x509.chain_verify(leaf, intermediates, now=now)
     fingerprint = leaf.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - an identifier, as in x509.py
     signer = Signer(
         subject=leaf.subject, issuer=leaf.issuer, emails=x509.certificate_emails(leaf), fingerprint=fingerprint
     )
     return SignedContent(verified, signer)
+
+
+def _text_body(content: bytes) -> bytes:
+    """The signed content without the ``Content-Type: text/plain`` header that text-mode signers (openssl's and
+    M2Crypto's ``-text``/``PKCS7_TEXT``) put inside what they sign; the header is signed too, so dropping it keeps
+    only signed bytes. Any other content is returned as it is."""
+    head, blank, body = content.replace(b"\r\n", b"\n").partition(b"\n\n")
+    if not blank or not head.lower().startswith(b"content-type:"):
+        return content
+    fields = [line.split(b":", 1) for line in head.split(b"\n")]
+    if all(len(f) == 2 and f[0].strip().lower().startswith(b"content-") for f in fields) and any(
+        f[0].strip().lower() == b"content-type" and f[1].strip().lower().startswith(b"text/plain") for f in fields
+    ):
+        return body
+    return content
 
 
 def _refusal(errors: str) -> X509Refused:

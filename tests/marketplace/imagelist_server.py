@@ -109,17 +109,19 @@ def imagelist(
 
 
 def smime_sign(
-    content: bytes, credential: Credential, *, also: Credential | None = None, detached: bool = True
+    content: bytes, credential: Credential, *, also: Credential | None = None, detached: bool = True, text: bool = False
 ) -> bytes:
     """``content`` signed as an S/MIME message with the credential's certificate: detached (``multipart/signed``,
-    as hepixvmitrust signs) or opaque (``application/pkcs7-mime``); ``also`` adds a second signer."""
+    as hepixvmitrust signs; ``text``: in text mode, a ``text/plain`` header signed with the content) or opaque
+    (``application/pkcs7-mime``); ``also`` adds a second signer."""
     builder = pkcs7.PKCS7SignatureBuilder().set_data(content)
     for signer in (credential, also) if also is not None else (credential,):
         builder = builder.add_signer(signer.certificate, signer.key, hashes.SHA256())
     for certificate in credential.chain:
         builder = builder.add_certificate(certificate)
     if detached:
-        return builder.sign(Encoding.SMIME, [pkcs7.PKCS7Options.DetachedSignature])
+        options = [pkcs7.PKCS7Options.DetachedSignature] + ([pkcs7.PKCS7Options.Text] if text else [])
+        return builder.sign(Encoding.SMIME, options)
     # cryptography writes S/MIME only as multipart/signed: the opaque form is the DER SignedData in base64.
     headers = (
         b'MIME-Version: 1.0\r\nContent-Disposition: attachment; filename="smime.p7m"\r\n'

@@ -399,6 +399,14 @@ def test_an_opaque_signed_list_is_read_as_well(server, manager):
     assert imagelists.imagelist_subscribe(source=server.url("/vo.list")).added == (ALMA.identifier,)
 
 
+def test_a_list_signed_in_text_mode_is_read_without_its_text_header(server, manager):
+    server.serve_images(ALMA)
+    document = imagelist(manager, [ALMA.as_json(server.base_url)], identifier=LIST_ID)
+    server.routes["/vo.list"] = smime_sign(json.dumps(document).encode(), manager, text=True)
+
+    assert imagelists.imagelist_subscribe(source=server.url("/vo.list")).added == (ALMA.identifier,)
+
+
 def test_an_opaque_list_changed_after_it_was_signed_is_refused(server, manager):
     document = imagelist(manager, [ALMA.as_json(server.base_url)], identifier=LIST_ID)
     signed = smime_sign(json.dumps(document).encode(), manager, detached=False)
