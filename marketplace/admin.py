@@ -7,7 +7,17 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from marketplace.models import Endorser, Entry, Image, PgpKey, SiteKey, SitePolicy
+from marketplace.models import (
+    Endorser,
+    Entry,
+    Image,
+    ImageListImage,
+    ImageListSubscription,
+    ImageListVersion,
+    PgpKey,
+    SiteKey,
+    SitePolicy,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -67,3 +77,42 @@ class SitePolicyAdmin(ReadOnlyAdmin):
     list_display = ["id", "is_active", "created", "created_by", "note"]
     list_select_related = ["created_by"]
     list_filter = ["is_active"]
+
+
+class ImageListVersionInline(admin.TabularInline):
+    model = ImageListVersion
+    fields = ["version", "created", "expires", "signer_subject", "fingerprint", "received"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ImageListSubscription)
+class ImageListSubscriptionAdmin(ReadOnlyAdmin):
+    """HEPiX image lists change through ``manage.py subscribe_imagelist`` and the periodic refresh (verified)."""
+
+    list_display = [
+        "source",
+        "list_identifier",
+        "version",
+        "expires",
+        "endorser",
+        "state",
+        "error_code",
+        "last_fetched",
+    ]
+    list_select_related = ["endorser"]
+    list_filter = ["state"]
+    search_fields = ["source", "list_identifier", "title", "endorser__email"]
+    inlines = [ImageListVersionInline]
+
+
+@admin.register(ImageListImage)
+class ImageListImageAdmin(ReadOnlyAdmin):
+    list_display = ["uuid", "image", "list_version", "in_list"]
+    list_select_related = ["image", "list_version__subscription"]
+    search_fields = ["uuid", "image__identifier"]

@@ -48,7 +48,7 @@ class Endorser(models.Model):
     """Everyone who has signed at least one entry, by e-mail. Its row is the lock of its timelines.
 
     An endorser e-mail belongs to exactly one holder, fixed by its first entry: the account whose key signed
-    it, the certificate subject of a legacy XML-DSig entry, or the site (neither) for the site key's entries
+    it, the certificate subject of a legacy XML-DSig entry or a HEPiX image list, or the site (neither) for the site key's entries
     (DESIGN §2.2)."""
 
     email = models.CharField(max_length=254, unique=True)
@@ -327,3 +327,79 @@ class TrustChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.image_id}: {self.cause}"
+
+
+class ImageListSubscription(models.Model):
+    """A HEPiX image list this Marketplace follows (``manage.py subscribe_imagelist``, issue 16): where it is read
+    from, what was last accepted from it, and how the last refresh went."""
+
+    class State(models.TextChoices):
+        ACTIVE = "active", "the last refresh was accepted (or found no change)"
+        ERROR = "error", "the last refresh was refused; the images stay as the last accepted list left them"
+
+    source = models.CharField(max_length=2000, unique=True, help_text="The list's http(s) URL or file path.")
+    list_identifier = models.CharField(max_length=36, blank=True, help_text="The list's dc:identifier (UUID).")
+    title = models.CharField(max_length=500, blank=True)
+    version = models.CharField(max_length=100, blank=True, help_text="hv:version of the last accepted list.")
+    list_created = models.DateTimeField(null=True, blank=True, help_text="dc:date:created of the last accepted list.")
+    expires = models.DateTimeField(null=True, blank=True, help_text="dc:date:expires of the last accepted list.")
+    endorser = models.ForeignKey(
+        Endorser, null=True, blank=True, on_delete=models.PROTECT, related_name="imagelist_subscriptions"
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.ACTIVE)
+    error_code = models.CharField(max_length=50, blank=True)
+    error_message = models.TextField(blank=True)
+    subscribed = models.DateTimeField(auto_now_add=True)
+    subscribed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_fetched = models.DateTimeField(null=True, blank=True, help_text="When the list was last read.")
+    last_changed = models.DateTimeField(null=True, blank=True, help_text="When a new version was last accepted.")
+
+    class Meta:
+        ordering = ["source"]
+        verbose_name = "image list subscription"
+
+    def __str__(self) -> str:
+        return self.source
+
+
+class ImageListVersion(models.Model):
+    """One accepted version of a subscribed list, stored as it was received (the S/MIME message), so that
+    anyone can verify it again; its images became entries (``ImageListImage``)."""
+
+    subscription = models.ForeignKey(ImageListSubscription, on_delete=models.CASCADE, related_name="versions")
+    version = models.CharField(max_length=100)
+    created = models.DateTimeField(help_text="dc:date:created of the list.")
+    expires = models.DateTimeField(help_text="dc:date:expires of the list: the expiry of its entries.")
+    raw = models.BinaryField(help_text="The signed list exactly as received.")
+    signer_subject = models.CharField(max_length=500)
+    signer_issuer = models.CharField(max_length=500)
+    fingerprint = models.CharField(max_length=40, help_text="SHA-1 of the signing certificate.")
+    received = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        constraints = [models.UniqueConstraint(fields=["subscription", "created"], name="mp_imagelist_version")]
+
+    def __str__(self) -> str:
+        return f"{self.subscription.source} v{self.version}"
+
+
+class ImageListImage(models.Model):
+    """An image of a list version and the Marketplace entry it became; ``uuid`` is the list's name for the image
+    (its ``dc:identifier``), the Marketplace's is the image's identifier (the SHA-1 of its bytes)."""
+
+    list_version = models.ForeignKey(ImageListVersion, on_delete=models.CASCADE, related_name="images")
+    uuid = models.CharField(max_length=36, db_index=True)
+    image = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="imagelist_images")
+    entry = models.ForeignKey(Entry, on_delete=models.PROTECT, related_name="+")
+    sha512 = models.CharField(max_length=128)
+    in_list = models.BooleanField(default=True, help_text="False: the image left the list and was deprecated.")
+
+    class Meta:
+        ordering = ["uuid"]
+        constraints = [models.UniqueConstraint(fields=["list_version", "uuid"], name="mp_imagelist_image_uuid")]
+
+    def __str__(self) -> str:
+        return self.uuid

@@ -226,3 +226,70 @@ def _read_page(url: str, body: bytes) -> tuple[list[Document], str | None]:
             continue
         documents.append(_bounded(name, raw, limit))
     return documents, root.get("next") or None
+
+
+# --- Any web server (HEPiX image lists and the images they name) -------------------------------------------
+
+
+def web_stream(url: str, *, max_bytes: int, limits: Limits | None = None, what: str = "document") -> Iterator[bytes]:
+    """The body of ``url`` chunk by chunk, as it arrives: redirects followed only to http(s) URLs and at most
+    ``MAX_REDIRECTS`` of them, refused (``too-large``) as soon as it passes ``max_bytes`` or announces more, and
+    ending (``timeout``) when one read or the whole transfer takes longer than the limits allow. Raises
+    :class:`SourceError`; the caller stops reading whenever it likes (the connection is closed)."""
+    limits = limits or Limits()
+    if not is_url(url) or not urlsplit(url).hostname:
+        raise SourceError("scheme-refused", f"The {what} URL {url!r} is not an http(s) URL.")
+    deadline = time.monotonic() + limits.page_deadline
+    headers = {"Accept-Encoding": "identity", "User-Agent": "altostratus-imagelist"}
+    target = url
+    try:
+        with httpx.Client(
+            timeout=httpx.Timeout(limits.io_timeout), follow_redirects=False, trust_env=limits.trust_env
+        ) as client:
+            for _hop in range(MAX_REDIRECTS + 1):
+                with client.stream("GET", target, headers=headers) as response:
+                    if response.is_redirect:
+                        location = urljoin(target, response.headers.get("location", ""))
+                        if not is_url(location):
+                            raise SourceError("redirect-refused", f"{target} redirects to {location!r}, not http(s).")
+                        target = location
+                        continue
+                    if response.status_code != 200:
+                        raise SourceError("unreachable", f"{target}: the server answered HTTP {response.status_code}.")
+                    announced = response.headers.get("content-length", "")
+                    if announced.isdigit() and int(announced) > max_bytes:
+                        raise SourceError(
+                            "too-large", f"{target}: the server announces {announced} bytes, more than {max_bytes}."
+                        )
+                    size = 0
+                    for chunk in response.iter_raw():
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise SourceError("too-large", f"{target}: the {what} is larger than {max_bytes} bytes.")
+                        if time.monotonic() > deadline:
+                            raise SourceError(
+                                "timeout", f"{target}: the {what} took longer than {limits.page_deadline:g} s."
+                            )
+                        yield chunk
+                    return
+            raise SourceError("redirect-refused", f"{url}: more than {MAX_REDIRECTS} redirects.")
+    except httpx.TimeoutException:
+        raise SourceError("timeout", f"{target}: no answer within {limits.io_timeout:g} s.") from None
+    except httpx.HTTPError as exc:
+        raise SourceError("unreachable", f"{target}: {type(exc).__name__}: {exc}") from None
+
+
+def web_fetch(url: str, *, max_bytes: int, limits: Limits | None = None, what: str = "document") -> bytes:
+    """The whole body of ``url``, under the rules of :func:`web_stream`."""
+    return b"".join(web_stream(url, max_bytes=max_bytes, limits=limits, what=what))
+
+
+def file_fetch(path: Path, *, max_bytes: int, what: str = "document") -> bytes:
+    """A regular file's bytes, refused (``too-large``) past ``max_bytes`` without reading further."""
+    if not path.is_file():
+        raise SourceError("not-a-file", f"{path} is not a regular file.")
+    with path.open("rb") as handle:
+        raw = handle.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise SourceError("too-large", f"The {what} {path} is larger than {max_bytes} bytes.")
+    return raw

@@ -5,7 +5,7 @@ from __future__ import annotations
 from core.workflow import task
 from marketplace import services
 from marketplace.policy import verdicts
-from marketplace.services import trust
+from marketplace.services import imagelists, trust
 
 
 @task("marketplace.notify_expiring")
@@ -27,3 +27,11 @@ def trust_changes_deliver() -> int:
     """Tell the listeners (compute's notices) of images that turned denied: after each commit that records one,
     and every minute for any a crash left undelivered (CELERY_BEAT_SCHEDULE). Returns how many were delivered."""
     return trust.trust_changes_deliver()
+
+
+@task("marketplace.imagelists_refresh")
+def imagelists_refresh() -> int:
+    """Read every subscribed HEPiX image list again and store the new versions (CELERY_BEAT_SCHEDULE); a refused
+    list puts its subscription in error and the rest go on. Running it twice stores nothing twice. Returns how many
+    lists changed."""
+    return sum(1 for outcome in imagelists.imagelists_refresh() if outcome.change in ("new", "updated"))

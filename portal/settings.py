@@ -453,6 +453,18 @@ CELERY_BEAT_SCHEDULE["marketplace.notify_expiring"] = {
 }
 # Images whose verdict the clock changed (an endorsement expired) are evaluated by the console until this runs.
 CELERY_BEAT_SCHEDULE["marketplace.verdicts_refresh"] = {"task": "marketplace.verdicts_refresh", "schedule": 300.0}
+# HEPiX image lists (`manage.py subscribe_imagelist`): the largest signed list read, the seconds one read may wait
+# and a whole list may take, the seconds one image's download (to compute its identifier) may take, and how often
+# the subscribed lists are read again.
+MARKETPLACE_IMAGELIST_MAX_BYTES = env_int("MARKETPLACE_IMAGELIST_MAX_BYTES", 4 * 1024 * 1024, minimum=1024)
+MARKETPLACE_IMAGELIST_IO_TIMEOUT = env_int("MARKETPLACE_IMAGELIST_IO_TIMEOUT", 30, minimum=1)
+MARKETPLACE_IMAGELIST_DEADLINE = env_int("MARKETPLACE_IMAGELIST_DEADLINE", 300, minimum=1)
+MARKETPLACE_IMAGELIST_IMAGE_DEADLINE = env_int("MARKETPLACE_IMAGELIST_IMAGE_DEADLINE", 3600, minimum=1)
+MARKETPLACE_IMAGELIST_REFRESH_SECONDS = env_int("MARKETPLACE_IMAGELIST_REFRESH_SECONDS", 3600, minimum=60)
+CELERY_BEAT_SCHEDULE["marketplace.imagelists_refresh"] = {
+    "task": "marketplace.imagelists_refresh",
+    "schedule": float(MARKETPLACE_IMAGELIST_REFRESH_SECONDS),
+}
 # Images that turned denied are announced after the commit that found it; this catches any a crash left behind.
 CELERY_BEAT_SCHEDULE["marketplace.trust_changes_deliver"] = {
     "task": "marketplace.trust_changes_deliver",

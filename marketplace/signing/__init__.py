@@ -8,7 +8,8 @@ uploaded document is ever imported.
 such secret key) and :class:`GpgUnavailable` (transient: gpg could not run or timed out), both a
 :class:`SigningError` carrying a ``code``. ``keys``: inspecting, trusting and looking up keys; the site's
 secret key. ``signatures``: signing an entry. ``verification``: verifying one (OpenPGP, and legacy XML-DSig
-over X.509 certificates through ``x509``).
+over X.509 certificates through ``x509``). ``smime``: the S/MIME signatures of HEPiX image lists (openssl), whose
+signers ``x509`` checks like XML-DSig ones.
 """
 
 from __future__ import annotations

@@ -156,20 +156,7 @@ def verify(raw: bytes, signature: etree._Element, *, now: datetime) -> Signer:
     _check_shape(signature)
     leaf = _leaf_certificate(signature)
     fingerprint = leaf.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - an identifier, not a security check
-    if now < leaf.not_valid_before_utc:
-        raise X509Refused(
-            "certificate-not-yet-valid",
-            f"The signing certificate ({dn_text(leaf.subject)}) is valid only from "
-            f"{leaf.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ}.",
-            fingerprint,
-        )
-    if now > leaf.not_valid_after_utc:
-        raise X509Refused(
-            "certificate-expired",
-            f"The signing certificate ({dn_text(leaf.subject)}) expired at "
-            f"{leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}: entries signed with it are no longer accepted.",
-            fingerprint,
-        )
+    _check_validity(leaf, now, fingerprint)
     anchors = trust_anchors()
     if not anchors.roots:
         raise X509Refused(
@@ -216,6 +203,53 @@ def verify(raw: bytes, signature: etree._Element, *, now: datetime) -> Signer:
         )
     _check_revocation(chain, anchors, now, fingerprint)
     return Signer(subject=leaf.subject, issuer=leaf.issuer, emails=certificate_emails(leaf), fingerprint=fingerprint)
+
+
+def chain_verify(leaf: x509.Certificate, intermediates: list[x509.Certificate], *, now: datetime) -> None:
+    """Whether ``leaf`` (with the ``intermediates`` its signature carried) is a signer this Marketplace trusts at
+    ``now``: valid then, chaining to a CA of ``MARKETPLACE_X509_CA_DIR`` and on none of their CRLs — the checks
+    ``verify`` makes, for signatures of other kinds (S/MIME image lists). Raises ``X509Refused`` with the same
+    rules: ``certificate-not-yet-valid``, ``certificate-expired``, ``certificate-untrusted``,
+    ``certificate-revoked``."""
+    fingerprint = leaf.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - an identifier, not a security check
+    _check_validity(leaf, now, fingerprint)
+    anchors = trust_anchors()
+    if not anchors.roots:
+        raise X509Refused(
+            "certificate-untrusted",
+            "This Marketplace trusts no certificate authority for X.509 signatures (MARKETPLACE_X509_CA_DIR).",
+            fingerprint,
+        )
+    verifier = _ChainVerifier(anchors, verification_time=now)
+    try:
+        verifier.verify([leaf, *intermediates])
+    except InvalidCertificate as exc:
+        raise X509Refused(
+            "certificate-untrusted",
+            f"The signing certificate ({dn_text(leaf.subject)}, issued by {dn_text(leaf.issuer)}) does not chain "
+            f"to a certificate authority this Marketplace trusts: {exc}",
+            fingerprint,
+        ) from exc
+    if not verifier.chain or verifier.chain[0] != leaf:
+        raise X509Refused("certificate-untrusted", "The signing certificate is not the one that was verified.")
+    _check_revocation(verifier.chain, anchors, now, fingerprint)
+
+
+def _check_validity(leaf: x509.Certificate, now: datetime, fingerprint: str) -> None:
+    if now < leaf.not_valid_before_utc:
+        raise X509Refused(
+            "certificate-not-yet-valid",
+            f"The signing certificate ({dn_text(leaf.subject)}) is valid only from "
+            f"{leaf.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ}.",
+            fingerprint,
+        )
+    if now > leaf.not_valid_after_utc:
+        raise X509Refused(
+            "certificate-expired",
+            f"The signing certificate ({dn_text(leaf.subject)}) expired at "
+            f"{leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}: what is signed with it is no longer accepted.",
+            fingerprint,
+        )
 
 
 def _check_shape(signature: etree._Element) -> None:
