@@ -90,6 +90,17 @@ def test_launching_requests_the_vm_and_goes_to_its_page(
     assert 'id="instance-state">scheduled<' in page
 
 
+def test_a_denied_image_sent_by_hand_is_refused_with_the_policys_reason(client, owner, staff, launch_world):
+    policy_services.policy_change(actor=staff, rules=PolicyRules(mode="enforce", min_endorsements=2))
+    client.force_login(owner)
+    answer = client.post("/instances/new/", _launch_body(launch_world))
+    assert answer.status_code == 400
+    page = answer.content.decode()
+    assert f"The site policy refuses image {launch_world['image'].identifier}" in page
+    assert 'id="launch-errors"' in page
+    assert not Instance.objects.exists()
+
+
 def test_a_bad_name_is_shown_on_the_form_and_nothing_is_requested(client, owner, launch_world):
     client.force_login(owner)
     answer = client.post("/instances/new/", _launch_body(launch_world, name="no spaces allowed"))
