@@ -6,6 +6,8 @@ selectors and services as the API; errors are shown on the page they came from, 
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRefresh
 
 from accounts import selectors as account_selectors
 from accounts.models import Project
@@ -55,6 +58,19 @@ CONSOLE_TAIL_BYTES = 16 * 1024
 # How many images the launch page offers for one search (a search narrows them).
 LAUNCH_IMAGES = 25
 EVENTS_SHOWN = 50
+
+
+def partial_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """``login_required`` for the parts of pages htmx asks for: when the session has ended, htmx is told to reload
+    the whole page (which then goes to the login page) instead of swapping the login page into the part."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated and getattr(request, "htmx", False):
+            return HttpResponseClientRefresh()
+        return login_required(view)(request, *args, **kwargs)
+
+    return wrapped
 
 
 def actions_offered(instance: Instance) -> list[str]:
@@ -224,7 +240,7 @@ def _launch(actor: User, values: dict[str, Any]) -> Instance:
     )
 
 
-@login_required
+@partial_login_required
 @require_GET
 def instance_launch_preview(request: HttpRequest) -> HttpResponse:
     """The launch page's preview (an htmx partial, sent again whenever the form changes)."""
@@ -259,7 +275,6 @@ def _status_context(request: HttpRequest, instance: Instance) -> dict[str, Any]:
         "actions": actions_offered(instance),
         "moving": instance.state in MOVING,
         "attached": [(a, names.get(a.volume_uuid, "")) for a in attached],
-        "attachable": _attachable(request, instance),
         "detachable": instance.state in attachments.PLUGGABLE,
     }
 
@@ -276,11 +291,16 @@ def instance_show(request: HttpRequest, instance_id: str) -> HttpResponse:
     return render(
         request,
         "compute/instance.html",
-        {**_status_context(request, instance), "events": events, "image": instance.image},
+        {
+            **_status_context(request, instance),
+            "attachable": _attachable(request, instance),
+            "events": events,
+            "image": instance.image,
+        },
     )
 
 
-@login_required
+@partial_login_required
 @error_pages
 @require_GET
 def instance_status(request: HttpRequest, instance_id: str) -> HttpResponse:
@@ -289,7 +309,7 @@ def instance_status(request: HttpRequest, instance_id: str) -> HttpResponse:
     return render(request, "compute/_instance_status.html", _status_context(request, instance))
 
 
-@login_required
+@partial_login_required
 @error_pages
 @require_GET
 def instance_console_tail(request: HttpRequest, instance_id: str) -> HttpResponse:

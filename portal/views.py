@@ -15,7 +15,7 @@ from accounts.quotas import quotas_usage
 from compute import scheduler, trust
 from compute import selectors as compute_selectors
 from compute.models import Instance
-from compute.views import MOVING, actions_offered
+from compute.views import MOVING, actions_offered, partial_login_required
 from core.pages import error_pages
 from portal import health
 from storage import selectors as storage_selectors
@@ -106,7 +106,7 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "portal/home.html", context)
 
 
-@login_required
+@partial_login_required
 @require_GET
 def dashboard_instances(request: HttpRequest) -> HttpResponse:
     """The dashboard's VM table alone: the htmx partial the dashboard polls for live states and CPU use."""

@@ -133,3 +133,20 @@ def test_the_table_partial_reads_a_fixed_number_of_queries(client, owner, types,
     with CaptureQueriesContext(connection) as six:
         client.get("/dashboard/instances/")
     assert len(six.captured_queries) == len(one.captured_queries) <= 8
+
+
+def test_a_refresh_after_the_session_ended_reloads_the_page_instead_of_showing_the_login_form_in_the_table(client):
+    answer = client.get("/dashboard/instances/", headers={"HX-Request": "true"})
+    assert answer.status_code == 200
+    assert answer["HX-Refresh"] == "true"
+    assert answer.content == b""
+
+
+def test_a_vm_action_asked_on_the_dashboard_comes_back_to_the_dashboard(client, owner, types, host, instance_on):
+    vm = instance_on(host, types["t1.micro"], state="stopped")
+    client.force_login(owner)
+    answer = client.post(f"/instances/{vm.uuid}/start/", {"back": "dashboard"})
+    assert answer["Location"] == "/"
+    # Anything else comes back to the VM's page: the form cannot send the user elsewhere.
+    answer = client.post(f"/instances/{vm.uuid}/start/", {"back": "https://evil.example/"})
+    assert answer["Location"] == f"/instances/{vm.uuid}/"
