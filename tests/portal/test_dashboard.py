@@ -150,3 +150,12 @@ def test_a_vm_action_asked_on_the_dashboard_comes_back_to_the_dashboard(client, 
     # Anything else comes back to the VM's page: the form cannot send the user elsewhere.
     answer = client.post(f"/instances/{vm.uuid}/start/", {"back": "https://evil.example/"})
     assert answer["Location"] == f"/instances/{vm.uuid}/"
+
+
+def test_a_checkout_without_the_vendored_htmx_fails_its_system_check(settings, tmp_path):
+    from portal.checks import vendor_files_check
+
+    assert vendor_files_check() == []  # make install put it there
+    settings.BASE_DIR = tmp_path
+    [error] = vendor_files_check()
+    assert error.id == "portal.E001" and "make install" in error.hint
