@@ -222,7 +222,9 @@ def _launch(actor: User, values: dict[str, Any]) -> Instance:
     try:
         image = marketplace_selectors.image_get(identifier=values["image"].strip())
     except NotFound:
-        raise ApplicationError("There is no such image in the Marketplace; choose one from the list.") from None
+        raise ApplicationError(
+            "There is no such image in the Marketplace; choose one from the list.", code="image-unknown"
+        ) from None
     instance_type = selectors.instance_type_list().filter(name=values["instance_type"]).first()
     if instance_type is None:
         raise ApplicationError(f"Instance type {values['instance_type']} is not offered.", code="instance-type")
@@ -285,6 +287,7 @@ def _status_context(request: HttpRequest, instance: Instance) -> dict[str, Any]:
 def instance_show(request: HttpRequest, instance_id: str) -> HttpResponse:
     """One VM: its details and state (kept live), actions, volumes, events and console log."""
     instance = selectors.access_instance(actor=request.user, instance_id=instance_id)
+    # The audit log is staff's; its entries about this one VM are the VM's events, for whoever may see the VM.
     events = audit_entry_list().filter(
         content_type=ContentType.objects.get_for_model(Instance), object_id=str(instance.pk)
     )[:EVENTS_SHOWN]

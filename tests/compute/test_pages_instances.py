@@ -158,6 +158,29 @@ def test_the_preview_of_a_project_that_is_not_mine_shows_nothing_of_it(client, o
     assert "vCPU" not in page
 
 
+def test_the_preview_answers_nonsense_input_calmly(client, owner, launch_world):
+    client.force_login(owner)
+    for query in (
+        {"project": "abc", "instance_type": "m1.small"},
+        {"project": "1 OR 1=1", "instance_type": "m1.small"},
+        {"project": launch_world["project"].pk, "instance_type": "<script>"},
+        {"project": launch_world["project"].pk, "instance_type": "m1.small", "volatile_gib": "-5"},
+        {"project": launch_world["project"].pk, "instance_type": "m1.small", "volatile_gib": "9" * 40},
+    ):
+        answer = client.get("/instances/new/preview/", query)
+        assert answer.status_code == 200
+        assert "<script>" not in answer.content.decode()
+
+
+def test_a_volatile_disk_over_the_sites_limit_is_refused_on_the_field(client, owner, launch_world, settings):
+    settings.COMPUTE_VOLATILE_MAX_GIB = 10
+    client.force_login(owner)
+    answer = client.post("/instances/new/", _launch_body(launch_world, volatile_gib="11"))
+    assert answer.status_code == 400
+    assert "Ensure this value is less than or equal to 10." in answer.content.decode()
+    assert not Instance.objects.exists()
+
+
 # --- One VM -----------------------------------------------------------------------------------------------------
 
 
