@@ -53,6 +53,11 @@ def _shoot(page, name: str) -> None:
     for label, size in (("laptop", LAPTOP), ("phone", PHONE)):
         page.set_viewport_size(size)
         page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
+        # The page's own content fits the width (wide tables scroll inside their box).
+        overflow = page.evaluate(
+            "(() => { const m = document.querySelector('main'); return m.scrollWidth - m.clientWidth; })()"
+        )
+        assert overflow <= 1, f"{name} at {label} width: the content is {overflow} px wider than the screen"
     page.set_viewport_size(LAPTOP)
 
 
