@@ -287,29 +287,36 @@ def _status_context(request: HttpRequest, instance: Instance) -> dict[str, Any]:
 def instance_show(request: HttpRequest, instance_id: str) -> HttpResponse:
     """One VM: its details and state (kept live), actions, volumes, events and console log."""
     instance = selectors.access_instance(actor=request.user, instance_id=instance_id)
-    # The audit log is staff's; its entries about this one VM are the VM's events, for whoever may see the VM.
-    events = audit_entry_list().filter(
-        content_type=ContentType.objects.get_for_model(Instance), object_id=str(instance.pk)
-    )[:EVENTS_SHOWN]
     return render(
         request,
         "compute/instance.html",
         {
             **_status_context(request, instance),
             "attachable": _attachable(request, instance),
-            "events": events,
+            "events": _events(instance),
             "image": instance.image,
         },
     )
+
+
+def _events(instance: Instance) -> list[tuple[Any, list[tuple[str, Any]]]]:
+    """The newest audit entries about the VM, each with the details worth showing (empty values left out)."""
+    # The audit log is staff's; its entries about this one VM are the VM's events, for whoever may see the VM.
+    entries = audit_entry_list().filter(
+        content_type=ContentType.objects.get_for_model(Instance), object_id=str(instance.pk)
+    )[:EVENTS_SHOWN]
+    return [(e, [(k, v) for k, v in e.details.items() if v or v == 0]) for e in entries]
 
 
 @partial_login_required
 @error_pages
 @require_GET
 def instance_status(request: HttpRequest, instance_id: str) -> HttpResponse:
-    """The VM page's live part (state, addresses, CPU, actions, volumes): an htmx partial the page polls."""
+    """The VM page's live part (state, addresses, CPU, actions, volumes): an htmx partial the page polls, with the
+    events table sent along out of band."""
     instance = selectors.access_instance(actor=request.user, instance_id=instance_id)
-    return render(request, "compute/_instance_status.html", _status_context(request, instance))
+    context = {**_status_context(request, instance), "events": _events(instance), "oob": True}
+    return render(request, "compute/_instance_status.html", context)
 
 
 @partial_login_required

@@ -238,6 +238,7 @@ def test_the_status_partial_polls_while_the_vm_moves_and_stops_when_it_ended(cli
     client.force_login(owner)
     part = client.get(f"/instances/{vm.uuid}/status/").content.decode()
     assert 'hx-trigger="every 2s"' in part and 'id="instance-state">booting<' in part
+    assert '<div id="instance-events" class="table-scroll" hx-swap-oob="true">' in part
     Instance.objects.filter(pk=vm.pk).update(state="terminated")
     assert "hx-trigger" not in client.get(f"/instances/{vm.uuid}/status/").content.decode()
 

@@ -156,6 +156,7 @@ def test_a_researcher_registers_launches_a_vm_watches_it_run_attaches_a_volume_a
     # The state moves on screen: the page is never reloaded (a mark set on it now is still there at the end).
     page.evaluate("window.stillTheSamePage = true")
     page.locator("#instance-state").filter(has_text="running").wait_for(timeout=STEP_MS)
+    page.locator('#instance-events tr[data-action="compute.instance.running"]').wait_for()
     assert page.evaluate("window.stillTheSamePage") is True
     page.locator("#console-text, #console-empty").first.wait_for()  # the host's worker answered
     _shoot(page, "instance-running")
