@@ -15,12 +15,13 @@ import pytest
 from django.conf import settings
 from django.core import mail
 
-from compute.models import Instance
+from compute.models import Host, Instance
 from storage.models import Volume
 from tests.accounts.conftest import REGISTRATION_PASSWORD
 from tests.compute.conftest import (  # noqa: F401 - the compute tests' fixtures
     _signed_cache,
     entry_for,
+    image,
     keyring,
     networks,
     owner,
@@ -197,3 +198,50 @@ def test_a_researcher_registers_launches_a_vm_watches_it_run_attaches_a_volume_a
     assert page.locator(f'tr[data-instance="{vm.uuid}"]').count() == 0
     assert violations == []
     context.close()
+
+
+def test_vms_checked_on_the_dashboard_stay_checked_across_refreshes_and_terminate_together_once_confirmed(
+    browser, live_server, owner, project, types, networks, image
+):
+    host = Host.objects.create(name="h1", uri="test:///default", vcpus=8, ram_mib=16384)
+    vms = [
+        Instance.objects.create(
+            name=name, project=project, image=image, image_identifier=image.identifier,
+            instance_type=types["t1.micro"], vcpus=1, ram_mib=512, root_gib=10, host=host, network="private",
+            state="scheduled",
+        )
+        for name in ("first", "second", "kept")
+    ]  # fmt: skip
+    page = browser.new_context(base_url=live_server.url, viewport=LAPTOP).new_page()
+    page.add_init_script(
+        "document.addEventListener('htmx:afterSwap',"
+        " () => { window.tableRefreshes = (window.tableRefreshes || 0) + 1; });"
+    )
+    page.goto("/accounts/login/")
+    page.get_by_label("Username").fill("owner")
+    page.get_by_label("Password").fill(TEST_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/")
+    # By keyboard: focus the first box, tick it with the space bar; the second with a click.
+    page.get_by_label("Select first").focus()
+    page.keyboard.press("Space")
+    page.get_by_label("Select second").check()
+    # VMs between states are asked about every 2 s; after a refresh the boxes are still ticked.
+    deadline = time.monotonic() + STEP_MS / 1000
+    while not page.evaluate("window.tableRefreshes || 0") and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    assert page.evaluate("window.tableRefreshes || 0") >= 1
+    assert page.get_by_label("Select first").is_checked() and page.get_by_label("Select second").is_checked()
+    assert not page.get_by_label("Select kept").is_checked()
+
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.get_by_role("button", name="Terminate selected").click()
+    assert sorted(Instance.objects.values_list("state", flat=True)) == ["scheduled"] * 3  # not confirmed: nothing
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Terminate selected").click()
+    page.get_by_text("Terminating 2 VMs: second, first.").wait_for()  # in the table's order, newest first
+    states = dict(Instance.objects.values_list("name", "state"))
+    assert states == {"first": "terminated", "second": "terminated", "kept": "scheduled"}
+    assert page.locator(f'tr[data-instance="{vms[2].uuid}"]').is_visible()
+    assert page.locator("tr[data-instance]").count() == 1
