@@ -101,6 +101,31 @@ def test_a_denied_image_sent_by_hand_is_refused_with_the_policys_reason(client, 
     assert not Instance.objects.exists()
 
 
+def test_the_image_search_narrows_the_images_offered(client, owner, launch_world):
+    client.force_login(owner)
+    identifier = launch_world["image"].identifier
+    assert f'value="{identifier}"' in client.get("/instances/new/", {"q": launch_world["image"].title}).content.decode()
+    page = client.get("/instances/new/", {"q": "no-such-image-anywhere"}).content.decode()
+    assert f'value="{identifier}"' not in page
+    assert "No machine image matches “no-such-image-anywhere”" in page
+
+
+@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
+def test_a_volume_of_another_project_cannot_be_named_in_a_launch(
+    client, owner, outsider, staff, launch_world, volume_settings
+):
+    from accounts.services import project_create
+
+    theirs = project_create(actor=staff, name="theirs", manager=outsider)
+    made = storage_services.volume_create(actor=outsider, project=theirs, name="secret", size_gib=1)
+    storage_services.volume_provision(volume_id=made.pk)
+    client.force_login(owner)
+    answer = client.post("/instances/new/", _launch_body(launch_world, volumes=[str(made.uuid)]))
+    assert answer.status_code == 400
+    assert "Select a valid choice." in answer.content.decode()
+    assert not Instance.objects.exists()
+
+
 def test_a_bad_name_is_shown_on_the_form_and_nothing_is_requested(client, owner, launch_world):
     client.force_login(owner)
     answer = client.post("/instances/new/", _launch_body(launch_world, name="no spaces allowed"))
