@@ -11,7 +11,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages: build headers for libvirt-python and python-ldap, and the real parts the tests use.
 DEB_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu \
 	libvirt-clients libxml2-utils qemu-system-x86 qemu-utils qemu-block-extra tgt libiscsi-bin slapd ldap-utils \
-	libldap2-dev libsasl2-dev gnupg openssl cpio busybox-static syslinux mtools dosfstools chromium iproute2
+	libldap2-dev libsasl2-dev gnupg openssl cpio busybox-static syslinux mtools dosfstools chromium iproute2 \
+	nodejs npm
 
 # PostgreSQL and Redis for the production-configuration pass of `make test`, when they answer.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/altostratus
@@ -46,7 +47,16 @@ $(STAMP): requirements.txt requirements/dev.txt client/pyproject.toml client/met
 	$(BIN)/pip install -q -r requirements.txt -r requirements/dev.txt
 	touch $@
 
-install: system-deps $(STAMP)
+# Third-party front-end files (htmx) from the npm registry at the versions package-lock.json pins, copied into the
+# git-ignored static/vendor/ that collectstatic and whitenoise serve: never committed, never a CDN.
+VENDOR := static/vendor/htmx.min.js
+
+$(VENDOR): package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+	mkdir -p static/vendor
+	cp node_modules/htmx.org/dist/htmx.min.js $@
+
+install: system-deps $(STAMP) $(VENDOR)
 
 run: install
 	$(BIN)/python manage.py migrate --no-input
@@ -90,4 +100,4 @@ lock: | $(BIN)/python
 	printf '\n# This repository'"'"'s own packages: the alto client, for its tests.\n-e ./client\n' >> requirements/dev.txt
 
 clean:
-	rm -rf var/test var/broker var/celery-results var/static
+	rm -rf var/test var/broker var/celery-results var/static node_modules static/vendor

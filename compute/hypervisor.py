@@ -213,6 +213,24 @@ def domains(uri: str) -> list[DomainInfo]:
     return sorted(found, key=lambda info: info.name)
 
 
+@dataclass(frozen=True)
+class DomainCpu:
+    name: str
+    cpu_time_ns: int
+    vcpus: int
+
+
+def domains_cpu_time(uri: str) -> list[DomainCpu]:
+    """The cumulative CPU time (ns, all vCPUs) libvirt reports for each running domain of the host: one sample, for
+    CPU use over time (the difference of two samples over the wall time between them)."""
+    with _session(uri) as conn:
+        found = []
+        for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+            _state, _max_kib, _kib, vcpus, cpu_time = dom.info()
+            found.append(DomainCpu(name=dom.name(), cpu_time_ns=int(cpu_time), vcpus=int(vcpus)))
+    return sorted(found, key=lambda info: info.name)
+
+
 def domain_start(uri: str, name: str) -> None:
     """Start the defined domain ``name``; starting a running (or paused) domain is harmless.
 

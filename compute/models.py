@@ -163,6 +163,11 @@ class Instance(models.Model):
         help_text="The Marketplace entries ({endorser, created}) whose endorsements allowed the image at the moment "
         "of use: at the request, then again when the worker used the checked bytes.",
     )
+    # The latest CPU sample the host's worker took (libvirt's cumulative CPU time of the domain, and when), and the
+    # CPU use between it and the sample before: what the dashboard shows as "CPU % now" (compute/stats.py).
+    cpu_time_ns = models.BigIntegerField(null=True, blank=True)
+    cpu_sampled_at = models.DateTimeField(null=True, blank=True)
+    cpu_percent = models.FloatField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from compute import attachments, execution, reconciliation, worker  # noqa: F401 - worker: connects the host-queue signal
+from compute import attachments, execution, reconciliation, stats, worker  # noqa: F401 - worker: connects the host-queue signal
 from core.errors import Conflict, TransientError
 from core.workflow import task
 
@@ -163,6 +163,12 @@ def instance_console(instance_id: int, max_bytes: int) -> str:
     return execution.instance_console_tail(instance_id, max_bytes=max_bytes)
 
 
+@task("compute.host_cpu_sample", max_retries=0)
+def host_cpu_sample(host_id: int) -> int:
+    """Sample the CPU time of one host's running instances (sent to its queue by ``compute.reconcile``)."""
+    return stats.host_cpu_sample(host_id=host_id)
+
+
 @task("compute.host_reconcile")
 def host_reconcile(host_id: int) -> dict:
     """Reconcile one host (sent to its queue ``host.<name>``); returns what changed, as JSON."""
@@ -184,6 +190,7 @@ def reconcile() -> int:
     for host in reconciliation.reconcile_hosts():
         host_reconcile.apply_async(kwargs={"host_id": host.pk}, queue=f"host.{host.name}")
         attachments_settle.apply_async(kwargs={"host_id": host.pk}, queue=f"host.{host.name}")
+        host_cpu_sample.apply_async(kwargs={"host_id": host.pk}, queue=f"host.{host.name}")
     return reconciliation.stuck_instances_fail()
 
 

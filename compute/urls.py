@@ -1,5 +1,6 @@
-"""URLs of the compute app: REST endpoints (under /api/v1/) in ``api_urlpatterns``, portal pages in ``urlpatterns``
-(mounted under /storage/ by the portal: the volume page with compute's attach and detach)."""
+"""URLs of the compute app: REST endpoints (under /api/v1/) in ``api_urlpatterns``, the VM pages in
+``instance_urlpatterns`` (under /instances/), and in ``urlpatterns`` the volume page with compute's attach and detach
+(mounted under /storage/ by the portal)."""
 
 from __future__ import annotations
 
@@ -54,4 +55,21 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("volumes/<str:volume_id>/", views.volume_show, name="compute-volume"),
     path("volumes/<str:volume_id>/attach/", views.volume_action, {"action": "attach"}, name="compute-volume-attach"),
     path("volumes/<str:volume_id>/detach/", views.volume_action, {"action": "detach"}, name="compute-volume-detach"),
+]
+
+instance_urlpatterns: list[URLPattern | URLResolver] = [
+    path("new/", views.instance_launch, name="instance-launch"),
+    path("new/preview/", views.instance_launch_preview, name="instance-launch-preview"),
+    path("actions/", views.instance_bulk_action, name="instance-bulk-action"),
+    path("<str:instance_id>/", views.instance_show, name="instance"),
+    path("<str:instance_id>/status/", views.instance_status, name="instance-status"),
+    path("<str:instance_id>/console/", views.instance_console_tail, name="instance-console"),
+    *[
+        path(f"<str:instance_id>/{action}/", views.instance_action, {"action": action}, name=f"instance-{action}")
+        for action in views.ACTIONS
+    ],
+    *[
+        path(f"<str:instance_id>/{action}/", views.instance_volume, {"action": action}, name=f"instance-{action}")
+        for action in ("attach", "detach")
+    ],
 ]

@@ -28,6 +28,8 @@ api_v1 = [
 urlpatterns = [
     path("", views.home, name="home"),
     path("notices/<id:notice_id>/dismiss/", views.trust_notice_dismiss, name="trust-notice-dismiss"),
+    path("dashboard/instances/", views.dashboard_instances, name="dashboard-instances"),
+    path("instances/", include(compute_urls.instance_urlpatterns)),
     path("healthz", views.healthz, name="healthz"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

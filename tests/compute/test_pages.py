@@ -47,7 +47,7 @@ def test_a_volume_in_use_shows_its_vm_with_a_detach_button(client, owner, page_w
     attachments.attach_settle(attachment.pk, ok=True)
     client.force_login(owner)
     page = client.get(f"/storage/volumes/{volume.uuid}/").content.decode()
-    assert "<code>analysis</code> (running)" in page and ">Detach</button>" in page
+    assert f'<a href="/instances/{vm.uuid}/"><code>analysis</code></a> (running)' in page and ">Detach</button>" in page
     assert 'id="attach-instance"' not in page  # a persistent volume is in one VM at a time
     answer = client.post(f"/storage/volumes/{volume.uuid}/detach/", {"instance": str(vm.uuid)}, follow=True)
     assert "Detaching volume results from VM analysis." in answer.content.decode()
