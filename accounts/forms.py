@@ -134,6 +134,8 @@ class LoginForm(AuthenticationForm):
         **AuthenticationForm.error_messages,
         "pending": "Your registration is still waiting for an administrator's approval. You will get an e-mail "
         "when it is decided; until then you cannot log in.",
+        "unconfirmed": "Your registration is waiting for you to confirm your e-mail address: open the link we "
+        "mailed to you (or ask for it again on the registration page). An administrator then decides on it.",
     }
 
     def clean(self) -> dict[str, Any]:
@@ -142,6 +144,12 @@ class LoginForm(AuthenticationForm):
         except forms.ValidationError:
             username = self.cleaned_data.get("username") or ""
             password = self.cleaned_data.get("password") or ""
-            if username and password and selectors.registration_pending_for_login(username=username, password=password):
-                raise forms.ValidationError(self.error_messages["pending"], code="pending") from None
+            pending = (
+                selectors.registration_pending_for_login(username=username, password=password)
+                if username and password
+                else None
+            )
+            if pending is not None:
+                code = "pending" if pending.email_confirmed else "unconfirmed"
+                raise forms.ValidationError(self.error_messages[code], code=code) from None
             raise
