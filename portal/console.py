@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from core.api import AuditEntryFilter
+from core.filters import AuditEntryFilter
 from core.models import AuditEntry
 from core.pages import staff_required
 from core.selectors import audit_entry_list

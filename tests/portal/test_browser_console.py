@@ -58,7 +58,14 @@ def _log_in(browser, live_server, username: str, *, viewport=LAPTOP):
 
 
 def test_staff_endorse_an_image_in_the_console_and_the_researcher_then_sees_it_allowed(
-    browser, live_server, owner, staff, project, registered, entry_for, site_key
+    browser,
+    live_server,
+    owner,  # noqa: F811 - the fixtures imported above
+    staff,  # noqa: F811
+    project,
+    registered,  # noqa: F811
+    entry_for,  # noqa: F811
+    site_key,  # noqa: F811
 ):
     registered(owner, "owner")
     image = marketplace_services.entry_upload(raw=entry_for("owner"), uploader=owner).image
@@ -92,7 +99,7 @@ def test_staff_endorse_an_image_in_the_console_and_the_researcher_then_sees_it_a
     admin_context.close()
 
 
-def test_staff_put_a_host_into_maintenance_by_keyboard_and_see_it_marked(browser, live_server, staff):
+def test_staff_put_a_host_into_maintenance_by_keyboard_and_see_it_marked(browser, live_server, staff):  # noqa: F811 - the fixtures imported above
     Host.objects.create(name="hv1", uri="test:///hv1", vcpus=8, ram_mib=16384)
     context, page = _log_in(browser, live_server, "staff")
     page.goto("/console/hosts/")
@@ -109,7 +116,7 @@ def test_staff_put_a_host_into_maintenance_by_keyboard_and_see_it_marked(browser
 
 
 @pytest.fixture
-def site_world(owner, staff, project, registered, entry_for, site_key):
+def site_world(owner, staff, project, registered, entry_for, site_key):  # noqa: F811 - the fixtures imported above
     """A site with something on every page: an image (site-endorsed), hosts, the three networks, VMs holding
     addresses, volumes, a pending registration and an audit log."""
     registered(owner, "owner")
