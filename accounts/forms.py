@@ -75,13 +75,22 @@ class RejectForm(forms.Form):
 
 
 class SshKeyForm(forms.Form):
-    name = forms.CharField(max_length=100, required=False, help_text="empty: the key's comment")
+    name = forms.CharField(label="Key name", max_length=100, required=False, help_text="empty: the key's comment")
     public_key = forms.CharField(label="Public key", widget=forms.Textarea(attrs={"rows": 3}), max_length=16384)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", "ssh-key-%s")
+        super().__init__(*args, **kwargs)
 
 
 class TokenForm(forms.Form):
     name = forms.CharField(label="Token name", max_length=100)
     expires_in_days = forms.IntegerField(label="Expires after (days)", required=False, min_value=1)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # The profile page shows it beside the SSH key form, whose fields have the same names: distinct ids.
+        kwargs.setdefault("auto_id", "token-%s")
+        super().__init__(*args, **kwargs)
 
 
 class MemberForm(forms.Form):

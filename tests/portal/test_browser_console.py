@@ -191,6 +191,15 @@ def site_world(owner, staff, project, registered, entry_for, site_key):  # noqa:
     return {"image": image, "project": project}
 
 
+# The form fields of a page that have no label a screen reader would read (name attributes, for the message).
+UNLABELLED_FIELDS = """
+[...document.querySelectorAll("input, select, textarea")]
+  .filter(el => !["hidden", "submit", "button"].includes(el.type))
+  .filter(el => el.labels.length === 0 && !el.getAttribute("aria-label") && !el.getAttribute("aria-labelledby"))
+  .map(el => el.name || el.id || el.outerHTML.slice(0, 80))
+"""
+
+
 def _pages(world) -> dict[str, tuple[str, str]]:
     """Page name → (who looks, URL). ``""`` is an anonymous visitor."""
     from compute.models import Network
@@ -231,7 +240,7 @@ def _pages(world) -> dict[str, tuple[str, str]]:
 def test_the_main_pages_fit_a_phone_and_are_saved_as_screenshots(browser, live_server, site_world):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     pages = _pages(site_world)
-    overflowing = {}
+    overflowing, unlabelled = {}, {}
     for size, viewport in (("laptop", LAPTOP), ("phone", PHONE)):
         sessions = {who: _log_in(browser, live_server, who, viewport=viewport) for who in {"", "owner", "staff"}}
         for name, (who, url) in pages.items():
@@ -242,9 +251,13 @@ def test_the_main_pages_fit_a_phone_and_are_saved_as_screenshots(browser, live_s
             if widths[0] > widths[1]:
                 overflowing[f"{name} ({size})"] = widths
             page.screenshot(path=str(SCREENSHOTS / f"{name}-{size}.png"), full_page=True)
+            if size == "laptop":
+                if missing := page.evaluate(UNLABELLED_FIELDS):
+                    unlabelled[name] = missing
         for context, _page in sessions.values():
             context.close()
     assert overflowing == {}, f"pages wider than the window (scrollWidth, innerWidth): {overflowing}"
+    assert unlabelled == {}, f"fields without a label: {unlabelled}"
     for name in pages:
         assert (SCREENSHOTS / f"{name}-laptop.png").stat().st_size > 0
         assert (SCREENSHOTS / f"{name}-phone.png").stat().st_size > 0
