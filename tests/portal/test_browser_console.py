@@ -251,9 +251,8 @@ def test_the_main_pages_fit_a_phone_and_are_saved_as_screenshots(browser, live_s
             if widths[0] > widths[1]:
                 overflowing[f"{name} ({size})"] = widths
             page.screenshot(path=str(SCREENSHOTS / f"{name}-{size}.png"), full_page=True)
-            if size == "laptop":
-                if missing := page.evaluate(UNLABELLED_FIELDS):
-                    unlabelled[name] = missing
+            if size == "laptop" and (missing := page.evaluate(UNLABELLED_FIELDS)):
+                unlabelled[name] = missing
         for context, _page in sessions.values():
             context.close()
     assert overflowing == {}, f"pages wider than the window (scrollWidth, innerWidth): {overflowing}"
