@@ -197,9 +197,10 @@ CONSOLE_PAGE_SIZE = 50
 @pages.staff_required
 @require_http_methods(["GET"])
 def console_registrations(request: HttpRequest) -> HttpResponse:
+    decided = selectors.registration_list(actor=request.user).exclude(status="pending").select_related("decided_by")
     context = {
         "pending": selectors.registration_list(actor=request.user, status="pending"),
-        "decided": selectors.registration_list(actor=request.user).exclude(status="pending")[:50],
+        "page": Paginator(decided, CONSOLE_PAGE_SIZE).get_page(request.GET.get("page")),
         "reject_form": forms.RejectForm(),
     }
     return render(request, "accounts/console_registrations.html", context)

@@ -468,3 +468,58 @@ def test_hosts_are_not_changed_by_a_get_of_the_list(client, staff, world):
     client.force_login(staff)
     client.get("/console/hosts/")
     assert not Host.objects.filter(maintenance=True).exists()
+
+
+# --- the permission matrix of every console URL -------------------------------------------------------------
+
+
+def _console_urls(host: Host, network, project) -> list[tuple[str, str]]:
+    return [
+        ("get", "/console/"),
+        ("get", "/console/hosts/"),
+        ("post", f"/console/hosts/{host.pk}/maintenance/set/"),
+        ("post", f"/console/hosts/{host.pk}/maintenance/clear/"),
+        ("get", "/console/networks/"),
+        ("get", f"/console/networks/{network.pk}/"),
+        ("get", "/console/instance-types/"),
+        ("post", "/console/instance-types/new/"),
+        ("post", "/console/instance-types/m1.small/"),
+        ("post", "/console/instance-types/c1.medium/retire/"),
+        ("get", "/console/instances/"),
+        ("get", "/console/volumes/"),
+        ("get", "/console/audit/"),
+        ("get", "/accounts/console/quotas/"),
+        ("get", f"/accounts/console/quotas/{project.pk}/"),
+        ("post", f"/accounts/console/quotas/{project.pk}/"),
+        ("get", "/accounts/console/registrations/"),
+    ]
+
+
+@pytest.mark.parametrize("role", ["anonymous", "owner", "member", "outsider"])
+def test_no_console_url_answers_anyone_but_staff_and_nothing_changes(
+    client, role, owner, member, outsider, project, types, networks, make_host
+):
+    host = make_host("hv1")
+    users = {"owner": owner, "member": member, "outsider": outsider}
+    if role != "anonymous":
+        client.force_login(users[role])
+    audited = AuditEntry.objects.count()
+    for method, url in _console_urls(host, networks["private"], project):
+        answer = getattr(client, method)(url, {"name": "x", "vcpus": "1"} if method == "post" else None)
+        if role == "anonymous":
+            assert answer.status_code == 302 and answer["Location"].startswith("/accounts/login/?next="), url
+        else:
+            assert answer.status_code == 403, url
+            assert "<h1>Not allowed</h1>" in answer.content.decode(), url
+    assert AuditEntry.objects.count() == audited
+    assert InstanceType.objects.filter(name="c1.medium").exists()
+    host.refresh_from_db()
+    assert host.maintenance is False
+
+
+def test_staff_are_answered_on_every_console_url(client, staff, project, types, networks, make_host):
+    host = make_host("hv1")
+    client.force_login(staff)
+    for method, url in _console_urls(host, networks["private"], project):
+        if method == "get":
+            assert client.get(url, follow=True).status_code == 200, url
