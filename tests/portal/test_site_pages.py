@@ -235,3 +235,14 @@ def test_a_wrong_password_of_a_real_account_keeps_the_usual_message(client):
     answer = client.post("/accounts/login/", {"username": "ada_l", "password": "nope"})
     assert "Please enter a correct username and password" in answer.content.decode()
     assert client.post("/accounts/login/", {"username": "ada_l", "password": TEST_PASSWORD}).status_code == 302
+
+
+def test_a_form_sent_without_its_csrf_token_gets_a_page_in_the_sites_style(owner):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(owner)
+    answer = client.post("/accounts/profile/tokens/", {"name": "x"})
+    assert answer.status_code == 403
+    page = answer.content.decode()
+    assert "This form has expired" in page and "Nothing was changed." in page and "/static/css/site.css" in page
