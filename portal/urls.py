@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
@@ -14,6 +15,11 @@ from marketplace import urls as marketplace_urls
 from portal import console, views
 from portal.api import ApiRootView
 from storage import urls as storage_urls
+
+# The Django admin names the site too (its login page said "Django administration").
+admin.site.site_header = f"{settings.SITE_NAME} administration"
+admin.site.site_title = settings.SITE_NAME
+admin.site.index_title = "Site data"
 
 api_v1 = [
     path("", ApiRootView.as_view(), name="api-root"),

@@ -523,3 +523,28 @@ def test_staff_are_answered_on_every_console_url(client, staff, project, types, 
     for method, url in _console_urls(host, networks["private"], project):
         if method == "get":
             assert client.get(url, follow=True).status_code == 200, url
+
+
+def test_the_networks_and_instance_types_pages_cost_the_same_queries_however_many_rows(
+    client, staff, types, networks, instance_on, make_host
+):
+    from compute.services import instance_type_create
+
+    client.force_login(staff)
+    with CaptureQueriesContext(connection) as few_networks:
+        client.get("/console/networks/")
+    with CaptureQueriesContext(connection) as few_types:
+        client.get("/console/instance-types/")
+    host = make_host("hv1")
+    for n in range(3):
+        instance_type_create(actor=staff, name=f"x{n}.big", vcpus=2, ram_mib=2048)
+        with transaction.atomic():
+            lease_take(network_kind="private", instance=instance_on(host, types["t1.micro"], name=f"vm{n}"))
+    with CaptureQueriesContext(connection) as many_networks:
+        networks_page = client.get("/console/networks/").content.decode()
+    with CaptureQueriesContext(connection) as many_types:
+        types_page = client.get("/console/instance-types/").content.decode()
+    assert '<td class="leases">3 / 253</td>' in networks_page
+    assert types_page.count('data-type="') == 10
+    assert len(many_networks) == len(few_networks)
+    assert len(many_types) == len(few_types)

@@ -246,3 +246,8 @@ def test_a_form_sent_without_its_csrf_token_gets_a_page_in_the_sites_style(owner
     assert answer.status_code == 403
     page = answer.content.decode()
     assert "This form has expired" in page and "Nothing was changed." in page and "/static/css/site.css" in page
+
+
+def test_the_django_admins_login_names_the_site(client):
+    page = client.get("/admin/login/").content.decode()
+    assert "Altostratus administration" in page and "Django administration" not in page
