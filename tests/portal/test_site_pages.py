@@ -134,7 +134,7 @@ def test_a_stranger_guessing_a_pending_username_learns_nothing(client):
     answer = client.post("/accounts/login/", {"username": "ada_l", "password": "not-her-password"})
     page = answer.content.decode()
     assert "Please enter a correct username and password" in page
-    assert "registration" not in page.split("<h1>Log in</h1>")[1].split("</form>")[0]
+    assert "registration" not in page.split("<h1>Log in to Altostratus</h1>")[1].split("</form>")[0]
 
 
 def test_a_decided_registration_logs_in_normally(client, staff):
