@@ -61,12 +61,6 @@ def _host_rows(hosts: Any) -> list[dict[str, Any]]:
 
 @staff_required
 @require_GET
-def console_index(request: HttpRequest) -> HttpResponse:
-    return redirect("console-hosts")
-
-
-@staff_required
-@require_GET
 def console_hosts(request: HttpRequest) -> HttpResponse:
     """Every host: state, capacity under overcommit, what its live instances use, and the maintenance switch."""
     page = _page(request, selectors.host_load_list())

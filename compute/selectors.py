@@ -162,3 +162,25 @@ def volume_admin_list() -> QuerySet[Volume]:
         .prefetch_related("holders")
         .order_by("-created", "-id")
     )
+
+
+def instance_state_counts() -> dict[str, int]:
+    """How many instances of the site are in each state (one grouped query; staff overview)."""
+    rows = Instance.objects.values("state").annotate(n=Count("id")).order_by()
+    return {row["state"]: row["n"] for row in rows}
+
+
+def volume_state_counts() -> dict[str, int]:
+    """How many volumes of the site are in each state (one grouped query; staff overview)."""
+    rows = Volume.objects.values("state").annotate(n=Count("id")).order_by()
+    return {row["state"]: row["n"] for row in rows}
+
+
+def host_status_counts() -> dict[str, int]:
+    """How many hosts are ``up``, ``down``, in ``maintenance`` or ``disabled`` (as the hosts page names them)."""
+    counts = {"up": 0, "down": 0, "maintenance": 0, "disabled": 0}
+    rows = Host.objects.values("enabled", "maintenance", "state").annotate(n=Count("id")).order_by()
+    for row in rows:
+        status = "disabled" if not row["enabled"] else "maintenance" if row["maintenance"] else row["state"]
+        counts[status] = counts.get(status, 0) + row["n"]
+    return counts

@@ -59,7 +59,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
 
 # The admin console's compute pages, mounted under /console/ by the portal.
 console_urlpatterns: list[URLPattern | URLResolver] = [
-    path("", console_views.console_index, name="console"),
     path("hosts/", console_views.console_hosts, name="console-hosts"),
     *[
         path(

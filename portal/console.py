@@ -1,6 +1,7 @@
-"""The admin console's audit log page (staff only): every state change of the site, newest first, filtered by
-actor, action and object. It reads through the audit selector and filters of the admin API
-(``/api/v1/admin/audit/``), so the page and the API answer the same question the same way."""
+"""The admin console's pages of the portal (staff only): the overview (what waits, what runs, room for VMs, the
+latest changes) and the audit log, every state change of the site, newest first, filtered by actor, action and
+object. The log reads through the audit selector and filters of the admin API (``/api/v1/admin/audit/``), so
+the page and the API answer the same question the same way."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from accounts import selectors as account_selectors
+from compute import scheduler
+from compute import selectors as compute_selectors
+from compute.models import InstanceState
 from core.filters import AuditEntryFilter
 from core.models import AuditEntry
 from core.pages import staff_required
@@ -52,6 +57,26 @@ class AuditConsoleFilter(AuditEntryFilter):
     def filter_object(self, queryset: QuerySet[AuditEntry], name: str, value: str) -> QuerySet[AuditEntry]:
         value = value.strip()
         return queryset.filter(Q(object_id=value) | Q(object_repr__icontains=value))
+
+
+# The instance states shown on the overview, in lifecycle order (terminated ones are history, not load).
+OVERVIEW_INSTANCE_STATES = [s.value for s in InstanceState if s.value != InstanceState.TERMINATED]
+
+
+@staff_required
+@require_GET
+def console_overview(request: HttpRequest) -> HttpResponse:
+    """What needs an administrator now and how full the site is: a fixed number of queries."""
+    instances = compute_selectors.instance_state_counts()
+    context = {
+        "pending_registrations": account_selectors.registration_list(actor=request.user, status="pending").count(),
+        "hosts": compute_selectors.host_status_counts(),
+        "instances": [(state, instances.get(state, 0)) for state in OVERVIEW_INSTANCE_STATES],
+        "volumes": sorted(compute_selectors.volume_state_counts().items()),
+        "room": scheduler.capacity(),
+        "recent": audit_entry_list()[:10],
+    }
+    return render(request, "portal/console_overview.html", context)
 
 
 @staff_required

@@ -40,6 +40,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/", include(accounts_urls.urlpatterns)),
     path("marketplace/", include(marketplace_urls.urlpatterns)),
+    path("console/", console.console_overview, name="console"),
     path("console/audit/", console.console_audit, name="console-audit"),
     path("console/", include(compute_urls.console_urlpatterns)),
     # Compute's volume page (storage's, with attach and detach) answers before storage's own (DESIGN §1).

@@ -90,7 +90,7 @@ def test_the_console_link_is_in_the_header_for_staff_only(client, staff, owner):
     assert 'href="/console/">Console' not in client.get("/marketplace/").content.decode()
     client.force_login(staff)
     assert 'href="/console/">Console' in client.get("/marketplace/").content.decode()
-    assert client.get("/console/")["Location"] == "/console/hosts/"
+    assert client.get("/console/").status_code == 200
 
 
 def test_a_researcher_cannot_put_a_host_into_maintenance(client, owner, make_host):

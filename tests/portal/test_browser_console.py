@@ -220,6 +220,7 @@ def _pages(world) -> dict[str, tuple[str, str]]:
         "login": ("", "/accounts/login/"),
         "register": ("", "/accounts/register/"),
         "password-reset": ("", "/accounts/password-reset/"),
+        "console-overview": ("staff", "/console/"),
         "console-registrations": ("staff", "/accounts/console/registrations/"),
         "console-images": ("staff", "/marketplace/console/"),
         "console-image": ("staff", f"/marketplace/console/images/{identifier}/"),
