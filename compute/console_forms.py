@@ -8,7 +8,7 @@ import django_filters
 from django import forms
 from django.db.models import Q, QuerySet
 
-from compute.models import Host, Instance, InstanceState, InstanceType
+from compute.models import Instance, InstanceState, InstanceType
 from compute.services import INSTANCE_TYPE_LIMITS
 from storage.models import Volume, VolumeKind, VolumeState
 
@@ -67,13 +67,12 @@ def _image_filter(queryset: QuerySet[Any], name: str, value: str) -> QuerySet[An
 class InstanceFilter(django_filters.FilterSet):
     """The console's filters of every instance: project and owner by name, state, host, image by identifier or title."""
 
-    project = django_filters.CharFilter(label="Project", method=_project_filter)
-    owner = django_filters.CharFilter(label="Owner (username)", method=_username_filter)
+    project = django_filters.CharFilter(label="Project", method=_project_filter, max_length=100)
+    owner = django_filters.CharFilter(label="Owner (username)", method=_username_filter, max_length=150)
     state = django_filters.ChoiceFilter(label="State", choices=InstanceState.choices, empty_label="any")
-    host = django_filters.ModelChoiceFilter(
-        label="Host", queryset=Host.objects.order_by("name"), to_field_name="name", empty_label="any"
-    )
-    image = django_filters.CharFilter(label="Image (identifier or title)", method=_image_filter)
+    # A name rather than a list of every host: a site may run thousands.
+    host = django_filters.CharFilter(label="Host name", field_name="host__name", lookup_expr="iexact", max_length=100)
+    image = django_filters.CharFilter(label="Image (identifier or title)", method=_image_filter, max_length=500)
 
     class Meta:
         model = Instance
@@ -83,11 +82,11 @@ class InstanceFilter(django_filters.FilterSet):
 class VolumeFilter(django_filters.FilterSet):
     """The console's filters of every volume: project, owner, state, kind and (static volumes) image."""
 
-    project = django_filters.CharFilter(label="Project", method=_project_filter)
-    owner = django_filters.CharFilter(label="Owner (username)", method=_username_filter)
+    project = django_filters.CharFilter(label="Project", method=_project_filter, max_length=100)
+    owner = django_filters.CharFilter(label="Owner (username)", method=_username_filter, max_length=150)
     state = django_filters.ChoiceFilter(label="State", choices=VolumeState.choices, empty_label="any")
     kind = django_filters.ChoiceFilter(label="Kind", choices=VolumeKind.choices, empty_label="any")
-    image = django_filters.CharFilter(label="Image (identifier or title)", method=_image_filter)
+    image = django_filters.CharFilter(label="Image (identifier or title)", method=_image_filter, max_length=500)
 
     class Meta:
         model = Volume

@@ -39,13 +39,13 @@ class AuditConsoleFilter(AuditEntryFilter):
     """The API's filters, with the object's kind as a choice and ``object`` matching its id or name."""
 
     action = django_filters.CharFilter(
-        field_name="action", lookup_expr="startswith", label="Action (dotted prefix, e.g. compute.host)"
+        field_name="action", lookup_expr="startswith", label="Action (dotted prefix, e.g. compute.host)", max_length=100
     )
-    actor = django_filters.CharFilter(field_name="actor_repr", label="Actor (username)")
+    actor = django_filters.CharFilter(field_name="actor_repr", label="Actor (username)", max_length=200)
     object_type = django_filters.ChoiceFilter(
         method="filter_object_type", label="Object kind", choices=_object_types, empty_label="any"
     )
-    object = django_filters.CharFilter(method="filter_object", label="Object (id or name contains)")
+    object = django_filters.CharFilter(method="filter_object", label="Object (id or name contains)", max_length=300)
     since = django_filters.IsoDateTimeFilter(
         field_name="created", lookup_expr="gte", label="Since (e.g. 2026-12-01T00:00:00Z)"
     )
