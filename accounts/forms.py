@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from django import forms
-from django.contrib.auth.forms import PasswordResetForm, SetPasswordForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm, SetPasswordForm
 from django.contrib.auth.models import User
 
-from accounts import services
+from accounts import selectors, services
 from accounts.models import Membership
 from core.errors import ApplicationError
 
@@ -75,13 +75,22 @@ class RejectForm(forms.Form):
 
 
 class SshKeyForm(forms.Form):
-    name = forms.CharField(max_length=100, required=False, help_text="empty: the key's comment")
+    name = forms.CharField(label="Key name", max_length=100, required=False, help_text="empty: the key's comment")
     public_key = forms.CharField(label="Public key", widget=forms.Textarea(attrs={"rows": 3}), max_length=16384)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", "ssh-key-%s")
+        super().__init__(*args, **kwargs)
 
 
 class TokenForm(forms.Form):
     name = forms.CharField(label="Token name", max_length=100)
     expires_in_days = forms.IntegerField(label="Expires after (days)", required=False, min_value=1)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # The profile page shows it beside the SSH key form, whose fields have the same names: distinct ids.
+        kwargs.setdefault("auto_id", "token-%s")
+        super().__init__(*args, **kwargs)
 
 
 class MemberForm(forms.Form):
@@ -105,3 +114,51 @@ class DirectoryAwareSetPasswordForm(SetPasswordForm):
     def save(self, commit: bool = True) -> User:
         services.user_password_set(actor=self.user, user=self.user, password=self.cleaned_data["new_password1"])
         return self.user
+
+
+# The largest limit a quota column holds (a PositiveIntegerField on every database).
+QUOTA_LIMIT_MAX = 2**31 - 1
+
+
+class QuotaForm(forms.Form):
+    """A project's six limits (staff). Lowering one below what the project uses only stops new requests."""
+
+    instances = forms.IntegerField(label="Instances", min_value=0, max_value=QUOTA_LIMIT_MAX)
+    vcpus = forms.IntegerField(label="vCPUs", min_value=0, max_value=QUOTA_LIMIT_MAX)
+    ram_mib = forms.IntegerField(label="RAM (MiB)", min_value=0, max_value=QUOTA_LIMIT_MAX)
+    volume_gib = forms.IntegerField(label="Volume space (GiB)", min_value=0, max_value=QUOTA_LIMIT_MAX)
+    volumes = forms.IntegerField(label="Volumes", min_value=0, max_value=QUOTA_LIMIT_MAX)
+    public_ips = forms.IntegerField(label="Public IPs", min_value=0, max_value=QUOTA_LIMIT_MAX)
+
+
+class ProjectSearchForm(forms.Form):
+    name = forms.CharField(label="Project name contains", max_length=100, required=False)
+
+
+class LoginForm(AuthenticationForm):
+    """Django's login form, which tells the person who asked for an account that it still waits for approval
+    (only when the password is the one of their request: nobody else learns that a request exists)."""
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "pending": "Your registration is still waiting for an administrator's approval. You will get an e-mail "
+        "when it is decided; until then you cannot log in.",
+        "unconfirmed": "Your registration is waiting for you to confirm your e-mail address: open the link we "
+        "mailed to you (or ask for it again on the registration page). An administrator then decides on it.",
+    }
+
+    def clean(self) -> dict[str, Any]:
+        try:
+            return super().clean()
+        except forms.ValidationError:
+            username = self.cleaned_data.get("username") or ""
+            password = self.cleaned_data.get("password") or ""
+            pending = (
+                selectors.registration_pending_for_login(username=username, password=password)
+                if username and password
+                else None
+            )
+            if pending is not None:
+                code = "pending" if pending.email_confirmed else "unconfirmed"
+                raise forms.ValidationError(self.error_messages[code], code=code) from None
+            raise

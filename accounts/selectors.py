@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.auth.hashers import check_password
 from django.contrib.auth.models import User
 from django.db.models import Count, Prefetch, QuerySet
 from django.db.models.functions import Lower
@@ -128,3 +129,32 @@ def email_conflicts(
             names = rows.annotate(address=Lower("email")).filter(address=row["address"]).order_by("pk")
             found.append(EmailConflict(kind, row["address"], tuple(names.values_list("username", flat=True))))
     return found
+
+
+def project_admin_list(*, name: str = "") -> QuerySet[Project]:
+    """Every project of the site with its quota and member count, by name; ``name`` filters by a part of it
+    (staff pages: the views check staff before calling)."""
+    projects = Project.objects.select_related("quota", "personal_owner").annotate(member_count=Count("memberships"))
+    if name:
+        projects = projects.filter(name__icontains=name)
+    return projects.order_by("name")
+
+
+def access_project_admin(*, project_id: Any) -> Project:
+    try:
+        return project_admin_list().get(pk=int(project_id))
+    except (Project.DoesNotExist, TypeError, ValueError):
+        raise NotFound("No such project.") from None
+
+
+def registration_pending_for_login(*, username: str, password: str) -> RegistrationRequest | None:
+    """The pending registration of ``username`` when ``password`` is the one it was made with, so that the login
+    page can say the account waits for approval without telling strangers who asked for one."""
+    registration = (
+        RegistrationRequest.objects.filter(username__iexact=username, status=RegistrationRequest.Status.PENDING)
+        .exclude(password_hash="")
+        .first()
+    )
+    if registration is None or not check_password(password, registration.password_hash):
+        return None
+    return registration

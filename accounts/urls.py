@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, URLResolver, path
 
 from accounts import api, views
@@ -31,14 +30,16 @@ urlpatterns: list[URLPattern | URLResolver] = [
         views.console_registration_reject,
         name="console-registration-reject",
     ),
+    path("console/quotas/", views.console_quotas, name="console-quotas"),
+    path("console/quotas/<id:project_id>/", views.console_quota, name="console-quota"),
     path("password-reset/", views.PasswordResetView.as_view(), name="password_reset"),
-    path("password-reset/sent/", auth_views.PasswordResetDoneView.as_view(), name="password_reset_done"),
+    path("password-reset/sent/", views.PasswordResetDoneView.as_view(), name="password_reset_done"),
     path(
         "password-reset/<uidb64>/<token>/",
         views.PasswordResetConfirmView.as_view(),
         name="password_reset_confirm",
     ),
-    path("password-reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
+    path("password-reset/done/", views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
 ]
 
 api_urlpatterns: list[URLPattern | URLResolver] = [

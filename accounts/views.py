@@ -4,18 +4,20 @@ console and password reset. Every change goes through a service."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import forms, selectors, services
-from accounts.quotas import quotas_usage
+from accounts.quotas import quota_set, quota_usage, quotas_usage
 from accounts.throttling import password_reset_allowed
 from core import pages
 from core.errors import ApplicationError
@@ -189,13 +191,16 @@ def profile_token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
 
 # --- staff console ----------------------------------------------------------------------------------
 
+CONSOLE_PAGE_SIZE = 50
+
 
 @pages.staff_required
 @require_http_methods(["GET"])
 def console_registrations(request: HttpRequest) -> HttpResponse:
+    decided = selectors.registration_list(actor=request.user).exclude(status="pending").select_related("decided_by")
     context = {
         "pending": selectors.registration_list(actor=request.user, status="pending"),
-        "decided": selectors.registration_list(actor=request.user).exclude(status="pending")[:50],
+        "page": Paginator(decided, CONSOLE_PAGE_SIZE).get_page(request.GET.get("page")),
         "reject_form": forms.RejectForm(),
     }
     return render(request, "accounts/console_registrations.html", context)
@@ -231,7 +236,63 @@ def console_registration_reject(request: HttpRequest, registration_id: int) -> H
     return redirect("console-registrations")
 
 
-# --- password reset ---------------------------------------------------------------------------------
+@pages.staff_required
+@require_http_methods(["GET"])
+def console_quotas(request: HttpRequest) -> HttpResponse:
+    """Every project with its usage against its limits (staff), filterable by name, a page at a time."""
+    search = forms.ProjectSearchForm(request.GET or None)
+    name = search.cleaned_data["name"].strip() if search.is_valid() else ""
+    page = Paginator(selectors.project_admin_list(name=name), CONSOLE_PAGE_SIZE).get_page(request.GET.get("page"))
+    usage = quotas_usage(projects=list(page.object_list))
+    page.object_list = [{"project": p, "usage": list(usage[p.pk].values())} for p in page.object_list]
+    return render(
+        request,
+        "accounts/console_quotas.html",
+        {"page": page, "search": search, "query": urlencode({"name": name}) if name else ""},
+    )
+
+
+@pages.staff_required
+@require_http_methods(["GET", "POST"])
+@pages.error_pages
+def console_quota(request: HttpRequest, project_id: int) -> HttpResponse:
+    """One project's limits and usage; POST changes the limits (``quota_set``, audited)."""
+    project = selectors.access_project_admin(project_id=project_id)
+    form = forms.QuotaForm(request.POST or None, initial=project.quota.limits())
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                quota_set(actor=request.user, project=project, limits=form.cleaned_data)
+            except ApplicationError as exc:
+                forms.add_service_errors(form, exc)
+            else:
+                messages.success(request, f"The quota of {project.name} is changed.")
+                return redirect("console-quota", project_id=project.pk)
+        status = 400
+    context = {"project": project, "usage": list(quota_usage(project=project).values()), "form": form}
+    return render(request, "accounts/console_quota.html", context, status=status)
+
+
+# --- log in, password reset --------------------------------------------------------------------------
+
+# Django's auth views put the server's address in ``site_name`` (``get_current_site``); the site's own name wins.
+SITE_CONTEXT = {"site_name": settings.SITE_NAME}
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login, saying so when the account asked for is still waiting for approval."""
+
+    authentication_form = forms.LoginForm
+    extra_context = SITE_CONTEXT
+
+
+class PasswordResetDoneView(auth_views.PasswordResetDoneView):
+    extra_context = SITE_CONTEXT
+
+
+class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
+    extra_context = SITE_CONTEXT
 
 
 class PasswordResetView(auth_views.PasswordResetView):
@@ -240,7 +301,8 @@ class PasswordResetView(auth_views.PasswordResetView):
     it tells nothing about the account)."""
 
     form_class = forms.DirectoryAwarePasswordResetForm
-    extra_email_context = {"site_name": settings.SITE_NAME}
+    extra_context = SITE_CONTEXT
+    extra_email_context = SITE_CONTEXT
     success_url = reverse_lazy("password_reset_done")
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -261,6 +323,7 @@ class PasswordResetView(auth_views.PasswordResetView):
 
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     form_class = forms.DirectoryAwareSetPasswordForm
+    extra_context = SITE_CONTEXT
     success_url = reverse_lazy("password_reset_complete")
 
     def form_valid(self, form: Any) -> HttpResponseBase:

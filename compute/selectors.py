@@ -9,12 +9,24 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db.models import Count, DurationField, ExpressionWrapper, F, IntegerField, Q, QuerySet, Sum, Value
-from django.db.models.functions import Greatest, Least
+from django.db.models import (
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    FilteredRelation,
+    IntegerField,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce, Greatest, Least
 
 from accounts.models import Membership, Project
-from compute.models import Host, Instance, InstanceState, InstanceType, Network, UsageRecord
+from compute.models import LIVE_STATES, Host, Instance, InstanceState, InstanceType, Lease, Network, UsageRecord
 from core.errors import NotFound
+from storage.models import Volume
 
 
 def instance_type_list() -> QuerySet[InstanceType]:
@@ -94,3 +106,81 @@ def project_usage_hours(*, project: Project, start: datetime, end: datetime) -> 
     vcpu: timedelta = totals["vcpu"] or timedelta(0)
     ram: timedelta = totals["ram"] or timedelta(0)
     return UsageHours(vcpu_hours=vcpu.total_seconds() / 3600, ram_gib_hours=ram.total_seconds() / 3600 / 1024)
+
+
+# --- the admin console (staff pages; the views check staff before calling these) -------------------------
+
+
+def host_load_list() -> QuerySet[Host]:
+    """Every host with what its live instances use (``vcpus_used``, ``ram_used``, ``live_instances``), in one
+    query: joined on the live instances only, as the scheduler counts them."""
+    return (
+        Host.objects.annotate(live=FilteredRelation("instances", condition=Q(instances__state__in=LIVE_STATES)))
+        .annotate(
+            vcpus_used=Coalesce(Sum("live__vcpus"), 0),
+            ram_used=Coalesce(Sum("live__ram_mib"), 0),
+            live_instances=Count("live__id"),
+        )
+        .order_by("pk")
+    )
+
+
+def access_host(*, host_id: Any) -> Host:
+    try:
+        return Host.objects.get(pk=host_id)
+    except (Host.DoesNotExist, ValueError, TypeError):
+        raise NotFound("No such host.") from None
+
+
+def access_network(*, network_id: Any) -> Network:
+    try:
+        return network_list().get(pk=network_id)
+    except (Network.DoesNotExist, ValueError, TypeError):
+        raise NotFound("No such network.") from None
+
+
+def lease_list(*, network: Network) -> QuerySet[Lease]:
+    """The leases of ``network`` in address order of creation, with who holds each (instance, project, owner)."""
+    return (
+        Lease.objects.filter(network=network)
+        .select_related("instance", "instance__project", "instance__created_by")
+        .order_by("pk")
+    )
+
+
+def instance_admin_list() -> QuerySet[Instance]:
+    """Every instance of the site, newest first, with what the console's listing shows (staff)."""
+    return Instance.objects.select_related(
+        "project", "created_by", "instance_type", "host", "image", "lease", "lease__network"
+    ).order_by("-created", "-id")
+
+
+def volume_admin_list() -> QuerySet[Volume]:
+    """Every volume of the site, newest first, with its project, owner, image and holders (staff)."""
+    return (
+        Volume.objects.select_related("project", "created_by", "image")
+        .prefetch_related("holders")
+        .order_by("-created", "-id")
+    )
+
+
+def instance_state_counts() -> dict[str, int]:
+    """How many instances of the site are in each state (one grouped query; staff overview)."""
+    rows = Instance.objects.values("state").annotate(n=Count("id")).order_by()
+    return {row["state"]: row["n"] for row in rows}
+
+
+def volume_state_counts() -> dict[str, int]:
+    """How many volumes of the site are in each state (one grouped query; staff overview)."""
+    rows = Volume.objects.values("state").annotate(n=Count("id")).order_by()
+    return {row["state"]: row["n"] for row in rows}
+
+
+def host_status_counts() -> dict[str, int]:
+    """How many hosts are ``up``, ``down``, in ``maintenance`` or ``disabled`` (as the hosts page names them)."""
+    counts = {"up": 0, "down": 0, "maintenance": 0, "disabled": 0}
+    rows = Host.objects.values("enabled", "maintenance", "state").annotate(n=Count("id")).order_by()
+    for row in rows:
+        status = "disabled" if not row["enabled"] else "maintenance" if row["maintenance"] else row["state"]
+        counts[status] = counts.get(status, 0) + row["n"]
+    return counts

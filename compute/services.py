@@ -241,6 +241,26 @@ def host_register(
     return host
 
 
+def host_maintenance_set(*, actor: User, host: Host, maintenance: bool, reason: str = "") -> Host:
+    """Put ``host`` into maintenance (the scheduler places no new VM on it; those running stay) or take it out
+    (staff only). Setting the state it already has is a Conflict ``host-maintenance``, so two admins acting at
+    once learn that the other was first. ``reason`` goes to the audit entry."""
+    if not getattr(actor, "is_staff", False):
+        raise PermissionDenied("only site administrators put hosts into maintenance")
+    with transaction.atomic():
+        return transition(
+            Host,
+            pk=host.pk,
+            allowed={"maintenance": [not maintenance]},
+            changes={"maintenance": maintenance},
+            actor=actor,
+            action="compute.host.maintenance_set" if maintenance else "compute.host.maintenance_cleared",
+            code="host-maintenance",
+            refusal=lambda row: f"host {row.name} is {'already' if row.maintenance else 'not'} in maintenance",
+            details={"reason": reason.strip()[:500]} if reason.strip() else None,
+        )
+
+
 # A VM's name becomes its hostname (cloud-init ``local-hostname``): one DNS label.
 INSTANCE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 # States of an instance that never had a domain on its host: terminating it needs no worker.

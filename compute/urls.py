@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, path
 
-from compute import api, trust_api, views
+from compute import api, console_views, trust_api, views
+from core import converters  # noqa: F401 - registers the <id:…> path converter
 
 api_urlpatterns: list[URLPattern | URLResolver] = [
     path("compute/instance-types/", api.InstanceTypeListApi.as_view(), name="api-compute-instance-types"),
@@ -72,4 +73,30 @@ instance_urlpatterns: list[URLPattern | URLResolver] = [
         path(f"<str:instance_id>/{action}/", views.instance_volume, {"action": action}, name=f"instance-{action}")
         for action in ("attach", "detach")
     ],
+]
+
+# The admin console's compute pages, mounted under /console/ by the portal.
+console_urlpatterns: list[URLPattern | URLResolver] = [
+    path("hosts/", console_views.console_hosts, name="console-hosts"),
+    *[
+        path(
+            f"hosts/<id:host_id>/maintenance/{action}/",
+            console_views.console_host_maintenance,
+            {"action": action},
+            name=f"console-host-maintenance-{action}",
+        )
+        for action in ("set", "clear")
+    ],
+    path("networks/", console_views.console_networks, name="console-networks"),
+    path("networks/<id:network_id>/", console_views.console_network, name="console-network"),
+    path("instance-types/", console_views.console_instance_types, name="console-instance-types"),
+    path("instance-types/new/", console_views.console_instance_type_create, name="console-instance-type-create"),
+    path("instance-types/<str:name>/", console_views.console_instance_type_update, name="console-instance-type-update"),
+    path(
+        "instance-types/<str:name>/retire/",
+        console_views.console_instance_type_retire,
+        name="console-instance-type-retire",
+    ),
+    path("instances/", console_views.console_instances, name="console-instances"),
+    path("volumes/", console_views.console_volumes, name="console-volumes"),
 ]

@@ -38,7 +38,7 @@ def staff_required(view: PageView) -> PageView:
     @functools.wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.is_staff:
-            raise DjangoPermissionDenied
+            raise DjangoPermissionDenied("This page is for the site's administrators.")
         return view(request, *args, **kwargs)
 
     return wrapped

@@ -141,6 +141,15 @@ def _wants_json(request: HttpRequest) -> bool:
     return request.path.startswith("/api/")
 
 
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """The 403 page in the site's layout (a researcher opening a console page, a refused action)."""
+    if _wants_json(request):
+        return JsonResponse(
+            {"detail": "You do not have permission to do this.", "code": "permission_denied"}, status=403
+        )
+    return render(request, "403.html", {"reason": str(exception) if str(exception) else ""}, status=403)
+
+
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if _wants_json(request):
         return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)

@@ -42,6 +42,7 @@ def test_register_then_staff_approves_then_the_user_sees_quotas_on_the_profile(
     admin.get_by_label("Password").fill(TEST_PASSWORD)
     admin.get_by_role("button", name="Log in").click()
     admin.wait_for_url("**/")
+    admin.get_by_role("link", name="Console", exact=True).click()
     admin.get_by_role("link", name="Registrations").click()
     admin.get_by_role("button", name="Approve marie").click()
     assert admin.get_by_text("marie is approved").is_visible()

@@ -226,6 +226,7 @@ def test_site_key_page_before_the_key_exists_says_how_to_make_it(as_staff, db):
 
 def test_staff_see_the_console_in_the_navigation_and_others_do_not(client, staff, owner):
     client.force_login(owner)
-    assert "Image console" not in client.get("/marketplace/").content.decode()
+    assert 'href="/console/">Console' not in client.get("/marketplace/").content.decode()
     client.force_login(staff)
-    assert 'href="/marketplace/console/">Image console' in client.get("/marketplace/").content.decode()
+    assert 'href="/console/">Console' in client.get("/marketplace/").content.decode()
+    assert 'href="/marketplace/console/">Images' in client.get("/console/hosts/").content.decode()

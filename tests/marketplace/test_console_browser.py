@@ -27,7 +27,8 @@ def test_admin_reviews_a_denied_image_endorses_it_and_sees_it_allowed(
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url("**/marketplace/")
 
-    page.get_by_role("link", name="Image console").click()
+    page.get_by_role("link", name="Console", exact=True).click()
+    page.get_by_role("navigation", name="Admin console").get_by_role("link", name="Images").click()
     page.get_by_label("Show").select_option("denied")
     page.get_by_role("button", name="Filter").click()
     page.get_by_role("link", name="Ubuntu 24.04 LTS").click()
