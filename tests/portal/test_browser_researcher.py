@@ -104,6 +104,7 @@ def _register_and_be_approved(browser, live_server) -> None:
     admin.get_by_label("Password").fill(TEST_PASSWORD)
     admin.get_by_role("button", name="Log in").click()
     admin.wait_for_url("**/")
+    admin.get_by_role("link", name="Console", exact=True).click()
     admin.get_by_role("link", name="Registrations").click()
     admin.get_by_role("button", name="Approve marie").click()
     admin.get_by_text("marie is approved").wait_for()
