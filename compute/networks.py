@@ -11,7 +11,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from compute.models import Instance, Lease, Network, NetworkKind
+from compute import hypervisor
+from compute.models import LIVE_STATES, Host, Instance, Lease, Network, NetworkKind
 from core import audit
 from core.errors import ApplicationError, Conflict, PermissionDenied
 
@@ -129,3 +130,83 @@ def lease_take(*, network_kind: str, instance: Instance) -> Lease:
 def lease_free(instance: Instance) -> int:
     """Give back the lease ``instance`` holds (none is fine); returns how many were freed."""
     return Lease.objects.filter(instance=instance).update(instance=None, taken=None)
+
+
+# The networks on the hosts: one libvirt network per address class, its DHCP kept in step with the leases. -------
+
+# How each class leaves the host: the guests of ``local`` and ``private`` are masqueraded behind the host's address;
+# the ``public`` block is routed to the host by the site's routers and on to the guests unchanged.
+FORWARD_MODES = {NetworkKind.PUBLIC: "route", NetworkKind.LOCAL: "nat", NetworkKind.PRIVATE: "nat"}
+
+
+def libvirt_network_name(network: Network) -> str:
+    return f"alto-{network.kind}"
+
+
+def _dhcp_host(lease: Lease) -> hypervisor.DhcpHost:
+    return hypervisor.DhcpHost(mac=lease.mac, ip=lease.ip)
+
+
+def _held_on_host(network: Network, host: Host) -> list[Lease]:
+    """The leases of ``network`` held by live instances placed on ``host``: the DHCP entries its network has."""
+    return list(
+        Lease.objects.filter(network=network, instance__host=host, instance__state__in=LIVE_STATES).order_by("pk")
+    )
+
+
+def network_spec(network: Network, *, hosts: list[Lease]) -> hypervisor.NetworkSpec:
+    """The libvirt network of ``network`` with DHCP entries for ``hosts``."""
+    return hypervisor.NetworkSpec(
+        name=libvirt_network_name(network),
+        bridge=network.bridge,
+        forward=FORWARD_MODES[NetworkKind(network.kind)],
+        gateway=network.gateway,
+        prefix=ipaddress.ip_network(network.cidr).prefixlen,
+        dns=tuple(network.dns),
+        hosts=tuple(_dhcp_host(lease) for lease in hosts),
+    )
+
+
+def host_network_ensure(*, host: Host, lease: Lease) -> None:
+    """On ``host``: the libvirt network of the lease's network exists and runs, and its DHCP answers the lease's
+    address to the lease's MAC. Called by the boot step before the domain is defined; idempotent."""
+    network = lease.network
+    hypervisor.network_ensure(host.uri, network_spec(network, hosts=_held_on_host(network, host)))
+    hypervisor.network_dhcp_host_add(host.uri, libvirt_network_name(network), _dhcp_host(lease))
+
+
+def host_network_release(*, host: Host, lease: Lease) -> None:
+    """On ``host``: the lease's DHCP entry is gone (the instance ends). Idempotent."""
+    hypervisor.network_dhcp_host_remove(host.uri, libvirt_network_name(lease.network), _dhcp_host(lease))
+
+
+def host_networks_repair(host: Host) -> list[str]:
+    """Put back the DHCP entries of ``host``'s networks that drifted from the leases of the live instances on it
+    (missing ones added, others removed; a network that should exist and does not is made). Returns what it did.
+
+    libvirt is read before the database: an entry added after the read is not seen (so not removed), and an
+    instance that ends after the database read was still live when libvirt was read."""
+    repaired: list[str] = []
+    present_networks = set(hypervisor.networks(host.uri))
+    present = {
+        network.pk: hypervisor.network_dhcp_hosts(host.uri, libvirt_network_name(network))
+        for network in Network.objects.order_by("pk")
+        if libvirt_network_name(network) in present_networks
+    }
+    for network in Network.objects.order_by("pk"):
+        name = libvirt_network_name(network)
+        held = _held_on_host(network, host)
+        if name not in present_networks:
+            if held:
+                hypervisor.network_ensure(host.uri, network_spec(network, hosts=held))
+                repaired.append(f"{name}: defined with {len(held)} DHCP entries")
+            continue
+        wanted = {(lease.mac, lease.ip): lease for lease in held}
+        hypervisor.network_ensure(host.uri, network_spec(network, hosts=held))
+        for mac, ip in sorted(set(wanted) - present[network.pk]):
+            hypervisor.network_dhcp_host_add(host.uri, name, hypervisor.DhcpHost(mac=mac, ip=ip))
+            repaired.append(f"{name}: added {mac} {ip}")
+        for mac, ip in sorted(present[network.pk] - set(wanted)):
+            hypervisor.network_dhcp_host_remove(host.uri, name, hypervisor.DhcpHost(mac=mac, ip=ip))
+            repaired.append(f"{name}: removed {mac} {ip}")
+    return repaired

@@ -24,7 +24,7 @@ from typing import Any
 
 from django.conf import settings
 
-from core.errors import AdapterError, PermanentError
+from core.errors import PermanentError
 
 FAMILY = "ip"
 TABLE = "altostratus"
@@ -32,7 +32,7 @@ PROTOCOLS = ("tcp", "udp")
 TIMEOUT = 30
 
 
-class PacketFilterError(AdapterError, PermanentError):
+class PacketFilterError(PermanentError):
     """nft refused the rules or could not be run; the message says what it answered."""
 
 

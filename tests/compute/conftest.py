@@ -161,6 +161,18 @@ def enqueued(request, monkeypatch) -> list[tuple[str, int, str]]:
     return sent
 
 
+@pytest.fixture(autouse=True)
+def frontend_syncs(request, monkeypatch) -> list[str]:
+    """The front end's rule syncs sent by the code under test (``compute.frontend_sync`` on ``FRONTEND_QUEUE``), one
+    queue name each, instead of the broker; tests marked ``worker`` send them for real."""
+    sent: list[str] = []
+    if request.node.get_closest_marker("worker") is None:
+        from compute import access
+
+        monkeypatch.setattr(access, "enqueue_frontend_sync", lambda: sent.append(settings.FRONTEND_QUEUE))
+    return sent
+
+
 @pytest.fixture
 def served_image(owner, registered, keyring):  # noqa: F811 - the fixtures imported above
     """A real small raw image under the worker's allowed ``file:`` directory, published with a signed entry."""
