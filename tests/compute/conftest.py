@@ -26,7 +26,9 @@ from tests.compute.guest import (  # noqa: F401 - the real-guest fixtures
     libvirt_daemon,
     libvirt_host,
     tiny_guest,
+    web_guest_disk,
 )
+from tests.compute.netns import netns_libvirt  # noqa: F401 - a namespace with its own libvirtd
 from tests.marketplace.conftest import (  # noqa: F401 - fixtures shared with the marketplace tests
     IMAGE,
     T0,
