@@ -106,6 +106,14 @@ def image(owner, registered, entry_for) -> Image:  # noqa: F811 - the fixtures i
 
 
 @pytest.fixture
+def ported_image(owner, registered, entry_for) -> Image:  # noqa: F811 - the fixtures imported above
+    """The creator's image whose entry says it serves ssh, http and port 5432 and answers ping (inbound-port, icmp)."""
+    registered(owner, "owner")
+    raw = entry_for("owner", inbound_ports=(22, 80, 5432), icmp=(8,))
+    return marketplace_services.entry_upload(raw=raw, uploader=owner).image
+
+
+@pytest.fixture
 def instance_on(project, image) -> Callable[..., Instance]:
     """``instance_on(host, itype, state=…, name=…)``: an instance of ``project`` from ``image`` on ``host``, sized
     as ``itype``, made directly (no request, no worker)."""
