@@ -43,6 +43,7 @@ VM_FIELDS = [
     ("ip", "IP"),
     ("mac", "MAC"),
     ("host", "Host"),
+    ("access_lines", "Access"),
     ("volumes", "Volumes"),
     ("project", "Project"),
     ("policy_warnings", "Policy warnings"),
@@ -86,8 +87,14 @@ def wait_for(obj: Context, vm_id: str, target: str, *, timeout: float, interval:
     return vm
 
 
+def access_line(link: dict) -> str:
+    """How to reach a VM through one translated port: the ssh command, the URL, or ``service host:port``."""
+    return link.get("command") or link.get("url") or f"{link['service']} {link['host']}:{link['port']}"
+
+
 def _show_vm(obj: Context, vm: dict) -> None:
-    obj.show(vm, lambda: output.fields(vm, VM_FIELDS))
+    human = {**vm, "access_lines": "\n".join(access_line(link) for link in vm.get("access") or [])}
+    obj.show(vm, lambda: output.fields(human, VM_FIELDS))
 
 
 wait_option = click.option("--wait", is_flag=True, help="Wait until the action is done, showing the VM's state.")
