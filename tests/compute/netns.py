@@ -121,3 +121,27 @@ def netns_libvirt(tmp_path_factory) -> Iterator[Netns]:
     """A namespace of the module's own with its libvirtd (see the module); removed after the module."""
     with netns_with_libvirtd(tmp_path_factory.mktemp("netns-libvirtd")) as netns:
         yield netns
+
+
+@contextlib.contextmanager
+def plain_netns() -> Iterator[Netns]:
+    """A bare namespace ``alto-<random>`` (loopback up, no daemon), deleted after the block."""
+    name = f"alto-{secrets.token_hex(4)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield Netns(name=name, uri="", base=Path("/nonexistent"))
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def veth(a: Netns, a_address: str, b: Netns, b_address: str, *, gateway_in_b: str | None = None) -> None:
+    """A veth pair between ``a`` and ``b`` with these addresses (CIDR); ``b`` routes everything via
+    ``gateway_in_b`` when given."""
+    left, right = f"v{secrets.token_hex(3)}", f"v{secrets.token_hex(3)}"
+    subprocess.run(["ip", "-n", a.name, "link", "add", left, "type", "veth", "peer", "name", right, "netns", b.name], check=True)
+    for ns, link, address in ((a, left, a_address), (b, right, b_address)):
+        subprocess.run(["ip", "-n", ns.name, "addr", "add", address, "dev", link], check=True)
+        subprocess.run(["ip", "-n", ns.name, "link", "set", link, "up"], check=True)
+    if gateway_in_b:
+        subprocess.run(["ip", "-n", b.name, "route", "add", "default", "via", gateway_in_b], check=True)
