@@ -11,7 +11,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages: build headers for libvirt-python and python-ldap, and the real parts the tests use.
 DEB_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu \
 	libvirt-clients libxml2-utils qemu-system-x86 qemu-utils qemu-block-extra tgt libiscsi-bin slapd ldap-utils \
-	libldap2-dev libsasl2-dev gnupg cpio busybox-static syslinux mtools dosfstools chromium iproute2
+	libldap2-dev libsasl2-dev gnupg cpio busybox-static syslinux mtools dosfstools chromium iproute2 \
+	nftables dnsmasq-base iptables
 
 # PostgreSQL and Redis for the production-configuration pass of `make test`, when they answer.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/altostratus

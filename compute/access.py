@@ -134,9 +134,7 @@ def wanted_dnat() -> list[packetfilter.Dnat]:
         .select_related("instance")
         .order_by("front_address", "front_port")
     )
-    leases = dict(
-        Lease.objects.filter(instance__in=[row.instance_id for row in rows]).values_list("instance_id", "ip")
-    )
+    leases = dict(Lease.objects.filter(instance__in=[row.instance_id for row in rows]).values_list("instance_id", "ip"))
     return [
         packetfilter.Dnat(
             front_address=row.front_address,

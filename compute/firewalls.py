@@ -52,7 +52,9 @@ def _clean(*, protocol: Any, port: Any, source: Any) -> tuple[str, int | None, s
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise ApplicationError(f"a {protocol} rule needs a port 1-65535, got {port!r}", code="firewall-port")
         if not _port_allowed(port):
-            allowed = ", ".join(f"{low}-{high}" if low != high else str(low) for low, high in settings.FIREWALL_USER_PORTS)
+            allowed = ", ".join(
+                f"{low}-{high}" if low != high else str(low) for low, high in settings.FIREWALL_USER_PORTS
+            )
             raise ApplicationError(
                 f"this site lets users open ports {allowed} only; {port} is not among them", code="firewall-port"
             )

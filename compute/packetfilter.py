@@ -149,7 +149,11 @@ def ruleset(*, dnat: Sequence[Dnat], guarded: Sequence[Guarded]) -> dict[str, An
     """The nft JSON batch that replaces our table with exactly these translations and firewalls."""
     table = {"family": FAMILY, "name": TABLE}
     # Adding first makes the delete succeed on a front end that has no table yet (a fresh boot).
-    commands: list[dict[str, Any]] = [{"add": {"table": table}}, {"delete": {"table": table}}, {"add": {"table": table}}]
+    commands: list[dict[str, Any]] = [
+        {"add": {"table": table}},
+        {"delete": {"table": table}},
+        {"add": {"table": table}},
+    ]
     commands.append(_chain("prerouting", kind="nat", hook="prerouting", priority=-100))
     commands.append(_chain("output", kind="nat", hook="output", priority=-100))
     commands.append(_chain("forward", kind="filter", hook="forward", priority=0))
@@ -161,7 +165,10 @@ def ruleset(*, dnat: Sequence[Dnat], guarded: Sequence[Guarded]) -> dict[str, An
         commands.append(
             _rule(
                 "forward",
-                [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}, {"accept": None}],
+                [
+                    {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}},
+                    {"accept": None},
+                ],
             )
         )
     for vm in sorted(guarded, key=lambda g: ipaddress.IPv4Address(g.address)):

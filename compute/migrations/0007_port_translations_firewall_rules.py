@@ -5,42 +5,100 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('compute', '0006_trust_notices'),
+        ("compute", "0006_trust_notices"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='FirewallRule',
+            name="FirewallRule",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('protocol', models.CharField(choices=[('tcp', 'Tcp'), ('udp', 'Udp'), ('icmp', 'Icmp')], max_length=4)),
-                ('port', models.PositiveIntegerField(blank=True, null=True)),
-                ('source', models.CharField(default='0.0.0.0/0', help_text='IPv4 CIDR the connections come from.', max_length=18)),
-                ('origin', models.CharField(choices=[('image', 'Image'), ('user', 'User')], default='user', max_length=5)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('instance', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='firewall_rules', to='compute.instance')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "protocol",
+                    models.CharField(choices=[("tcp", "Tcp"), ("udp", "Udp"), ("icmp", "Icmp")], max_length=4),
+                ),
+                ("port", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "source",
+                    models.CharField(
+                        default="0.0.0.0/0", help_text="IPv4 CIDR the connections come from.", max_length=18
+                    ),
+                ),
+                (
+                    "origin",
+                    models.CharField(choices=[("image", "Image"), ("user", "User")], default="user", max_length=5),
+                ),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                (
+                    "instance",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="firewall_rules",
+                        to="compute.instance",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['instance', 'pk'],
-                'constraints': [models.UniqueConstraint(fields=('instance', 'protocol', 'port', 'source'), name='firewall_rule_once_per_instance'), models.CheckConstraint(condition=models.Q(models.Q(('protocol', 'icmp'), ('port__isnull', True)), models.Q(('protocol__in', ['tcp', 'udp']), ('port__gte', 1), ('port__lte', 65535)), _connector='OR'), name='firewall_rule_port_fits_protocol')],
+                "ordering": ["instance", "pk"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("instance", "protocol", "port", "source"), name="firewall_rule_once_per_instance"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("protocol", "icmp"), ("port__isnull", True)),
+                            models.Q(("protocol__in", ["tcp", "udp"]), ("port__gte", 1), ("port__lte", 65535)),
+                            _connector="OR",
+                        ),
+                        name="firewall_rule_port_fits_protocol",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='PortTranslation',
+            name="PortTranslation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('service', models.CharField(help_text='What the guest port serves: ssh, http, … (for links).', max_length=20)),
-                ('guest_port', models.PositiveIntegerField()),
-                ('front_address', models.GenericIPAddressField(help_text='Where the DNAT rule listens.', protocol='IPv4')),
-                ('front_port', models.PositiveIntegerField()),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('instance', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='port_translations', to='compute.instance')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "service",
+                    models.CharField(help_text="What the guest port serves: ssh, http, … (for links).", max_length=20),
+                ),
+                ("guest_port", models.PositiveIntegerField()),
+                (
+                    "front_address",
+                    models.GenericIPAddressField(help_text="Where the DNAT rule listens.", protocol="IPv4"),
+                ),
+                ("front_port", models.PositiveIntegerField()),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                (
+                    "instance",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="port_translations",
+                        to="compute.instance",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['instance', 'guest_port'],
-                'constraints': [models.UniqueConstraint(fields=('front_address', 'front_port'), name='port_translation_front_unique'), models.UniqueConstraint(fields=('instance', 'guest_port'), name='port_translation_once_per_guest_port'), models.CheckConstraint(condition=models.Q(('guest_port__gte', 1), ('guest_port__lte', 65535), ('front_port__gte', 1), ('front_port__lte', 65535)), name='port_translation_ports_valid')],
+                "ordering": ["instance", "guest_port"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("front_address", "front_port"), name="port_translation_front_unique"
+                    ),
+                    models.UniqueConstraint(
+                        fields=("instance", "guest_port"), name="port_translation_once_per_guest_port"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("guest_port__gte", 1),
+                            ("guest_port__lte", 65535),
+                            ("front_port__gte", 1),
+                            ("front_port__lte", 65535),
+                        ),
+                        name="port_translation_ports_valid",
+                    ),
+                ],
             },
         ),
     ]

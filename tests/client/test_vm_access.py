@@ -42,6 +42,11 @@ def test_alto_vm_show_prints_the_ssh_command_and_the_web_link_of_a_local_vm(
     assert "http://front.example.org:15080/" in shown.stdout
     as_json = alto("vm", "show", str(vm.uuid), "--json", token=token).json()
     assert as_json["access"] == [
-        {"service": "ssh", "host": "front.example.org", "port": 15022, "command": "ssh -p 15022 root@front.example.org"},
+        {
+            "service": "ssh",
+            "host": "front.example.org",
+            "port": 15022,
+            "command": "ssh -p 15022 root@front.example.org",
+        },
         {"service": "http", "host": "front.example.org", "port": 15080, "url": "http://front.example.org:15080/"},
     ]

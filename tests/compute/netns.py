@@ -52,9 +52,7 @@ class Netns:
 
     def run(self, args: Sequence[str], *, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run ``args`` inside the namespace; its output as text."""
-        return subprocess.run(
-            [*self.prefix, *args], capture_output=True, text=True, check=check, timeout=timeout
-        )
+        return subprocess.run([*self.prefix, *args], capture_output=True, text=True, check=check, timeout=timeout)
 
 
 def _wait_for_daemon(uri: str) -> None:
@@ -139,7 +137,9 @@ def veth(a: Netns, a_address: str, b: Netns, b_address: str, *, gateway_in_b: st
     """A veth pair between ``a`` and ``b`` with these addresses (CIDR); ``b`` routes everything via
     ``gateway_in_b`` when given."""
     left, right = f"v{secrets.token_hex(3)}", f"v{secrets.token_hex(3)}"
-    subprocess.run(["ip", "-n", a.name, "link", "add", left, "type", "veth", "peer", "name", right, "netns", b.name], check=True)
+    subprocess.run(
+        ["ip", "-n", a.name, "link", "add", left, "type", "veth", "peer", "name", right, "netns", b.name], check=True
+    )
     for ns, link, address in ((a, left, a_address), (b, right, b_address)):
         subprocess.run(["ip", "-n", ns.name, "addr", "add", address, "dev", link], check=True)
         subprocess.run(["ip", "-n", ns.name, "link", "set", link, "up"], check=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+
 from compute import access, hypervisor, packetfilter
 from compute.models import Lease
 from compute.networks import host_network_ensure, libvirt_network_name
@@ -48,8 +49,12 @@ def test_reconciliation_restores_deleted_dhcp_host_entries_and_deleted_dnat_rule
     assert len(rules) == 4  # ssh and http of each
 
     # Lost: one DHCP entry deleted by hand, a stray one added; the front end rebooted (our table is gone).
-    hypervisor.network_dhcp_host_remove(netns_libvirt.uri, name, hypervisor.DhcpHost(mac=leases[0].mac, ip=leases[0].ip))
-    hypervisor.network_dhcp_host_add(netns_libvirt.uri, name, hypervisor.DhcpHost(mac="52:54:00:10:00:99", ip="172.16.0.99"))
+    hypervisor.network_dhcp_host_remove(
+        netns_libvirt.uri, name, hypervisor.DhcpHost(mac=leases[0].mac, ip=leases[0].ip)
+    )
+    hypervisor.network_dhcp_host_add(
+        netns_libvirt.uri, name, hypervisor.DhcpHost(mac="52:54:00:10:00:99", ip="172.16.0.99")
+    )
     packetfilter.table_remove()
 
     report = host_reconcile(host_id=host.pk)

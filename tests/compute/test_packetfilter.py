@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -50,11 +49,23 @@ def test_a_rule_nft_refuses_changes_nothing_and_says_why(front):
     packetfilter.ruleset_apply(dnat=[good])
     with pytest.raises(packetfilter.PacketFilterError, match="cannot translate protocol"):
         packetfilter.ruleset_apply(
-            dnat=[packetfilter.Dnat(front_address="192.0.2.10", front_port=1, to_address="172.16.0.5", to_port=1, protocol="sctp; flush ruleset")]
+            dnat=[
+                packetfilter.Dnat(
+                    front_address="192.0.2.10",
+                    front_port=1,
+                    to_address="172.16.0.5",
+                    to_port=1,
+                    protocol="sctp; flush ruleset",
+                )
+            ]
         )
     with pytest.raises(ValueError):
         packetfilter.ruleset_apply(
-            dnat=[packetfilter.Dnat(front_address="192.0.2.10; flush ruleset", front_port=1, to_address="172.16.0.5", to_port=1)]
+            dnat=[
+                packetfilter.Dnat(
+                    front_address="192.0.2.10; flush ruleset", front_port=1, to_address="172.16.0.5", to_port=1
+                )
+            ]
         )
     assert packetfilter.dnat_rules() == [good]
 
@@ -97,8 +108,12 @@ def test_a_port_the_vms_rules_do_not_open_is_dropped_until_a_user_rule_opens_it(
         veth(front, "10.10.0.1/24", guest, f"{lease.ip}/24", gateway_in_b="10.10.0.1")
         veth(front, "198.18.0.1/24", client, "198.18.0.2/24", gateway_in_b="198.18.0.1")
         front.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-        server = subprocess.Popen([*guest.prefix, sys.executable, "-c", SERVER, "8080"], stdout=subprocess.PIPE, text=True)
-        server_ssh = subprocess.Popen([*guest.prefix, sys.executable, "-c", SERVER, "22"], stdout=subprocess.PIPE, text=True)
+        server = subprocess.Popen(
+            [*guest.prefix, sys.executable, "-c", SERVER, "8080"], stdout=subprocess.PIPE, text=True
+        )
+        server_ssh = subprocess.Popen(
+            [*guest.prefix, sys.executable, "-c", SERVER, "22"], stdout=subprocess.PIPE, text=True
+        )
         try:
             assert server.stdout.readline().strip() == "listening"
             assert server_ssh.stdout.readline().strip() == "listening"
