@@ -11,6 +11,8 @@ Run periodically (``compute.reconcile``), one host at a time on that host's queu
 - an instance stuck in a worker step past ``INSTANCE_STEP_DEADLINE_MINUTES`` goes to ``error``;
 - quarantined root disks older than ``QUARANTINE_HOURS`` are deleted;
 - running instances accrue usage records (vCPU-hours, RAM GiB-hours per project).
+- the host's libvirt networks get back the DHCP entries of the leases of its live instances (missing ones
+  added, stray ones removed; ``compute.networks.host_networks_repair``).
 
 The database is read before libvirt is asked, and every change is a transition from the state read: a worker that
 moved the instance meanwhile wins, and its Conflict is skipped. No transaction is open while libvirt is asked.
