@@ -80,6 +80,7 @@ class InstanceOutputSerializer(serializers.ModelSerializer):
     # Plain sourced fields (no per-row methods): a missing host or lease renders as null.
     host = serializers.CharField(source="host.name", allow_null=True, read_only=True)
     ip = serializers.CharField(source="lease.ip", allow_null=True, read_only=True)
+    ipv6 = serializers.CharField(source="lease.ipv6", allow_null=True, read_only=True)
     mac = serializers.CharField(source="lease.mac", allow_null=True, read_only=True)
     volumes = serializers.SerializerMethodField()
     access = serializers.SerializerMethodField()
@@ -102,6 +103,7 @@ class InstanceOutputSerializer(serializers.ModelSerializer):
             "host",
             "network",
             "ip",
+            "ipv6",
             "mac",
             "volumes",
             "access",
@@ -435,7 +437,20 @@ class NetworkOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Network
-        fields = ["id", "name", "kind", "cidr", "gateway", "dns", "bridge", "leases_total", "leases_held", "created"]
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "cidr",
+            "gateway",
+            "ipv6_cidr",
+            "ipv6_gateway",
+            "dns",
+            "bridge",
+            "leases_total",
+            "leases_held",
+            "created",
+        ]
 
 
 class NetworkListApi(generics.ListAPIView):
@@ -452,6 +467,9 @@ class NetworkListApi(generics.ListAPIView):
         gateway = serializers.CharField(max_length=50)
         dns = serializers.ListField(child=serializers.CharField(max_length=50), required=False, default=list)
         bridge = serializers.CharField(max_length=15)
+        ipv6_cidr = serializers.CharField(
+            max_length=50, required=False, default="", allow_blank=True, help_text="An IPv6 prefix, e.g. fd00:10::/64."
+        )
 
     def get_queryset(self) -> QuerySet[Network]:
         return selectors.network_list()

@@ -197,7 +197,12 @@ def instance_prepare(instance_id: int) -> bool:
         ssh_keys=list(instance.ssh_keys),
         user_data=instance.user_data or None,
         network=NetworkConfig(
-            mac=lease.mac, address=f"{lease.ip}/{prefix}", gateway=lease.network.gateway, dns=tuple(lease.network.dns)
+            mac=lease.mac,
+            address=f"{lease.ip}/{prefix}",
+            gateway=lease.network.gateway,
+            dns=tuple(lease.network.dns),
+            address6=f"{lease.ipv6}/{lease.network.ipv6_cidr.split('/')[1]}" if lease.ipv6 else None,
+            gateway6=lease.network.ipv6_gateway or None,
         ),
         swap_label=swap.LABEL if instance.swap_mib else None,
     )

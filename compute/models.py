@@ -78,6 +78,10 @@ class Network(models.Model):
     gateway = models.GenericIPAddressField()
     dns = models.JSONField(default=list, blank=True, help_text="DNS servers given to VMs.")
     bridge = models.CharField(max_length=15, help_text="The Linux bridge the VMs' NICs join on every host.")
+    ipv6_cidr = models.CharField(
+        max_length=50, blank=True, help_text="An IPv6 prefix: every lease then has an IPv6 address too."
+    )
+    ipv6_gateway = models.GenericIPAddressField(protocol="IPv6", null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -92,6 +96,7 @@ class Lease(models.Model):
 
     network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="leases")
     ip = models.GenericIPAddressField()
+    ipv6 = models.GenericIPAddressField(protocol="IPv6", null=True, blank=True)
     mac = models.CharField(max_length=17)
     # One-to-one: a lease is held by at most one instance and an instance holds at most one lease.
     instance = models.OneToOneField("Instance", null=True, blank=True, on_delete=models.SET_NULL, related_name="lease")

@@ -56,11 +56,45 @@ def _parse(*, cidr: str, gateway: str, dns: list[str]) -> tuple[ipaddress.IPv4Ne
     return network, gw  # type: ignore[return-value]
 
 
+def ipv6_of(ipv4: ipaddress.IPv4Address, *, network: ipaddress.IPv4Network, prefix: ipaddress.IPv6Network) -> str:
+    """The IPv6 address that goes with ``ipv4``: the same host number in ``prefix`` (10.0.0.5 in 10.0.0.0/24 with
+    fd00:10::/64 → fd00:10::5), so that the two addresses of a lease tell each other."""
+    return str(prefix.network_address + (int(ipv4) - int(network.network_address)))
+
+
+def _parse_ipv6(ipv6_cidr: str, *, network: ipaddress.IPv4Network) -> ipaddress.IPv6Network | None:
+    if not ipv6_cidr.strip():
+        return None
+    try:
+        prefix = ipaddress.ip_network(ipv6_cidr.strip(), strict=True)
+    except ValueError as exc:
+        raise ApplicationError(f"{ipv6_cidr!r} is not an IPv6 prefix: {exc}", code="network-ipv6") from None
+    if not isinstance(prefix, ipaddress.IPv6Network):
+        raise ApplicationError(f"{ipv6_cidr!r} is not an IPv6 prefix", code="network-ipv6")
+    # Every IPv4 host number must fit; and SLAAC-sized prefixes are the usual choice (/64), at most /120.
+    if prefix.prefixlen > min(120, 128 - (32 - network.prefixlen)):
+        raise ApplicationError(
+            f"the IPv6 prefix {prefix} is too small for {network}'s {network.num_addresses} addresses",
+            code="network-ipv6",
+        )
+    return prefix
+
+
 def network_create(
-    *, actor: Any, name: str, kind: str, cidr: str, gateway: str, dns: list[str], bridge: str
+    *,
+    actor: Any,
+    name: str,
+    kind: str,
+    cidr: str,
+    gateway: str,
+    dns: list[str],
+    bridge: str,
+    ipv6_cidr: str = "",
 ) -> Network:
     """Create a network of address class ``kind`` with a lease for every usable address of ``cidr``
-    (all but the network, broadcast and gateway addresses). Staff only; one network per class."""
+    (all but the network, broadcast and gateway addresses). With ``ipv6_cidr`` (an IPv6 prefix) every lease also
+    has the IPv6 address of the same host number, and the gateway's is the network's IPv6 gateway. Staff only; one
+    network per class."""
     if not getattr(actor, "is_staff", False):
         raise PermissionDenied("only site administrators add networks")
     name = name.strip()
@@ -75,6 +109,7 @@ def network_create(
             f"{bridge!r} is not a bridge name (1-15 letters, digits, '_', '.', '-')", code="network-bridge"
         )
     network, gw = _parse(cidr=cidr, gateway=gateway, dns=dns)
+    prefix = _parse_ipv6(ipv6_cidr, network=network)
     with transaction.atomic():
         for other in Network.objects.select_for_update().order_by("pk"):
             other_net = ipaddress.ip_network(other.cidr)
@@ -85,13 +120,37 @@ def network_create(
             if network.overlaps(other_net):
                 raise Conflict(f"{network} overlaps {other.name} ({other.cidr})", code="network-overlap")
         row = Network.objects.create(
-            name=name, kind=kind, cidr=str(network), gateway=str(gw), dns=[str(s).strip() for s in dns], bridge=bridge
+            name=name,
+            kind=kind,
+            cidr=str(network),
+            gateway=str(gw),
+            dns=[str(s).strip() for s in dns],
+            bridge=bridge,
+            ipv6_cidr=str(prefix) if prefix else "",
+            ipv6_gateway=ipv6_of(gw, network=network, prefix=prefix) if prefix else None,
         )
         Lease.objects.bulk_create(
-            [Lease(network=row, ip=str(ip), mac=lease_mac(ip)) for ip in network.hosts() if ip != gw],
+            [
+                Lease(
+                    network=row,
+                    ip=str(ip),
+                    ipv6=ipv6_of(ip, network=network, prefix=prefix) if prefix else None,
+                    mac=lease_mac(ip),
+                )
+                for ip in network.hosts()
+                if ip != gw
+            ],
             batch_size=1000,
         )
-        audit.record(actor, "compute.network.created", row, kind=kind, cidr=str(network), gateway=str(gw))
+        audit.record(
+            actor,
+            "compute.network.created",
+            row,
+            kind=kind,
+            cidr=str(network),
+            gateway=str(gw),
+            ipv6_cidr=row.ipv6_cidr,
+        )
     return row
 
 
@@ -164,6 +223,8 @@ def network_spec(network: Network, *, hosts: list[Lease]) -> hypervisor.NetworkS
         prefix=ipaddress.ip_network(network.cidr).prefixlen,
         dns=tuple(network.dns),
         hosts=tuple(_dhcp_host(lease) for lease in hosts),
+        ipv6_gateway=network.ipv6_gateway or None,
+        ipv6_prefix=ipaddress.ip_network(network.ipv6_cidr).prefixlen if network.ipv6_cidr else None,
     )
 
 

@@ -1,5 +1,6 @@
-"""Reconciliation restores what was lost on the hosts and the front end: a libvirt network's deleted DHCP host
-entries (real libvirtd in a network namespace) and the front end's deleted DNAT rules (real nft there)."""
+"""The networks on a real libvirtd in a network namespace: reconciliation restores what was lost on the hosts and the
+front end (a libvirt network's deleted DHCP host entries, the front end's deleted DNAT rules, real nft there); a class
+with an IPv6 prefix has both addresses on its bridge."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from compute import access, hypervisor, packetfilter
 from compute.models import Lease
-from compute.networks import host_network_ensure, libvirt_network_name
+from compute.networks import host_network_ensure, libvirt_network_name, network_create, network_spec
 from compute.reconciliation import host_reconcile
 from compute.services import host_register, instance_request
 from tests.compute.guest import REAL_GUEST
@@ -73,3 +74,26 @@ def test_reconciliation_restores_deleted_dhcp_host_entries_and_deleted_dnat_rule
     # Nothing left to repair: a second run changes nothing.
     assert host_reconcile(host_id=host.pk).networks_repaired == []
     assert access.frontend_sync().restored == []
+
+
+def test_the_libvirt_network_of_a_class_with_an_ipv6_prefix_carries_both_addresses_on_its_bridge(netns_libvirt, staff):
+    network = network_create(
+        actor=staff,
+        name="local6",
+        kind="local",
+        cidr="172.16.0.0/24",
+        gateway="172.16.0.1",
+        dns=[],
+        bridge="br-local6",
+        ipv6_cidr="fd00:16::/64",
+    )
+    lease = Lease.objects.get(network=network, ip="172.16.0.5")
+    name = libvirt_network_name(network)
+    hypervisor.network_remove(netns_libvirt.uri, name)  # the module's namespace: another test's local network
+    hypervisor.network_ensure(netns_libvirt.uri, network_spec(network, hosts=[lease]))
+    try:
+        assert hypervisor.network_dhcp_hosts(netns_libvirt.uri, name) == {("52:54:00:10:00:05", "172.16.0.5")}
+        shown = netns_libvirt.run(["ip", "-o", "addr", "show", "dev", "br-local6"]).stdout
+        assert "172.16.0.1/24" in shown and "fd00:16::1/64" in shown
+    finally:
+        hypervisor.network_remove(netns_libvirt.uri, name)
