@@ -472,7 +472,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "compute.frontend_sync": {
         "task": "compute.frontend_sync",
         "schedule": float(COMPUTE_RECONCILE_SECONDS),
-        "options": {"queue": FRONTEND_QUEUE},
+        # A run nobody took before the next is due is dropped: the next one does the same work.
+        "options": {"queue": FRONTEND_QUEUE, "expires": float(COMPUTE_RECONCILE_SECONDS)},
     },
 }
 
