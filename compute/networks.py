@@ -8,6 +8,7 @@ import ipaddress
 import re
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -230,7 +231,10 @@ def network_spec(network: Network, *, hosts: list[Lease]) -> hypervisor.NetworkS
 
 def host_network_ensure(*, host: Host, lease: Lease) -> None:
     """On ``host``: the libvirt network of the lease's network exists and runs, and its DHCP answers the lease's
-    address to the lease's MAC. Called by the boot step before the domain is defined; idempotent."""
+    address to the lease's MAC. Called by the boot step before the domain is defined; idempotent. Nothing when the
+    site makes its bridges itself (``COMPUTE_MANAGE_NETWORKS`` off)."""
+    if not settings.COMPUTE_MANAGE_NETWORKS:
+        return
     network = lease.network
     hypervisor.network_ensure(host.uri, network_spec(network, hosts=_held_on_host(network, host)))
     hypervisor.network_dhcp_host_add(host.uri, libvirt_network_name(network), _dhcp_host(lease))
@@ -238,6 +242,8 @@ def host_network_ensure(*, host: Host, lease: Lease) -> None:
 
 def host_network_release(*, host: Host, lease: Lease) -> None:
     """On ``host``: the lease's DHCP entry is gone (the instance ends). Idempotent."""
+    if not settings.COMPUTE_MANAGE_NETWORKS:
+        return
     hypervisor.network_dhcp_host_remove(host.uri, libvirt_network_name(lease.network), _dhcp_host(lease))
 
 
@@ -248,6 +254,8 @@ def host_networks_repair(host: Host) -> list[str]:
     libvirt is read before the database: an entry added after the read is not seen (so not removed), and an
     instance that ends after the database read was still live when libvirt was read."""
     repaired: list[str] = []
+    if not settings.COMPUTE_MANAGE_NETWORKS:
+        return repaired
     present_networks = set(hypervisor.networks(host.uri))
     present = {
         network.pk: hypervisor.network_dhcp_hosts(host.uri, libvirt_network_name(network))

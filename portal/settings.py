@@ -370,6 +370,9 @@ if LIBVIRT_DOMAIN_TYPE not in ("qemu", "kvm"):
 # front end; PORT_TRANSLATION_HOST when that is an address) and shown as PORT_TRANSLATION_HOST (a name or an
 # address; empty turns port translation off). Firewalls: the ports users may open on their VMs.
 NFT_COMMAND = env_str("NFT_COMMAND", "nft")
+# Whether the workers make each class's libvirt network on their hosts (bridge, NAT/routing, DHCP for the leases);
+# off for a site that makes its hosts' bridges itself (the VMs' NICs join Network.bridge either way).
+COMPUTE_MANAGE_NETWORKS = env_bool("COMPUTE_MANAGE_NETWORKS", True)
 FRONTEND_QUEUE = env_str("FRONTEND_QUEUE", "frontend")
 PORT_TRANSLATION_HOST = env_str("PORT_TRANSLATION_HOST", "").strip()
 PORT_TRANSLATION_ADDRESS = env_str("PORT_TRANSLATION_ADDRESS", "").strip() or PORT_TRANSLATION_HOST

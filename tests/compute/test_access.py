@@ -222,3 +222,17 @@ def test_firewall_rule_service_refuses_an_unknown_protocol(world):
             actor=world["users"]["owner"], instance=world["vm"], protocol="gre", port=None, source=""
         )
     assert refused.value.code == "firewall-protocol"
+
+
+def test_a_site_that_makes_its_own_bridges_gets_no_libvirt_network(settings, make_host, request_vm):
+    from compute import hypervisor
+    from compute.models import Host, Lease
+    from compute.networks import host_network_ensure, host_networks_repair
+
+    settings.COMPUTE_MANAGE_NETWORKS = False
+    vm = request_vm(network="private")
+    host = Host.objects.get(pk=vm.host_id)
+    host.uri = "test:///default"
+    host_network_ensure(host=host, lease=Lease.objects.select_related("network").get(instance=vm))
+    assert host_networks_repair(host) == []
+    assert "alto-private" not in hypervisor.networks("test:///default")
