@@ -311,13 +311,14 @@ def instance_request(
     volumes: Sequence[str] = (),
 ) -> Instance:
     """Request a VM: check membership, the site policy and the input, then in one transaction reserve
-    quota, place it on a host, give it a lease, reserve the ``volumes`` named (their ids; attached at boot) and
+    quota, place it on a host, give it a lease (and, on ``local``, front-end ports: ``compute.access``) and its image's
+    firewall rules, reserve the ``volumes`` named (their ids; attached at boot) and
     order its volatile disk from storage. The instance is created ``scheduled`` (the host is chosen here); the
     worker steps start after commit.
 
     Errors: NotFound (not a member of ``project``, or a volume missing or not visible), PermissionDenied
     ``policy-denied``, ApplicationError (bad input), QuotaExceeded, Conflict ``no-host`` / ``no-free-address`` /
-    ``volume-unavailable``. Nothing is written on error."""
+    ``no-free-port`` / ``volume-unavailable``. Nothing is written on error."""
     project = account_selectors.access_project(actor=actor, project_id=project.pk)
     decision = evaluate(image, on_use=True, actor=actor)
     failed = [asdict(r) for r in decision.failures]

@@ -73,3 +73,40 @@ def test_network_config_gives_the_guest_both_addresses_and_both_default_routes()
 def test_network_config_refuses_an_ipv6_gateway_outside_the_prefix():
     with pytest.raises(ValueError, match="outside"):
         NetworkConfig(mac="52:54:00:10:00:05", address="172.16.0.5/24", address6="fd00:16::5/64", gateway6="fd00:17::1")
+
+
+def test_staff_add_a_network_with_an_ipv6_prefix_through_the_api_and_vms_show_both_addresses(
+    api, staff, owner, project, image, types, make_host
+):
+    from compute.services import instance_request
+
+    api.force_authenticate(user=staff)
+    made = api.post(
+        "/api/v1/admin/networks/",
+        {
+            "name": "local",
+            "kind": "local",
+            "cidr": "172.16.0.0/24",
+            "gateway": "172.16.0.1",
+            "bridge": "br-local",
+            "ipv6_cidr": "fd00:16::/64",
+        },
+        format="json",
+    )
+    assert made.status_code == 201, made.content
+    assert (made.json()["ipv6_cidr"], made.json()["ipv6_gateway"]) == ("fd00:16::/64", "fd00:16::1")
+    make_host("h1")
+    vm = instance_request(
+        actor=owner,
+        project=project,
+        image=image,
+        instance_type=types["t1.micro"],
+        network="local",
+        ssh_keys=[],
+        user_data="",
+        volatile_gib=0,
+        name="both",
+    )
+    api.force_authenticate(user=owner)
+    shown = api.get(f"/api/v1/compute/instances/{vm.uuid}/").json()
+    assert (shown["ip"], shown["ipv6"]) == ("172.16.0.2", "fd00:16::2")
