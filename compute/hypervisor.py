@@ -489,7 +489,6 @@ class NetworkSpec:
     forward: str
     gateway: str
     prefix: int
-    dns: tuple[str, ...] = ()
     hosts: tuple[DhcpHost, ...] = ()
     ipv6_gateway: str | None = None
     ipv6_prefix: int | None = None
@@ -509,8 +508,9 @@ def network_xml(spec: NetworkSpec) -> str:
     dhcp = E.dhcp(*[E.host(mac=h.mac, ip=h.ip) for h in spec.hosts])
     v4.append(dhcp)
     children = [E.name(spec.name), E.forward(mode=spec.forward), E.bridge(name=spec.bridge, stp="off", delay="0")]
-    if spec.dns:
-        children.append(E.dns(*[E.forwarder(addr=server) for server in spec.dns]))
+    # No DNS forwarders from the network's DNS servers: those are what the guests are told to ask (network-config),
+    # often the gateway itself, whose dnsmasq would then forward to itself. dnsmasq answers on the gateway and
+    # forwards to the host's own resolvers.
     children.append(v4)
     if spec.ipv6_gateway and spec.ipv6_prefix:
         # DHCPv6 identifies a client by its DUID, not its MAC: libvirt's IPv6 host entries are matched by name,
@@ -624,20 +624,23 @@ def network_dhcp_host_add(uri: str, name: str, host: DhcpHost) -> bool:
 
 
 def _dhcp_host_delete(net: libvirt.virNetwork, host: DhcpHost) -> None:
-    """Delete ``host`` from the live network and from its definition, wherever it is (either may lack it)."""
+    """Delete ``host`` from the running network and from its definition, wherever it is (either may lack it: libvirt
+    then answers "operation invalid", which is what we wanted). The definition is not always readable apart (the test
+    driver), so both are asked."""
     for flags in (libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE, libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG):
         if flags == libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE and not net.isActive():
             continue
-        live = flags == libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
-        if (host.mac.lower(), host.ip) not in _dhcp_hosts(net, live=live):
-            continue
-        net.update(
-            libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
-            libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
-            -1,
-            _host_xml(host),
-            flags,
-        )
+        try:
+            net.update(
+                libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
+                libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+                -1,
+                _host_xml(host),
+                flags,
+            )
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+                raise
 
 
 def network_dhcp_host_remove(uri: str, name: str, host: DhcpHost) -> bool:

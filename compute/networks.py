@@ -222,7 +222,6 @@ def network_spec(network: Network, *, hosts: list[Lease]) -> hypervisor.NetworkS
         forward=FORWARD_MODES[NetworkKind(network.kind)],
         gateway=network.gateway,
         prefix=ipaddress.ip_network(network.cidr).prefixlen,
-        dns=tuple(network.dns),
         hosts=tuple(_dhcp_host(lease) for lease in hosts),
         ipv6_gateway=network.ipv6_gateway or None,
         ipv6_prefix=ipaddress.ip_network(network.ipv6_cidr).prefixlen if network.ipv6_cidr else None,
