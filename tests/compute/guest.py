@@ -173,9 +173,15 @@ def libvirt_daemon(tmp_path_factory) -> Iterator[LibvirtDaemon]:
         with contextlib.suppress(hypervisor.HypervisorError):
             for domain in hypervisor.domains(uri):
                 hypervisor.domain_destroy(uri, domain.name)
+            # The boot step makes the classes' libvirt networks; destroying one stops its dnsmasq, which would
+            # otherwise outlive the daemon.
+            for network in hypervisor.networks(uri):
+                hypervisor.network_remove(uri, network)
         hypervisor.disconnect_all()
         _stop(base / "libvirtd.pid")
         _stop(base / "virtlogd.pid")
+        for pidfile in (base / "run").rglob("*.pid"):
+            _stop(pidfile)
 
 
 @pytest.fixture(scope="session")
