@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu \
 	libvirt-clients libxml2-utils qemu-system-x86 qemu-utils qemu-block-extra tgt libiscsi-bin slapd ldap-utils \
 	libldap2-dev libsasl2-dev gnupg openssl cpio busybox-static syslinux mtools dosfstools chromium iproute2 \
-	nodejs npm
+	nodejs npm nftables dnsmasq-base iptables
 
 # PostgreSQL and Redis for the production-configuration pass of `make test`, when they answer.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/altostratus

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import generics, permissions, serializers, status
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -16,8 +16,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import selectors as account_selectors
-from compute import attachments, execution, scheduler, selectors, services
-from compute.models import Host, Instance, InstanceType, Network, NetworkKind
+from compute import access, attachments, execution, firewalls, scheduler, selectors, services
+from compute.models import FirewallProtocol, FirewallRule, Host, Instance, InstanceType, Network, NetworkKind
 from compute.networks import network_create
 from core.errors import ApplicationError, NotFound
 from core.idempotency import idempotent
@@ -65,6 +65,14 @@ class CapacityApi(APIView):
         return Response(self.CapacityOutputSerializer(rows, many=True).data)
 
 
+class AccessLinkSerializer(serializers.Serializer):
+    service = serializers.CharField(help_text="What the VM's port serves: ssh, http, https, or the port number.")
+    host = serializers.CharField(help_text="The front end's name (PORT_TRANSLATION_HOST).")
+    port = serializers.IntegerField(help_text="The front-end port translated to the VM's port.")
+    url = serializers.CharField(required=False, help_text="For web services: the link to open.")
+    command = serializers.CharField(required=False, help_text="For ssh: the command line.")
+
+
 class InstanceOutputSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="uuid")
     image = serializers.CharField(source="image_identifier")
@@ -72,8 +80,10 @@ class InstanceOutputSerializer(serializers.ModelSerializer):
     # Plain sourced fields (no per-row methods): a missing host or lease renders as null.
     host = serializers.CharField(source="host.name", allow_null=True, read_only=True)
     ip = serializers.CharField(source="lease.ip", allow_null=True, read_only=True)
+    ipv6 = serializers.CharField(source="lease.ipv6", allow_null=True, read_only=True)
     mac = serializers.CharField(source="lease.mac", allow_null=True, read_only=True)
     volumes = serializers.SerializerMethodField()
+    access = serializers.SerializerMethodField()
     project = serializers.IntegerField(source="project_id")
 
     class Meta:
@@ -93,8 +103,10 @@ class InstanceOutputSerializer(serializers.ModelSerializer):
             "host",
             "network",
             "ip",
+            "ipv6",
             "mac",
             "volumes",
+            "access",
             "project",
             "policy_warnings",
             "created",
@@ -104,6 +116,11 @@ class InstanceOutputSerializer(serializers.ModelSerializer):
     def get_volumes(self, instance: Instance) -> list[str]:
         """The ids of the volumes plugged into the instance (or being plugged in or out), by device name."""
         return [str(attachment.volume_uuid) for attachment in instance.attachments.all()]
+
+    @extend_schema_field(AccessLinkSerializer(many=True))
+    def get_access(self, instance: Instance) -> list[dict[str, Any]]:
+        """How to reach a VM on ``local`` through the front end's translated ports (empty otherwise)."""
+        return access.access_links(instance)
 
 
 class InstanceListApi(generics.ListAPIView):
@@ -246,6 +263,48 @@ class InstanceVolumeApi(APIView):
         return Response(InstanceOutputSerializer(shown).data, status=status.HTTP_202_ACCEPTED)
 
 
+class FirewallRuleSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = FirewallRule
+        fields = ["id", "protocol", "port", "source", "origin", "created"]
+
+
+class InstanceFirewallApi(APIView):
+    """The instance's firewall: the new connections it lets in (every other new connection is dropped). It starts
+    with its image's rules (``inbound-port``: tcp from anywhere; ``icmp``); members of its project add rules for the
+    ports the site lets users open (``FIREWALL_USER_PORTS``) and delete rules. 404 for an instance that is missing
+    or not yours."""
+
+    class FirewallRuleInputSerializer(serializers.Serializer):
+        protocol = serializers.ChoiceField(choices=FirewallProtocol.choices)
+        port = serializers.IntegerField(required=False, allow_null=True, default=None, help_text="None for icmp.")
+        source = serializers.CharField(
+            required=False, default="0.0.0.0/0", max_length=18, help_text="IPv4 CIDR the connections come from."
+        )
+
+    @extend_schema(responses=FirewallRuleSerializer(many=True))
+    def get(self, request: Request, instance_id: str) -> Response:
+        instance = selectors.access_instance(actor=request.user, instance_id=instance_id)
+        return Response(FirewallRuleSerializer(instance.firewall_rules.order_by("pk"), many=True).data)
+
+    @extend_schema(request=FirewallRuleInputSerializer, responses={201: FirewallRuleSerializer})
+    def post(self, request: Request, instance_id: str) -> Response:
+        instance = selectors.access_instance(actor=request.user, instance_id=instance_id)
+        data = self.FirewallRuleInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        rule = firewalls.firewall_rule_add(actor=request.user, instance=instance, **data.validated_data)
+        return Response(FirewallRuleSerializer(rule).data, status=status.HTTP_201_CREATED)
+
+
+class InstanceFirewallRuleApi(APIView):
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request: Request, instance_id: str, rule_id: str) -> Response:
+        """Delete one rule of the instance's firewall (an image's rule too)."""
+        instance = selectors.access_instance(actor=request.user, instance_id=instance_id)
+        firewalls.firewall_rule_delete(actor=request.user, instance=instance, rule_id=rule_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
 # --- staff ------------------------------------------------------------------------------------------
 
 
@@ -378,7 +437,20 @@ class NetworkOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Network
-        fields = ["id", "name", "kind", "cidr", "gateway", "dns", "bridge", "leases_total", "leases_held", "created"]
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "cidr",
+            "gateway",
+            "ipv6_cidr",
+            "ipv6_gateway",
+            "dns",
+            "bridge",
+            "leases_total",
+            "leases_held",
+            "created",
+        ]
 
 
 class NetworkListApi(generics.ListAPIView):
@@ -395,6 +467,9 @@ class NetworkListApi(generics.ListAPIView):
         gateway = serializers.CharField(max_length=50)
         dns = serializers.ListField(child=serializers.CharField(max_length=50), required=False, default=list)
         bridge = serializers.CharField(max_length=15)
+        ipv6_cidr = serializers.CharField(
+            max_length=50, required=False, default="", allow_blank=True, help_text="An IPv6 prefix, e.g. fd00:10::/64."
+        )
 
     def get_queryset(self) -> QuerySet[Network]:
         return selectors.network_list()

@@ -55,6 +55,8 @@ class NetworkConfig:
     address: str
     gateway: str | None = None
     dns: tuple[str, ...] = ()
+    address6: str | None = None  # the lease's IPv6 address with its prefix (``fd00:10::5/64``), if the network has one
+    gateway6: str | None = None
 
     def __post_init__(self) -> None:
         if not _MAC.match(self.mac):
@@ -66,6 +68,12 @@ class NetworkConfig:
             raise ValueError(f"gateway {self.gateway} is outside {interface.network}")
         for server in self.dns:
             ipaddress.ip_address(server)
+        if self.address6 is not None:
+            interface6 = ipaddress.ip_interface(self.address6)
+            if interface6.version != 6 or "/" not in self.address6:
+                raise ValueError(f"IPv6 address {self.address6!r} needs to be IPv6 with its prefix length")
+            if self.gateway6 is not None and ipaddress.ip_address(self.gateway6) not in interface6.network:
+                raise ValueError(f"IPv6 gateway {self.gateway6} is outside {interface6.network}")
 
 
 def part_type(user_data: str) -> str:
@@ -145,10 +153,15 @@ def network_config(network: NetworkConfig) -> str:
     nic: dict[str, Any] = {
         "match": {"macaddress": network.mac},
         "set-name": "eth0",
-        "addresses": [network.address],
+        "addresses": [network.address, *([network.address6] if network.address6 else [])],
     }
+    routes = []
     if network.gateway:
-        nic["routes"] = [{"to": "default", "via": network.gateway}]
+        routes.append({"to": "default", "via": network.gateway})
+    if network.address6 and network.gateway6:
+        routes.append({"to": "::/0", "via": network.gateway6})
+    if routes:
+        nic["routes"] = routes
     if network.dns:
         nic["nameservers"] = {"addresses": list(network.dns)}
     return _yaml({"version": 2, "ethernets": {"eth0": nic}})

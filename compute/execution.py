@@ -29,11 +29,10 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from compute import attachments, hypervisor, swap
+from compute import access, attachments, hypervisor, networks, swap
 from compute.contextualisation import NetworkConfig, seed_iso
 from compute.domain import DiskSpec, DomainSpec, NicSpec, domain_xml
 from compute.models import Host, Instance, InstanceState, Lease
-from compute.networks import lease_free
 from core.errors import ApplicationError, Conflict, NotFound, Unavailable
 from core.workflow import transition
 from marketplace.policy.evaluation import evaluate
@@ -198,7 +197,12 @@ def instance_prepare(instance_id: int) -> bool:
         ssh_keys=list(instance.ssh_keys),
         user_data=instance.user_data or None,
         network=NetworkConfig(
-            mac=lease.mac, address=f"{lease.ip}/{prefix}", gateway=lease.network.gateway, dns=tuple(lease.network.dns)
+            mac=lease.mac,
+            address=f"{lease.ip}/{prefix}",
+            gateway=lease.network.gateway,
+            dns=tuple(lease.network.dns),
+            address6=f"{lease.ipv6}/{lease.network.ipv6_cidr.split('/')[1]}" if lease.ipv6 else None,
+            gateway6=lease.network.ipv6_gateway or None,
         ),
         swap_label=swap.LABEL if instance.swap_mib else None,
     )
@@ -238,6 +242,10 @@ def instance_boot(instance_id: int) -> bool:
         instance = _move(instance, allowed=[S.PREPARING], to=S.BOOTING, verb="booting")
     elif instance.state != S.BOOTING:
         return False
+    # The network the NIC joins runs on the host, and its DHCP answers the lease's address to the NIC's MAC.
+    networks.host_network_ensure(
+        host=_host(instance), lease=Lease.objects.select_related("network").get(instance=instance)
+    )
     hypervisor.domain_define(_host(instance).uri, domain_xml(_spec(instance)))
     attachments.boot_settle(instance)
     hypervisor.domain_start(_host(instance).uri, domain_name(instance))
@@ -320,6 +328,9 @@ def instance_teardown(instance_id: int) -> bool:
     shutil.rmtree(where, ignore_errors=True)
     # Persistent volumes go back available with their data; the volatile disk is destroyed by storage.
     attachments.attachments_release(instance)
+    lease = Lease.objects.select_related("network").filter(instance=instance).first()
+    if lease is not None and instance.host is not None:
+        networks.host_network_release(host=instance.host, lease=lease)
     with transaction.atomic():
         try:
             ended = transition(
@@ -333,7 +344,9 @@ def instance_teardown(instance_id: int) -> bool:
             )
         except Conflict:
             return False
-        lease_free(ended)
+        networks.lease_free(ended)
+        access.port_translations_free(ended)
+        access.frontend_sync_on_commit()
     return True
 
 

@@ -480,3 +480,196 @@ def secret_remove(uri: str, *, uuid: UUID) -> None:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_SECRET:
                 raise
+
+
+# Networks: one libvirt network per address class, whose DHCP hands out exactly the leases' addresses. -----------
+
+
+@dataclass(frozen=True)
+class DhcpHost:
+    """A fixed DHCP answer: the address ``ip`` (and ``ipv6``, if any) for the NIC whose MAC is ``mac``."""
+
+    mac: str
+    ip: str
+    ipv6: str | None = None
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A libvirt network: ``name`` on the bridge ``bridge``, the host's address ``gateway/prefix`` on it, ``forward``
+    one of ``nat`` (the host masquerades the guests), ``route`` (the host routes the block; the site's routers send
+    it to the host) or ``open`` (libvirt adds no firewall rules). DHCP answers only the ``hosts`` (no dynamic
+    range: every address belongs to a lease). With ``ipv6_gateway``/``ipv6_prefix`` the bridge also carries an
+    IPv6 network whose DHCPv6 answers the hosts' ``ipv6``."""
+
+    name: str
+    bridge: str
+    forward: str
+    gateway: str
+    prefix: int
+    hosts: tuple[DhcpHost, ...] = ()
+    ipv6_gateway: str | None = None
+    ipv6_prefix: int | None = None
+
+
+def _host_xml(host: DhcpHost, *, family: str = "ipv4") -> str:
+    if family == "ipv6":
+        return etree.tostring(E.host(name=host.mac.replace(":", ""), ip=host.ipv6 or ""), encoding="unicode")
+    return etree.tostring(E.host(mac=host.mac, ip=host.ip), encoding="unicode")
+
+
+def network_xml(spec: NetworkSpec) -> str:
+    """The ``<network>`` document of ``spec``."""
+    if spec.forward not in ("nat", "route", "open"):
+        raise HypervisorRefused(f"unknown forward mode {spec.forward!r} for network {spec.name}")
+    v4 = E.ip(address=spec.gateway, prefix=str(spec.prefix))
+    dhcp = E.dhcp(*[E.host(mac=h.mac, ip=h.ip) for h in spec.hosts])
+    v4.append(dhcp)
+    children = [E.name(spec.name), E.forward(mode=spec.forward), E.bridge(name=spec.bridge, stp="off", delay="0")]
+    # No DNS forwarders from the network's DNS servers: those are what the guests are told to ask (network-config),
+    # often the gateway itself, whose dnsmasq would then forward to itself. dnsmasq answers on the gateway and
+    # forwards to the host's own resolvers.
+    children.append(v4)
+    if spec.ipv6_gateway and spec.ipv6_prefix:
+        # DHCPv6 identifies a client by its DUID, not its MAC: libvirt's IPv6 host entries are matched by name,
+        # so the guests get their IPv6 addresses from cloud-init's network-config (static) and the router
+        # advertisements of this network give them the route.
+        children.append(E.ip(family="ipv6", address=spec.ipv6_gateway, prefix=str(spec.ipv6_prefix)))
+    return etree.tostring(E.network(*children), encoding="unicode")
+
+
+def _network(conn: libvirt.virConnect, name: str) -> libvirt.virNetwork | None:
+    try:
+        return conn.networkLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+            return None
+        raise
+
+
+def _dhcp_hosts(net: libvirt.virNetwork, *, live: bool) -> set[tuple[str, str]]:
+    # The test driver (simulated hosts) keeps one document per network: what runs is its definition.
+    inactive = not live and net.connect().getType() != "TEST"
+    root = etree.fromstring(net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE if inactive else 0).encode())
+    return {
+        (host.get("mac", "").lower(), host.get("ip", ""))
+        for host in root.iterfind("ip/dhcp/host")
+        if host.get("mac") and host.get("ip")
+    }
+
+
+def network_ensure(uri: str, spec: NetworkSpec) -> bool:
+    """Make the network ``spec.name`` exist, run and start with the host (defined from ``spec`` when missing, with
+    its ``hosts``); a network already there keeps its DHCP entries (:func:`network_dhcp_hosts_sync` sets those).
+    Returns whether it had to be defined or started. Idempotent."""
+    with _session(uri) as conn:
+        net = _network(conn, spec.name)
+        changed = False
+        if net is None:
+            try:
+                net = conn.networkDefineXML(network_xml(spec))
+            except libvirt.libvirtError as exc:
+                # Another worker defined it between the look and the call.
+                if exc.get_error_code() != libvirt.VIR_ERR_NETWORK_EXIST:
+                    raise
+                net = conn.networkLookupByName(spec.name)
+            changed = True
+        if not net.isActive():
+            try:
+                net.create()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID or not net.isActive():
+                    raise
+            changed = True
+        if not net.autostart():
+            net.setAutostart(1)
+        return changed
+
+
+def networks(uri: str) -> list[str]:
+    """The names of the host's networks, defined or running, sorted."""
+    with _session(uri) as conn:
+        return sorted(net.name() for net in conn.listAllNetworks(0))
+
+
+def network_remove(uri: str, name: str) -> None:
+    """Stop and undefine the network ``name``. Idempotent: an absent network is not an error."""
+    with _session(uri) as conn:
+        net = _network(conn, name)
+        if net is None:
+            return
+        if net.isActive():
+            net.destroy()
+        with suppress(libvirt.libvirtError):
+            net.undefine()
+
+
+def network_dhcp_hosts(uri: str, name: str) -> set[tuple[str, str]]:
+    """The (MAC, IPv4) pairs the running network ``name``'s DHCP answers; empty when it is absent or stopped."""
+    with _session(uri) as conn:
+        net = _network(conn, name)
+        if net is None or not net.isActive():
+            return set()
+        return _dhcp_hosts(net, live=True)
+
+
+_UPDATE_BOTH = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+
+
+def _update(net: libvirt.virNetwork, command: int, host: DhcpHost) -> None:
+    flags = _UPDATE_BOTH if net.isActive() else libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+    net.update(command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, _host_xml(host), flags)
+
+
+def network_dhcp_host_add(uri: str, name: str, host: DhcpHost) -> bool:
+    """Have network ``name``'s DHCP answer ``host.ip`` to ``host.mac``, in the running network and its definition
+    (virNetworkUpdate, no restart: the guests on it keep their connections). An entry for the same MAC or address
+    with another partner is replaced. Returns whether anything changed. Idempotent."""
+    with _session(uri) as conn:
+        net = _network(conn, name)
+        if net is None:
+            raise HypervisorRefused(f"libvirt host {uri}: no network named {name!r}")
+        present = _dhcp_hosts(net, live=bool(net.isActive())) | _dhcp_hosts(net, live=False)
+        wanted = (host.mac.lower(), host.ip)
+        if wanted in present and wanted in _dhcp_hosts(net, live=False):
+            return False
+        for mac, ip in present:
+            if (mac, ip) != wanted and (mac == wanted[0] or ip == wanted[1]):
+                _dhcp_host_delete(net, DhcpHost(mac=mac, ip=ip))
+        _dhcp_host_delete(net, host)
+        _update(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, host)
+        return True
+
+
+def _dhcp_host_delete(net: libvirt.virNetwork, host: DhcpHost) -> None:
+    """Delete ``host`` from the running network and from its definition, wherever it is (either may lack it: libvirt
+    then answers "operation invalid", which is what we wanted). The definition is not always readable apart (the test
+    driver), so both are asked."""
+    for flags in (libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE, libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG):
+        if flags == libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE and not net.isActive():
+            continue
+        try:
+            net.update(
+                libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
+                libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+                -1,
+                _host_xml(host),
+                flags,
+            )
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+                raise
+
+
+def network_dhcp_host_remove(uri: str, name: str, host: DhcpHost) -> bool:
+    """Stop network ``name``'s DHCP answering ``host``. Returns whether anything changed. Idempotent: an absent
+    network or entry is not an error."""
+    with _session(uri) as conn:
+        net = _network(conn, name)
+        if net is None:
+            return False
+        found = (host.mac.lower(), host.ip)
+        if found not in _dhcp_hosts(net, live=bool(net.isActive())) | _dhcp_hosts(net, live=False):
+            return False
+        _dhcp_host_delete(net, host)
+        return True

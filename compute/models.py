@@ -78,6 +78,10 @@ class Network(models.Model):
     gateway = models.GenericIPAddressField()
     dns = models.JSONField(default=list, blank=True, help_text="DNS servers given to VMs.")
     bridge = models.CharField(max_length=15, help_text="The Linux bridge the VMs' NICs join on every host.")
+    ipv6_cidr = models.CharField(
+        max_length=50, blank=True, help_text="An IPv6 prefix: every lease then has an IPv6 address too."
+    )
+    ipv6_gateway = models.GenericIPAddressField(protocol="IPv6", null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -92,6 +96,7 @@ class Lease(models.Model):
 
     network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="leases")
     ip = models.GenericIPAddressField()
+    ipv6 = models.GenericIPAddressField(protocol="IPv6", null=True, blank=True)
     mac = models.CharField(max_length=17)
     # One-to-one: a lease is held by at most one instance and an instance holds at most one lease.
     instance = models.OneToOneField("Instance", null=True, blank=True, on_delete=models.SET_NULL, related_name="lease")
@@ -294,3 +299,70 @@ class TrustNotice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}: {self.image_identifier}"
+
+
+class PortTranslation(models.Model):
+    """A front-end port forwarded to a port of a VM on the ``local`` network (StratusLab's "port translation"): new
+    connections to ``front_address:front_port`` go to the VM's lease address at ``guest_port``. Reserved with the
+    VM, deleted when it ends. The unique constraint makes a front-end port given twice impossible."""
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="port_translations")
+    service = models.CharField(max_length=20, help_text="What the guest port serves: ssh, http, … (for links).")
+    guest_port = models.PositiveIntegerField()
+    front_address = models.GenericIPAddressField(protocol="IPv4", help_text="Where the DNAT rule listens.")
+    front_port = models.PositiveIntegerField()
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["instance", "guest_port"]
+        constraints = [
+            models.UniqueConstraint(fields=["front_address", "front_port"], name="port_translation_front_unique"),
+            models.UniqueConstraint(fields=["instance", "guest_port"], name="port_translation_once_per_guest_port"),
+            models.CheckConstraint(
+                condition=Q(guest_port__gte=1, guest_port__lte=65535) & Q(front_port__gte=1, front_port__lte=65535),
+                name="port_translation_ports_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.front_address}:{self.front_port} → {self.instance_id}:{self.guest_port}"
+
+
+class FirewallProtocol(models.TextChoices):
+    TCP = "tcp"
+    UDP = "udp"
+    ICMP = "icmp"
+
+
+class FirewallRule(models.Model):
+    """New connections a VM lets in: ``protocol`` to ``port`` (none for icmp: every type) from ``source`` (CIDR).
+    A VM gets its image's ``inbound-port``/``icmp`` rules when requested (``origin`` image); its owners add and
+    delete rules (``origin`` user) within the site's ``FIREWALL_USER_PORTS``. Everything else new is dropped."""
+
+    class Origin(models.TextChoices):
+        IMAGE = "image"
+        USER = "user"
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="firewall_rules")
+    protocol = models.CharField(max_length=4, choices=FirewallProtocol.choices)
+    port = models.PositiveIntegerField(null=True, blank=True)
+    source = models.CharField(max_length=18, default="0.0.0.0/0", help_text="IPv4 CIDR the connections come from.")
+    origin = models.CharField(max_length=5, choices=Origin.choices, default=Origin.USER)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["instance", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["instance", "protocol", "port", "source"],
+                name="firewall_rule_once_per_instance",
+            ),
+            models.CheckConstraint(
+                condition=(Q(protocol="icmp") & Q(port__isnull=True))
+                | (Q(protocol__in=["tcp", "udp"]) & Q(port__gte=1, port__lte=65535)),
+                name="firewall_rule_port_fits_protocol",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.protocol}/{self.port or '*'} from {self.source} to {self.instance_id}"

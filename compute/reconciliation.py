@@ -11,6 +11,8 @@ Run periodically (``compute.reconcile``), one host at a time on that host's queu
 - an instance stuck in a worker step past ``INSTANCE_STEP_DEADLINE_MINUTES`` goes to ``error``;
 - quarantined root disks older than ``QUARANTINE_HOURS`` are deleted;
 - running instances accrue usage records (vCPU-hours, RAM GiB-hours per project).
+- the host's libvirt networks get back the DHCP entries of the leases of its live instances (missing ones
+  added, stray ones removed; ``compute.networks.host_networks_repair``).
 
 The database is read before libvirt is asked, and every change is a transition from the state read: a worker that
 moved the instance meanwhile wins, and its Conflict is skipped. No transaction is open while libvirt is asked.
@@ -29,7 +31,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from compute import hypervisor
+from compute import hypervisor, networks
 from compute.models import Host, HostState, Instance, InstanceState, UsageRecord
 from core import audit
 from core.errors import Conflict, NotFound
@@ -76,6 +78,7 @@ class Report:
     skipped: list[str] = field(default_factory=list)
     unknown_domains: list[str] = field(default_factory=list)
     usage_recorded: int = 0
+    networks_repaired: list[str] = field(default_factory=list)
 
 
 def _down_message(host: Host) -> str:
@@ -225,6 +228,11 @@ def _host_up(host: Host, instances: list[Instance], listed: list[hypervisor.Doma
         report.unknown_domains = _unknown_domains(host, listed)
     with transaction.atomic():
         report.usage_recorded = _usage_record(host, listed, now=now)
+    # The networks' DHCP entries against the leases (libvirt is asked outside any transaction).
+    try:
+        report.networks_repaired = networks.host_networks_repair(host)
+    except hypervisor.HypervisorError as exc:
+        logger.warning("host %s: could not check its networks: %s", host.name, exc)
     return report
 
 

@@ -15,7 +15,7 @@ from django.db import transaction
 from accounts import selectors as account_selectors
 from accounts.models import Project, SshKey
 from accounts.quotas import quota_reserve
-from compute import attachments, execution, hypervisor, scheduler
+from compute import access, attachments, execution, firewalls, hypervisor, scheduler
 from compute.models import Host, Instance, InstanceState, InstanceType, Network, NetworkKind
 from compute.networks import lease_free, lease_take
 from core import audit
@@ -331,13 +331,14 @@ def instance_request(
     volumes: Sequence[str] = (),
 ) -> Instance:
     """Request a VM: check membership, the site policy and the input, then in one transaction reserve
-    quota, place it on a host, give it a lease, reserve the ``volumes`` named (their ids; attached at boot) and
+    quota, place it on a host, give it a lease (and, on ``local``, front-end ports: ``compute.access``) and its image's
+    firewall rules, reserve the ``volumes`` named (their ids; attached at boot) and
     order its volatile disk from storage. The instance is created ``scheduled`` (the host is chosen here); the
     worker steps start after commit.
 
     Errors: NotFound (not a member of ``project``, or a volume missing or not visible), PermissionDenied
     ``policy-denied``, ApplicationError (bad input), QuotaExceeded, Conflict ``no-host`` / ``no-free-address`` /
-    ``volume-unavailable``. Nothing is written on error."""
+    ``no-free-port`` / ``volume-unavailable``. Nothing is written on error."""
     project = account_selectors.access_project(actor=actor, project_id=project.pk)
     decision = evaluate(image, on_use=True, actor=actor)
     failed = [asdict(r) for r in decision.failures]
@@ -395,6 +396,8 @@ def instance_request(
             allowed_by=list(decision.allowed_by),
         )
         lease = lease_take(network_kind=network, instance=instance)
+        translations = access.port_translations_reserve(instance=instance, image=image)
+        firewalls.firewall_defaults_create(instance=instance, image=image)
         attached = attachments.attachments_at_request(
             actor=actor, instance=instance, volume_ids=volume_ids, volatile_gib=volatile_gib
         )
@@ -412,7 +415,9 @@ def instance_request(
             user_data_bytes=len(user_data.encode()),
             policy_warnings=[w["rule"] for w in warnings],
             volumes={a.device: str(a.volume_uuid) for a in attached},
+            ports={t.guest_port: t.front_port for t in translations},
         )
+        access.frontend_sync_on_commit()
         # The first worker step (prepare) goes to the host's queue once the instance is committed.
         transaction.on_commit(lambda: execution.enqueue(execution.PREPARE, instance))
     return instance
@@ -437,6 +442,8 @@ def instance_terminate(*, actor: User, instance: Instance) -> Instance:
             pass
         else:
             lease_free(ended)
+            access.port_translations_free(ended)
+            access.frontend_sync_on_commit()
             attachments.attachments_release(ended)
             return ended
         terminating = transition(

@@ -9,7 +9,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from compute import attachments, execution, reconciliation, stats, worker  # noqa: F401 - worker: connects the host-queue signal
+from compute import (  # noqa: F401 - worker: connects the host-queue signal
+    access,
+    attachments,
+    execution,
+    reconciliation,
+    stats,
+    worker,
+)
 from core.errors import Conflict, TransientError
 from core.workflow import task
 
@@ -180,6 +187,7 @@ def host_reconcile(host_id: int) -> dict:
         "skipped": report.skipped,
         "unknown_domains": report.unknown_domains,
         "usage_recorded": report.usage_recorded,
+        "networks_repaired": report.networks_repaired,
     }
 
 
@@ -192,6 +200,13 @@ def reconcile() -> int:
         attachments_settle.apply_async(kwargs={"host_id": host.pk}, queue=f"host.{host.name}")
         host_cpu_sample.apply_async(kwargs={"host_id": host.pk}, queue=f"host.{host.name}")
     return reconciliation.stuck_instances_fail()
+
+
+@task(access.FRONTEND_SYNC)
+def frontend_sync() -> dict:
+    """On the front end (queue FRONTEND_QUEUE; also periodic): make the nftables table ``ip altostratus`` say what
+    the database says (port translations, firewalls); returns what it restored or removed, as JSON."""
+    return vars(access.frontend_sync())
 
 
 @task("compute.quarantine_purge")

@@ -19,6 +19,16 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
         api.InstanceConsoleApi.as_view(),
         name="api-compute-instance-console",
     ),
+    path(
+        "compute/instances/<str:instance_id>/firewall/",
+        api.InstanceFirewallApi.as_view(),
+        name="api-compute-instance-firewall",
+    ),
+    path(
+        "compute/instances/<str:instance_id>/firewall/<str:rule_id>/",
+        api.InstanceFirewallRuleApi.as_view(),
+        name="api-compute-instance-firewall-rule",
+    ),
     *[
         path(
             f"compute/instances/<str:instance_id>/{action}/",

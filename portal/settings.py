@@ -7,6 +7,7 @@ e-mail to the console, LDAP off. A malformed value stops start-up with a message
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -364,6 +365,58 @@ INSTANCE_DIR = env_path("INSTANCE_DIR", VAR_DIR / "instances")
 LIBVIRT_DOMAIN_TYPE = env_str("LIBVIRT_DOMAIN_TYPE", "qemu").strip().lower()
 if LIBVIRT_DOMAIN_TYPE not in ("qemu", "kvm"):
     raise ImproperlyConfigured(f"LIBVIRT_DOMAIN_TYPE must be qemu or kvm, not {LIBVIRT_DOMAIN_TYPE!r}")
+# Networking (README "Networking"): nftables rules live in the table ``ip altostratus``, applied with NFT_COMMAND
+# (shlex-split; e.g. ``ssh root@front nft``) by the worker consuming FRONTEND_QUEUE on the front end, which routes
+# the VM networks. Port translation: a VM on ``local`` gets a front-end port from PORT_TRANSLATION_RANGE for each of
+# its image's inbound ports in PORT_TRANSLATION_PORTS, opened on PORT_TRANSLATION_ADDRESS (an IPv4 address of the
+# front end; PORT_TRANSLATION_HOST when that is an address) and shown as PORT_TRANSLATION_HOST (a name or an
+# address; empty turns port translation off). Firewalls: the ports users may open on their VMs.
+NFT_COMMAND = env_str("NFT_COMMAND", "nft")
+# Whether the workers make each class's libvirt network on their hosts (bridge, NAT/routing, DHCP for the leases);
+# off for a site that makes its hosts' bridges itself (the VMs' NICs join Network.bridge either way).
+COMPUTE_MANAGE_NETWORKS = env_bool("COMPUTE_MANAGE_NETWORKS", True)
+FRONTEND_QUEUE = env_str("FRONTEND_QUEUE", "frontend")
+PORT_TRANSLATION_HOST = env_str("PORT_TRANSLATION_HOST", "").strip()
+PORT_TRANSLATION_ADDRESS = env_str("PORT_TRANSLATION_ADDRESS", "").strip() or PORT_TRANSLATION_HOST
+
+
+def _port_range(name: str, default: str) -> tuple[int, int]:
+    text = env_str(name, default).strip()
+    low, _, high = text.partition("-")
+    try:
+        first, last = int(low), int(high or low)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a port range like 15000-17000, not {text!r}") from None
+    if not 1 <= first <= last <= 65535:
+        raise ImproperlyConfigured(f"{name} must be a range of ports 1-65535, not {text!r}")
+    return first, last
+
+
+def _ports(name: str, default: list[str]) -> list[tuple[int, int]]:
+    return [_parse_ports(name, part) for part in env_list(name, default)]
+
+
+def _parse_ports(name: str, part: str) -> tuple[int, int]:
+    low, _, high = part.strip().partition("-")
+    try:
+        first, last = int(low), int(high or low)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}: {part!r} is not a port or a port range") from None
+    if not 1 <= first <= last <= 65535:
+        raise ImproperlyConfigured(f"{name}: {part!r} is not within 1-65535")
+    return first, last
+
+
+PORT_TRANSLATION_PORTS = [first for first, _last in _ports("PORT_TRANSLATION_PORTS", ["22", "80"])]
+PORT_TRANSLATION_RANGE = _port_range("PORT_TRANSLATION_RANGE", "15000-17000")
+if PORT_TRANSLATION_HOST:
+    try:
+        ipaddress.IPv4Address(PORT_TRANSLATION_ADDRESS)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"PORT_TRANSLATION_ADDRESS must be the front end's IPv4 address, not {PORT_TRANSLATION_ADDRESS!r}"
+        ) from None
+FIREWALL_USER_PORTS = _ports("FIREWALL_USER_PORTS", ["22", "80", "443", "1024-65535"])
 # A worker started with WORKER_ALL_HOST_QUEUES consumes host.<name> of every registered host besides its -Q
 # queues (make run's single worker); production workers run with -Q default,host.<name> and leave it off.
 WORKER_ALL_HOST_QUEUES = env_bool("WORKER_ALL_HOST_QUEUES", False)
@@ -420,6 +473,13 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "accounts.directory_sync": {"task": "accounts.directory_sync", "schedule": float(AUTH_LDAP_SYNC_SECONDS)},
     "compute.reconcile": {"task": "compute.reconcile", "schedule": float(COMPUTE_RECONCILE_SECONDS)},
     "compute.quarantine_purge": {"task": "compute.quarantine_purge", "schedule": 3600.0},  # hourly
+    # The front end's nftables rules from the database: restores them after a reboot or a hand edit.
+    "compute.frontend_sync": {
+        "task": "compute.frontend_sync",
+        "schedule": float(COMPUTE_RECONCILE_SECONDS),
+        # A run nobody took before the next is due is dropped: the next one does the same work.
+        "options": {"queue": FRONTEND_QUEUE, "expires": float(COMPUTE_RECONCILE_SECONDS)},
+    },
 }
 
 # libvirt: the URI of the simulated host that seed_demo registers.

@@ -43,6 +43,7 @@ VM_FIELDS = [
     ("ip", "IP"),
     ("mac", "MAC"),
     ("host", "Host"),
+    ("access_lines", "Access"),
     ("volumes", "Volumes"),
     ("project", "Project"),
     ("policy_warnings", "Policy warnings"),
@@ -86,8 +87,14 @@ def wait_for(obj: Context, vm_id: str, target: str, *, timeout: float, interval:
     return vm
 
 
+def access_line(link: dict) -> str:
+    """How to reach a VM through one translated port: the ssh command, the URL, or ``service host:port``."""
+    return link.get("command") or link.get("url") or f"{link['service']} {link['host']}:{link['port']}"
+
+
 def _show_vm(obj: Context, vm: dict) -> None:
-    obj.show(vm, lambda: output.fields(vm, VM_FIELDS))
+    human = {**vm, "access_lines": "\n".join(access_line(link) for link in vm.get("access") or [])}
+    obj.show(vm, lambda: output.fields(human, VM_FIELDS))
 
 
 wait_option = click.option("--wait", is_flag=True, help="Wait until the action is done, showing the VM's state.")
@@ -284,3 +291,55 @@ def detach(obj: Context, vm_id: str, volume: str, wait: bool, timeout: float) ->
 
 def register(root: click.Group) -> None:
     root.add_command(vm)
+
+
+FIREWALL_COLUMNS = [("id", "ID"), ("protocol", "Protocol"), ("port", "Port"), ("source", "Source"), ("origin", "From")]
+
+
+@vm.group(
+    cls=AltoGroup,
+    help="A VM's firewall: the new connections it lets in (everything else new is dropped). It starts with its "
+    "image's ports; add rules for the ports your site lets users open.",
+)
+def firewall() -> None:
+    pass
+
+
+@firewall.command(
+    "list", help="The VM's firewall rules." + example("alto vm firewall list 3f2b9c1e-8d4a-4f7e-9a51-0c6d2e7b8a90")
+)
+@click.argument("vm_id")
+@json_option
+@pass_ctx
+def firewall_list(obj: Context, vm_id: str) -> None:
+    rules = obj.api.get(f"{_path(vm_id)}firewall/")
+    obj.show(rules, lambda: output.table(rules, FIREWALL_COLUMNS, title="firewall rules"))
+
+
+@firewall.command(
+    "add",
+    help="Let new connections in: a protocol, a port (none for icmp) and the sources allowed (CIDR)."
+    + example("alto vm firewall add 3f2b9c1e-8d4a-4f7e-9a51-0c6d2e7b8a90 --port 8080 --source 198.51.100.0/24"),
+)
+@click.argument("vm_id")
+@click.option("--protocol", type=click.Choice(["tcp", "udp", "icmp"]), default="tcp", show_default=True)
+@click.option("--port", type=int, help="The VM's port (tcp, udp).")
+@click.option("--source", default="0.0.0.0/0", show_default=True, help="Where the connections may come from.")
+@json_option
+@pass_ctx
+def firewall_add(obj: Context, vm_id: str, protocol: str, port: int | None, source: str) -> None:
+    rule = obj.api.post(f"{_path(vm_id)}firewall/", {"protocol": protocol, "port": port, "source": source})
+    obj.show(rule, lambda: output.fields(rule, FIREWALL_COLUMNS))
+
+
+@firewall.command(
+    "delete",
+    help="Delete a rule (its ID from alto vm firewall list)."
+    + example("alto vm firewall delete 3f2b9c1e-8d4a-4f7e-9a51-0c6d2e7b8a90 12"),
+)
+@click.argument("vm_id")
+@click.argument("rule_id", type=int)
+@pass_ctx
+def firewall_delete(obj: Context, vm_id: str, rule_id: int) -> None:
+    obj.api.delete(f"{_path(vm_id)}firewall/{rule_id}/")
+    output.say(f"Deleted firewall rule {rule_id}.")

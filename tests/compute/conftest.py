@@ -26,7 +26,9 @@ from tests.compute.guest import (  # noqa: F401 - the real-guest fixtures
     libvirt_daemon,
     libvirt_host,
     tiny_guest,
+    web_guest_disk,
 )
+from tests.compute.netns import netns_libvirt  # noqa: F401 - a namespace with its own libvirtd
 from tests.marketplace.conftest import (  # noqa: F401 - fixtures shared with the marketplace tests
     IMAGE,
     T0,
@@ -104,6 +106,14 @@ def image(owner, registered, entry_for) -> Image:  # noqa: F811 - the fixtures i
 
 
 @pytest.fixture
+def ported_image(owner, registered, entry_for) -> Image:  # noqa: F811 - the fixtures imported above
+    """The creator's image whose entry says it serves ssh, http and port 5432 and answers ping (inbound-port, icmp)."""
+    registered(owner, "owner")
+    raw = entry_for("owner", inbound_ports=(22, 80, 5432), icmp=(8,))
+    return marketplace_services.entry_upload(raw=raw, uploader=owner).image
+
+
+@pytest.fixture
 def instance_on(project, image) -> Callable[..., Instance]:
     """``instance_on(host, itype, state=…, name=…)``: an instance of ``project`` from ``image`` on ``host``, sized
     as ``itype``, made directly (no request, no worker)."""
@@ -158,6 +168,18 @@ def enqueued(request, monkeypatch) -> list[tuple[str, int, str]]:
         monkeypatch.setattr(execution, "enqueue", record)
         monkeypatch.setattr(attachments, "enqueue", record_attachment)
         monkeypatch.setattr(storage_services, "_enqueue", record_storage)
+    return sent
+
+
+@pytest.fixture(autouse=True)
+def frontend_syncs(request, monkeypatch) -> list[str]:
+    """The front end's rule syncs sent by the code under test (``compute.frontend_sync`` on ``FRONTEND_QUEUE``), one
+    queue name each, instead of the broker; tests marked ``worker`` send them for real."""
+    sent: list[str] = []
+    if request.node.get_closest_marker("worker") is None:
+        from compute import access
+
+        monkeypatch.setattr(access, "enqueue_frontend_sync", lambda: sent.append(settings.FRONTEND_QUEUE))
     return sent
 
 

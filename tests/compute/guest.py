@@ -173,9 +173,15 @@ def libvirt_daemon(tmp_path_factory) -> Iterator[LibvirtDaemon]:
         with contextlib.suppress(hypervisor.HypervisorError):
             for domain in hypervisor.domains(uri):
                 hypervisor.domain_destroy(uri, domain.name)
+            # The boot step makes the classes' libvirt networks; destroying one stops its dnsmasq, which would
+            # otherwise outlive the daemon.
+            for network in hypervisor.networks(uri):
+                hypervisor.network_remove(uri, network)
         hypervisor.disconnect_all()
         _stop(base / "libvirtd.pid")
         _stop(base / "virtlogd.pid")
+        for pidfile in (base / "run").rglob("*.pid"):
+            _stop(pidfile)
 
 
 @pytest.fixture(scope="session")
@@ -237,10 +243,13 @@ def modules_in_load_order(tree: Path, wanted: tuple[str, ...]) -> list[Path]:
     return ordered
 
 
-def initramfs(modules: list[Path], into: Path, *, init: str = INIT) -> Path:
+def initramfs(modules: list[Path], into: Path, *, init: str = INIT, scripts: dict[str, str] | None = None) -> Path:
     tree = into / "initramfs"
     for directory in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "seed", "lib/modules"):
         (tree / directory).mkdir(parents=True)
+    for name, text in (scripts or {}).items():
+        (tree / name).write_text(text)
+        (tree / name).chmod(0o755)
     shutil.copy(BUSYBOX, tree / "bin" / "busybox")
     for module in modules:
         shutil.copy(module, tree / "lib" / "modules" / module.name)
@@ -280,11 +289,15 @@ _DISK_TOOLS = ("mkfs.fat", "syslinux", "mcopy")
 def guest_disk(tiny_guest, tmp_path_factory) -> Path:
     """A raw disk image that boots the tiny guest by itself: a FAT file system whose boot sector is SYSLINUX's,
     holding the kernel, the initramfs and ``syslinux.cfg`` (the BIOS boots a partitionless disk from sector 0)."""
+    kernel, initrd = tiny_guest
+    return bootable_disk(kernel, initrd, tmp_path_factory.mktemp("c10f-disk"))
+
+
+def bootable_disk(kernel: Path, initrd: Path, into: Path) -> Path:
+    """``into/guest.raw``: a raw disk that boots ``kernel`` with ``initrd`` by itself (see :func:`guest_disk`)."""
     missing = [tool for tool in _DISK_TOOLS if not shutil.which(tool, path=f"{os.environ.get('PATH', '')}:/usr/sbin")]
     if missing:
         pytest.skip(f"needs {', '.join(missing)} (syslinux, mtools, dosfstools: make system-deps)")
-    kernel, initrd = tiny_guest
-    into = tmp_path_factory.mktemp("c10f-disk")
     (into / "syslinux.cfg").write_text(SYSLINUX_CFG)
     disk = into / "guest.raw"
     mib = (kernel.stat().st_size + initrd.stat().st_size) // 2**20 + 8
@@ -349,3 +362,57 @@ def console_wait(console: Path, text: str, *, timeout: float = BOOT_TIMEOUT) -> 
             console.read_text(errors="replace")[-2000:] if console.exists() else "(no console log)"
         )
         time.sleep(0.3)
+
+
+# A guest on a network: it asks for its address by DHCP (busybox udhcpc; ``ALTO-IP: <address>/<prefix>``) and serves
+# ``ALTO-WEB <instance-id from its seed>`` on port 80 with busybox httpd (``ALTO-HTTPD`` once it listens).
+WEB_INIT = r"""#!/bin/busybox sh
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for module in MODULES; do insmod /lib/modules/$module.ko; done
+for attempt in $(seq 1 200); do
+    for device in /dev/sr*; do
+        [ -b "$device" ] && [ "$(dd if=$device bs=1 skip=32808 count=6 2>/dev/null)" = cidata ] && break 2
+    done
+    sleep 0.1
+done
+mount -t iso9660 -o ro "$device" /seed
+id=$(sed -n 's/.*"instance-id": "\([^"]*\)".*/\1/p' /seed/meta-data)
+ip link set lo up
+for attempt in $(seq 1 100); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done
+ip link set eth0 up
+udhcpc -i eth0 -s /bin/alto-dhcp -t 30 -T 2 -n -q
+echo "ALTO-IP: $(ip -4 -o addr show dev eth0 | sed -n 's/.* inet \([0-9./]*\).*/\1/p')"
+mkdir -p /www
+echo "ALTO-WEB $id" > /www/index.html
+httpd -p 80 -h /www && echo ALTO-HTTPD
+while true; do sleep 60; done
+"""
+# udhcpc's hook: set the address it was given (``mask`` is the prefix length) and the default route.
+DHCP_SCRIPT = r"""#!/bin/sh
+case "$1" in
+    bound|renew)
+        ip addr flush dev "$interface"
+        ip addr add "$ip/$mask" dev "$interface"
+        [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+        ;;
+esac
+exit 0
+"""
+WEB_MODULES = (*GUEST_MODULES, "virtio_net")
+
+
+@pytest.fixture(scope="session")
+def web_guest_disk(tmp_path_factory) -> Path:
+    """A raw disk that boots the web guest (``WEB_INIT``) by itself."""
+    kernel, modules = cloud_kernel()
+    into = tmp_path_factory.mktemp("web-guest")
+    initrd = initramfs(
+        modules_in_load_order(modules, WEB_MODULES), into, init=WEB_INIT, scripts={"bin/alto-dhcp": DHCP_SCRIPT}
+    )
+    disk_dir = into / "disk"
+    disk_dir.mkdir()
+    return bootable_disk(kernel, initrd, disk_dir)

@@ -193,3 +193,16 @@ def test_waiting_for_a_domain_that_never_runs_is_bounded_and_ends_in_error(vm, m
     assert _state(vm) == "error" and "did not start in time" in vm.state_message
     assert len(calls) == 4  # the first try and three retries
     assert Lease.objects.filter(instance=vm).exists()
+
+
+def test_the_boot_step_makes_the_classs_libvirt_network_with_the_leases_dhcp_entry_and_teardown_removes_it(
+    vm, owner, django_capture_on_commit_callbacks
+):
+    lease = Lease.objects.get(instance=vm)
+    _run_up(vm)
+    assert hypervisor.networks(vm.host.uri) == ["alto-private"]
+    assert hypervisor.network_dhcp_hosts(vm.host.uri, "alto-private") == {(lease.mac, lease.ip)}
+    with django_capture_on_commit_callbacks(execute=True):
+        instance_terminate(actor=owner, instance=vm)
+    assert execution.instance_teardown(vm.pk) is True
+    assert hypervisor.network_dhcp_hosts(vm.host.uri, "alto-private") == set()

@@ -207,3 +207,51 @@ def test_a_dead_connection_is_replaced_on_the_next_call(file_host):
     # The only way to kill a test-driver connection from outside: close it under the adapter.
     hypervisor._connections[file_host].close()
     assert hypervisor.host_info(file_host).vcpus == 4
+
+
+def test_a_network_document_answers_only_its_hosts_by_dhcp_and_names_its_forward_mode():
+    from lxml import etree
+
+    spec = hypervisor.NetworkSpec(
+        name="alto-local",
+        bridge="br-local",
+        forward="nat",
+        gateway="172.16.0.1",
+        prefix=24,
+        hosts=(hypervisor.DhcpHost(mac="52:54:00:10:00:05", ip="172.16.0.5"),),
+        ipv6_gateway="fd00:16::1",
+        ipv6_prefix=64,
+    )
+    root = etree.fromstring(hypervisor.network_xml(spec).encode())
+    assert root.find("forward").get("mode") == "nat" and root.find("bridge").get("name") == "br-local"
+    assert root.find("ip/dhcp/range") is None  # every address belongs to a lease: no dynamic range
+    assert [(h.get("mac"), h.get("ip")) for h in root.iterfind("ip/dhcp/host")] == [("52:54:00:10:00:05", "172.16.0.5")]
+    assert [(ip.get("family"), ip.get("address")) for ip in root.iterfind("ip")] == [
+        (None, "172.16.0.1"),
+        ("ipv6", "fd00:16::1"),
+    ]
+    with pytest.raises(hypervisor.HypervisorRefused, match="forward mode"):
+        hypervisor.network_xml(
+            hypervisor.NetworkSpec(name="x", bridge="b", forward="bridge'/>", gateway="1.2.3.4", prefix=24)
+        )
+
+
+def test_dhcp_host_entries_are_added_replaced_and_removed_idempotently_on_the_test_driver(tmp_path):
+    uri = "test:///default"
+    spec = hypervisor.NetworkSpec(name="alto-t1", bridge="br-t1", forward="route", gateway="203.0.113.1", prefix=28)
+    try:
+        assert hypervisor.network_ensure(uri, spec) is True
+        assert hypervisor.network_ensure(uri, spec) is False
+        first = hypervisor.DhcpHost(mac="52:54:00:71:00:05", ip="203.0.113.5")
+        assert hypervisor.network_dhcp_host_add(uri, "alto-t1", first) is True
+        assert hypervisor.network_dhcp_host_add(uri, "alto-t1", first) is False
+        # The same MAC with another address replaces the entry (a lease given to a new NIC never shares an answer).
+        moved = hypervisor.DhcpHost(mac="52:54:00:71:00:05", ip="203.0.113.6")
+        assert hypervisor.network_dhcp_host_add(uri, "alto-t1", moved) is True
+        assert hypervisor.network_dhcp_hosts(uri, "alto-t1") == {("52:54:00:71:00:05", "203.0.113.6")}
+        assert hypervisor.network_dhcp_host_remove(uri, "alto-t1", moved) is True
+        assert hypervisor.network_dhcp_host_remove(uri, "alto-t1", moved) is False
+        assert hypervisor.network_dhcp_hosts(uri, "alto-t1") == set()
+    finally:
+        hypervisor.network_remove(uri, "alto-t1")
+    assert "alto-t1" not in hypervisor.networks(uri)

@@ -46,11 +46,12 @@ def request_vm(owner, project, image, cluster, owner_key):
 
 
 def test_a_request_creates_a_scheduled_instance_with_a_host_a_lease_and_an_audit_entry(
-    request_vm, owner_key, project, django_capture_on_commit_callbacks, enqueued
+    request_vm, owner_key, project, django_capture_on_commit_callbacks, enqueued, frontend_syncs
 ):
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         vm = request_vm()
-    assert len(callbacks) == 1 and enqueued == [("compute.instance_prepare", vm.pk, f"host.{vm.host.name}")]
+    assert len(callbacks) == 2 and enqueued == [("compute.instance_prepare", vm.pk, f"host.{vm.host.name}")]
+    assert frontend_syncs == ["frontend"]  # the VM's firewall reaches the front end
     vm.refresh_from_db()
     assert vm.state == "scheduled" and vm.host is not None
     assert (vm.vcpus, vm.ram_mib, vm.swap_mib, vm.root_gib) == (1, 1536, 1536, 10)

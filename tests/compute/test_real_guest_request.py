@@ -5,7 +5,8 @@ on the swap disk of the instance type, found by its label.
 
 The image is a real bootable disk (tests/compute/guest.py ``guest_disk``) published with a signed entry; the
 worker caches it, makes the qcow2 overlay and the seed ISO, defines the domain from the instance and starts it
-on the private libvirtd, whose network namespace holds the private network's bridge."""
+on the private libvirtd, in whose network namespace the boot step makes the private network (libvirt's, with its
+bridge and DHCP)."""
 
 from __future__ import annotations
 
@@ -64,7 +65,6 @@ def guest_image(settings, owner, registered, keyring, guest_disk) -> Image:  # n
 def test_a_vm_requested_through_the_service_layer_boots_and_prints_its_cloud_init_ssh_key(
     libvirt_daemon, guest_image, guest_disk, celery_workers, owner, staff, project, types, networks, tmp_path
 ):
-    libvirt_daemon.bridge(networks["private"].bridge)
     host = host_register(actor=staff, name=f"c10f-guest-{uuid.uuid4().hex[:8]}", uri=libvirt_daemon.uri)
     key = ssh_key_add(actor=owner, name="laptop", public_key=f"{public_key_line()} researcher@laptop")
     instances = tmp_path / "instances"
