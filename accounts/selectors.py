@@ -44,6 +44,17 @@ def access_project(*, actor: User, project_id: Any, manage: bool = False) -> Pro
     return project
 
 
+def project_access_check(*, actor: User, project: Project) -> Project:
+    """``project`` if ``actor`` is a member, else NotFound (as :func:`access_project`). A project read by
+    :func:`project_list` / :func:`access_project` for this same actor carries the actor's membership (``mine``)
+    and is not read again (a view that checked access hands the project to a service that checks it too);
+    any other project object is checked with a query."""
+    mine = getattr(project, "mine", None)
+    if mine and all(membership.user_id == actor.pk for membership in mine):
+        return project
+    return access_project(actor=actor, project_id=project.pk)
+
+
 def membership_list(*, project: Project) -> QuerySet[Membership]:
     """Members of ``project`` (the caller has checked access to the project)."""
     return Membership.objects.filter(project=project).select_related("user").order_by("user__username")
