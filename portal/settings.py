@@ -408,6 +408,11 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fix-up closes the database connections before and after every task unless this is set: each task
+# then connects again (on PostgreSQL a new backend process per task). With it the fix-up closes them only every
+# this many tasks, and portal/celery.py does around each task what Django does around each request
+# (close_old_connections: CONN_MAX_AGE and the connection health check decide, so a dead connection is replaced).
+CELERY_DB_REUSE_MAX = 1000
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
