@@ -157,8 +157,10 @@ def _move(instance: Instance, *, allowed: list[str], to: str, verb: str, actor: 
             code="instance-state",
             refusal=lambda row: f"instance {row.name} is {row.state}",
             details=details,
-            # A worker step (no actor) owns the instance while it is in the step's state: its copy, read at the
-            # start of the step with its host and lease, takes the change instead of the row being read again.
+            # A worker step (no actor): its copy, read at the start of the step with its host and lease, takes the
+            # change instead of the row being read again. Past its request only an instance's state columns change
+            # (by conditional updates like this one) and allowed_by (by the prepare step itself), so the copy is
+            # the row as it now stands.
             row=instance if actor is None else None,
         )
 
