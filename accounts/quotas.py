@@ -7,6 +7,11 @@ project it leaves out uses nothing), so a page listing projects counts each reso
     register_usage_counter("vcpus", lambda ids: dict(Instance.objects.live().filter(project_id__in=ids)
                            .values_list("project_id").annotate(n=Sum("vcpus"))))
 
+A provider that counts several resources from one aggregate query registers them together, and is asked once for
+all of those a reservation or a page needs::
+
+    register_usage_provider(("instances", "vcpus"), lambda ids, resources: {…: {"instances": 2, "vcpus": 4}})
+
 and reserve inside the transaction that creates the resource, so the new row is counted by the next
 reservation and the project's quota row stays locked until it commits::
 
@@ -36,6 +41,9 @@ from core import audit
 from core.errors import Conflict, NotFound, PermissionDenied
 
 UsageCounter = Callable[[Sequence[int]], Mapping[int, int]]
+# ``provider(project_ids, resources)`` → ``{project id: {resource: usage}}`` for the resources asked (a subset of
+# those it was registered for).
+UsageProvider = Callable[[Sequence[int], Sequence[str]], Mapping[int, Mapping[str, int]]]
 
 # How each resource is named in messages ("vCPU quota exceeded (…)").
 RESOURCE_LABELS = {
@@ -48,6 +56,7 @@ RESOURCE_LABELS = {
 }
 
 _counters: dict[str, list[UsageCounter]] = {resource: [] for resource in QUOTA_RESOURCES}
+_providers: list[tuple[frozenset[str], UsageProvider]] = []
 _counters_lock = threading.Lock()
 
 
@@ -93,6 +102,28 @@ def unregister_usage_counter(resource: str, counter: UsageCounter) -> None:
         _counters[resource] = [c for c in _counters[resource] if c is not counter]
 
 
+def register_usage_provider(resources: Sequence[str], provider: UsageProvider) -> None:
+    """Count several ``resources`` with one ``provider(project_ids, resources) -> {project id: {resource: usage}}``
+    (one aggregate query for all of them, where one counter per resource would take one query each). It adds up
+    with the counters and providers of the same resources, and runs inside the reservation's transaction like
+    them."""
+    covered = frozenset(resources)
+    if not covered:
+        raise ValueError("a usage provider counts at least one resource")
+    for resource in covered:
+        _check_resource(resource)
+    global _providers
+    with _counters_lock:
+        if not any(p is provider for _, p in _providers):
+            _providers = [*_providers, (covered, provider)]
+
+
+def unregister_usage_provider(provider: UsageProvider) -> None:
+    global _providers
+    with _counters_lock:
+        _providers = [(covered, p) for covered, p in _providers if p is not provider]
+
+
 def quota_defaults() -> dict[str, int]:
     """The site's default limits of a new project (``QUOTA_*`` settings)."""
     return {resource: int(settings.ACCOUNTS_QUOTA_DEFAULTS[resource]) for resource in QUOTA_RESOURCES}
@@ -106,9 +137,9 @@ def quota_create_default(*, project: Project) -> Quota:
 def projects_usage(
     *, project_ids: Iterable[int], resources: Sequence[str] = QUOTA_RESOURCES
 ) -> dict[int, dict[str, int]]:
-    """What each project uses now of each of ``resources`` (default: all): the registered counters plus quota
-    holds, in one query for the holds and one per counter, however many projects. Resources not asked for
-    read 0."""
+    """What each project uses now of each of ``resources`` (default: all): the registered counters and providers
+    plus quota holds, in one query for the holds and one per counter or provider asked, however many projects.
+    Resources not asked for read 0."""
     ids = list(dict.fromkeys(project_ids))
     usage = {pid: dict.fromkeys(QUOTA_RESOURCES, 0) for pid in ids}
     if not ids or not resources:
@@ -123,6 +154,14 @@ def projects_usage(
             for pid, used in count(ids).items():
                 if pid in usage:
                     usage[pid][resource] += int(used or 0)
+    for covered, provider in _providers:
+        wanted = [resource for resource in resources if resource in covered]
+        if not wanted:
+            continue
+        for pid, counts in provider(ids, wanted).items():
+            if pid in usage:
+                for resource in wanted:
+                    usage[pid][resource] += int(counts.get(resource) or 0)
     return usage
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.contrib.auth.hashers import check_password
 from django.contrib.auth.models import User
-from django.db.models import Count, Prefetch, QuerySet
+from django.db.models import Count, F, QuerySet
 from django.db.models.functions import Lower
 
 from accounts.models import ApiToken, Membership, Project, RegistrationRequest, SshKey
@@ -16,20 +16,29 @@ from core.errors import NotFound, PermissionDenied
 
 
 def project_list(*, actor: User) -> QuerySet[Project]:
-    """The projects ``actor`` is a member of, with the actor's own membership prefetched as ``mine``."""
+    """The projects ``actor`` is a member of, each with the actor's own membership from the same query (the join
+    the filter makes): ``member_role`` and ``member_user_id`` (whose role it is)."""
     return (
         Project.objects.filter(memberships__user=actor)
+        .annotate(member_role=F("memberships__role"), member_user_id=F("memberships__user_id"))
         .select_related("quota")
-        .prefetch_related(Prefetch("memberships", queryset=Membership.objects.filter(user=actor), to_attr="mine"))
         .order_by("name")
     )
 
 
+def _role_read_with(project: Project, actor: User) -> str | None:
+    """The actor's role as :func:`project_list` read it with ``project``, or None when it was read for someone
+    else (or not by it)."""
+    if getattr(project, "member_user_id", None) == actor.pk:
+        return getattr(project, "member_role", None)
+    return None
+
+
 def project_role(*, actor: User, project: Project) -> str | None:
     """The role of ``actor`` in ``project``, or None when not a member."""
-    mine = getattr(project, "mine", None)
-    if mine is not None:
-        return mine[0].role if mine else None
+    role = _role_read_with(project, actor)
+    if role is not None:
+        return role
     return Membership.objects.filter(project=project, user=actor).values_list("role", flat=True).first()
 
 
@@ -43,6 +52,16 @@ def access_project(*, actor: User, project_id: Any, manage: bool = False) -> Pro
     if manage and project_role(actor=actor, project=project) != Membership.Role.MANAGER:
         raise PermissionDenied("only the project's managers can do this", code="not-project-manager")
     return project
+
+
+def project_access_check(*, actor: User, project: Project) -> Project:
+    """``project`` if ``actor`` is a member, else NotFound (as :func:`access_project`). A project read by
+    :func:`project_list` / :func:`access_project` for this same actor carries the actor's membership and is not
+    read again (a view that checked access hands the project to a service that checks it too); any other
+    project object, one read for another user included, is checked with a query."""
+    if _role_read_with(project, actor) is not None:
+        return project
+    return access_project(actor=actor, project_id=project.pk)
 
 
 def membership_list(*, project: Project) -> QuerySet[Membership]:

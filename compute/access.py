@@ -35,9 +35,13 @@ RESERVE_ATTEMPTS = 20
 
 
 def image_metadata(image: Image) -> dict[str, Any]:
-    """What the image's newest current entry says beyond its columns (ports, icmp, …)."""
-    entry = Entry.objects.filter(image=image, is_latest=True).order_by("-created", "-pk").only("details").first()
-    return dict(entry.details) if entry is not None else {}
+    """What the image's newest current entry says beyond its columns (ports, icmp, …). Read once per ``image``
+    object: a request asks for its ports and its firewall from the same copy."""
+    details = image.__dict__.get("_current_entry_details")
+    if details is None:
+        entry = Entry.objects.filter(image=image, is_latest=True).order_by("-created", "-pk").only("details").first()
+        details = image.__dict__["_current_entry_details"] = dict(entry.details) if entry is not None else {}
+    return dict(details)
 
 
 def image_inbound_ports(image: Image) -> list[int]:
@@ -191,8 +195,10 @@ def frontend_sync() -> SyncReport:
 
 
 def enqueue_frontend_sync() -> None:
-    """Ask the front end's worker to apply the rules (call after commit)."""
-    current_app.send_task(FRONTEND_SYNC, queue=settings.FRONTEND_QUEUE)
+    """Ask the front end's worker to apply the rules (call after commit). Nothing when the site runs no front-end
+    worker (``FRONTEND_QUEUE`` empty, as ``make run`` does): a message nobody consumes would pile up."""
+    if settings.FRONTEND_QUEUE:
+        current_app.send_task(FRONTEND_SYNC, queue=settings.FRONTEND_QUEUE)
 
 
 def frontend_sync_on_commit() -> None:

@@ -8,12 +8,11 @@ class ComputeConfig(AppConfig):
     verbose_name = "Compute"
 
     def ready(self) -> None:
-        from accounts.quotas import register_usage_counter
+        from accounts.quotas import register_usage_counter, register_usage_provider
         from compute import quota_counters
 
-        register_usage_counter("instances", quota_counters.instances)
-        register_usage_counter("vcpus", quota_counters.vcpus)
-        register_usage_counter("ram_mib", quota_counters.ram_mib)
+        # Instances, vCPUs and RAM from one query over the live instances (a reservation asks for all three).
+        register_usage_provider(tuple(quota_counters.LIVE_AGGREGATES), quota_counters.live_usage)
         register_usage_counter("public_ips", quota_counters.public_ips)
 
         from compute import trust

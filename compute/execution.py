@@ -77,8 +77,10 @@ def host_queue(instance: Instance) -> str:
 
 
 def enqueue(step: str, instance: Instance, *, countdown: float | None = None) -> None:
-    """Send ``step`` for ``instance`` to its host's queue (call after commit)."""
-    current_app.send_task(step, args=[instance.pk], queue=host_queue(instance), countdown=countdown)
+    """Send ``step`` for ``instance`` to its host's queue (call after commit). No one waits for a step's result
+    (its outcome is the instance's state), so none is asked for: the sender does not subscribe to it in the
+    result backend and the worker does not store it."""
+    current_app.send_task(step, args=[instance.pk], queue=host_queue(instance), countdown=countdown, ignore_result=True)
 
 
 CONSOLE = "compute.instance_console"
@@ -119,7 +121,19 @@ def _enqueue_on_commit(step: str, instance: Instance) -> None:
 
 
 def _get(instance_id: int) -> Instance:
-    return Instance.objects.select_related("host", "image").get(pk=instance_id)
+    """The instance with what a step reads of it: its host, image and lease (with the lease's network)."""
+    return Instance.objects.select_related("host", "image", "lease__network").get(pk=instance_id)
+
+
+def _lease(instance: Instance) -> Lease:
+    """The instance's lease, with its network: as read with the instance by :func:`_get`, else read now."""
+    try:
+        lease = instance.lease
+    except Lease.DoesNotExist:
+        lease = None
+    if lease is None or not Lease.network.is_cached(lease):
+        return Lease.objects.select_related("network").get(instance=instance)
+    return lease
 
 
 def _worker() -> dict[str, str]:
@@ -142,6 +156,11 @@ def _move(instance: Instance, *, allowed: list[str], to: str, verb: str, actor: 
             code="instance-state",
             refusal=lambda row: f"instance {row.name} is {row.state}",
             details=details,
+            # A worker step (no actor): its copy, read at the start of the step with its host and lease, takes the
+            # change instead of the row being read again. Past its request only an instance's state columns change
+            # (by conditional updates like this one) and allowed_by (by the prepare step itself), so the copy is
+            # the row as it now stands.
+            row=instance if actor is None else None,
         )
 
 
@@ -183,13 +202,14 @@ def instance_prepare(instance_id: int) -> bool:
         instance_fail(instance_id, message=f"the site policy refuses image {instance.image_identifier}: {reasons}")
         return False
     # The decision at the moment of use is the one that counts (DESIGN §2.4): so are the entries that allowed it.
-    Instance.objects.filter(pk=instance.pk).update(allowed_by=list(decision.allowed_by))
+    instance.allowed_by = list(decision.allowed_by)
+    Instance.objects.filter(pk=instance.pk).update(allowed_by=instance.allowed_by)
     where = instance_dir(instance)
     where.mkdir(parents=True, exist_ok=True)
     qemu_img.overlay_create(backing=Path(cached.path), path=where / "root.qcow2", size_gib=instance.root_gib)
     if instance.swap_mib:
         swap.swap_disk_create(path=where / SWAP_FILE, size_mib=instance.swap_mib)
-    lease = Lease.objects.select_related("network").get(instance=instance)
+    lease = _lease(instance)
     prefix = lease.network.cidr.split("/")[1]
     iso = seed_iso(
         instance_uuid=instance.uuid,
@@ -215,7 +235,7 @@ def instance_prepare(instance_id: int) -> bool:
 
 def _spec(instance: Instance) -> DomainSpec:
     where = instance_dir(instance).resolve()
-    lease = Lease.objects.select_related("network").get(instance=instance)
+    lease = _lease(instance)
     disks = [DiskSpec(target="vda", path=str(where / "root.qcow2"))]
     # The volumes (volatile disk included) come from storage, on the devices their attachments picked.
     disks.extend(attachments.boot_disks(instance))

@@ -155,14 +155,18 @@ def network_create(
     return row
 
 
-def lease_take(*, network_kind: str, instance: Instance) -> Lease:
-    """Give ``instance`` a free lease of the ``network_kind`` network.
+def lease_take(*, network_kind: str, instance: Instance, network: Network | None = None) -> Lease:
+    """Give ``instance`` a free lease of the ``network_kind`` network (``network``, when the caller has read it
+    already: the site's first network of that kind).
 
     Precondition: inside the transaction that creates ``instance``. Concurrent callers never wait on
     each other's lease (``SKIP LOCKED``) and the conditional update makes a lease held twice impossible."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("lease_take() must run inside transaction.atomic()")
-    network = Network.objects.filter(kind=network_kind).first()
+    if network is not None and network.kind != network_kind:
+        raise ValueError(f"network {network.name} is a {network.kind} network, not {network_kind}")
+    if network is None:
+        network = Network.objects.filter(kind=network_kind).order_by("pk").first()
     if network is None:
         raise ApplicationError(f"this site has no {network_kind} network", code="network-unknown")
     for _attempt in range(3):

@@ -284,7 +284,8 @@ def _chosen_ssh_keys(*, actor: User, chosen: Sequence[int | str]) -> list[SshKey
 
 def _validate_request(
     *, image: Image, instance_type: InstanceType, network: str, user_data: str, volatile_gib: int, name: str
-) -> None:
+) -> Network:
+    """Refuse bad input (ApplicationError with a code); returns the network the lease is taken from."""
     if not INSTANCE_NAME.match(name):
         raise ApplicationError(
             f"{name!r} is not a valid instance name: 1 to 63 letters, digits and hyphens, "
@@ -302,7 +303,8 @@ def _validate_request(
         raise ApplicationError(
             f"unknown network {network!r}; choose one of {', '.join(NetworkKind.values)}", code="network-unknown"
         )
-    if not Network.objects.filter(kind=network).exists():
+    found = Network.objects.filter(kind=network).order_by("pk").first()
+    if found is None:
         raise ApplicationError(f"this site has no {network} network", code="network-unknown")
     size = len(user_data.encode())
     if size > settings.COMPUTE_USER_DATA_MAX_BYTES:
@@ -315,6 +317,7 @@ def _validate_request(
             f"volatile disk size must be 0 to {settings.COMPUTE_VOLATILE_MAX_GIB} GiB, got {volatile_gib}",
             code="volatile-size",
         )
+    return found
 
 
 def instance_request(
@@ -339,7 +342,7 @@ def instance_request(
     Errors: NotFound (not a member of ``project``, or a volume missing or not visible), PermissionDenied
     ``policy-denied``, ApplicationError (bad input), QuotaExceeded, Conflict ``no-host`` / ``no-free-address`` /
     ``no-free-port`` / ``volume-unavailable``. Nothing is written on error."""
-    project = account_selectors.access_project(actor=actor, project_id=project.pk)
+    project = account_selectors.project_access_check(actor=actor, project=project)
     decision = evaluate(image, on_use=True, actor=actor)
     failed = [asdict(r) for r in decision.failures]
     if not decision.allowed:
@@ -348,7 +351,7 @@ def instance_request(
             code="policy-denied",
             extra={"rules": failed},
         )
-    _validate_request(
+    lease_network = _validate_request(
         image=image,
         instance_type=instance_type,
         network=network,
@@ -395,7 +398,7 @@ def instance_request(
             policy_warnings=warnings,
             allowed_by=list(decision.allowed_by),
         )
-        lease = lease_take(network_kind=network, instance=instance)
+        lease = lease_take(network_kind=network, instance=instance, network=lease_network)
         translations = access.port_translations_reserve(instance=instance, image=image)
         firewalls.firewall_defaults_create(instance=instance, image=image)
         attached = attachments.attachments_at_request(

@@ -22,6 +22,9 @@ from core.workflow import task
 
 logger = logging.getLogger(__name__)
 
+# The steps' return values are read by no one (their outcome is the instance's state): not stored in the result
+# backend, which saves a write to it per step.
+STEP = {"bind": True, "ignore_result": True}
 # Polling for a domain to run or stop: every POLL_SECONDS, at most POLL_TIMES (two minutes).
 POLL_SECONDS = 2
 POLL_TIMES = 60
@@ -56,17 +59,17 @@ def _poll(task_: Any, instance_id: int, step: Callable[[int], Any], what: str) -
     return done
 
 
-@task(execution.PREPARE, bind=True)
+@task(execution.PREPARE, **STEP)
 def instance_prepare(self: Any, instance_id: int) -> Any:
     return _run_step(self, instance_id, execution.instance_prepare)
 
 
-@task(execution.BOOT, bind=True)
+@task(execution.BOOT, **STEP)
 def instance_boot(self: Any, instance_id: int) -> Any:
     return _run_step(self, instance_id, execution.instance_boot)
 
 
-@task(execution.WAIT_RUNNING, bind=True, max_retries=POLL_TIMES + 1)
+@task(execution.WAIT_RUNNING, **STEP, max_retries=POLL_TIMES + 1)
 def instance_wait_running(self: Any, instance_id: int) -> Any:
     return _poll(self, instance_id, execution.instance_wait_running, "start")
 
@@ -78,22 +81,22 @@ def _stop(instance_id: int, *, kill: bool) -> Any:
     return True
 
 
-@task(execution.SHUTDOWN, bind=True)
+@task(execution.SHUTDOWN, **STEP)
 def instance_shutdown(self: Any, instance_id: int) -> Any:
     return _run_step(self, instance_id, lambda pk: _stop(pk, kill=False))
 
 
-@task(execution.KILL, bind=True)
+@task(execution.KILL, **STEP)
 def instance_kill(self: Any, instance_id: int) -> Any:
     return _run_step(self, instance_id, lambda pk: _stop(pk, kill=True))
 
 
-@task(execution.WAIT_STOPPED, bind=True, max_retries=POLL_TIMES + 1)
+@task(execution.WAIT_STOPPED, **STEP, max_retries=POLL_TIMES + 1)
 def instance_wait_stopped(self: Any, instance_id: int) -> Any:
     return _poll(self, instance_id, execution.instance_wait_stopped, "stop")
 
 
-@task(execution.REBOOT, bind=True)
+@task(execution.REBOOT, **STEP)
 def instance_reboot(self: Any, instance_id: int) -> Any:
     try:
         return execution.instance_reboot_apply(instance_id)
@@ -105,7 +108,7 @@ def instance_reboot(self: Any, instance_id: int) -> Any:
         return None
 
 
-@task(execution.TERMINATE, bind=True)
+@task(execution.TERMINATE, **STEP)
 def instance_terminate(self: Any, instance_id: int) -> Any:
     return _run_step(self, instance_id, execution.instance_teardown)
 

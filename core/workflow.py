@@ -61,18 +61,32 @@ def transition(
     code: str,
     refusal: Callable[[M], str] | None = None,
     details: Mapping[str, Any] | None = None,
+    row: M | None = None,
 ) -> M:
     """Move the row ``pk`` of ``model`` from the ``allowed`` values to ``changes``; returns the changed row.
 
     Must run inside ``transaction.atomic``. When no row changed: :class:`NotFound` if the row does not exist,
     else :class:`Conflict` with ``code`` and ``refusal(current row)`` as its message (default: the state found;
-    the error keeps the API's ``{detail, code}`` shape). With ``action``, an audit entry records the change."""
+    the error keeps the API's ``{detail, code}`` shape). With ``action``, an audit entry records the change.
+
+    ``row``: the caller's copy of that row (read earlier, e.g. with its related rows). When the update wins, the
+    changes are applied to it and it is returned, instead of reading the row again: for callers whose other
+    columns do not change under them (a worker step owns its instance while it is in the step's state)."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("transition() must run inside transaction.atomic()")
+    if row is not None and row.pk != pk:
+        raise ValueError(f"transition(row=…) was given row {row.pk}, not {pk}")
     manager = model._default_manager
     # UPDATE bypasses save(): stamp the auto_now fields (``updated``) as save() would, so "last changed" holds.
     stamps = {f.name: timezone.now() for f in model._meta.concrete_fields if getattr(f, "auto_now", False)}
     changed = manager.filter(_condition(allowed), pk=pk).update(**{**stamps, **changes})
+    # A change computed by the database (an F() expression) is read back like the rest of the row.
+    if changed == 1 and row is not None and not any(hasattr(v, "resolve_expression") for v in changes.values()):
+        for field, value in {**stamps, **changes}.items():
+            setattr(row, field, value)
+        if action:
+            audit.record(actor, action, row, **{**changes, **(details or {})})
+        return row
     current = manager.filter(pk=pk).first()
     if current is None:
         raise NotFound(f"No such {model._meta.verbose_name}.")

@@ -375,7 +375,7 @@ NFT_COMMAND = env_str("NFT_COMMAND", "nft")
 # Whether the workers make each class's libvirt network on their hosts (bridge, NAT/routing, DHCP for the leases);
 # off for a site that makes its hosts' bridges itself (the VMs' NICs join Network.bridge either way).
 COMPUTE_MANAGE_NETWORKS = env_bool("COMPUTE_MANAGE_NETWORKS", True)
-FRONTEND_QUEUE = env_str("FRONTEND_QUEUE", "frontend")
+FRONTEND_QUEUE = env_str("FRONTEND_QUEUE", "frontend").strip()  # empty: no front-end worker, no rules sent
 PORT_TRANSLATION_HOST = env_str("PORT_TRANSLATION_HOST", "").strip()
 PORT_TRANSLATION_ADDRESS = env_str("PORT_TRANSLATION_ADDRESS", "").strip() or PORT_TRANSLATION_HOST
 
@@ -463,6 +463,11 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fix-up closes the database connections before and after every task unless this is set: each task
+# then connects again (on PostgreSQL a new backend process per task). With it the fix-up closes them only every
+# this many tasks, and portal/celery.py does around each task what Django does around each request
+# (close_old_connections: CONN_MAX_AGE and the connection health check decide, so a dead connection is replaced).
+CELERY_DB_REUSE_MAX = 1000
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -473,14 +478,15 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "accounts.directory_sync": {"task": "accounts.directory_sync", "schedule": float(AUTH_LDAP_SYNC_SECONDS)},
     "compute.reconcile": {"task": "compute.reconcile", "schedule": float(COMPUTE_RECONCILE_SECONDS)},
     "compute.quarantine_purge": {"task": "compute.quarantine_purge", "schedule": 3600.0},  # hourly
+}
+if FRONTEND_QUEUE:
     # The front end's nftables rules from the database: restores them after a reboot or a hand edit.
-    "compute.frontend_sync": {
+    CELERY_BEAT_SCHEDULE["compute.frontend_sync"] = {
         "task": "compute.frontend_sync",
         "schedule": float(COMPUTE_RECONCILE_SECONDS),
         # A run nobody took before the next is due is dropped: the next one does the same work.
         "options": {"queue": FRONTEND_QUEUE, "expires": float(COMPUTE_RECONCILE_SECONDS)},
-    },
-}
+    }
 
 # libvirt: the URI of the simulated host that seed_demo registers.
 LIBVIRT_DEFAULT_URI = env_str("LIBVIRT_DEFAULT_URI", "test:///default")

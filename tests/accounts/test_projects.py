@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from accounts import selectors
 from accounts.models import Membership, Project
 from accounts.services import project_create, project_personal_ensure
 
@@ -160,3 +161,18 @@ def test_no_route_of_any_app_takes_an_unbounded_int():
         if any(isinstance(c, IntConverter) for c in converters.values())
     ]
     assert unbounded == [], "use <id:…> (core/converters.py): an int beyond 64 bits overflows the database"
+
+
+def test_a_project_read_for_one_member_tells_another_user_their_own_role(owner, member, outsider, project):
+    loaded = selectors.access_project(actor=owner, project_id=project.pk)
+    assert selectors.project_role(actor=owner, project=loaded) == "manager"
+    # The role read with the project is the owner's: anyone else is looked up, not given the owner's role.
+    assert selectors.project_role(actor=member, project=loaded) == "member"
+    assert selectors.project_role(actor=outsider, project=loaded) is None
+
+
+def test_a_project_is_read_with_the_actors_role_in_one_query(owner, project, django_assert_num_queries):
+    with django_assert_num_queries(1):
+        loaded = selectors.access_project(actor=owner, project_id=project.pk, manage=True)
+        assert loaded.quota.instances >= 0
+        assert selectors.project_role(actor=owner, project=loaded) == "manager"

@@ -167,3 +167,45 @@ def test_fifty_concurrent_reservations_never_exceed_the_quota():
     assert set(refusals) == {"vCPU quota exceeded (quota 10, used 10, requested 1)"}
     assert quota_usage(project=project)["vcpus"].used == 10
     assert QuotaHold.objects.filter(project=project).count() == 10
+
+
+@pytest.fixture
+def holds_counted_by_a_provider() -> Iterator[list[list[str]]]:
+    """A provider counting two resources from one query (the holds' vCPUs and RAM again), recording what it is
+    asked for."""
+    asked: list[list[str]] = []
+
+    def provide(project_ids, resources) -> dict[int, dict[str, int]]:
+        asked.append(list(resources))
+        rows = (
+            QuotaHold.objects.filter(project_id__in=project_ids)
+            .values("project_id")
+            .annotate(vcpus=Sum("vcpus"), ram_mib=Sum("ram_mib"))
+        )
+        return {row["project_id"]: {r: row[r] or 0 for r in resources} for row in rows}
+
+    quotas.register_usage_provider(("vcpus", "ram_mib"), provide)
+    yield asked
+    quotas.unregister_usage_provider(provide)
+
+
+def test_a_usage_provider_counts_several_resources_once_and_only_those_asked(
+    project, vcpu_limit, holds_counted_by_a_provider
+):
+    vcpu_limit(vcpus=20, ram_mib=10_000)
+    quota_reserve(project=project, request={"vcpus": 6, "ram_mib": 3000}, holder="test:first")
+    assert holds_counted_by_a_provider == [["vcpus", "ram_mib"]]
+    # 6 held + 6 counted again by the provider: 12 used, so 10 more do not fit.
+    with pytest.raises(QuotaExceeded) as refused:
+        quota_reserve(project=project, request={"vcpus": 10}, holder="test:second")
+    assert refused.value.extra == {"resource": "vcpus", "quota": 20, "used": 12, "requested": 10}
+    assert holds_counted_by_a_provider[-1] == ["vcpus"]
+    usage = quota_usage(project=project)
+    assert (usage["vcpus"].used, usage["ram_mib"].used, usage["instances"].used) == (12, 6000, 0)
+
+
+def test_a_usage_provider_must_name_known_resources():
+    with pytest.raises(ValueError, match="unknown quota resource"):
+        quotas.register_usage_provider(("vcpus", "gpus"), lambda ids, resources: {})
+    with pytest.raises(ValueError, match="at least one"):
+        quotas.register_usage_provider((), lambda ids, resources: {})

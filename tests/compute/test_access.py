@@ -15,6 +15,9 @@ from tests.marketplace.conftest import T0
 
 pytestmark = pytest.mark.django_db
 
+# The real function, taken before the autouse ``frontend_syncs`` fixture replaces it for every test.
+ENQUEUE_FRONTEND_SYNC = access.enqueue_frontend_sync
+
 
 @pytest.fixture
 def front_end(settings):
@@ -236,3 +239,14 @@ def test_a_site_that_makes_its_own_bridges_gets_no_libvirt_network(settings, mak
     host_network_ensure(host=host, lease=Lease.objects.select_related("network").get(instance=vm))
     assert host_networks_repair(host) == []
     assert "alto-private" not in hypervisor.networks("test:///default")
+
+
+def test_a_site_without_a_front_end_sends_no_rule_syncs_to_pile_up_unconsumed(settings, monkeypatch):
+    sent: list[tuple] = []
+    monkeypatch.setattr(access.current_app, "send_task", lambda *args, **kwargs: sent.append((args, kwargs)))
+    settings.FRONTEND_QUEUE = ""
+    ENQUEUE_FRONTEND_SYNC()
+    assert sent == []
+    settings.FRONTEND_QUEUE = "frontend"
+    ENQUEUE_FRONTEND_SYNC()
+    assert sent == [((access.FRONTEND_SYNC,), {"queue": "frontend"})]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from accounts.models import Quota
 from compute.models import InstanceType
 
 pytestmark = pytest.mark.django_db
@@ -36,3 +37,34 @@ def test_capacity_takes_a_fixed_number_of_queries(
     assert len(after) == len(before) == 7
     rows = {row["instance_type"]: row for row in after}
     assert rows["m1.xlarge"]["fits_now"] > 0
+
+
+def test_requesting_a_vm_takes_a_fixed_number_of_queries(
+    api_as, owner, project, image, types, networks, make_host, owner_key, django_assert_max_num_queries
+):
+    """Access is checked once, the instance quotas are counted in one query, the network read once, the image's
+    ports read once for its firewall: 24 queries (with the test's savepoints), however many hosts, instances and
+    projects the site has."""
+    client = api_as(owner)
+
+    def body(name: str) -> dict:
+        return {
+            "name": name,
+            "image": image.identifier,
+            "instance_type": "t1.micro",
+            "network": "private",
+            "ssh_keys": [owner_key.pk],
+            "project": project.pk,
+        }
+
+    make_host("h0", vcpus=64, ram_mib=65536)
+    Quota.objects.filter(project=project).update(instances=100, vcpus=100, ram_mib=10**6)
+    assert client.post("/api/v1/compute/instances/", body("vm0"), format="json").status_code == 202
+    with django_assert_max_num_queries(24) as few:
+        assert client.post("/api/v1/compute/instances/", body("vm1"), format="json").status_code == 202
+    counted = len(few.captured_queries)
+    for number in range(2, 12):
+        make_host(f"h{number}", vcpus=64, ram_mib=65536)
+        assert client.post("/api/v1/compute/instances/", body(f"vm{number}"), format="json").status_code == 202
+    with django_assert_max_num_queries(counted):
+        assert client.post("/api/v1/compute/instances/", body("vm99"), format="json").status_code == 202

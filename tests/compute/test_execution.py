@@ -94,6 +94,24 @@ def test_the_steps_take_a_requested_instance_to_running(vm, enqueued):
     assert {"compute.instance.preparing", "compute.instance.booting", "compute.instance.running"} <= set(actions)
 
 
+def test_each_step_reads_its_instance_once_with_its_host_and_lease(vm, django_assert_max_num_queries):
+    def instance_reads(queries) -> list[str]:
+        return [q["sql"] for q in queries if q["sql"].startswith("SELECT") and 'FROM "compute_instance"' in q["sql"]]
+
+    # prepare: read, move to preparing (UPDATE + audit), the policy at the moment of use, allowed_by.
+    with django_assert_max_num_queries(12) as prepare:
+        assert execution.instance_prepare(vm.pk) is True
+    with django_assert_max_num_queries(40) as boot:
+        assert execution.instance_boot(vm.pk) is True
+    assert len(instance_reads(prepare.captured_queries)) == 1
+    # boot reads its instance once; the volatile disk's storage work (made now, attached) reads it no more.
+    (boot_read,) = instance_reads(boot.captured_queries)
+    assert '"compute_host"' in boot_read and '"compute_lease"' in boot_read
+    assert _state(vm) == "running"
+    moves = AuditEntry.objects.filter(action__in=["compute.instance.booting", "compute.instance.running"])
+    assert moves.count() == 2
+
+
 def test_steps_run_again_are_harmless(vm):
     assert execution.instance_prepare(vm.pk) is True
     assert execution.instance_prepare(vm.pk) is True  # a worker died after the files: made again, same files

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from accounts import selectors as account_selectors
 from accounts.quotas import QuotaExceeded, project_usage, quota_set
 from compute.models import Host, Instance, InstanceType, Lease
 from compute.services import instance_request, instance_terminate
@@ -81,6 +82,25 @@ def test_an_outsider_gets_the_same_not_found_as_for_a_missing_project(request_vm
     with pytest.raises(NotFound, match="No such project"):
         request_vm(actor=outsider)
     assert not Instance.objects.exists()
+
+
+def test_a_project_read_for_its_member_does_not_let_an_outsider_in(request_vm, owner, outsider, project):
+    # The project as a view loads it for its manager (with the manager's membership) handed on with another actor:
+    # the membership it carries is the manager's, so the outsider is checked, and refused, as for any project.
+    loaded = account_selectors.access_project(actor=owner, project_id=project.pk)
+    with pytest.raises(NotFound, match="No such project"):
+        request_vm(actor=outsider, project=loaded)
+    assert not Instance.objects.exists() and not Lease.objects.filter(instance__isnull=False).exists()
+
+
+def test_a_project_read_for_the_requester_is_not_checked_twice(
+    request_vm, owner, project, django_assert_max_num_queries
+):
+    loaded = account_selectors.access_project(actor=owner, project_id=project.pk)
+    with django_assert_max_num_queries(40) as done:
+        request_vm(project=loaded)
+    memberships = [q for q in done.captured_queries if '"accounts_membership"' in q["sql"]]
+    assert memberships == []
 
 
 def test_a_plain_member_may_request_an_instance(request_vm, member):

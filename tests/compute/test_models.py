@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db import IntegrityError, transaction
 
-from accounts.quotas import _counters
+from accounts.quotas import _counters, _providers, projects_usage
 from compute import quota_counters
 from compute.models import Instance, Lease
 
@@ -72,12 +72,27 @@ def test_the_quota_counters_count_live_instances_only(vm, project, networks):
     assert quota_counters.instances(ids) == {project.pk: 1}
     assert (quota_counters.vcpus(ids), quota_counters.ram_mib(ids)) == ({project.pk: 2}, {project.pk: 1024})
     assert quota_counters.public_ips(ids) == {project.pk: 1}
+    together = {project.pk: {"instances": 1, "vcpus": 2, "ram_mib": 1024}}
+    assert quota_counters.live_usage(ids, ["instances", "vcpus", "ram_mib"]) == together
+    assert quota_counters.live_usage(ids, ["vcpus"]) == {project.pk: {"vcpus": 2}}
 
 
 def test_the_counters_are_registered_with_the_quota_service():
-    assert quota_counters.instances in _counters["instances"]
     assert quota_counters.public_ips in _counters["public_ips"]
-    assert quota_counters.vcpus in _counters["vcpus"] and quota_counters.ram_mib in _counters["ram_mib"]
+    (covered,) = [resources for resources, provider in _providers if provider is quota_counters.live_usage]
+    assert covered == {"instances", "vcpus", "ram_mib"}
+
+
+def test_a_reservation_counts_instances_vcpus_and_ram_in_one_query(vm, project, django_assert_num_queries):
+    vm(vcpus=2, ram_mib=1024)
+    # The quota holds' query, then one over the live instances for the three resources (not one each).
+    with django_assert_num_queries(2):
+        usage = projects_usage(project_ids=[project.pk], resources=["instances", "vcpus", "ram_mib"])
+    assert {r: usage[project.pk][r] for r in ("instances", "vcpus", "ram_mib")} == {
+        "instances": 1,
+        "vcpus": 2,
+        "ram_mib": 1024,
+    }
 
 
 def test_a_state_transition_stamps_the_instances_last_change(vm):
@@ -100,3 +115,28 @@ def test_a_state_transition_stamps_the_instances_last_change(vm):
             code="x",
         )
     assert changed.updated == later
+
+
+def test_a_transition_given_the_instance_stamps_its_last_change_on_that_copy_too(vm):
+    import datetime as dt
+
+    import time_machine
+
+    from core.workflow import transition
+
+    instance = vm(state="running")
+    later = instance.updated + dt.timedelta(hours=1)
+    with time_machine.travel(later, tick=False), transaction.atomic():
+        changed = transition(
+            Instance,
+            pk=instance.pk,
+            allowed={"state": ["running"]},
+            changes={"state": "stopped"},
+            actor=None,
+            action=None,
+            code="x",
+            row=instance,
+        )
+    assert changed is instance and (changed.state, changed.updated) == ("stopped", later)
+    stored = Instance.objects.get(pk=instance.pk)
+    assert (stored.state, stored.updated) == ("stopped", later)

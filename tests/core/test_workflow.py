@@ -52,6 +52,61 @@ def test_a_transition_from_another_state_is_a_conflict_naming_the_state_found():
     assert not AuditEntry.objects.exists()
 
 
+def _reject_row(row: RegistrationRequest, actor=None) -> RegistrationRequest:
+    with transaction.atomic():
+        return transition(
+            RegistrationRequest,
+            pk=row.pk,
+            allowed={"status": ["pending"]},
+            changes={"status": "rejected", "reason": "spam"},
+            actor=actor,
+            action="accounts.registration.rejected",
+            code="registration-decided",
+            row=row,
+        )
+
+
+@pytest.mark.django_db
+def test_a_transition_given_the_callers_row_updates_that_row_without_reading_it_again(staff, django_assert_num_queries):
+    registration = _pending()
+    # The conditional UPDATE and the audit INSERT (and the transaction's savepoint pair), no SELECT.
+    with django_assert_num_queries(4) as done:
+        changed = _reject_row(registration, actor=staff)
+    assert not [q for q in done.captured_queries if q["sql"].startswith("SELECT")]
+    assert changed is registration and (changed.status, changed.reason) == ("rejected", "spam")
+    stored = RegistrationRequest.objects.get(pk=registration.pk)
+    assert (stored.status, stored.reason) == ("rejected", "spam")
+    entry = AuditEntry.objects.get(action="accounts.registration.rejected")
+    assert (entry.actor, entry.object_id, entry.details["status"]) == (staff, str(registration.pk), "rejected")
+
+
+@pytest.mark.django_db
+def test_a_transition_given_a_stale_row_is_still_refused_by_the_database():
+    registration = _pending()
+    RegistrationRequest.objects.filter(pk=registration.pk).update(status="approved")
+    with pytest.raises(Conflict) as refused:
+        _reject_row(registration)  # the caller's copy still says pending
+    assert "status approved" in refused.value.message
+    assert registration.status == "pending" and not AuditEntry.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_transition_refuses_a_row_that_is_not_the_one_named():
+    first, second = _pending(), _pending(username="bob", email="bob@example.org")
+    with pytest.raises(ValueError, match="not"), transaction.atomic():
+        transition(
+            RegistrationRequest,
+            pk=first.pk,
+            allowed={"status": ["pending"]},
+            changes={"status": "rejected"},
+            actor=None,
+            action=None,
+            code="registration-decided",
+            row=second,
+        )
+    assert set(RegistrationRequest.objects.values_list("status", flat=True)) == {"pending"}
+
+
 @pytest.mark.django_db
 def test_a_transition_of_a_missing_row_is_not_found():
     with pytest.raises(NotFound):
