@@ -48,8 +48,8 @@ class Endorser(models.Model):
     """Everyone who has signed at least one entry, by e-mail. Its row is the lock of its timelines.
 
     An endorser e-mail belongs to exactly one holder, fixed by its first entry: the account whose key signed
-    it, the certificate subject of a legacy XML-DSig entry or a HEPiX image list, or the site (neither) for the site key's entries
-    (DESIGN §2.2)."""
+    it, the certificate subject of a legacy XML-DSig entry or a HEPiX image list, or the site (neither) for the site
+    key's entries (DESIGN §2.2)."""
 
     email = models.CharField(max_length=254, unique=True)
     account = models.ForeignKey(
