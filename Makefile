@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu \
 	libvirt-clients libxml2-utils qemu-system-x86 qemu-utils qemu-block-extra tgt libiscsi-bin slapd ldap-utils \
 	libldap2-dev libsasl2-dev gnupg openssl cpio busybox-static syslinux mtools dosfstools chromium iproute2 \
-	nodejs npm nftables dnsmasq-base iptables
+	nftables dnsmasq-base iptables
 
 # PostgreSQL and Redis for the production-configuration pass of `make test`, when they answer.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/altostratus
@@ -28,9 +28,12 @@ help:
 	@echo "make format apply ruff's formatting and safe fixes"
 	@echo "make lock   re-pin requirements.txt and requirements/dev.txt from requirements/*.in"
 
+# Node.js and npm (for the pinned htmx) come from Debian's nodejs and npm packages unless npm is already there:
+# a machine with another Node.js distribution (NodeSource's carries npm) cannot take Debian's npm beside it.
 system-deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
-		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done; \
+		command -v npm >/dev/null || echo nodejs npm); \
 	if [ -n "$$missing" ]; then \
 		echo "Installing Debian packages:" $$missing; \
 		$(SUDO) apt-get update -qq && \
