@@ -100,7 +100,10 @@ class FirewallRuleForm(forms.Form):
 
     protocol = forms.ChoiceField(choices=FirewallProtocol.choices, initial=FirewallProtocol.TCP, label="Protocol")
     port = forms.IntegerField(
-        required=False, label="Port", help_text="None for icmp.", widget=forms.NumberInput(attrs={"inputmode": "numeric"})
+        required=False,
+        label="Port",
+        help_text="None for icmp.",
+        widget=forms.NumberInput(attrs={"inputmode": "numeric"}),
     )
     source = forms.CharField(
         required=False, max_length=64, initial="0.0.0.0/0", label="From (IPv4 CIDR)",

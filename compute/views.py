@@ -1,7 +1,8 @@
 """Compute's portal pages: launch a VM (with what it does to the quotas and whether a host has room, before it is
 sent), one VM's page (details, live state, how to reach it, firewall, events, console log, actions, volumes), actions
-on several VMs at once, and the volume page's attach and detach (storage's page with compute's actions, DESIGN §1). They call the same
-selectors and services as the API; errors are shown on the page they came from, in the service's words."""
+on several VMs at once, and the volume page's attach and detach (storage's page with compute's actions, DESIGN §1).
+They call the same selectors and services as the API; errors are shown on the page they came from, in the service's
+words."""
 
 from __future__ import annotations
 
