@@ -98,7 +98,9 @@ class FirewallRuleForm(forms.Form):
     """A rule for a VM's firewall: what :func:`compute.firewalls.firewall_rule_add` takes. Only the shape is checked
     here; the service says which ports the site lets users open and whether the source is a network."""
 
-    protocol = forms.ChoiceField(choices=FirewallProtocol.choices, initial=FirewallProtocol.TCP, label="Protocol")
+    protocol = forms.ChoiceField(
+        choices=[(value, value) for value in FirewallProtocol.values], initial=FirewallProtocol.TCP, label="Protocol"
+    )
     port = forms.IntegerField(
         required=False,
         label="Port",

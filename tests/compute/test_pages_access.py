@@ -95,6 +95,15 @@ def test_a_vm_on_local_is_shown_with_its_front_end_ssh_command_and_web_link_and_
     assert f'<span class="mono">{vm.lease.ip}</span>' in row  # the address is still told, as text
 
 
+def test_a_translated_port_of_another_service_is_shown_as_the_address_to_use(client, owner, request_vm, front_end):
+    front_end.PORT_TRANSLATION_PORTS = [22, 80, 5432]
+    vm = request_vm("local")
+    client.force_login(owner)
+    line = _reach_line(client.get(f"/instances/{vm.uuid}/").content.decode())
+    assert f'5432 <span class="mono">{FRONT}:{_front_port(vm, 5432)}</span>' in line
+    assert len(_hrefs(line)) == 1  # http only
+
+
 def test_a_vm_on_public_is_linked_at_its_own_address_for_what_its_firewall_lets_in(client, owner, request_vm):
     vm = request_vm("public")
     ip = vm.lease.ip
