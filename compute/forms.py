@@ -9,7 +9,7 @@ from django import forms
 from django.conf import settings
 from django.core.validators import MaxValueValidator
 
-from compute.models import NetworkKind
+from compute.models import FirewallProtocol, NetworkKind
 
 NETWORK_LABELS = {
     NetworkKind.PRIVATE: "private (reachable inside the site)",
@@ -92,3 +92,25 @@ class BulkActionForm(forms.Form):
         if len(chosen) > self.MAX:
             raise forms.ValidationError(f"Select at most {self.MAX} VMs at once.")
         return chosen
+
+
+class FirewallRuleForm(forms.Form):
+    """A rule for a VM's firewall: what :func:`compute.firewalls.firewall_rule_add` takes. Only the shape is checked
+    here; the service says which ports the site lets users open and whether the source is a network."""
+
+    protocol = forms.ChoiceField(
+        choices=[(value, value) for value in FirewallProtocol.values], initial=FirewallProtocol.TCP, label="Protocol"
+    )
+    port = forms.IntegerField(
+        required=False,
+        label="Port",
+        help_text="None for icmp.",
+        widget=forms.NumberInput(attrs={"inputmode": "numeric"}),
+    )
+    source = forms.CharField(
+        required=False, max_length=64, initial="0.0.0.0/0", label="From (IPv4 CIDR)",
+        help_text="0.0.0.0/0 is anywhere.",
+    )  # fmt: skip
+
+    def clean_source(self) -> str:
+        return self.cleaned_data["source"] or "0.0.0.0/0"

@@ -75,6 +75,12 @@ instance_urlpatterns: list[URLPattern | URLResolver] = [
     path("<str:instance_id>/", views.instance_show, name="instance"),
     path("<str:instance_id>/status/", views.instance_status, name="instance-status"),
     path("<str:instance_id>/console/", views.instance_console_tail, name="instance-console"),
+    path("<str:instance_id>/firewall/", views.instance_firewall_add, name="instance-firewall-add"),
+    path(
+        "<str:instance_id>/firewall/<str:rule_id>/delete/",
+        views.instance_firewall_delete,
+        name="instance-firewall-delete",
+    ),
     *[
         path(f"<str:instance_id>/{action}/", views.instance_action, {"action": action}, name=f"instance-{action}")
         for action in views.ACTIONS

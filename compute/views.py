@@ -1,7 +1,8 @@
 """Compute's portal pages: launch a VM (with what it does to the quotas and whether a host has room, before it is
-sent), one VM's page (details, live state, events, console log, actions, volumes), actions on several VMs at once,
-and the volume page's attach and detach (storage's page with compute's actions, DESIGN §1). They call the same
-selectors and services as the API; errors are shown on the page they came from, in the service's words."""
+sent), one VM's page (details, live state, how to reach it, firewall, events, console log, actions, volumes), actions
+on several VMs at once, and the volume page's attach and detach (storage's page with compute's actions, DESIGN §1).
+They call the same selectors and services as the API; errors are shown on the page they came from, in the service's
+words."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.contrib.contenttypes.models import ContentType
+from django.db.models import prefetch_related_objects
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -24,9 +27,9 @@ from django_htmx.http import HttpResponseClientRefresh
 from accounts import selectors as account_selectors
 from accounts.models import Project
 from accounts.quotas import quota_usage
-from compute import attachments, execution, scheduler, selectors, services
-from compute.forms import BulkActionForm, LaunchForm
-from compute.models import Instance, InstanceState, InstanceType, Network, NetworkKind
+from compute import access, attachments, execution, firewalls, scheduler, selectors, services
+from compute.forms import BulkActionForm, FirewallRuleForm, LaunchForm
+from compute.models import FirewallProtocol, FirewallRule, Instance, InstanceState, InstanceType, Network, NetworkKind
 from core.errors import ApplicationError, NotFound
 from core.pages import error_pages
 from core.selectors import audit_entry_list
@@ -76,6 +79,57 @@ def partial_login_required(view: Callable[..., HttpResponse]) -> Callable[..., H
 def actions_offered(instance: Instance) -> list[str]:
     """The actions the VM's state allows now (the service checks again when one is asked for)."""
     return [name for name, (_service, states, _words) in ACTIONS.items() if instance.state in states]
+
+
+@dataclass(frozen=True)
+class Reach:
+    """One way in to a VM from outside: ssh as a command to copy, a web service as a link, another service as the
+    address and port to use."""
+
+    service: str
+    host: str
+    port: int
+    command: str = ""
+    url: str = ""
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def _direct_reach(*, service: str, ip: str, port: int) -> Reach:
+    if service == "ssh":
+        return Reach(service, ip, port, command=f"ssh root@{ip}" if port == 22 else f"ssh -p {port} root@{ip}")
+    if service in ("http", "https"):
+        default = 80 if service == "http" else 443
+        return Reach(service, ip, port, url=f"{service}://{ip}/" if port == default else f"{service}://{ip}:{port}/")
+    return Reach(service, ip, port)
+
+
+def instance_reach(instance: Instance) -> list[Reach]:
+    """How to reach the VM from outside, as far as anyone can: on ``local``, its translated front-end ports
+    (:func:`compute.access.access_links`); on ``public``, its own address at each well-known tcp port its firewall
+    lets in; on ``private`` (and ``local`` without port translation), nothing, since nobody outside can reach those
+    addresses. Reads the prefetched ``port_translations``, ``firewall_rules`` and ``lease`` (no query when they are
+    prefetched, as on the dashboard)."""
+    if not instance.is_live:
+        return []
+    if instance.network == NetworkKind.LOCAL:
+        return [
+            Reach(link["service"], link["host"], link["port"], command=link.get("command", ""), url=link.get("url", ""))
+            for link in access.access_links(instance)
+        ]
+    lease = getattr(instance, "lease", None)
+    if instance.network != NetworkKind.PUBLIC or lease is None:
+        return []
+    ports = sorted(
+        {
+            rule.port
+            for rule in instance.firewall_rules.all()
+            if rule.protocol == FirewallProtocol.TCP and rule.port in access.SERVICES
+        }
+    )
+    return [_direct_reach(service=access.SERVICES[port], ip=lease.ip, port=port) for port in ports]
 
 
 # --- Launch -----------------------------------------------------------------------------------------------------
@@ -266,6 +320,8 @@ def _attachable(request: HttpRequest, instance: Instance) -> list[Volume]:
 
 
 def _status_context(request: HttpRequest, instance: Instance) -> dict[str, Any]:
+    # The firewall rules are read once, for the links of a VM on ``public`` and the page's firewall section.
+    prefetch_related_objects([instance], "firewall_rules")
     attached = list(instance.attachments.all())
     names = dict(
         storage_selectors.volumes_visible_to(request.user)
@@ -278,6 +334,7 @@ def _status_context(request: HttpRequest, instance: Instance) -> dict[str, Any]:
         "moving": instance.state in MOVING,
         "attached": [(a, names.get(a.volume_uuid, "")) for a in attached],
         "detachable": instance.state in attachments.PLUGGABLE,
+        "reach": instance_reach(instance),
     }
 
 
@@ -287,16 +344,32 @@ def _status_context(request: HttpRequest, instance: Instance) -> dict[str, Any]:
 def instance_show(request: HttpRequest, instance_id: str) -> HttpResponse:
     """One VM: its details and state (kept live), actions, volumes, events and console log."""
     instance = selectors.access_instance(actor=request.user, instance_id=instance_id)
+    return _instance_page(request, instance)
+
+
+def _instance_page(
+    request: HttpRequest, instance: Instance, *, firewall_form: FirewallRuleForm | None = None, status: int = 200
+) -> HttpResponse:
+    context = _status_context(request, instance)
     return render(
         request,
         "compute/instance.html",
         {
-            **_status_context(request, instance),
+            **context,
             "attachable": _attachable(request, instance),
             "events": _events(instance),
             "image": instance.image,
+            "firewall_rules": list(instance.firewall_rules.all()),
+            "firewall_form": firewall_form or FirewallRuleForm(),
+            "firewall_user_ports": _user_ports(),
         },
+        status=status,
     )
+
+
+def _user_ports() -> str:
+    """The ports the site lets users open, as the page says them ("22, 80, 443, 1024-65535")."""
+    return ", ".join(f"{low}-{high}" if low != high else str(low) for low, high in settings.FIREWALL_USER_PORTS)
 
 
 def _events(instance: Instance) -> list[tuple[Any, list[tuple[str, Any]]]]:
@@ -351,6 +424,50 @@ def instance_action(request: HttpRequest, instance_id: str, action: str) -> Http
     else:
         messages.success(request, f"{words} VM {instance.name}.")
     return redirect(_back(request, instance))
+
+
+def _rule_words(rule: FirewallRule) -> str:
+    """A rule as the page says it: "tcp port 8080 from 198.51.100.0/24", "icmp from anywhere"."""
+    port = f" port {rule.port}" if rule.port is not None else ""
+    source = "anywhere" if rule.source == "0.0.0.0/0" else rule.source
+    return f"{rule.protocol}{port} from {source}"
+
+
+@login_required
+@error_pages
+@require_POST
+def instance_firewall_add(request: HttpRequest, instance_id: str) -> HttpResponse:
+    """Add the rule typed in the VM page's firewall form (through the service the API calls, which asks the front
+    end to apply it); a refusal is shown on the page with what was typed, and changes nothing."""
+    instance = selectors.access_instance(actor=request.user, instance_id=instance_id)
+    form = FirewallRuleForm(request.POST)
+    if form.is_valid():
+        try:
+            rule = firewalls.firewall_rule_add(actor=request.user, instance=instance, **form.cleaned_data)
+        except ApplicationError as exc:
+            form.add_error(None, f"The rule was not added: {exc.message}.")
+        else:
+            messages.success(request, f"VM {instance.name} now lets in {_rule_words(rule)}.")
+            return redirect(reverse("instance", kwargs={"instance_id": instance.uuid}) + "#firewall")
+    return _instance_page(request, instance, firewall_form=form, status=400)
+
+
+@login_required
+@error_pages
+@require_POST
+def instance_firewall_delete(request: HttpRequest, instance_id: str, rule_id: str) -> HttpResponse:
+    """Delete one rule of the VM's firewall (an image's rule too: the owners decide)."""
+    instance = selectors.access_instance(actor=request.user, instance_id=instance_id)
+    # Read first, to say which rule went; the service decides whether it may go.
+    rule = next((r for r in instance.firewall_rules.all() if str(r.pk) == rule_id), None)
+    try:
+        firewalls.firewall_rule_delete(actor=request.user, instance=instance, rule_id=rule_id)
+    except ApplicationError as exc:
+        messages.error(request, f"The firewall of VM {instance.name} was not changed: {exc.message}.")
+    else:
+        words = _rule_words(rule) if rule is not None else "the rule"
+        messages.success(request, f"VM {instance.name} no longer lets in {words}.")
+    return redirect(reverse("instance", kwargs={"instance_id": instance.uuid}) + "#firewall")
 
 
 def _back(request: HttpRequest, instance: Instance) -> str:

@@ -15,7 +15,7 @@ from accounts.quotas import quotas_usage
 from compute import scheduler, trust
 from compute import selectors as compute_selectors
 from compute.models import Instance
-from compute.views import MOVING, actions_offered, partial_login_required
+from compute.views import MOVING, Reach, actions_offered, instance_reach, partial_login_required
 from core.pages import error_pages
 from portal import health
 from storage import selectors as storage_selectors
@@ -32,6 +32,7 @@ class InstanceRow:
     instance: Instance
     volumes: list[tuple[str, str]]  # (device, volume name)
     actions: list[str]
+    reach: list[Reach]  # how to reach the VM from outside (ssh command, web links)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,12 @@ class RoomBar:
 
 def _instance_rows(user: Any) -> dict[str, Any]:
     """The user's live VMs with their volumes' names, and the totals: a fixed number of queries for any number."""
-    instances = list(compute_selectors.instance_list(actor=user).live().select_related("image")[:DASHBOARD_INSTANCES])
+    instances = list(
+        compute_selectors.instance_list(actor=user)
+        .live()
+        .select_related("image")
+        .prefetch_related("firewall_rules")[:DASHBOARD_INSTANCES]
+    )
     held = {a.volume_uuid for i in instances for a in i.attachments.all()}
     names = dict(storage_selectors.volumes_visible_to(user).filter(uuid__in=held).values_list("uuid", "name"))
     rows = [
@@ -55,6 +61,7 @@ def _instance_rows(user: Any) -> dict[str, Any]:
             instance=i,
             volumes=[(a.device, names.get(a.volume_uuid, str(a.volume_uuid))) for a in i.attachments.all()],
             actions=actions_offered(i),
+            reach=instance_reach(i),
         )
         for i in instances
     ]

@@ -15,7 +15,7 @@ import pytest
 from django.conf import settings
 from django.core import mail
 
-from compute.models import Host, Instance
+from compute.models import FirewallRule, Host, Instance
 from storage.models import Volume
 from tests.accounts.conftest import REGISTRATION_PASSWORD
 from tests.compute.conftest import (  # noqa: F401 - the compute tests' fixtures
@@ -162,6 +162,18 @@ def test_a_researcher_registers_launches_a_vm_watches_it_run_attaches_a_volume_a
     assert page.evaluate("window.stillTheSamePage") is True
     page.locator("#console-text, #console-empty").first.wait_for()  # the host's worker answered
     _shoot(page, "instance-running")
+
+    # A firewall rule added with the VM page's form is listed there (this image's entry names no inbound port).
+    page.get_by_label("Port", exact=True).fill("8080")
+    page.get_by_label("From (IPv4 CIDR)").fill("198.51.100.0/24")
+    page.get_by_role("button", name="Add rule").click()
+    page.get_by_text("VM journey now lets in tcp port 8080 from 198.51.100.0/24.").wait_for()
+    rule = FirewallRule.objects.get(instance=vm)
+    assert page.locator(f'#firewall tr[data-rule="{rule.pk}"]').inner_text().split()[:3] == [
+        "tcp",
+        "8080",
+        "198.51.100.0/24",
+    ]
 
     page.get_by_role("link", name="Dashboard").first.click()
     row = page.locator(f'tr[data-instance="{vm.uuid}"]')
