@@ -21,13 +21,15 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from compute import packetfilter
-from compute.models import LIVE_STATES, FirewallRule, Instance, Lease, NetworkKind, PortTranslation
+from compute.models import LIVE_STATES, FirewallProtocol, FirewallRule, Instance, Lease, NetworkKind, PortTranslation
 from core.errors import Conflict
 from marketplace.models import Entry, Image
 
 logger = logging.getLogger(__name__)
 
 FRONTEND_SYNC = "compute.frontend_sync"
+# The ports services answer on by default: a link to one of them leaves the port out.
+_DEFAULT_PORTS = {"ssh": 22, "http": 80, "https": 443}
 # Names of the well-known ports, for the links shown to users; others are shown as their number.
 SERVICES = {22: "ssh", 80: "http", 443: "https", 3389: "rdp", 5900: "vnc", 8080: "http", 8443: "https"}
 # How often one request tries another random free port after a concurrent request took the one it picked.
@@ -110,22 +112,45 @@ def port_translations_free(instance: Instance) -> int:
     return deleted
 
 
-def access_links(instance: Instance) -> list[dict[str, Any]]:
-    """How to reach ``instance`` through its translated ports: ``{"service", "host", "port"}`` and, for web
-    services, ``"url"``; ssh also gets ``"command"``. Uses the prefetched ``port_translations`` when there."""
-    host = settings.PORT_TRANSLATION_HOST
-    if not host or instance.state == "terminated":
-        return []
+def _link(*, service: str, host: str, port: int, default_port: int | None = None) -> dict[str, Any]:
+    """One way in: ``{"service", "host", "port"}``, with ``"url"`` for web services and ``"command"`` for ssh; the
+    port is left out of both where it is the service's own (``default_port``)."""
     shown = f"[{host}]" if ":" in host else host
-    links = []
-    for row in sorted(instance.port_translations.all(), key=lambda r: r.guest_port):
-        link: dict[str, Any] = {"service": row.service, "host": host, "port": row.front_port}
-        if row.service in ("http", "https"):
-            link["url"] = f"{row.service}://{shown}:{row.front_port}/"
-        elif row.service == "ssh":
-            link["command"] = f"ssh -p {row.front_port} root@{host}"
-        links.append(link)
-    return links
+    link: dict[str, Any] = {"service": service, "host": host, "port": port}
+    if service in ("http", "https"):
+        link["url"] = f"{service}://{shown}/" if port == default_port else f"{service}://{shown}:{port}/"
+    elif service == "ssh":
+        link["command"] = f"ssh root@{host}" if port == default_port else f"ssh -p {port} root@{host}"
+    return link
+
+
+def access_links(instance: Instance) -> list[dict[str, Any]]:
+    """How anyone outside reaches the live ``instance``, as far as anyone can: on ``local``, its translated
+    front-end ports (when port translation is on); on ``public``, its own address at each well-known tcp port its
+    firewall lets in; on ``private``, nothing (nobody outside reaches those addresses). The API, the CLI and the
+    portal all show these. Reads the prefetched ``port_translations``, ``firewall_rules`` and ``lease`` when there."""
+    if not instance.is_live:
+        return []
+    if instance.network == NetworkKind.LOCAL:
+        host = settings.PORT_TRANSLATION_HOST
+        if not host:
+            return []
+        rows = sorted(instance.port_translations.all(), key=lambda r: r.guest_port)
+        return [_link(service=row.service, host=host, port=row.front_port) for row in rows]
+    lease = getattr(instance, "lease", None)
+    if instance.network != NetworkKind.PUBLIC or lease is None:
+        return []
+    ports = sorted(
+        {
+            rule.port
+            for rule in instance.firewall_rules.all()
+            if rule.protocol == FirewallProtocol.TCP and rule.port in SERVICES
+        }
+    )
+    return [
+        _link(service=SERVICES[port], host=lease.ip, port=port, default_port=_DEFAULT_PORTS.get(SERVICES[port]))
+        for port in ports
+    ]
 
 
 # The front end's rules -------------------------------------------------------------------------------------------

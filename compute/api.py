@@ -67,8 +67,13 @@ class CapacityApi(APIView):
 
 class AccessLinkSerializer(serializers.Serializer):
     service = serializers.CharField(help_text="What the VM's port serves: ssh, http, https, or the port number.")
-    host = serializers.CharField(help_text="The front end's name (PORT_TRANSLATION_HOST).")
-    port = serializers.IntegerField(help_text="The front-end port translated to the VM's port.")
+    host = serializers.CharField(
+        help_text="Where to connect: the front end's name (PORT_TRANSLATION_HOST) for a VM on local, the VM's own "
+        "address for a VM on public."
+    )
+    port = serializers.IntegerField(
+        help_text="The front-end port translated to the VM's port (local), or the VM's own port (public)."
+    )
     url = serializers.CharField(required=False, help_text="For web services: the link to open.")
     command = serializers.CharField(required=False, help_text="For ssh: the command line.")
 

@@ -55,7 +55,7 @@ def instance_list(*, actor: User) -> QuerySet[Instance]:
     return (
         Instance.objects.filter(project__in=Membership.objects.filter(user=actor).values("project"))
         .select_related("project", "instance_type", "host", "lease")
-        .prefetch_related("attachments", "port_translations")
+        .prefetch_related("attachments", "port_translations", "firewall_rules")
         .order_by("-created", "-id")
     )
 

@@ -29,7 +29,7 @@ from accounts.models import Project
 from accounts.quotas import quota_usage
 from compute import access, attachments, execution, firewalls, scheduler, selectors, services
 from compute.forms import BulkActionForm, FirewallRuleForm, LaunchForm
-from compute.models import FirewallProtocol, FirewallRule, Instance, InstanceState, InstanceType, Network, NetworkKind
+from compute.models import FirewallRule, Instance, InstanceState, InstanceType, Network, NetworkKind
 from core.errors import ApplicationError, NotFound
 from core.pages import error_pages
 from core.selectors import audit_entry_list
@@ -97,39 +97,13 @@ class Reach:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-def _direct_reach(*, service: str, ip: str, port: int) -> Reach:
-    if service == "ssh":
-        return Reach(service, ip, port, command=f"ssh root@{ip}" if port == 22 else f"ssh -p {port} root@{ip}")
-    if service in ("http", "https"):
-        default = 80 if service == "http" else 443
-        return Reach(service, ip, port, url=f"{service}://{ip}/" if port == default else f"{service}://{ip}:{port}/")
-    return Reach(service, ip, port)
-
-
 def instance_reach(instance: Instance) -> list[Reach]:
-    """How to reach the VM from outside, as far as anyone can: on ``local``, its translated front-end ports
-    (:func:`compute.access.access_links`); on ``public``, its own address at each well-known tcp port its firewall
-    lets in; on ``private`` (and ``local`` without port translation), nothing, since nobody outside can reach those
-    addresses. Reads the prefetched ``port_translations``, ``firewall_rules`` and ``lease`` (no query when they are
-    prefetched, as on the dashboard)."""
-    if not instance.is_live:
-        return []
-    if instance.network == NetworkKind.LOCAL:
-        return [
-            Reach(link["service"], link["host"], link["port"], command=link.get("command", ""), url=link.get("url", ""))
-            for link in access.access_links(instance)
-        ]
-    lease = getattr(instance, "lease", None)
-    if instance.network != NetworkKind.PUBLIC or lease is None:
-        return []
-    ports = sorted(
-        {
-            rule.port
-            for rule in instance.firewall_rules.all()
-            if rule.protocol == FirewallProtocol.TCP and rule.port in access.SERVICES
-        }
-    )
-    return [_direct_reach(service=access.SERVICES[port], ip=lease.ip, port=port) for port in ports]
+    """How to reach the VM from outside (:func:`compute.access.access_links`: translated ports on ``local``, its own
+    address on ``public``, nothing on ``private``), as the API and the CLI show it."""
+    return [
+        Reach(link["service"], link["host"], link["port"], command=link.get("command", ""), url=link.get("url", ""))
+        for link in access.access_links(instance)
+    ]
 
 
 # --- Launch -----------------------------------------------------------------------------------------------------

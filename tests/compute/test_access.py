@@ -250,3 +250,22 @@ def test_a_site_without_a_front_end_sends_no_rule_syncs_to_pile_up_unconsumed(se
     settings.FRONTEND_QUEUE = "frontend"
     ENQUEUE_FRONTEND_SYNC()
     assert sent == [((access.FRONTEND_SYNC,), {"queue": "frontend"})]
+
+
+def test_the_api_shows_a_public_vm_reached_at_its_own_address_on_the_ports_its_firewall_opens(
+    front_end, request_vm, staff, project, owner, api_as
+):
+    from accounts.quotas import quota_set
+
+    quota_set(actor=staff, project=project, limits={"public_ips": 5})
+    public = request_vm(network="public", name="pub")
+    private = request_vm(network="private", name="priv")
+    ip = public.lease.ip
+    client = api_as(owner)
+    shown = client.get(f"/api/v1/compute/instances/{public.uuid}/").json()["access"]
+    # the image serves 22, 80 and 5432; only the well-known services become links, on their own ports
+    assert shown == [
+        {"service": "ssh", "host": ip, "port": 22, "command": f"ssh root@{ip}"},
+        {"service": "http", "host": ip, "port": 80, "url": f"http://{ip}/"},
+    ]
+    assert client.get(f"/api/v1/compute/instances/{private.uuid}/").json()["access"] == []
