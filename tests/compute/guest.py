@@ -416,3 +416,38 @@ def web_guest_disk(tmp_path_factory) -> Path:
     disk_dir = into / "disk"
     disk_dir.mkdir()
     return bootable_disk(kernel, initrd, disk_dir)
+
+
+def until(condition, timeout: float, describe) -> None:
+    """Wait for ``condition()``; past ``timeout`` seconds the test fails with ``describe()``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, describe()
+        time.sleep(0.5)
+
+
+def guest_image_publish(*, disk: Path, owner, signer, title: str, inbound_ports: tuple[int, ...] = ()):
+    """``disk`` published as a machine image with a ``file:`` location, signed by ``signer`` (a test keyring
+    entry) for ``owner``; the caller lets the site read ``disk.parent`` (``MARKETPLACE_FILE_LOCATION_DIRS``)."""
+    from marketplace import metadata
+    from marketplace import services as marketplace_services
+    from marketplace.models import Image
+    from tests.marketplace.conftest import T0
+    from tests.storage.conftest import checksums_of
+
+    content = disk.read_bytes()
+    document = metadata.build(
+        image_bytes=len(content),
+        checksums=checksums_of(content),
+        type="base",
+        title=title,
+        os="Linux",
+        os_arch="x86_64",
+        kind="machine",
+        format="raw",
+        compression="",
+        locations=(disk.as_uri(),),
+        inbound_ports=inbound_ports,
+    )
+    entry = marketplace_services.entry_upload(raw=signer.sign(document, now=T0), uploader=owner)
+    return Image.objects.get(pk=entry.image.pk)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import time
 import uuid
 
 import pytest
@@ -19,13 +18,9 @@ import pytest
 from compute import hypervisor, packetfilter
 from compute.models import Instance, Lease, PortTranslation
 from compute.services import host_register, instance_request, instance_terminate
-from marketplace import metadata
-from marketplace import services as marketplace_services
 from marketplace.models import Image
-from tests.compute.guest import REAL_GUEST
+from tests.compute.guest import REAL_GUEST, guest_image_publish, until
 from tests.compute.netns import FRONT_ADDRESS, NETNS
-from tests.marketplace.conftest import T0
-from tests.storage.conftest import checksums_of
 
 pytestmark = [*REAL_GUEST, *NETNS, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -34,34 +29,14 @@ STEP_TIMEOUT = 180  # each: to running, to the page, to terminated (TCG on a bus
 FETCH = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())"
 
 
-def _until(condition, timeout: float, describe) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, describe()
-        time.sleep(0.5)
-
-
 @pytest.fixture
 def web_image(settings, owner, registered, keyring, web_guest_disk) -> Image:  # noqa: F811 - conftest fixtures
     """The web guest's disk published as a machine image that serves ssh and http (``slterms:inbound-port``)."""
     settings.MARKETPLACE_FILE_LOCATION_DIRS = [str(web_guest_disk.parent)]
     registered(owner, "owner")
-    content = web_guest_disk.read_bytes()
-    document = metadata.build(
-        image_bytes=len(content),
-        checksums=checksums_of(content),
-        type="base",
-        title="Tiny web guest",
-        os="Linux",
-        os_arch="x86_64",
-        kind="machine",
-        format="raw",
-        compression="",
-        locations=(web_guest_disk.as_uri(),),
-        inbound_ports=(22, 80),
+    return guest_image_publish(
+        disk=web_guest_disk, owner=owner, signer=keyring["owner"], title="Tiny web guest", inbound_ports=(22, 80)
     )
-    entry = marketplace_services.entry_upload(raw=keyring["owner"].sign(document, now=T0), uploader=owner)
-    return Image.objects.get(pk=entry.image.pk)
 
 
 def test_a_local_vm_serves_its_page_through_its_translated_front_end_port_until_it_is_terminated(
@@ -114,13 +89,13 @@ def test_a_local_vm_serves_its_page_through_its_translated_front_end_port_until_
         return done.stdout if done.returncode == 0 else None
 
     try:
-        _until(
+        until(
             lambda: shown().state in ("running", "error"),
             STEP_TIMEOUT,
             lambda: f"instance {shown().state}: {shown().state_message}\n{worker.log_text()[-3000:]}",
         )
         assert shown().state == "running", f"{shown().state_message}\n{worker.log_text()[-3000:]}"
-        _until(
+        until(
             lambda: "ALTO-HTTPD" in console_text(),
             STEP_TIMEOUT,
             lambda: f"the guest did not start its web server:\n{console_text()[-3000:]}",
@@ -129,7 +104,7 @@ def test_a_local_vm_serves_its_page_through_its_translated_front_end_port_until_
         assert f"ALTO-IP: {lease.ip}/24" in console_text(), console_text()[-2000:]
 
         # Through the front end's translated port, the guest's own page (it names its instance id from the seed).
-        _until(
+        until(
             lambda: fetch() is not None,
             STEP_TIMEOUT,
             lambda: f"{url} did not answer; rules: {packetfilter.dnat_rules()}\n{worker.log_text()[-3000:]}",
@@ -137,14 +112,14 @@ def test_a_local_vm_serves_its_page_through_its_translated_front_end_port_until_
         assert fetch() == f"ALTO-WEB {vm.uuid}\n"
 
         instance_terminate(actor=owner, instance=shown())
-        _until(
+        until(
             lambda: shown().state in ("terminated", "error"),
             STEP_TIMEOUT,
             lambda: f"instance {shown().state}: {shown().state_message}\n{worker.log_text()[-3000:]}",
         )
         assert shown().state == "terminated", shown().state_message
         # The port is closed (its DNAT rule gone from the front end) and free again (no row holds it).
-        _until(
+        until(
             lambda: not packetfilter.dnat_rules(),
             STEP_TIMEOUT,
             lambda: f"rules left after terminate: {packetfilter.dnat_rules()}\n{worker.log_text()[-3000:]}",

@@ -11,7 +11,6 @@ bridge and DHCP)."""
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 
 import pytest
@@ -20,24 +19,13 @@ from accounts.services import ssh_key_add
 from compute import hypervisor
 from compute.models import Instance
 from compute.services import host_register, instance_request, instance_terminate
-from marketplace import metadata
-from marketplace import services as marketplace_services
 from marketplace.models import Image
 from tests.compute.conftest import public_key_line
-from tests.compute.guest import REAL_GUEST
-from tests.marketplace.conftest import T0
-from tests.storage.conftest import checksums_of
+from tests.compute.guest import REAL_GUEST, guest_image_publish, until
 
 pytestmark = [*REAL_GUEST, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 STEP_TIMEOUT = 180  # each: to running, to the key on the console, to terminated (TCG on a busy machine)
-
-
-def _until(condition, timeout: float, describe) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, describe()
-        time.sleep(0.5)
 
 
 @pytest.fixture
@@ -45,21 +33,7 @@ def guest_image(settings, owner, registered, keyring, guest_disk) -> Image:  # n
     """The bootable guest disk published as a machine image with a ``file:`` location the site allows."""
     settings.MARKETPLACE_FILE_LOCATION_DIRS = [str(guest_disk.parent)]
     registered(owner, "owner")
-    content = guest_disk.read_bytes()
-    document = metadata.build(
-        image_bytes=len(content),
-        checksums=checksums_of(content),
-        type="base",
-        title="Tiny test guest",
-        os="Linux",
-        os_arch="x86_64",
-        kind="machine",
-        format="raw",
-        compression="",
-        locations=(guest_disk.as_uri(),),
-    )
-    entry = marketplace_services.entry_upload(raw=keyring["owner"].sign(document, now=T0), uploader=owner)
-    return Image.objects.get(pk=entry.image.pk)
+    return guest_image_publish(disk=guest_disk, owner=owner, signer=keyring["owner"], title="Tiny test guest")
 
 
 def test_a_vm_requested_through_the_service_layer_boots_and_prints_its_cloud_init_ssh_key(
@@ -99,7 +73,7 @@ def test_a_vm_requested_through_the_service_layer_boots_and_prints_its_cloud_ini
         return console.read_text(errors="replace") if console.exists() else "(no console log)"
 
     try:
-        _until(
+        until(
             lambda: shown().state in ("running", "error"),
             STEP_TIMEOUT,
             lambda: f"instance {shown().state}: {shown().state_message}\n{worker.log_text()[-3000:]}",
@@ -107,21 +81,21 @@ def test_a_vm_requested_through_the_service_layer_boots_and_prints_its_cloud_ini
         assert shown().state == "running", f"{shown().state_message}\n{worker.log_text()[-3000:]}"
         assert hypervisor.domain_state(libvirt_daemon.uri, domain) == hypervisor.RUNNING
 
-        _until(
+        until(
             lambda: f"ALTO-SEED-KEY: {key.public_key}" in console_text(),
             STEP_TIMEOUT,
             lambda: f"no key on the console after {STEP_TIMEOUT} s:\n{console_text()[-3000:]}",
         )
 
         # The type's swap disk (t1.micro: 512 MiB) reached the guest, labelled, and works as swap there.
-        _until(
+        until(
             lambda: "ALTO-SWAP: 1 /dev/vd" in console_text(),
             STEP_TIMEOUT,
             lambda: f"the guest did not turn on its swap disk:\n{console_text()[-3000:]}",
         )
 
         instance_terminate(actor=owner, instance=shown())
-        _until(
+        until(
             lambda: shown().state in ("terminated", "error"),
             STEP_TIMEOUT,
             lambda: f"instance {shown().state}: {shown().state_message}\n{worker.log_text()[-3000:]}",
