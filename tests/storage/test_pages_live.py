@@ -242,3 +242,39 @@ def test_another_projects_volume_state_is_404(client, member, secret, outsider):
         assert answer.status_code == 404 and b"hidden-volume" not in answer.content
     client.force_login(outsider)
     assert client.get(f"/storage/parts/volumes/{hidden.uuid}/state/", headers=HTMX).status_code == 200
+
+
+# --- In a real browser ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_in_a_browser_the_preview_follows_the_form_and_a_new_volume_moves_on_screen(
+    page, volume_settings, member, project
+):
+    from tests.factories import TEST_PASSWORD
+
+    page.goto("/accounts/login/")
+    page.get_by_label("Username").fill("member")
+    page.get_by_label("Password").fill(TEST_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/")
+    page.goto("/storage/volumes/")
+    page.get_by_label("Size (GiB)").fill("20")
+    page.locator('#preview li[data-quota="Volume GiB"]', has_text="Volume GiB 0 → 20 of 500").wait_for()
+    page.get_by_label("Size (GiB)").fill("")
+    page.get_by_text("Give the size in GiB").wait_for()
+
+    # A volume requested elsewhere (the API, another tab) appears, then moves from creating to available.
+    volume = services.volume_create(actor=member, project=project, name="elsewhere", size_gib=1)
+    page.locator(f'tr[data-volume="{volume.uuid}"][data-state="creating"]').wait_for(timeout=15_000)
+    services.volume_provision(volume_id=volume.pk)
+    page.locator(f'tr[data-volume="{volume.uuid}"][data-state="available"]').wait_for(timeout=15_000)
+    assert page.url.endswith("/storage/volumes/")
+
+    # A volume's own page follows its state too: a new state redraws the page.
+    second = services.volume_create(actor=member, project=project, name="second", size_gib=1)
+    page.goto(f"/storage/volumes/{second.uuid}/")
+    page.locator("#volume-status .badge.creating").wait_for()
+    services.volume_provision(volume_id=second.pk)
+    page.locator("#volume-status .badge.available").wait_for(timeout=15_000)
