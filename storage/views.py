@@ -121,6 +121,9 @@ def _preview(request: HttpRequest, data: Any) -> dict[str, Any]:
         except NotFound:
             context["problem"] = "There is no such image in the Marketplace; give a disk image's identifier."
             return context
+        if image.kind != "disk":
+            context["problem"] = f"Image {image.identifier} is a machine image; a static volume copies a disk image."
+            return context
         needed = services.image_size_gib(image)
         if size_gib is not None and size_gib < needed:
             context["problem"] = f"Image {image.identifier} needs {needed} GiB; {size_gib} GiB is too small."

@@ -103,10 +103,19 @@ def test_the_page_shows_the_preview_beside_the_form_and_keeps_it_when_a_request_
     assert Volume.objects.count() == 1
 
 
-def test_a_static_volume_is_counted_at_its_images_size(client, volume_settings, member, project, disk_image):
+def test_a_static_volume_is_counted_at_its_images_size(
+    client, volume_settings, member, project, disk_image, publish, tmp_path
+):
     client.force_login(member)
     answer = client.get(PREVIEW, {"project": project.pk, "kind": "static", "image": disk_image}, headers=HTMX)
     assert effects(answer.content) == ["Volumes 0 → 1 of 10", "Volume GiB 0 → 1 of 500"]
+    answer = client.get(PREVIEW, {"project": project.pk, "kind": "static", "image": disk_image, "size_gib": "30"})
+    assert effects(answer.content) == ["Volumes 0 → 1 of 10", "Volume GiB 0 → 30 of 500"]
+    machine_file = tmp_path / "images" / "machine.raw"
+    machine_file.write_bytes(b"a machine image")
+    machine = publish(b"a machine image", locations=[machine_file.as_uri()])
+    answer = client.get(PREVIEW, {"project": project.pk, "kind": "static", "image": machine}, headers=HTMX)
+    assert b"is a machine image; a static volume copies a disk image" in answer.content and not effects(answer.content)
     answer = client.get(PREVIEW, {"project": project.pk, "kind": "static", "image": "nonesuch"}, headers=HTMX)
     assert b"There is no such image in the Marketplace" in answer.content and not effects(answer.content)
 
