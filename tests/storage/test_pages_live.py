@@ -268,9 +268,13 @@ def test_in_a_browser_the_preview_follows_the_form_and_a_new_volume_moves_on_scr
     page.get_by_label("Password").fill(TEST_PASSWORD)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url("**/")
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
     page.goto("/storage/volumes/")
     page.get_by_label("Size (GiB)").fill("20")
     page.locator('#preview li[data-quota="Volume GiB"]', has_text="Volume GiB 0 → 20 of 500").wait_for()
+    previews = [url for url in asked if "/storage/parts/volume-preview/" in url]
+    assert previews and not any("csrfmiddlewaretoken" in url for url in previews)  # the token stays out of URLs
     page.get_by_label("Size (GiB)").fill("")
     page.get_by_text("Give the size in GiB").wait_for()
 
