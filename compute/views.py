@@ -7,8 +7,6 @@ words."""
 from __future__ import annotations
 
 import contextlib
-import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +20,6 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRefresh
 
 from accounts import selectors as account_selectors
 from accounts.models import Project
@@ -31,7 +28,7 @@ from compute import access, attachments, execution, firewalls, scheduler, select
 from compute.forms import BulkActionForm, FirewallRuleForm, LaunchForm
 from compute.models import FirewallRule, Instance, InstanceState, InstanceType, Network, NetworkKind
 from core.errors import ApplicationError, NotFound
-from core.pages import error_pages
+from core.pages import error_pages, partial_login_required
 from core.selectors import audit_entry_list
 from marketplace import selectors as marketplace_selectors
 from marketplace.models import Image
@@ -61,19 +58,6 @@ CONSOLE_TAIL_BYTES = 16 * 1024
 # How many images the launch page offers for one search (a search narrows them).
 LAUNCH_IMAGES = 25
 EVENTS_SHOWN = 50
-
-
-def partial_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """``login_required`` for the parts of pages htmx asks for: when the session has ended, htmx is told to reload
-    the whole page (which then goes to the login page) instead of swapping the login page into the part."""
-
-    @functools.wraps(view)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not request.user.is_authenticated and getattr(request, "htmx", False):
-            return HttpResponseClientRefresh()
-        return login_required(view)(request, *args, **kwargs)
-
-    return wrapped
 
 
 def actions_offered(instance: Instance) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Any
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
+from django_htmx.http import HttpResponseClientRefresh
 
 from core.errors import NotFound, PermissionDenied
 
@@ -40,5 +41,18 @@ def staff_required(view: PageView) -> PageView:
         if not request.user.is_staff:
             raise DjangoPermissionDenied("This page is for the site's administrators.")
         return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def partial_login_required(view: PageView) -> PageView:
+    """``login_required`` for the parts of pages htmx asks for: when the session has ended, htmx is told to reload
+    the whole page (which then goes to the login page) instead of swapping the login page into the part."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated and getattr(request, "htmx", False):
+            return HttpResponseClientRefresh()
+        return login_required(view)(request, *args, **kwargs)
 
     return wrapped

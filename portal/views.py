@@ -15,8 +15,8 @@ from accounts.quotas import quotas_usage
 from compute import scheduler, trust
 from compute import selectors as compute_selectors
 from compute.models import Instance
-from compute.views import MOVING, Reach, actions_offered, instance_reach, partial_login_required
-from core.pages import error_pages
+from compute.views import MOVING, Reach, actions_offered, instance_reach
+from core.pages import error_pages, partial_login_required
 from portal import health
 from storage import selectors as storage_selectors
 

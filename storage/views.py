@@ -5,8 +5,6 @@ leaves them their place)."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +21,7 @@ from accounts import selectors as account_selectors
 from accounts.models import Project
 from accounts.quotas import ResourceUsage, quota_usage, quotas_usage
 from core.errors import ApplicationError, NotFound
-from core.pages import error_pages
+from core.pages import error_pages, partial_login_required
 from marketplace import selectors as marketplace_selectors
 from storage import selectors, services
 from storage.forms import VolumeForm
@@ -34,19 +32,6 @@ PAGE_SIZE = 25
 MOVING = (VolumeState.CREATING, VolumeState.ATTACHING, VolumeState.DETACHING, VolumeState.DELETING)
 # How the preview names the quotas a volume request touches.
 QUOTA_WORDS = {"volumes": "Volumes", "volume_gib": "Volume GiB"}
-
-
-def partial_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """``login_required`` for the parts of pages htmx asks for: when the session has ended, htmx is told to reload
-    the whole page (which then goes to the login page) instead of swapping the login page into the part."""
-
-    @functools.wraps(view)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not request.user.is_authenticated and getattr(request, "htmx", False):
-            return HttpResponseClientRefresh()
-        return login_required(view)(request, *args, **kwargs)
-
-    return wrapped
 
 
 # --- The new-volume preview -------------------------------------------------------------------------------------
