@@ -142,6 +142,24 @@ class LibvirtDaemon:
             subprocess.run([*netns, "ip", "link", "set", name, "up"], check=True)
 
 
+def libvirt_daemon_stop(uri: str, base: Path, *, pid_dirs: tuple[str, ...] = ("run",)) -> None:
+    """Stop a test's own libvirtd at ``uri`` (its files under ``base``) and everything it started: its domains, its
+    networks (destroying one stops its dnsmasq, which would otherwise outlive the daemon), virtlogd, and whatever
+    left a pid file under ``base``'s ``pid_dirs``."""
+    # If the daemon is already gone there is nothing left to destroy through it.
+    with contextlib.suppress(hypervisor.HypervisorError):
+        for domain in hypervisor.domains(uri):
+            hypervisor.domain_destroy(uri, domain.name)
+        for network in hypervisor.networks(uri):
+            hypervisor.network_remove(uri, network)
+    hypervisor.disconnect_all()
+    _stop(base / "libvirtd.pid")
+    _stop(base / "virtlogd.pid")
+    for folder in pid_dirs:
+        for pidfile in (base / folder).rglob("*.pid"):
+            _stop(pidfile)
+
+
 @pytest.fixture(scope="session")
 def libvirt_daemon(tmp_path_factory) -> Iterator[LibvirtDaemon]:
     """A private libvirtd for qemu:///system in its own mount and network namespaces, stopped (guests destroyed
@@ -169,19 +187,7 @@ def libvirt_daemon(tmp_path_factory) -> Iterator[LibvirtDaemon]:
                 time.sleep(0.2)
         yield LibvirtDaemon(uri=uri, base=base)
     finally:
-        # If the daemon is already gone there is nothing left to destroy through it.
-        with contextlib.suppress(hypervisor.HypervisorError):
-            for domain in hypervisor.domains(uri):
-                hypervisor.domain_destroy(uri, domain.name)
-            # The boot step makes the classes' libvirt networks; destroying one stops its dnsmasq, which would
-            # otherwise outlive the daemon.
-            for network in hypervisor.networks(uri):
-                hypervisor.network_remove(uri, network)
-        hypervisor.disconnect_all()
-        _stop(base / "libvirtd.pid")
-        _stop(base / "virtlogd.pid")
-        for pidfile in (base / "run").rglob("*.pid"):
-            _stop(pidfile)
+        libvirt_daemon_stop(uri, base)
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from compute import hypervisor
-from tests.compute.guest import _DAEMON_DIRS, QEMU_CONF, _ensure_libvirt_accounts, _stop
+from tests.compute.guest import _DAEMON_DIRS, QEMU_CONF, _ensure_libvirt_accounts, libvirt_daemon_stop
 
 _TOOLS = ("ip", "nft", "dnsmasq", "iptables", "libvirtd", "virtlogd", "unshare")
 NETNS_MISSING = [tool for tool in _TOOLS if not shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin")]
@@ -97,19 +97,9 @@ def netns_with_libvirtd(base: Path) -> Iterator[Netns]:
             _wait_for_daemon(uri)
             yield Netns(name=name, uri=uri, base=base)
         finally:
-            with contextlib.suppress(hypervisor.HypervisorError):
-                for domain in hypervisor.domains(uri):
-                    hypervisor.domain_destroy(uri, domain.name)
-                for network in hypervisor.networks(uri):
-                    hypervisor.network_remove(uri, network)
-            hypervisor.disconnect_all()
-            _stop(base / "libvirtd.pid")
-            _stop(base / "virtlogd.pid")
-            # dnsmasq outlives libvirtd by design; it runs in the namespace and must not outlive it.
-            for pidfile in (base / "lib").rglob("*.pid"):
-                _stop(pidfile)
-            for pidfile in (base / "run").rglob("*.pid"):
-                _stop(pidfile)
+            # dnsmasq outlives libvirtd by design (its pid files are under lib/ too); it runs in the namespace and
+            # must not outlive it.
+            libvirt_daemon_stop(uri, base, pid_dirs=("lib", "run"))
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
