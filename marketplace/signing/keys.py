@@ -191,8 +191,10 @@ def key_generate(*, gnupghome: Path, name: str, email: str, passphrase: str) -> 
     fingerprint = str(result.fingerprint or "").upper()
     info = key_info(gpg, fingerprint) if fingerprint else None
     if info is None:
-        problem = (result.stderr or "").strip().splitlines()[-1:] or ["no key"]
-        raise SigningRefused(f"gpg could not generate a key: {problem[0]}", code="pgp-keygen-failed")
+        # gpg's own complaints ("gpg: …", e.g. an agent that did not come up) say why; the status line says only that.
+        lines = (result.stderr or "").strip().splitlines()
+        problem = [line for line in lines if line.startswith("gpg:")] or lines[-1:] or ["no key"]
+        raise SigningRefused(f"gpg could not generate a key: {'; '.join(problem)}", code="pgp-keygen-failed")
     return info
 
 
