@@ -10,16 +10,17 @@ from marketplace.models import Image
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
-def test_alto_vm_show_prints_the_ssh_command_and_the_web_link_of_a_local_vm(
-    alto, owner, project, token_of, types, networks, settings
-):
-    settings.PORT_TRANSLATION_HOST = "front.example.org"
+def _vm(project, itype, *, name: str, network: str) -> Instance:
+    """A VM row of ``project`` (as a request leaves it) on ``network``, from an image of its own."""
     image = Image.objects.create(
-        identifier="A" * 27, sha1="0" * 40, bytes=1, first_endorsed="2026-01-01T00:00Z", updated="2026-01-01T00:00Z"
+        identifier=name.upper().ljust(27, "A"),
+        sha1="0" * 40,
+        bytes=1,
+        first_endorsed="2026-01-01T00:00Z",
+        updated="2026-01-01T00:00Z",
     )
-    itype = types["t1.micro"]
-    vm = Instance.objects.create(
-        name="web",
+    return Instance.objects.create(
+        name=name,
         project=project,
         image=image,
         image_identifier=image.identifier,
@@ -27,9 +28,16 @@ def test_alto_vm_show_prints_the_ssh_command_and_the_web_link_of_a_local_vm(
         vcpus=itype.vcpus,
         ram_mib=itype.ram_mib,
         root_gib=itype.root_gib,
-        network="local",
+        network=network,
         state="pending",
     )
+
+
+def test_alto_vm_show_prints_the_ssh_command_and_the_web_link_of_a_local_vm(
+    alto, owner, project, token_of, types, networks, settings
+):
+    settings.PORT_TRANSLATION_HOST = "front.example.org"
+    vm = _vm(project, types["t1.micro"], name="web", network="local")
     for service, guest, front in (("ssh", 22, 15022), ("http", 80, 15080)):
         PortTranslation.objects.create(
             instance=vm, service=service, guest_port=guest, front_address="192.0.2.10", front_port=front
@@ -53,22 +61,7 @@ def test_alto_vm_show_prints_the_ssh_command_and_the_web_link_of_a_local_vm(
 
 
 def test_alto_vm_firewall_lists_adds_refuses_and_deletes_rules(alto, owner, project, token_of, types, networks):
-    image = Image.objects.create(
-        identifier="B" * 27, sha1="1" * 40, bytes=1, first_endorsed="2026-01-01T00:00Z", updated="2026-01-01T00:00Z"
-    )
-    itype = types["t1.micro"]
-    vm = Instance.objects.create(
-        name="db",
-        project=project,
-        image=image,
-        image_identifier=image.identifier,
-        instance_type=itype,
-        vcpus=itype.vcpus,
-        ram_mib=itype.ram_mib,
-        root_gib=itype.root_gib,
-        network="private",
-        state="pending",
-    )
+    vm = _vm(project, types["t1.micro"], name="db", network="private")
     token = token_of(owner)
     added = alto(
         "vm", "firewall", "add", str(vm.uuid), "--port", "8080", "--source", "198.51.100.0/24", "--json", token=token

@@ -63,14 +63,15 @@ cgroup_controllers = []
 namespaces = []
 """
 
-INIT = r"""#!/bin/busybox sh
+# What every seeded guest's init starts with: busybox, the kernel's file systems, the modules, and the cloud-init seed
+# mounted on /seed (the cdrom whose ISO 9660 volume label, at byte 32808, is cidata; busybox's findfs misses it).
+SEEDED_BOOT = r"""#!/bin/busybox sh
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 for module in MODULES; do insmod /lib/modules/$module.ko; done
-# The seed is the cdrom whose ISO 9660 volume label (at byte 32808) is cidata; busybox's findfs misses it.
 for attempt in $(seq 1 200); do
     for device in /dev/sr*; do
         [ -b "$device" ] && [ "$(dd if=$device bs=1 skip=32808 count=6 2>/dev/null)" = cidata ] && break 2
@@ -78,7 +79,11 @@ for attempt in $(seq 1 200); do
     sleep 0.1
 done
 mount -t iso9660 -o ro "$device" /seed
-echo "ALTO-SEED-KEY: $(grep -o 'ssh-[a-z0-9]* [A-Za-z0-9+/=]* [A-Za-z0-9@._-]*' /seed/user-data)"
+"""
+
+INIT = (
+    SEEDED_BOOT
+    + r"""echo "ALTO-SEED-KEY: $(grep -o 'ssh-[a-z0-9]* [A-Za-z0-9+/=]* [A-Za-z0-9@._-]*' /seed/user-data)"
 # A swap disk labelled alto-swap (what cloud-init's mounts would add), turned on as a check that it is swap.
 # The label of a Linux swap area is at byte 1052 (after the boot block, version, last page, bad pages and UUID).
 for swap in /dev/vd*; do
@@ -89,6 +94,7 @@ done
 grep -q alto.poweroff /proc/cmdline && poweroff -f
 while true; do sleep 60; done
 """
+)
 
 _DAEMON_DIRS = {
     "run": "/run/libvirt",
@@ -372,21 +378,9 @@ def console_wait(console: Path, text: str, *, timeout: float = BOOT_TIMEOUT) -> 
 
 # A guest on a network: it asks for its address by DHCP (busybox udhcpc; ``ALTO-IP: <address>/<prefix>``) and serves
 # ``ALTO-WEB <instance-id from its seed>`` on port 80 with busybox httpd (``ALTO-HTTPD`` once it listens).
-WEB_INIT = r"""#!/bin/busybox sh
-/bin/busybox --install -s
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-for module in MODULES; do insmod /lib/modules/$module.ko; done
-for attempt in $(seq 1 200); do
-    for device in /dev/sr*; do
-        [ -b "$device" ] && [ "$(dd if=$device bs=1 skip=32808 count=6 2>/dev/null)" = cidata ] && break 2
-    done
-    sleep 0.1
-done
-mount -t iso9660 -o ro "$device" /seed
-id=$(sed -n 's/.*"instance-id": "\([^"]*\)".*/\1/p' /seed/meta-data)
+WEB_INIT = (
+    SEEDED_BOOT
+    + r"""id=$(sed -n 's/.*"instance-id": "\([^"]*\)".*/\1/p' /seed/meta-data)
 ip link set lo up
 for attempt in $(seq 1 100); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done
 ip link set eth0 up
@@ -397,6 +391,7 @@ echo "ALTO-WEB $id" > /www/index.html
 httpd -p 80 -h /www && echo ALTO-HTTPD
 while true; do sleep 60; done
 """
+)
 # udhcpc's hook: set the address it was given (``mask`` is the prefix length) and the default route.
 DHCP_SCRIPT = r"""#!/bin/sh
 case "$1" in
