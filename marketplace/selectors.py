@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import (
     BooleanField,
@@ -84,16 +85,35 @@ def entry_document_status(entry: Entry, *, now: dt.datetime) -> str:
     return Entry.Status.VALID
 
 
-def status_q(status: str, *, now: dt.datetime) -> Q:
+# Up to this many revoked keys are written into a status filter as their ids; more are asked of a subquery.
+REVOKED_KEYS_LISTED_UP_TO = 500
+
+
+def revoked_keys(*, now: dt.datetime) -> list[int] | QuerySet[PgpKey]:
+    """The keys revoked at ``now``: their ids (one small query; revoked keys are few), or, should there be more
+    than :data:`REVOKED_KEYS_LISTED_UP_TO`, a subquery of them.
+
+    Ids as values rather than a subquery matter to PostgreSQL's planner: it charges a subquery's cost to every
+    probe of a nested loop, and so would rather read every matching entry and sort than walk a page's images in
+    order and stop after one page."""
+    keys = PgpKey.objects.filter(revoked_at__lte=now).order_by("pk").values_list("pk", flat=True)
+    listed = list(keys[: REVOKED_KEYS_LISTED_UP_TO + 1])
+    return (
+        listed if len(listed) <= REVOKED_KEYS_LISTED_UP_TO else PgpKey.objects.filter(revoked_at__lte=now).values("pk")
+    )
+
+
+def status_q(status: str, *, now: dt.datetime, revoked: list[int] | QuerySet[PgpKey] | None = None) -> Q:
     """The entries of one status, by the same rules as ``entry_status``, in SQL.
 
-    Revocation is asked of the few revoked keys (a hashed subquery), not joined row by row, so that the
-    search indexes, which carry ``key``, answer status filters without visiting the entries."""
-    revoked_keys = PgpKey.objects.filter(revoked_at__lte=now).values("pk")
-    revoked = Q(key__in=revoked_keys)
-    not_revoked = Q(key__isnull=True) | ~Q(key__in=revoked_keys)
+    Revocation is asked of the few revoked keys, not joined row by row, so that the search indexes, which carry
+    ``key``, answer status filters without visiting the entries: ``revoked`` from :func:`revoked_keys` (ids read
+    beforehand, what searches that walk a page want), by default a subquery."""
+    revoked_ids = PgpKey.objects.filter(revoked_at__lte=now).values("pk") if revoked is None else revoked
+    is_revoked = Q(key__in=revoked_ids)
+    not_revoked = Q(key__isnull=True) | ~Q(key__in=revoked_ids)
     if status == Entry.Status.REVOKED:
-        return revoked
+        return is_revoked
     if status == Entry.Status.DEPRECATED:
         return not_revoked & Q(deprecated=True)
     if status == Entry.Status.EXPIRED:
@@ -246,7 +266,7 @@ def image_search_entries(criteria: SearchCriteria, *, now: dt.datetime) -> Query
             endorser_ids = Endorser.objects.filter(email=value.lower()).values("pk")
             entries = entries.filter(endorser__in=endorser_ids)
     if criteria.status != "all":
-        entries = entries.filter(status_q(criteria.status, now=now))
+        entries = entries.filter(status_q(criteria.status, now=now, revoked=revoked_keys(now=now)))
     if criteria.location == "web":
         entries = entries.filter(has_location=True)
     elif criteria.location == "none":
@@ -307,7 +327,10 @@ def images_count(entries: QuerySet[Entry], *, exact_up_to: int | None = None) ->
     limit = EXACT_COUNT_UP_TO if exact_up_to is None else exact_up_to
     distinct = entries.order_by().values("image_id").distinct()
     if connection.vendor == "postgresql" and limit >= 0:
-        sql, params = distinct.query.sql_with_params()
+        try:
+            sql, params = distinct.query.sql_with_params()
+        except EmptyResultSet:  # a filter nothing can match (revoked entries while no key is revoked)
+            return Counted(0, False)
         with connection.cursor() as cursor:
             cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
             matching, cost = planner_estimate(cursor.fetchone()[0])
@@ -377,12 +400,26 @@ _PAGE_ENTRY_FIELDS = (
 
 @dataclass(frozen=True)
 class SearchPage:
-    """One page of a search: image rows (``_PAGE_IMAGE_FIELDS`` and ``latest``: their latest entries' rows with
-    ``identifier``, ``endorser``, ``status`` and ``key_revoked``), whether more follow, and the count."""
+    """One page of a search: image rows, whether more follow, and the count.
+
+    Rows are ``_PAGE_IMAGE_FIELDS`` and ``latest`` (their latest entries' rows with ``identifier``, ``endorser``,
+    ``status`` and ``key_revoked``), or, when ``rendered``, the images already as the API renders them (see
+    :class:`PageUrls`)."""
 
     images: list[dict[str, Any]]
     has_next: bool
     count: Counted
+    rendered: bool = False
+
+
+@dataclass(frozen=True)
+class PageUrls:
+    """The API's URL templates for a page the database renders: an image's with ``{identifier}``, an entry's with
+    ``{identifier}``, ``{email}`` and ``{created}``. An entry whose e-mail a URL would have to quote gets no
+    ``url`` from the database (None): the caller fills it."""
+
+    image: str
+    entry: str
 
 
 def image_search_page(
@@ -393,19 +430,28 @@ def image_search_page(
     limit: int = 50,
     now: dt.datetime | None = None,
     exact_count_up_to: int | None = None,
+    urls: PageUrls | None = None,
 ) -> SearchPage:
     """One page of :func:`image_search` as rows, in three queries at most (page, count, the page's latest
-    entries); statuses are worked out by the database, at one clock ``now`` for the whole page."""
+    entries); statuses are worked out by the database, at one clock ``now`` for the whole page.
+
+    Given ``urls``, on PostgreSQL, the database also renders the page as the API shows it (``rendered``: page and
+    latest entries in one query, times in UTC), so that nothing is built per row in Python."""
     now = now or timezone.now()
     entries = image_search_entries(criteria, now=now)
-    rows = list(
-        _images_found(entries, images=None, ordering=ordering).values(*_PAGE_IMAGE_FIELDS)[offset : offset + limit + 1]
-    )
+    found = _images_found(entries, images=None, ordering=ordering).values(*_PAGE_IMAGE_FIELDS)
+    window = found[offset : offset + limit + 1]
+    if urls is not None and connection.vendor == "postgresql":
+        rows, rendered = _rendered_rows(window, ordering=ordering, now=now, urls=urls), True
+    else:
+        rows, rendered = list(window), False
     has_next = len(rows) > limit
     rows = rows[:limit]
     # A first page that holds the whole answer is its own count.
     whole = offset == 0 and not has_next
     count = Counted(len(rows), False) if whole else images_count(entries, exact_up_to=exact_count_up_to)
+    if rendered:
+        return SearchPage(rows, has_next, count, rendered=True)
     by_id = {row["id"]: row for row in rows}
     for row in rows:
         row["latest"] = []
@@ -428,6 +474,78 @@ def image_search_page(
         for entry in latest:
             by_id[entry["image_id"]]["latest"].append(entry)
     return SearchPage(rows, has_next, count)
+
+
+def _iso(column: str) -> str:
+    """SQL writing a timestamp as the API does (DRF's ISO 8601 in UTC: ``Z``, microseconds only when not zero)."""
+    utc = f"({column} AT TIME ZONE 'UTC')"
+    return (
+        f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN date_trunc('second', {column}) = {column} "
+        f"THEN '' ELSE to_char({utc}, '.US') END || 'Z'"
+    )
+
+
+# What reverse() leaves unquoted in a path segment; other e-mails get their URL from the caller.
+_URL_SAFE_EMAIL = "^[A-Za-z0-9_.~!$&'()*+,;=:@-]+$"
+
+# The page's images (the ORM's page query, {page}) rendered as ImageSerializer renders them, each with its latest
+# entries as EntrySummarySerializer renders them, by endorser e-mail; in the page's order ({order}).
+_RENDERED_PAGE_SQL = """
+SELECT json_build_object(
+    'identifier', p.identifier, 'title', p.title, 'description', p.description, 'os', p.os,
+    'os_version', p.os_version, 'arch', p.arch, 'kind', p.kind, 'format', p.format, 'bytes', p.bytes,
+    'sha1', p.sha1, 'checksums', p.checksums, 'first_endorsed', {first_endorsed}, 'updated', {updated},
+    'current_endorsements', l.current, 'endorsements', l.items, 'url', replace(%s, '{{identifier}}', p.identifier))
+FROM ({page}) p CROSS JOIN LATERAL (
+    SELECT coalesce(json_agg(x.item ORDER BY x.email), '[]'::json) AS items,
+           count(*) FILTER (WHERE x.status = 'valid') AS current
+    FROM (
+        SELECT d.email, s.status, json_build_object(
+            'identifier', p.identifier, 'endorser', d.email, 'subject', e.subject, 'created', {created},
+            'status', s.status, 'is_latest', e.is_latest, 'deprecated_reason', e.deprecated_reason,
+            'valid_until', {valid_until}, 'title', e.title, 'type', e.type, 'os', e.os, 'os_version', e.os_version,
+            'arch', e.arch, 'kind', e.kind, 'format', e.format, 'bytes', e.bytes, 'has_location', e.has_location,
+            'fingerprint', e.fingerprint, 'key_revoked', k.revoked_at IS NOT NULL,
+            'url', CASE WHEN d.email ~ %s THEN replace(replace(replace(%s, '{{identifier}}', p.identifier),
+                '{{email}}', d.email), '{{created}}', to_char(e.created AT TIME ZONE 'UTC',
+                'YYYY-MM-DD"T"HH24:MI:SS"Z"')) END
+        ) AS item
+        FROM marketplace_entry e
+        JOIN marketplace_endorser d ON d.id = e.endorser_id
+        LEFT JOIN marketplace_pgpkey k ON k.id = e.key_id
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN k.revoked_at <= %s THEN 'revoked' WHEN e.deprecated THEN 'deprecated'
+                        WHEN e.valid_until <= %s THEN 'expired' ELSE 'valid' END AS status
+        ) s
+        WHERE e.image_id = p.id AND e.is_latest
+    ) x
+) l
+ORDER BY {order}
+"""
+
+
+def _rendered_rows(window: QuerySet, *, ordering: str, now: dt.datetime, urls: PageUrls) -> list[dict[str, Any]]:
+    try:
+        page_sql, page_params = window.query.sql_with_params()
+    except EmptyResultSet:
+        return []
+    order = ", ".join(
+        f"p.{name[1:]} DESC" if name.startswith("-") else f"p.{name}"
+        for name in ORDERINGS.get(ordering, ORDERINGS[DEFAULT_ORDERING])
+    )
+    sql = _RENDERED_PAGE_SQL.format(
+        page=page_sql,
+        order=order,
+        first_endorsed=_iso("p.first_endorsed"),
+        updated=_iso("p.updated"),
+        created=_iso("e.created"),
+        valid_until=_iso("e.valid_until"),
+    )
+    # Parameters in the order their placeholders appear: the image URL, the page's own, then the entries'.
+    params = (urls.image, *page_params, _URL_SAFE_EMAIL, urls.entry, now, now)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()]
 
 
 def image_get(*, identifier: str) -> Image:

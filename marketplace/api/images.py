@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
@@ -140,10 +140,35 @@ class ImageListApi(generics.ListAPIView):
         paginator = SearchPagination()
         number, offset, size = paginator.page_bounds(request)
         now = timezone.now()
+        # The database renders the page when times are shown in UTC, the site's zone (datetime_json's fast path).
+        urls = _page_urls(request) if timezone.get_current_timezone_name() == "UTC" else None
         page = selectors.image_search_page(
-            filterset.criteria(), ordering=filterset.sort_order(), offset=offset, limit=size, now=now
+            filterset.criteria(), ordering=filterset.sort_order(), offset=offset, limit=size, now=now, urls=urls
         )
-        return paginator.response(request, number, page, render_search_page(page, request=request))
+        results = (
+            _urls_filled(page.images, request=request) if page.rendered else render_search_page(page, request=request)
+        )
+        return paginator.response(request, number, page, results)
+
+
+def _page_urls(request: Request) -> selectors.PageUrls:
+    image = _url_template("api-marketplace-image", request, identifier="I")
+    entry = _url_template("api-marketplace-entry", request, identifier="I", email="E", created="C")
+    return selectors.PageUrls(image=image.template, entry=entry.template)
+
+
+def _urls_filled(results: list[dict[str, Any]], *, request: Request) -> list[dict[str, Any]]:
+    """A database-rendered page with the entry URLs it left out (e-mails a URL must quote) filled in."""
+    entry_url = None
+    for image in results:
+        for entry in image["endorsements"]:
+            if entry["url"] is None:
+                entry_url = entry_url or _url_template(
+                    "api-marketplace-entry", request, identifier="I", email="E", created="C"
+                )
+                created = entry["created"][:19] + "Z"
+                entry["url"] = entry_url(identifier=entry["identifier"], email=entry["endorser"], created=created)
+    return results
 
 
 def render_search_page(page: selectors.SearchPage, *, request: Request | None) -> list[dict[str, Any]]:
@@ -205,18 +230,23 @@ def render_search_page(page: selectors.SearchPage, *, request: Request | None) -
     return results
 
 
-def _url_template(name: str, request: Request | None, **placeholders: str) -> Callable[..., str]:
-    """A function filling ``name``'s URL with values quoted as ``reverse`` quotes them, reversing it only once
-    per page rather than once per row."""
-    marks = {key: f"\x00{key}\x00" for key in placeholders}
-    template = reverse(name, kwargs=marks, request=request)
-    for key, mark in marks.items():
-        template = template.replace(quote(mark, safe=_REVERSE_SAFE), "{" + key + "}")
+class _UrlTemplate:
+    """``name``'s URL with ``{placeholder}`` marks (``template``), filled with values quoted as ``reverse`` quotes
+    them: reversed once per page rather than once per row."""
 
-    def fill(**values: str) -> str:
-        return template.format(**{key: quote(value, safe=_REVERSE_SAFE) for key, value in values.items()})
+    def __init__(self, name: str, request: Request | None, placeholders: Iterable[str]) -> None:
+        marks = {key: f"\x00{key}\x00" for key in placeholders}
+        template = reverse(name, kwargs=marks, request=request)
+        for key, mark in marks.items():
+            template = template.replace(quote(mark, safe=_REVERSE_SAFE), "{" + key + "}")
+        self.template = template
 
-    return fill
+    def __call__(self, **values: str) -> str:
+        return self.template.format(**{key: quote(value, safe=_REVERSE_SAFE) for key, value in values.items()})
+
+
+def _url_template(name: str, request: Request | None, **placeholders: str) -> _UrlTemplate:
+    return _UrlTemplate(name, request, placeholders)
 
 
 # What Django's reverse() leaves unquoted in a path (RFC 3986 sub-delimiters and /~:@).

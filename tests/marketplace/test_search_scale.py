@@ -3,6 +3,7 @@ Marketplace, and large answers say that their count is an estimate."""
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 
 import pytest
@@ -121,3 +122,37 @@ def test_search_pages_render_images_as_the_image_serializer_does(api):
     images = selectors.image_search(status="all", ordering="title")
     declared = ImageSerializer(images, many=True, context={"request": request, "now": timezone.now()}).data
     assert body["results"] == [dict(image) for image in declared]
+
+
+@pytest.mark.postgres
+def test_pages_the_database_renders_are_what_the_image_serializer_renders(generated, api):
+    """PostgreSQL renders search pages itself (times, statuses, URLs); the serializer is the reference, here with
+    times carrying microseconds and an endorser e-mail that a URL must quote."""
+    from django.utils import timezone
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    from marketplace.api import ImageSerializer
+    from django.db.models import F
+
+    from marketplace.models import Endorser, Entry
+
+    odd = generated.endorsers[1]
+    Endorser.objects.filter(pk=odd.pk).update(email="o%brien{x}@example.org")
+    Entry.objects.filter(endorser=odd).update(created=F("created") + dt.timedelta(microseconds=123456))
+    Entry.objects.filter(endorser=generated.endorsers[2], valid_until__isnull=False).update(
+        valid_until=timezone.now().replace(microsecond=5) + dt.timedelta(days=3)
+    )
+    request = Request(APIRequestFactory().get(IMAGES))
+    for params in ({"status": "all", "ordering": "title"}, {"endorser": "o%brien{x}@example.org"}, {"os": "ubuntu"}):
+        body = api.get(IMAGES, {**params, "page_size": 30}).json()
+        assert body["results"], params
+        images = selectors.image_search(
+            **{k: v for k, v in params.items() if k != "ordering"}, ordering=params.get("ordering", "-updated")
+        )[:30]
+        declared = ImageSerializer(images, many=True, context={"request": request, "now": timezone.now()}).data
+        assert body["results"] == [dict(image) for image in declared], params
+        if "endorser" in params:
+            odd_entries = [e for i in body["results"] for e in i["endorsements"] if e["endorser"].startswith("o%")]
+            assert odd_entries and all("/o%25brien%7Bx%7D@example.org/" in e["url"] for e in odd_entries)
+            assert all(e["created"].endswith(".123456Z") for e in odd_entries)
