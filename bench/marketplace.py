@@ -362,6 +362,14 @@ PAGE_IMAGE_SQL = """
     WHERE EXISTS (SELECT 1 FROM marketplace_entry e WHERE e.image_id = i.id AND {where})
     ORDER BY {order} LIMIT {limit} OFFSET {offset}
 """
+GATHERED_PAGE_SQL = """
+    WITH matching AS MATERIALIZED ({distinct})
+    SELECT i.id, i.identifier, i.title, i.description, i.os, i.os_version, i.arch, i.kind, i.format, i.bytes,
+           i.sha1, i.checksums, i.first_endorsed, i.updated, (SELECT count(*) FROM matching)
+    FROM marketplace_image i
+    WHERE i.id IN (SELECT image_id FROM matching)
+    ORDER BY {order} LIMIT {limit} OFFSET {offset}
+"""
 PAGE_ENTRIES_SQL = """
     SELECT e.image_id, i.identifier, d.email, e.subject, e.created, e.is_latest, e.deprecated_reason, e.valid_until,
            e.title, e.type, e.os, e.os_version, e.arch, e.kind, e.format, e.bytes, e.has_location, e.fingerprint,
@@ -381,7 +389,14 @@ def hand_written(cursor, query: dict, args: dict, page_size: int, *, page: int =
     the page of images (one more row, to know whether another page follows), then the page's latest entries with
     their status.
     Returns the count, whether it is estimated, and the page's rows."""
-    from marketplace.selectors import EXACT_COUNT_COST_UP_TO, EXPECTED_IMAGES_SQL, expected_images, planner_estimate
+    from marketplace.selectors import (
+        EXACT_COUNT_COST_UP_TO,
+        EXPECTED_IMAGES_SQL,
+        Expected,
+        expected_images,
+        planner_estimate,
+        walk_pays,
+    )
 
     if "%(revoked)s" in query["where"]:
         cursor.execute(REVOKED_SQL, args)
@@ -392,16 +407,31 @@ def hand_written(cursor, query: dict, args: dict, page_size: int, *, page: int =
     cursor.execute(EXPECTED_IMAGES_SQL)
     images, latest = cursor.fetchone()
     expected = expected_images(matching, images=images, latest=latest)
-    if expected > exact_up_to or cost > EXACT_COUNT_COST_UP_TO:
-        total, estimated = expected, True
+    offset = (page - 1) * page_size
+    # The page found the way that pays, as the API decides it: walking the images in order, or from every match
+    # gathered first (which counts them in the same query).
+    total_images = round(images) if images and images > 0 else expected
+    if walk_pays(Expected(expected, cost, total_images), end=offset + page_size + 1):
+        sql = PAGE_IMAGE_SQL.format(where=query["where"], order=query["order"], limit=page_size + 1, offset=offset)
+        cursor.execute(sql, args)
+        images = cursor.fetchall()
+        if offset == 0 and len(images) <= page_size:  # a first page holding the whole answer is its own count
+            total, estimated = len(images), False
+        elif expected > exact_up_to or cost > EXACT_COUNT_COST_UP_TO:
+            total, estimated = expected, True
+        else:
+            cursor.execute(f"SELECT count(*) FROM ({distinct}) s", args)  # noqa: S608
+            total, estimated = cursor.fetchone()[0], False
     else:
-        cursor.execute(f"SELECT count(*) FROM ({distinct}) s", args)  # noqa: S608
-        total, estimated = cursor.fetchone()[0], False
-    sql = PAGE_IMAGE_SQL.format(
-        where=query["where"], order=query["order"], limit=page_size + 1, offset=(page - 1) * page_size
-    )
-    cursor.execute(sql, args)
-    images = cursor.fetchall()
+        sql = GATHERED_PAGE_SQL.format(distinct=distinct, order=query["order"], limit=page_size + 1, offset=offset)
+        cursor.execute(sql, args)
+        rows = cursor.fetchall()
+        images = [row[:-1] for row in rows]
+        if rows:
+            total, estimated = rows[0][-1], False
+        else:
+            cursor.execute(f"SELECT count(*) FROM ({distinct}) s", args)  # noqa: S608
+            total, estimated = cursor.fetchone()[0], False
     has_next = len(images) > page_size
     images = images[:page_size]
     entries = []

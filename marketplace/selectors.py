@@ -332,17 +332,52 @@ def images_count(entries: QuerySet[Entry], *, exact_up_to: int | None = None) ->
         except EmptyResultSet:  # a filter nothing can match (revoked entries while no key is revoked)
             return Counted(0, False)
         with connection.cursor() as cursor:
-            cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
-            matching, cost = planner_estimate(cursor.fetchone()[0])
-            cursor.execute(EXPECTED_IMAGES_SQL)
-            images, latest = cursor.fetchone()
-            expected = expected_images(matching, images=images, latest=latest)
-            if expected > limit or cost > EXACT_COUNT_COST_UP_TO:
-                return Counted(expected, True)
-            # The SQL just planned (compiled by the ORM, values as parameters), not compiled again.
-            cursor.execute(f"SELECT count(*) FROM ({sql}) matching", params)  # noqa: S608
-            return Counted(cursor.fetchone()[0], False)
+            expected = _expected_matches(cursor, sql, params)
+            if expected.images > limit or expected.cost > EXACT_COUNT_COST_UP_TO:
+                return Counted(expected.images, True)
+            return _exact_count(cursor, sql, params)
     return Counted(distinct.count(), False)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What PostgreSQL's planner expects of a search: the images it finds (:func:`expected_images`), what counting
+    them costs (its cost units), and the images in the Marketplace."""
+
+    images: int
+    cost: float
+    total: int
+
+
+def _expected_matches(cursor: Any, sql: str, params: Sequence[Any]) -> Expected:
+    """The planner's expectations of ``sql``, a ``SELECT DISTINCT image_id`` over entries (two quick queries)."""
+    cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+    matching, cost = planner_estimate(cursor.fetchone()[0])
+    cursor.execute(EXPECTED_IMAGES_SQL)
+    images, latest = cursor.fetchone()
+    found = expected_images(matching, images=images, latest=latest)
+    # Tables never analysed: as many images as the search finds.
+    return Expected(found, cost, round(images) if images and images > 0 else found)
+
+
+def _exact_count(cursor: Any, sql: str, params: Sequence[Any]) -> Counted:
+    # The SQL just planned (compiled by the ORM, values as parameters), not compiled again.
+    cursor.execute(f"SELECT count(*) FROM ({sql}) matching", params)  # noqa: S608
+    return Counted(cursor.fetchone()[0], False)
+
+
+# Walking the images in the page's order costs about this many times more per image visited than reading one
+# matching image does when every match is gathered first (measured on the benchmark's data sets).
+WALK_COST_PER_IMAGE = 2.5
+
+
+def walk_pays(expected: Expected, *, end: int) -> bool:
+    """Whether a page ending at ``end`` is found faster by walking the images in the page's order, asking each
+    whether it matches (about ``end × total / matches`` visits), than by gathering every match and sorting (about
+    ``matches`` reads). PostgreSQL's planner decides this badly for a selective search: it expects the matches to
+    be spread evenly and visits tens of thousands of images for a page of 50."""
+    matches = max(expected.images, 1)
+    return WALK_COST_PER_IMAGE * end * expected.total / matches < matches
 
 
 # PostgreSQL's own row counts of the images and of the latest entries (the partial index holds exactly those).
@@ -442,16 +477,15 @@ def image_search_page(
     found = _images_found(entries, images=None, ordering=ordering).values(*_PAGE_IMAGE_FIELDS)
     window = found[offset : offset + limit + 1]
     if urls is not None and connection.vendor == "postgresql":
-        rows, rendered = _rendered_rows(window, ordering=ordering, now=now, urls=urls), True
-    else:
-        rows, rendered = list(window), False
+        return _rendered_page(
+            entries, window, ordering=ordering, offset=offset, limit=limit, now=now, urls=urls, exact=exact_count_up_to
+        )
+    rows = list(window)
     has_next = len(rows) > limit
     rows = rows[:limit]
     # A first page that holds the whole answer is its own count.
     whole = offset == 0 and not has_next
     count = Counted(len(rows), False) if whole else images_count(entries, exact_up_to=exact_count_up_to)
-    if rendered:
-        return SearchPage(rows, has_next, count, rendered=True)
     by_id = {row["id"]: row for row in rows}
     for row in rows:
         row["latest"] = []
@@ -477,25 +511,33 @@ def image_search_page(
 
 
 def _iso(column: str) -> str:
-    """SQL writing a timestamp as the API does (DRF's ISO 8601 in UTC: ``Z``, microseconds only when not zero)."""
+    """SQL writing a timestamp as the API does (DRF's ISO 8601 in UTC: ``Z``, microseconds only when not zero).
+    Whole seconds, what signed documents give, take ``to_json`` (several times cheaper than ``to_char``)."""
     utc = f"({column} AT TIME ZONE 'UTC')"
     return (
-        f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN date_trunc('second', {column}) = {column} "
-        f"THEN '' ELSE to_char({utc}, '.US') END || 'Z'"
+        f"CASE WHEN date_trunc('second', {column}) = {column} THEN btrim(to_json({utc})::text, '\"') || 'Z' "
+        f"ELSE to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') END"
     )
+
+
+def _url_time(column: str) -> str:
+    """SQL writing a timestamp as entry URLs carry it (``YYYY-MM-DDTHH:MM:SSZ``, UTC)."""
+    return f"left(btrim(to_json({column} AT TIME ZONE 'UTC')::text, '\"'), 19) || 'Z'"
 
 
 # What reverse() leaves unquoted in a path segment; other e-mails get their URL from the caller.
 _URL_SAFE_EMAIL = "^[A-Za-z0-9_.~!$&'()*+,;=:@-]+$"
 
-# The page's images (the ORM's page query, {page}) rendered as ImageSerializer renders them, each with its latest
-# entries as EntrySummarySerializer renders them, by endorser e-mail; in the page's order ({order}).
+# The page's images (the page query, {page}) rendered as ImageSerializer renders them, each with its latest
+# entries as EntrySummarySerializer renders them, by endorser e-mail; in the page's order ({order}); with {count}
+# (the matches counted, or NULL) and {prefix} (the matches gathered first, or nothing).
 _RENDERED_PAGE_SQL = """
-SELECT json_build_object(
+{prefix}SELECT json_build_object(
     'identifier', p.identifier, 'title', p.title, 'description', p.description, 'os', p.os,
     'os_version', p.os_version, 'arch', p.arch, 'kind', p.kind, 'format', p.format, 'bytes', p.bytes,
     'sha1', p.sha1, 'checksums', p.checksums, 'first_endorsed', {first_endorsed}, 'updated', {updated},
-    'current_endorsements', l.current, 'endorsements', l.items, 'url', replace(%s, '{{identifier}}', p.identifier))
+    'current_endorsements', l.current, 'endorsements', l.items, 'url', replace(%s, '{{identifier}}', p.identifier)),
+    {count}
 FROM ({page}) p CROSS JOIN LATERAL (
     SELECT coalesce(json_agg(x.item ORDER BY x.email), '[]'::json) AS items,
            count(*) FILTER (WHERE x.status = 'valid') AS current
@@ -505,16 +547,18 @@ FROM ({page}) p CROSS JOIN LATERAL (
             'status', s.status, 'is_latest', e.is_latest, 'deprecated_reason', e.deprecated_reason,
             'valid_until', {valid_until}, 'title', e.title, 'type', e.type, 'os', e.os, 'os_version', e.os_version,
             'arch', e.arch, 'kind', e.kind, 'format', e.format, 'bytes', e.bytes, 'has_location', e.has_location,
-            'fingerprint', e.fingerprint, 'key_revoked', k.revoked_at IS NOT NULL,
+            'fingerprint', e.fingerprint, 'key_revoked', d.revoked_at IS NOT NULL,
             'url', CASE WHEN d.email ~ %s THEN replace(replace(replace(%s, '{{identifier}}', p.identifier),
-                '{{email}}', d.email), '{{created}}', to_char(e.created AT TIME ZONE 'UTC',
-                'YYYY-MM-DD"T"HH24:MI:SS"Z"')) END
+                '{{email}}', d.email), '{{created}}', {url_created}) END
         ) AS item
         FROM marketplace_entry e
-        JOIN marketplace_endorser d ON d.id = e.endorser_id
-        LEFT JOIN marketplace_pgpkey k ON k.id = e.key_id
+        CROSS JOIN LATERAL (  -- looked up by primary key per entry (joins would read both tables per image)
+            SELECT (SELECT email FROM marketplace_endorser WHERE id = e.endorser_id) AS email,
+                   (SELECT revoked_at FROM marketplace_pgpkey WHERE id = e.key_id) AS revoked_at
+            OFFSET 0  -- once per entry, not once per use
+        ) d
         CROSS JOIN LATERAL (
-            SELECT CASE WHEN k.revoked_at <= %s THEN 'revoked' WHEN e.deprecated THEN 'deprecated'
+            SELECT CASE WHEN d.revoked_at <= %s THEN 'revoked' WHEN e.deprecated THEN 'deprecated'
                         WHEN e.valid_until <= %s THEN 'expired' ELSE 'valid' END AS status
         ) s
         WHERE e.image_id = p.id AND e.is_latest
@@ -524,28 +568,73 @@ ORDER BY {order}
 """
 
 
-def _rendered_rows(window: QuerySet, *, ordering: str, now: dt.datetime, urls: PageUrls) -> list[dict[str, Any]]:
+def _rendered_page(
+    entries: QuerySet[Entry],
+    window: QuerySet,
+    *,
+    ordering: str,
+    offset: int,
+    limit: int,
+    now: dt.datetime,
+    urls: PageUrls,
+    exact: int | None,
+) -> SearchPage:
+    """The page PostgreSQL renders: it is asked first what it expects the search to find, then the page is found
+    the way that pays (:func:`walk_pays`): by walking the images in order (the ORM's ``window``), or from every
+    match gathered first, which also gives the exact count in the same query."""
+    exact_up_to = EXACT_COUNT_UP_TO if exact is None else exact
     try:
-        page_sql, page_params = window.query.sql_with_params()
-    except EmptyResultSet:
-        return []
-    order = ", ".join(
-        f"p.{name[1:]} DESC" if name.startswith("-") else f"p.{name}"
-        for name in ORDERINGS.get(ordering, ORDERINGS[DEFAULT_ORDERING])
-    )
-    sql = _RENDERED_PAGE_SQL.format(
-        page=page_sql,
-        order=order,
-        first_endorsed=_iso("p.first_endorsed"),
-        updated=_iso("p.updated"),
-        created=_iso("e.created"),
-        valid_until=_iso("e.valid_until"),
-    )
-    # Parameters in the order their placeholders appear: the image URL, the page's own, then the entries'.
-    params = (urls.image, *page_params, _URL_SAFE_EMAIL, urls.entry, now, now)
+        matches_sql, matches_params = entries.order_by().values("image_id").distinct().query.sql_with_params()
+    except EmptyResultSet:  # a filter nothing can match (revoked entries while no key is revoked)
+        return SearchPage([], False, Counted(0, False), rendered=True)
+    keys = ORDERINGS.get(ordering, ORDERINGS[DEFAULT_ORDERING])
+    order = ", ".join(f"p.{key[1:]} DESC" if key.startswith("-") else f"p.{key}" for key in keys)
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [row[0] for row in cursor.fetchall()]
+        expected = _expected_matches(cursor, matches_sql, matches_params)
+        gathered = not walk_pays(expected, end=offset + limit + 1)
+        if gathered:
+            columns = ", ".join(f"i.{name}" for name in _PAGE_IMAGE_FIELDS)
+            page_sql, page_params = (
+                f"SELECT {columns} FROM marketplace_image i WHERE i.id IN (SELECT image_id FROM matching) "  # noqa: S608
+                f"ORDER BY {order.replace('p.', 'i.')} LIMIT {int(limit) + 1} OFFSET {int(offset)}",
+                (),
+            )
+        else:
+            page_sql, page_params = window.query.sql_with_params()
+        statement = _RENDERED_PAGE_SQL.format(
+            prefix=f"WITH matching AS MATERIALIZED ({matches_sql})\n" if gathered else "",
+            page=page_sql,
+            order=order,
+            count="(SELECT count(*) FROM matching)" if gathered else "NULL",
+            first_endorsed=_iso("p.first_endorsed"),
+            updated=_iso("p.updated"),
+            created=_iso("e.created"),
+            valid_until=_iso("e.valid_until"),
+            url_created=_url_time("e.created"),
+        )
+        # Parameters in the order their placeholders appear: the matches', the image URL, the page's, the entries'.
+        params = (
+            *(matches_params if gathered else ()),
+            urls.image,
+            *page_params,
+            _URL_SAFE_EMAIL,
+            urls.entry,
+            now,
+            now,
+        )
+        cursor.execute(statement, params)
+        fetched = cursor.fetchall()
+        rows = [row[0] for row in fetched[:limit]]
+        has_next = len(fetched) > limit
+        if gathered and fetched:
+            count = Counted(fetched[0][1], False)
+        elif offset == 0 and not has_next:  # a first page that holds the whole answer is its own count
+            count = Counted(len(rows), False)
+        elif expected.images > exact_up_to or expected.cost > EXACT_COUNT_COST_UP_TO:
+            count = Counted(expected.images, True)
+        else:
+            count = _exact_count(cursor, matches_sql, matches_params)
+    return SearchPage(rows, has_next, count, rendered=True)
 
 
 def image_get(*, identifier: str) -> Image:

@@ -181,13 +181,14 @@ def test_search_runs_a_fixed_number_of_queries_whatever_the_page_holds(catalogue
         api.get(IMAGES, {"page_size": 1, "status": "all"})
     with CaptureQueriesContext(connection) as more:
         api.get(IMAGES, {"page_size": 4, "status": "all"})
-    # page, count (on PostgreSQL after asking the planner whether an estimate will do), the page's latest entries
-    # (on PostgreSQL rendered with the page, in one query)
+    # Elsewhere: page, count, the page's latest entries. On PostgreSQL: what the planner expects (two quick queries),
+    # then the page rendered with its latest entries, and the count unless the page's query gave it (which depends
+    # on the table statistics other tests left).
     postgres = connection.vendor == "postgresql"
-    assert len(few) == len(more) == (4 if postgres else 3)
+    assert len(few) == len(more) and len(few) in ({3, 4} if postgres else {3})
     with CaptureQueriesContext(connection) as whole:
         body = api.get(IMAGES, {"page_size": 50, "status": "all"}).json()
-    assert len(whole) == (1 if postgres else 2) and body["count"] == 5  # a whole first page is its own count
+    assert len(whole) == (3 if postgres else 2) and body["count"] == 5  # a whole first page is its own count
 
 
 def test_image_detail_lists_every_endorsers_latest_entry(catalogue, api):

@@ -51,7 +51,10 @@ def _more_searches(email: str) -> list[dict]:
 
 
 @pytest.mark.postgres
-def test_every_page_of_every_search_is_what_the_hand_written_sql_finds(generated, api):
+@pytest.mark.parametrize("walk_cost", [0.0, selectors.WALK_COST_PER_IMAGE, 1e12], ids=["walked", "planned", "gathered"])
+def test_every_page_of_every_search_is_what_the_hand_written_sql_finds(generated, api, walk_cost, monkeypatch):
+    """Found by walking the images in order or from every match gathered first, pages are the same."""
+    monkeypatch.setattr(selectors, "WALK_COST_PER_IMAGE", walk_cost)
     email = generated.endorsers[0].email
     args = {"now": timezone.now(), "email": email}
     for query in queries(email) + _more_searches(email):
