@@ -474,13 +474,12 @@ def image_search_page(
     latest entries in one query, times in UTC), so that nothing is built per row in Python."""
     now = now or timezone.now()
     entries = image_search_entries(criteria, now=now)
-    found = _images_found(entries, images=None, ordering=ordering).values(*_PAGE_IMAGE_FIELDS)
-    window = found[offset : offset + limit + 1]
     if urls is not None and connection.vendor == "postgresql":
         return _rendered_page(
-            entries, window, ordering=ordering, offset=offset, limit=limit, now=now, urls=urls, exact=exact_count_up_to
+            entries, ordering=ordering, offset=offset, limit=limit, now=now, urls=urls, exact=exact_count_up_to
         )
-    rows = list(window)
+    found = _images_found(entries, images=None, ordering=ordering).values(*_PAGE_IMAGE_FIELDS)
+    rows = list(found[offset : offset + limit + 1])
     has_next = len(rows) > limit
     rows = rows[:limit]
     # A first page that holds the whole answer is its own count.
@@ -516,7 +515,7 @@ def _iso(column: str) -> str:
     utc = f"({column} AT TIME ZONE 'UTC')"
     return (
         f"CASE WHEN date_trunc('second', {column}) = {column} THEN btrim(to_json({utc})::text, '\"') || 'Z' "
-        f"ELSE to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') END"
+        f'ELSE to_char({utc}, \'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\') END'
     )
 
 
@@ -570,7 +569,6 @@ ORDER BY {order}
 
 def _rendered_page(
     entries: QuerySet[Entry],
-    window: QuerySet,
     *,
     ordering: str,
     offset: int,
@@ -580,8 +578,8 @@ def _rendered_page(
     exact: int | None,
 ) -> SearchPage:
     """The page PostgreSQL renders: it is asked first what it expects the search to find, then the page is found
-    the way that pays (:func:`walk_pays`): by walking the images in order (the ORM's ``window``), or from every
-    match gathered first, which also gives the exact count in the same query."""
+    the way that pays (:func:`walk_pays`): by walking the images in order (asking each whether it matches), or
+    from every match gathered first, which also gives the exact count in the same query."""
     exact_up_to = EXACT_COUNT_UP_TO if exact is None else exact
     try:
         matches_sql, matches_params = entries.order_by().values("image_id").distinct().query.sql_with_params()
@@ -600,7 +598,8 @@ def _rendered_page(
                 (),
             )
         else:
-            page_sql, page_params = window.query.sql_with_params()
+            window = _images_found(entries, images=None, ordering=ordering).values(*_PAGE_IMAGE_FIELDS)
+            page_sql, page_params = window[offset : offset + limit + 1].query.sql_with_params()
         statement = _RENDERED_PAGE_SQL.format(
             prefix=f"WITH matching AS MATERIALIZED ({matches_sql})\n" if gathered else "",
             page=page_sql,
