@@ -438,13 +438,21 @@ class SearchPage:
     """One page of a search: image rows, whether more follow, and the count.
 
     Rows are ``_PAGE_IMAGE_FIELDS`` and ``latest`` (their latest entries' rows with ``identifier``, ``endorser``,
-    ``status`` and ``key_revoked``), or, when ``rendered``, the images already as the API renders them (see
-    :class:`PageUrls`)."""
+    ``status`` and ``key_revoked``); or, when ``rendered``, none of those: ``rendered`` holds each image as the API
+    renders it, as JSON text (see :class:`PageUrls`)."""
 
     images: list[dict[str, Any]]
     has_next: bool
     count: Counted
-    rendered: bool = False
+    rendered: list[RenderedImage] | None = None
+
+
+@dataclass(frozen=True)
+class RenderedImage:
+    """One image of a page the database rendered: its JSON text, and whether an entry URL is missing from it."""
+
+    json: str
+    lacks_urls: bool
 
 
 @dataclass(frozen=True)
@@ -471,7 +479,7 @@ def image_search_page(
     entries); statuses are worked out by the database, at one clock ``now`` for the whole page.
 
     Given ``urls``, on PostgreSQL, the database also renders the page as the API shows it (``rendered``: page and
-    latest entries in one query, times in UTC), so that nothing is built per row in Python."""
+    latest entries in one query, JSON text, times in UTC), so that nothing is built per row in Python."""
     now = now or timezone.now()
     entries = image_search_entries(criteria, now=now)
     if urls is not None and connection.vendor == "postgresql":
@@ -535,11 +543,14 @@ _RENDERED_PAGE_SQL = """
     'identifier', p.identifier, 'title', p.title, 'description', p.description, 'os', p.os,
     'os_version', p.os_version, 'arch', p.arch, 'kind', p.kind, 'format', p.format, 'bytes', p.bytes,
     'sha1', p.sha1, 'checksums', p.checksums, 'first_endorsed', {first_endorsed}, 'updated', {updated},
-    'current_endorsements', l.current, 'endorsements', l.items, 'url', replace(%s, '{{identifier}}', p.identifier)),
-    {count}
+    'current_endorsements', l.current, 'endorsements', l.items, 'url', replace(%s, '{{identifier}}', p.identifier)
+    )::text,
+    {count},
+    l.lacks_urls
 FROM ({page}) p CROSS JOIN LATERAL (
     SELECT coalesce(json_agg(x.item ORDER BY x.email), '[]'::json) AS items,
-           count(*) FILTER (WHERE x.status = 'valid') AS current
+           count(*) FILTER (WHERE x.status = 'valid') AS current,
+           coalesce(bool_or(x.item->>'url' IS NULL), false) AS lacks_urls
     FROM (
         SELECT d.email, s.status, json_build_object(
             'identifier', p.identifier, 'endorser', d.email, 'subject', e.subject, 'created', {created},
@@ -584,7 +595,7 @@ def _rendered_page(
     try:
         matches_sql, matches_params = entries.order_by().values("image_id").distinct().query.sql_with_params()
     except EmptyResultSet:  # a filter nothing can match (revoked entries while no key is revoked)
-        return SearchPage([], False, Counted(0, False), rendered=True)
+        return SearchPage([], False, Counted(0, False), rendered=[])
     keys = ORDERINGS.get(ordering, ORDERINGS[DEFAULT_ORDERING])
     order = ", ".join(f"p.{key[1:]} DESC" if key.startswith("-") else f"p.{key}" for key in keys)
     with connection.cursor() as cursor:
@@ -623,17 +634,17 @@ def _rendered_page(
         )
         cursor.execute(statement, params)
         fetched = cursor.fetchall()
-        rows = [row[0] for row in fetched[:limit]]
+        rendered = [RenderedImage(row[0], row[2]) for row in fetched[:limit]]
         has_next = len(fetched) > limit
         if gathered and fetched:
             count = Counted(fetched[0][1], False)
         elif offset == 0 and not has_next:  # a first page that holds the whole answer is its own count
-            count = Counted(len(rows), False)
+            count = Counted(len(rendered), False)
         elif expected.images > exact_up_to or expected.cost > EXACT_COUNT_COST_UP_TO:
             count = Counted(expected.images, True)
         else:
             count = _exact_count(cursor, matches_sql, matches_params)
-    return SearchPage(rows, has_next, count, rendered=True)
+    return SearchPage([], has_next, count, rendered=rendered)
 
 
 def image_get(*, identifier: str) -> Image:

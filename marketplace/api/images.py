@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
@@ -15,9 +16,11 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import generics, permissions, serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
+from rest_framework.settings import api_settings
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import APIView
 
@@ -87,7 +90,7 @@ class SearchPagination(PageNumberPagination):
         return number, (number - 1) * size, size
 
     def response(self, request: Request, number: int, page: selectors.SearchPage, results: list) -> Response:
-        if number > 1 and not page.images:
+        if number > 1 and not (page.images or page.rendered):
             raise NotFound("Invalid page.")
         url = request.build_absolute_uri()
         following = replace_query_param(url, self.page_query_param, number + 1) if page.has_next else None
@@ -118,6 +121,23 @@ class SearchPagination(PageNumberPagination):
         return paginated
 
 
+class _RawResults(list):
+    """JSON texts that the page's renderer writes as they are (:class:`SearchJSONRenderer`)."""
+
+
+class SearchJSONRenderer(JSONRenderer):
+    """DRF's JSON renderer, which writes a page's results that are already JSON texts (:class:`_RawResults`, from
+    the database) as they are instead of decoding and encoding them again."""
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        results = data.get("results") if isinstance(data, dict) else None
+        if not isinstance(results, _RawResults):
+            return super().render(data, accepted_media_type, renderer_context)
+        envelope = super().render({**data, "results": []}, accepted_media_type, renderer_context)
+        mark = envelope.rindex(b"[]")  # results are the envelope's last member
+        return envelope[:mark] + b"[" + ",".join(results).encode() + b"]" + envelope[mark + 2 :]
+
+
 class ImageListApi(generics.ListAPIView):
     """Search images. Each result carries every endorser's latest entry and its status.
 
@@ -128,6 +148,10 @@ class ImageListApi(generics.ListAPIView):
     serializer_class = ImageSerializer
     filterset_class = ImageSearchFilter
     pagination_class = SearchPagination
+    renderer_classes = [
+        SearchJSONRenderer if renderer is JSONRenderer else renderer
+        for renderer in api_settings.DEFAULT_RENDERER_CLASSES
+    ]
 
     def get_queryset(self) -> QuerySet[Image]:
         return selectors.image_list()
@@ -145,10 +169,13 @@ class ImageListApi(generics.ListAPIView):
         page = selectors.image_search_page(
             filterset.criteria(), ordering=filterset.sort_order(), offset=offset, limit=size, now=now, urls=urls
         )
-        results = (
-            _urls_filled(page.images, request=request) if page.rendered else render_search_page(page, request=request)
-        )
-        return paginator.response(request, number, page, results)
+        if page.rendered is None:
+            return paginator.response(request, number, page, render_search_page(page, request=request))
+        rendered = _urls_filled(page.rendered, request=request)
+        if isinstance(request.accepted_renderer, JSONRenderer):
+            # The database's JSON goes out as it is, inside the page's envelope (rendered by DRF).
+            return paginator.response(request, number, page, _RawResults(rendered))
+        return paginator.response(request, number, page, [json.loads(text) for text in rendered])
 
 
 def _page_urls(request: Request) -> selectors.PageUrls:
@@ -157,18 +184,24 @@ def _page_urls(request: Request) -> selectors.PageUrls:
     return selectors.PageUrls(image=image.template, entry=entry.template)
 
 
-def _urls_filled(results: list[dict[str, Any]], *, request: Request) -> list[dict[str, Any]]:
-    """A database-rendered page with the entry URLs it left out (e-mails a URL must quote) filled in."""
+def _urls_filled(images: list[selectors.RenderedImage], *, request: Request) -> list[str]:
+    """A database-rendered page's JSON texts, with the entry URLs it left out (e-mails a URL must quote) filled in."""
     entry_url = None
-    for image in results:
-        for entry in image["endorsements"]:
+    texts = []
+    for image in images:
+        if not image.lacks_urls:
+            texts.append(image.json)
+            continue
+        data = json.loads(image.json)
+        for entry in data["endorsements"]:
             if entry["url"] is None:
                 entry_url = entry_url or _url_template(
                     "api-marketplace-entry", request, identifier="I", email="E", created="C"
                 )
                 created = entry["created"][:19] + "Z"
                 entry["url"] = entry_url(identifier=entry["identifier"], email=entry["endorser"], created=created)
-    return results
+        texts.append(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+    return texts
 
 
 def render_search_page(page: selectors.SearchPage, *, request: Request | None) -> list[dict[str, Any]]:

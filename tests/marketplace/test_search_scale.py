@@ -131,13 +131,12 @@ def test_search_pages_render_images_as_the_image_serializer_does(api):
 def test_pages_the_database_renders_are_what_the_image_serializer_renders(generated, api):
     """PostgreSQL renders search pages itself (times, statuses, URLs); the serializer is the reference, here with
     times carrying microseconds and an endorser e-mail that a URL must quote."""
+    from django.db.models import F
     from django.utils import timezone
     from rest_framework.request import Request
     from rest_framework.test import APIRequestFactory
 
     from marketplace.api import ImageSerializer
-    from django.db.models import F
-
     from marketplace.models import Endorser, Entry
 
     odd = generated.endorsers[1]
@@ -159,3 +158,10 @@ def test_pages_the_database_renders_are_what_the_image_serializer_renders(genera
             odd_entries = [e for i in body["results"] for e in i["endorsements"] if e["endorser"].startswith("o%")]
             assert odd_entries and all("/o%25brien%7Bx%7D@example.org/" in e["url"] for e in odd_entries)
             assert all(e["created"].endswith(".123456Z") for e in odd_entries)
+
+
+@pytest.mark.usefixtures("catalogue")
+def test_the_browsable_api_shows_a_search_page(api):
+    response = api.get(IMAGES, {"status": "all", "format": "api"}, HTTP_ACCEPT="text/html")
+    assert response.status_code == 200
+    assert b"Ubuntu 24.04 LTS" in response.content and response["Content-Type"].startswith("text/html")
