@@ -8,7 +8,9 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
 from django.http import Http404, HttpRequest, HttpResponse
+from django.utils.functional import cached_property
 from django_htmx.http import HttpResponseClientRefresh
 
 from core.errors import NotFound, PermissionDenied
@@ -56,3 +58,48 @@ def partial_login_required(view: PageView) -> PageView:
         return login_required(view)(request, *args, **kwargs)
 
     return wrapped
+
+
+class CountedPaginator(Paginator):
+    """A paginator told how many rows there are (``count``; ``count_is_estimate`` when that is the database's
+    estimate, for lists too long to count on every page) instead of counting them. Whether a next page exists is
+    read from the page itself (one row more), so an estimate that is too low never hides a page."""
+
+    def __init__(self, object_list: Any, per_page: int, *, count: int, count_is_estimate: bool = False) -> None:
+        super().__init__(object_list, per_page)
+        self._given_count = count
+        self.count_is_estimate = count_is_estimate
+
+    @cached_property
+    def count(self) -> int:
+        return self._given_count
+
+    def validate_number(self, number: Any) -> int:
+        try:
+            value = int(number)
+        except (TypeError, ValueError):
+            raise PageNotAnInteger("That page number is not an integer") from None
+        if value < 1:
+            raise EmptyPage("That page number is less than 1")
+        return value
+
+    def page(self, number: Any) -> Page:
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        rows = list(self.object_list[bottom : bottom + self.per_page + 1])
+        return _LookaheadPage(rows[: self.per_page], number, self, more=len(rows) > self.per_page)
+
+    def get_page(self, number: Any) -> Page:
+        try:
+            return self.page(number)
+        except (PageNotAnInteger, EmptyPage):
+            return self.page(1)
+
+
+class _LookaheadPage(Page):
+    def __init__(self, object_list: Any, number: int, paginator: Paginator, *, more: bool) -> None:
+        super().__init__(object_list, number, paginator)
+        self._more = more
+
+    def has_next(self) -> bool:
+        return self._more

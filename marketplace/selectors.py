@@ -339,6 +339,24 @@ def images_count(entries: QuerySet[Entry], *, exact_up_to: int | None = None) ->
     return Counted(distinct.count(), False)
 
 
+def rows_count(rows: QuerySet, *, exact_up_to: int | None = None) -> Counted:
+    """How many rows ``rows`` holds: counted, unless on PostgreSQL the planner expects more than ``exact_up_to``
+    (default :data:`EXACT_COUNT_UP_TO`): then its estimate, from the table statistics (long console lists are
+    paged without counting a hundred thousand rows on every page)."""
+    limit = EXACT_COUNT_UP_TO if exact_up_to is None else exact_up_to
+    if connection.vendor == "postgresql":
+        try:
+            sql, params = rows.order_by().values("pk").query.sql_with_params()
+        except EmptyResultSet:
+            return Counted(0, False)
+        with connection.cursor() as cursor:
+            cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+            expected, _cost = planner_estimate(cursor.fetchone()[0])
+        if expected > limit:
+            return Counted(expected, True)
+    return Counted(rows.count(), False)
+
+
 @dataclass(frozen=True)
 class Expected:
     """What PostgreSQL's planner expects of a search: the images it finds (:func:`expected_images`), what counting

@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from core.errors import ApplicationError, NotFound
-from core.pages import error_pages, staff_required
+from core.pages import CountedPaginator, error_pages, staff_required
 from marketplace import metadata, policy, selectors, services, usage
 from marketplace.downloads import signed_download_headers
 from marketplace.filters import EndorserFilter, ImageSearchFilter
@@ -202,19 +202,17 @@ def console_images(request: HttpRequest) -> HttpResponse:
     verdict = request.GET.get("verdict", "all")
     if verdict not in VERDICT_FILTERS:
         verdict = "all"
-    if verdict == "all":
-        # Unfiltered: page the images first and evaluate only the page shown.
-        page = Paginator(selectors.images_for_evaluation(), PAGE_SIZE).get_page(request.GET.get("page"))
-        page.object_list = [
-            {"image": image, "decision": decision} for image, decision in policy.evaluate_all(images=page.object_list)
-        ]
-    else:
-        # The kept verdicts answer the filter; the page shown is evaluated, for its reasons.
-        found = selectors.images_for_evaluation().filter(verdicts.verdict_q(verdict))
-        page = Paginator(found, PAGE_SIZE).get_page(request.GET.get("page"))
-        page.object_list = [
-            {"image": image, "decision": decision} for image, decision in policy.evaluate_all(images=page.object_list)
-        ]
+    # Unfiltered, every image; else the kept verdicts answer the filter. Only the page shown is evaluated (for its
+    # reasons); a long list is counted by the database's estimate.
+    found = selectors.images_for_evaluation()
+    if verdict != "all":
+        found = found.filter(verdicts.verdict_q(verdict))
+    counted = selectors.rows_count(found)
+    paginator = CountedPaginator(found, PAGE_SIZE, count=counted.value, count_is_estimate=counted.is_estimate)
+    page = paginator.get_page(request.GET.get("page"))
+    page.object_list = [
+        {"image": image, "decision": decision} for image, decision in policy.evaluate_all(images=page.object_list)
+    ]
     return render(
         request,
         "marketplace/console_images.html",

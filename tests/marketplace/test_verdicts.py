@@ -114,3 +114,26 @@ def test_a_filter_over_kept_verdicts_evaluates_no_image_again(as_staff, staff, o
         policy_change(actor=staff, rules=PolicyRules.from_json({"os": ["debian"]}))
         assert filtered(as_staff, "allowed") == {OTHER_IMAGE.identifier}
         assert evaluated.call_count == 2  # both stale until the task has run
+
+
+def test_a_long_verdict_list_is_paged_by_the_databases_estimate_and_every_page_stays_reachable(
+    as_staff, owner, owner_key, entry_for, monkeypatch
+):
+    from django.db import connection
+
+    from marketplace import selectors, views
+
+    services.entry_upload(raw=entry_for("owner"), uploader=owner)
+    services.entry_upload(raw=entry_for("owner", image=OTHER_IMAGE, at=T0), uploader=owner)
+    monkeypatch.setattr(views, "PAGE_SIZE", 1)
+    monkeypatch.setattr(selectors, "EXACT_COUNT_UP_TO", 0)  # every list is "long"
+    first = as_staff.get(CONSOLE, {"verdict": "allowed"})
+    second = as_staff.get(CONSOLE, {"verdict": "allowed", "page": 2})
+    third = as_staff.get(CONSOLE, {"verdict": "allowed", "page": 3})
+    shown = [row["image"].identifier for response in (first, second) for row in response.context["page"]]
+    assert sorted(shown) == sorted([IMAGE.identifier, OTHER_IMAGE.identifier])
+    assert first.context["page"].has_next() and not second.context["page"].has_next()
+    assert list(third.context["page"]) == [] and b"No image with this verdict" in third.content
+    estimated = connection.vendor == "postgresql"
+    assert first.context["page"].paginator.count_is_estimate is estimated
+    assert (b"about" in first.content) is estimated
