@@ -89,7 +89,7 @@ def entry_document_status(entry: Entry, *, now: dt.datetime) -> str:
 REVOKED_KEYS_LISTED_UP_TO = 500
 
 
-def revoked_keys(*, now: dt.datetime) -> list[int] | QuerySet[PgpKey]:
+def revoked_keys(*, now: dt.datetime) -> list[int] | QuerySet[PgpKey, Any]:
     """The keys revoked at ``now``: their ids (one small query; revoked keys are few), or, should there be more
     than :data:`REVOKED_KEYS_LISTED_UP_TO`, a subquery of them.
 
@@ -103,7 +103,7 @@ def revoked_keys(*, now: dt.datetime) -> list[int] | QuerySet[PgpKey]:
     )
 
 
-def status_q(status: str, *, now: dt.datetime, revoked: list[int] | QuerySet[PgpKey] | None = None) -> Q:
+def status_q(status: str, *, now: dt.datetime, revoked: list[int] | QuerySet[PgpKey, Any] | None = None) -> Q:
     """The entries of one status, by the same rules as ``entry_status``, in SQL.
 
     Revocation is asked of the few revoked keys, not joined row by row, so that the search indexes, which carry
