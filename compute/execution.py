@@ -240,8 +240,10 @@ def instance_prepare(instance_id: int) -> bool:
         instance_fail(instance_id, message=f"the site policy refuses image {instance.image_identifier}: {reasons}")
         return False
     # The decision at the moment of use is the one that counts (DESIGN §2.4): so are the entries that allowed it.
-    instance.allowed_by = list(decision.allowed_by)
-    Instance.objects.filter(pk=instance.pk).update(allowed_by=instance.allowed_by)
+    allowed_by = list(decision.allowed_by)
+    if allowed_by != instance.allowed_by:  # as a rule the same entries as at the request: nothing to write then
+        instance.allowed_by = allowed_by
+        Instance.objects.filter(pk=instance.pk).update(allowed_by=allowed_by)
     where = instance_dir(instance)
     where.mkdir(parents=True, exist_ok=True)
     root_overlay_create(backing=Path(cached.path), path=where / "root.qcow2", size_gib=instance.root_gib)
