@@ -246,12 +246,18 @@ def attachment_prepare(attachment: Attachment) -> DiskSpec:
     return disk
 
 
-def boot_disks(instance: Instance) -> list[DiskSpec]:
-    """The disks of the volumes in ``instance`` that its domain definition carries from the start (all but those
-    on their way out), each ready on the host (a volatile disk still being made is made now; CHAP secrets are
-    defined). Called by the boot step before the domain is defined."""
+def boot_attachments(instance: Instance) -> list[Attachment]:
+    """The attachments of ``instance`` that its domain definition carries from the start: all but those on their way
+    out. Read once by the boot step for both :func:`boot_disks` and :func:`boot_settle`."""
+    return list(Attachment.objects.filter(instance=instance).exclude(state=AttachmentState.DETACHING))
+
+
+def boot_disks(instance: Instance, found: list[Attachment] | None = None) -> list[DiskSpec]:
+    """The disks of the volumes in ``instance`` that its domain definition carries from the start (``found``, as
+    :func:`boot_attachments` read them, or read now), each ready on the host (a volatile disk still being made is made
+    now; CHAP secrets are defined). Called by the boot step before the domain is defined."""
     disks = []
-    for attachment in Attachment.objects.filter(instance=instance).exclude(state=AttachmentState.DETACHING):
+    for attachment in boot_attachments(instance) if found is None else found:
         volume = Volume.objects.get(uuid=attachment.volume_uuid)
         if volume.state == VolumeState.CREATING:
             storage_services.volume_provision(volume_id=volume.pk)
@@ -259,11 +265,17 @@ def boot_disks(instance: Instance) -> list[DiskSpec]:
     return disks
 
 
-def boot_settle(instance: Instance) -> None:
-    """The domain is defined with its volumes: the ones reserved at the request are attached now."""
-    for attachment_id in Attachment.objects.filter(instance=instance, state=AttachmentState.ATTACHING).values_list(
-        "pk", flat=True
-    ):
+def boot_settle(instance: Instance, found: list[Attachment] | None = None) -> None:
+    """The domain is defined with its volumes: the ones reserved at the request are attached now. With ``found`` (the
+    attachments the definition carries, :func:`boot_attachments`), those of them that were attaching; else every
+    attaching one, read now."""
+    if found is None:
+        attaching = list(
+            Attachment.objects.filter(instance=instance, state=AttachmentState.ATTACHING).values_list("pk", flat=True)
+        )
+    else:
+        attaching = [a.pk for a in found if a.state == AttachmentState.ATTACHING]
+    for attachment_id in attaching:
         attach_settle(attachment_id, ok=True)
 
 

@@ -17,9 +17,11 @@ files and domain, if any) are kept until it is terminated."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ from django.db import transaction
 from compute import access, attachments, hypervisor, networks, swap
 from compute.contextualisation import NetworkConfig, seed_iso
 from compute.domain import DiskSpec, DomainSpec, NicSpec, domain_xml
-from compute.models import Host, Instance, InstanceState, Lease
+from compute.models import Attachment, Host, Instance, InstanceState, Lease
 from core.errors import ApplicationError, Conflict, NotFound, Unavailable
 from core.workflow import transition
 from marketplace.policy.evaluation import evaluate
@@ -64,6 +66,42 @@ def domain_name(instance: Instance) -> str:
 
 def instance_dir(instance: Instance) -> Path:
     return Path(settings.INSTANCE_DIR) / str(instance.uuid)
+
+
+def templates_dir() -> Path:
+    """Where a host keeps the files its VMs' disks are copied from (root overlays, swap disks), made once each."""
+    return Path(settings.INSTANCE_DIR) / ".templates"
+
+
+def root_overlay_create(*, backing: Path, path: Path, size_gib: int) -> None:
+    """The root disk at ``path``: a qcow2 overlay on the cached image ``backing`` of ``size_gib`` GiB (or the image's
+    size, if larger). qemu-img makes it once per version of the cached file and size, as a template in
+    :func:`templates_dir`; each VM's overlay is a copy of it. A qcow2 header names its backing file and sizes, not
+    itself, so the copy holds the very bytes ``qemu-img create`` would write at ``path``, without starting a process per
+    VM. Idempotent as :func:`qemu_img.overlay_create`: an existing overlay on ``backing`` is kept, any other file
+    refused."""
+    backing = backing.resolve()
+    if path.exists():
+        qemu_img.overlay_create(backing=backing, path=path, size_gib=size_gib)
+        return
+    st = backing.stat()
+    version = f"{backing}\0{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}\0{size_gib}"
+    template = templates_dir() / f"root-{hashlib.sha256(version.encode()).hexdigest()[:32]}.qcow2"
+    if not template.exists():
+        template.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Made under a name of its own, then renamed: two workers making it at once each rename a complete one.
+        made = template.with_name(f".{template.stem}.{uuid.uuid4().hex}.qcow2")
+        try:
+            qemu_img.overlay_create(backing=backing, path=made, size_gib=size_gib)
+            made.replace(template)
+        finally:
+            made.unlink(missing_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        shutil.copyfile(template, partial)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _host(instance: Instance) -> Host:
@@ -202,13 +240,15 @@ def instance_prepare(instance_id: int) -> bool:
         instance_fail(instance_id, message=f"the site policy refuses image {instance.image_identifier}: {reasons}")
         return False
     # The decision at the moment of use is the one that counts (DESIGN §2.4): so are the entries that allowed it.
-    instance.allowed_by = list(decision.allowed_by)
-    Instance.objects.filter(pk=instance.pk).update(allowed_by=instance.allowed_by)
+    allowed_by = list(decision.allowed_by)
+    if allowed_by != instance.allowed_by:  # as a rule the same entries as at the request: nothing to write then
+        instance.allowed_by = allowed_by
+        Instance.objects.filter(pk=instance.pk).update(allowed_by=allowed_by)
     where = instance_dir(instance)
     where.mkdir(parents=True, exist_ok=True)
-    qemu_img.overlay_create(backing=Path(cached.path), path=where / "root.qcow2", size_gib=instance.root_gib)
+    root_overlay_create(backing=Path(cached.path), path=where / "root.qcow2", size_gib=instance.root_gib)
     if instance.swap_mib:
-        swap.swap_disk_create(path=where / SWAP_FILE, size_mib=instance.swap_mib)
+        swap.swap_disk_create(path=where / SWAP_FILE, size_mib=instance.swap_mib, template_dir=templates_dir())
     lease = _lease(instance)
     prefix = lease.network.cidr.split("/")[1]
     iso = seed_iso(
@@ -233,12 +273,13 @@ def instance_prepare(instance_id: int) -> bool:
     return True
 
 
-def _spec(instance: Instance) -> DomainSpec:
+def _spec(instance: Instance, volumes: list[Attachment] | None = None) -> DomainSpec:
+    """The domain of ``instance`` with its ``volumes`` (:func:`attachments.boot_attachments`; read now if None)."""
     where = instance_dir(instance).resolve()
     lease = _lease(instance)
     disks = [DiskSpec(target="vda", path=str(where / "root.qcow2"))]
     # The volumes (volatile disk included) come from storage, on the devices their attachments picked.
-    disks.extend(attachments.boot_disks(instance))
+    disks.extend(attachments.boot_disks(instance, volumes))
     if instance.swap_mib:
         disks.append(DiskSpec(target=SWAP_TARGET, path=str(where / SWAP_FILE), format="raw"))
     return DomainSpec(
@@ -263,11 +304,10 @@ def instance_boot(instance_id: int) -> bool:
     elif instance.state != S.BOOTING:
         return False
     # The network the NIC joins runs on the host, and its DHCP answers the lease's address to the NIC's MAC.
-    networks.host_network_ensure(
-        host=_host(instance), lease=Lease.objects.select_related("network").get(instance=instance)
-    )
-    hypervisor.domain_define(_host(instance).uri, domain_xml(_spec(instance)))
-    attachments.boot_settle(instance)
+    networks.host_network_ensure(host=_host(instance), lease=_lease(instance))
+    volumes = attachments.boot_attachments(instance)
+    hypervisor.domain_define(_host(instance).uri, domain_xml(_spec(instance, volumes)))
+    attachments.boot_settle(instance, volumes)
     hypervisor.domain_start(_host(instance).uri, domain_name(instance))
     # libvirt's start returns once the domain runs, as a rule: then it is ``running`` now, without another task;
     # a domain that does not run yet is polled by the wait step.

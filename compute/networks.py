@@ -239,7 +239,12 @@ def host_network_ensure(*, host: Host, lease: Lease) -> None:
     if not settings.COMPUTE_MANAGE_NETWORKS:
         return
     network = lease.network
-    hypervisor.network_ensure(host.uri, network_spec(network, hosts=_held_on_host(network, host)))
+    # The leases held on the host are read only when its network is defined now, not for every VM booted on it.
+    hypervisor.network_ensure(
+        host.uri,
+        network_spec(network, hosts=[]),
+        hosts=lambda: network_spec(network, hosts=_held_on_host(network, host)).hosts,
+    )
     hypervisor.network_dhcp_host_add(host.uri, libvirt_network_name(network), _dhcp_host(lease))
 
 

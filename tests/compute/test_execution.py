@@ -224,3 +224,48 @@ def test_the_boot_step_makes_the_classs_libvirt_network_with_the_leases_dhcp_ent
         instance_terminate(actor=owner, instance=vm)
     assert execution.instance_teardown(vm.pk) is True
     assert hypervisor.network_dhcp_hosts(vm.host.uri, "alto-private") == set()
+
+
+def test_the_boot_step_reads_the_attachments_once_and_the_hosts_leases_only_when_it_makes_the_network(
+    vm, owner, project, image, types, owner_key, django_capture_on_commit_callbacks, django_assert_max_num_queries
+):
+    _run_up(vm)  # the host's network is made by the first VM's boot, with the leases held on the host
+    with django_capture_on_commit_callbacks(execute=True):
+        second = instance_request(
+            actor=owner,
+            project=project,
+            image=image,
+            instance_type=types["t1.micro"],
+            network="private",
+            ssh_keys=[owner_key.pk],
+            user_data="",
+            volatile_gib=0,
+            name="vm2",
+        )
+    assert execution.instance_prepare(second.pk) is True
+    with django_assert_max_num_queries(20) as boot:
+        assert execution.instance_boot(second.pk) is True
+    reads = [q["sql"] for q in boot.captured_queries if q["sql"].startswith("SELECT")]
+    # The lease came with the instance; the leases on the host are not listed again for each VM booted there.
+    assert [sql for sql in reads if 'FROM "compute_lease"' in sql] == []
+    assert len([sql for sql in reads if 'FROM "compute_attachment"' in sql]) == 1
+    assert _state(second) == "running"
+    leases = {(lease.mac, lease.ip) for lease in Lease.objects.filter(instance__in=[vm, second])}
+    assert hypervisor.network_dhcp_hosts(vm.host.uri, "alto-private") == leases
+
+
+def test_prepare_records_the_entries_that_allow_the_image_now_writing_them_only_when_they_changed(
+    vm, django_assert_max_num_queries
+):
+    at_request = list(vm.allowed_by)
+    assert at_request  # the request recorded the endorsements that allowed the image then
+    with django_assert_max_num_queries(12) as prepare:
+        assert execution.instance_prepare(vm.pk) is True
+    assert not [q for q in prepare.captured_queries if '"allowed_by"' in q["sql"] and q["sql"].startswith("UPDATE")]
+    vm.refresh_from_db()
+    assert vm.allowed_by == at_request
+    # The decision at the moment of use counts: a row that says otherwise is corrected by the step.
+    Instance.objects.filter(pk=vm.pk).update(allowed_by=[], state="scheduled")
+    assert execution.instance_prepare(vm.pk) is True
+    vm.refresh_from_db()
+    assert vm.allowed_by == at_request

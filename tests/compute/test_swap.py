@@ -45,6 +45,40 @@ def test_a_swap_disk_is_a_sparse_raw_file_formatted_as_labelled_swap(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["swap.img"]
 
 
+def test_swap_disks_copied_from_the_template_are_labelled_swap_each_with_a_uuid_of_its_own(tmp_path):
+    templates = tmp_path / "templates"
+    disks = [tmp_path / f"vm{n}" / "swap.img" for n in (1, 2)]
+    for path in disks:
+        path.parent.mkdir()
+        swap.swap_disk_create(path=path, size_mib=64, template_dir=templates)
+    (template,) = templates.iterdir()  # mkswap formatted one file, once
+    found = [_blkid(path) for path in disks]
+    for path, info in zip(disks, found, strict=True):
+        assert (info["TYPE"], info["LABEL"]) == ("swap", swap.LABEL)
+        assert path.stat().st_size == 64 * 2**20
+        assert path.stat().st_blocks * 512 < 2**20  # sparse, as mkswap leaves it
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert [p.name for p in path.parent.iterdir()] == ["swap.img"]
+    assert len({info["UUID"] for info in found} | {_blkid(template)["UUID"]}) == 3
+    made = template.stat().st_mtime_ns
+    (tmp_path / "vm3").mkdir()
+    swap.swap_disk_create(path=tmp_path / "vm3" / "swap.img", size_mib=64, template_dir=templates)
+    assert template.stat().st_mtime_ns == made
+    swap.swap_disk_create(path=tmp_path / "vm3" / "swap.img", size_mib=32, template_dir=templates)
+    assert _blkid(tmp_path / "vm3" / "swap.img")["TYPE"] == "swap"
+    assert len(list(templates.iterdir())) == 2  # one template per size
+
+
+def test_a_damaged_swap_template_is_formatted_again(tmp_path):
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "swap-64M.img").write_bytes(b"\0" * 64 * 2**20)
+    (tmp_path / "vm").mkdir()
+    swap.swap_disk_create(path=tmp_path / "vm" / "swap.img", size_mib=64, template_dir=templates)
+    assert _blkid(tmp_path / "vm" / "swap.img")["LABEL"] == swap.LABEL
+    assert _blkid(templates / "swap-64M.img")["TYPE"] == "swap"
+
+
 def test_a_swap_disk_needs_a_positive_size(tmp_path):
     with pytest.raises(ValueError, match="positive size"):
         swap.swap_disk_create(path=tmp_path / "swap.img", size_mib=0)
@@ -56,6 +90,7 @@ def test_prepare_gives_an_instance_with_swap_its_swap_disk_and_the_guest_the_mou
     where = execution.instance_dir(vm)
     assert (where / "swap.img").stat().st_size == 512 * 2**20
     assert _blkid(where / "swap.img")["LABEL"] == swap.LABEL
+    assert (execution.templates_dir() / "swap-512M.img").exists()  # the host's template for this size
 
     (ours,) = [p for p in _parts(_files((where / "seed.iso").read_bytes())["user-data"]) if "ssh" in _text(p)]
     config = yaml.safe_load(_text(ours))
