@@ -135,13 +135,14 @@ def image_verdict_write_locked(
     )
 
 
-def verdicts_write_locked(images: Sequence[Image], *, now: dt.datetime, causes: Mapping[int, str]) -> None:
-    """Rewrite the verdicts of many images at once (a bulk import's batch), each from its ``latest_entries`` (endorser
-    and key set) as the caller holds them: the active policy and the site keys read once, which image claimed each
-    SHA-256 first in one query, the verdicts written in one statement; ``causes`` (by image id): why, should an
-    image turn denied.
+def verdicts_judge_locked(images: Sequence[Image], *, now: dt.datetime, causes: Mapping[str, str]) -> None:
+    """Judge many images at once (a bulk import's batch) under the active policy, each from its ``latest_entries``
+    (endorser and key set) as the caller holds them, and set their verdict columns for the caller to write in one
+    statement: the active policy and the site keys read once, which image claimed each SHA-256 first in one query.
+    An image without an id is about to be written: any image already stored claimed its SHA-256 before it, and so
+    did those before it in ``images``. ``causes`` (by identifier): why, should an image turn denied.
 
-    Precondition: the images' row locks are held."""
+    Precondition: the images' row locks are held (new ones: the caller writes them in this transaction)."""
     if not images:
         return
     row = selectors.policy_active()
@@ -150,19 +151,26 @@ def verdicts_write_locked(images: Sequence[Image], *, now: dt.datetime, causes: 
     claims: dict[str, list[tuple[int, str]]] = {}
     for sha256, pk, identifier in (
         Image.objects.filter(sha256__in={image.sha256 for image in images if image.sha256})
+        .exclude(pk__in=[image.pk for image in images if image.pk is not None])
         .order_by("pk")
         .values_list("sha256", "pk", "identifier")
     ):
         claims.setdefault(sha256, []).append((pk, identifier))
+    for image in images:  # the others' claims, in id order (new ones last, in the order given)
+        if image.sha256:
+            claims.setdefault(image.sha256, []).append((image.pk or 2**63, image.identifier))
+    for claimants in claims.values():
+        claimants.sort(key=lambda claim: claim[0])
     for image in images:
-        first = (claims.get(image.sha256) or [(image.pk, "")])[0] if image.sha256 else (image.pk, "")
-        image.sha256_first_claim = first[1] if first[0] < image.pk else None  # type: ignore[attr-defined]
+        first = claims[image.sha256][0] if image.sha256 else None
+        image.sha256_first_claim = (  # type: ignore[attr-defined]
+            first[1] if first is not None and first[1] != image.identifier else None
+        )
         decision = evaluate(image, rules=rules, now=now, site_fingerprints=fingerprints)
-        _announce_if_lost(image, before=image.verdict, decision=decision, cause=causes[image.pk])
+        _announce_if_lost(image, before=image.verdict, decision=decision, cause=causes[image.identifier])
         image.verdict = verdict_of(decision)
         image.verdict_policy = row.pk if row is not None else 0
         image.verdict_until = _clock_runs_out(image, now=now)
-    Image.objects.bulk_update(images, ["verdict", "verdict_policy", "verdict_until"], batch_size=CHUNK)
 
 
 def image_verdicts_write(*, image_ids: Iterable[int], cause: str, now: dt.datetime | None = None) -> int:

@@ -693,55 +693,62 @@ def _group_store_locked(
             endorser.subject, endorser.last_endorsed = md.endorsement.subject[:500], created
         accepted.append((index, item, image, latest, timeline))
 
-    new_images = []
-    changed_images: dict[int, Image] = {}
-    for _index, item, image, _latest, _timeline in accepted:
-        md, created = item.md, item.md.endorsement.created
-        if image is None:
-            claimed = _claimed_checksums(md)
-            columns = _entry_columns(md)
-            new_images.append(
-                Image(
-                    identifier=md.identifier,
-                    sha1=md.sha1.lower(),
-                    bytes=md.bytes,
-                    checksums=claimed,
-                    sha256=claimed.get("SHA-256", ""),
-                    first_endorsed=created,
-                    updated=created,
-                    **{name: columns[name] for name in selectors.DISPLAY_FIELDS},
-                )
-            )
-            continue
-        if _checksums_complete(image, _claimed_checksums(md)):
-            changed_images[image.pk] = image
-        if created > image.updated:
-            image.updated = created
-            changed_images[image.pk] = image
-    if new_images:
-        new_images.sort(key=lambda i: i.identifier)
-        Image.objects.bulk_create(new_images)
-        images.update({image.identifier: image for image in new_images})
-    superseded = [latest.pk for _i, _item, _image, latest, _t in accepted if latest is not None]
-    if superseded:
-        Entry.objects.filter(pk__in=superseded).update(is_latest=False)
     user = uploader if getattr(uploader, "is_authenticated", False) else None
-    entries = [
-        Entry(
-            image=images[item.md.identifier],
+    entries: list[Entry] = []
+    new_images: list[Image] = []
+    changed: dict[int, Image] = {}  # existing images whose row changes besides the verdict
+    causes: dict[str, str] = {}
+    for _index, item, image, latest, timeline in accepted:
+        md, created = item.md, item.md.endorsement.created
+        columns = _entry_columns(md)
+        claimed = _claimed_checksums(md)
+        if image is None:
+            image = Image(
+                identifier=md.identifier,
+                sha1=md.sha1.lower(),
+                bytes=md.bytes,
+                checksums=claimed,
+                sha256=claimed.get("SHA-256", ""),
+                first_endorsed=created,
+                updated=created,
+                **{name: columns[name] for name in selectors.DISPLAY_FIELDS},
+            )
+            new_images.append(image)
+        else:
+            if _checksums_complete(image, claimed):
+                changed[image.pk] = image
+            if created > image.updated:
+                image.updated = created
+                changed[image.pk] = image
+        entry = Entry(
+            image=image,
             endorser=timeline.endorser,
-            created=item.md.endorsement.created,
-            subject=item.md.endorsement.subject[:500],
-            issuer=item.md.endorsement.issuer[:500],
+            created=created,
+            subject=md.endorsement.subject[:500],
+            issuer=md.endorsement.issuer[:500],
             fingerprint=item.report.fingerprint or "",
             key=item.key,
             raw=item.raw,
             uploader=user,
             is_latest=True,
-            **_entry_columns(item.md),
+            **columns,
         )
-        for _index, item, _image, _latest, timeline in accepted
-    ]
+        entries.append(entry)
+        kept = [] if image.pk is None else [e for e in latest_entries[image.pk] if latest is None or e.pk != latest.pk]
+        image.latest_entries = sorted([*kept, entry], key=lambda e: e.endorser.email)  # type: ignore[attr-defined]
+        causes[image.identifier] = _trust_cause(entry, latest)
+
+    if new_images:
+        # A new image's verdict from its only entry, before its row is written (one statement for all of them).
+        new_images.sort(key=lambda i: i.identifier)
+        verdicts.verdicts_judge_locked(new_images, now=now, causes=causes)
+        Image.objects.bulk_create(new_images)
+        if _claims_among(new_images):  # two new images claim one SHA-256: the ids decide which claimed it first
+            verdicts.verdicts_judge_locked(new_images, now=now, causes=causes)
+            Image.objects.bulk_update(new_images, ["verdict", "verdict_policy", "verdict_until"])
+    superseded = [latest.pk for _i, _item, _image, latest, _t in accepted if latest is not None]
+    if superseded:
+        Entry.objects.filter(pk__in=superseded).update(is_latest=False)
     Entry.objects.bulk_create(entries)
 
     touched = {t.endorser.email: t for *_rest, t in accepted}
@@ -756,16 +763,8 @@ def _group_store_locked(
             ["entry_count", "subject", "first_endorsed", "last_endorsed", "account_id", "certificate_subject"],
         )
 
-    # Display columns and verdicts from each image's latest entries, now in memory.
-    for (_index, _item, image, latest, _timeline), entry in zip(accepted, entries, strict=True):
-        shown = images[entry.image.identifier]
-        if image is None:
-            shown.latest_entries = [entry]  # type: ignore[attr-defined]
-            continue
-        kept = [e for e in latest_entries[image.pk] if latest is None or e.pk != latest.pk]
-        shown.latest_entries = sorted([*kept, entry], key=lambda e: e.endorser.email)  # type: ignore[attr-defined]
     existing = [image for _i, _item, image, _l, _t in accepted if image is not None]
-    if existing:
+    if existing:  # display columns (the timelines' order counts) and verdicts, then one statement
         starts: dict[int, dict[int, int]] = {}
         for image_id, endorser_id, first in (
             Entry.objects.filter(image__in=existing)
@@ -781,23 +780,20 @@ def _group_store_locked(
                 timeline_starts=starts.get(image.pk, {}),
                 now=now,
             )
-            if choice is not None and any(getattr(image, n) != getattr(choice, n) for n in selectors.DISPLAY_FIELDS):
+            if choice is not None:
                 for name in selectors.DISPLAY_FIELDS:
                     setattr(image, name, getattr(choice, name))
-                changed_images[image.pk] = image
-    if changed_images:
+        verdicts.verdicts_judge_locked(existing, now=now, causes=causes)
         Image.objects.bulk_update(
-            list(changed_images.values()), ["checksums", "sha256", "updated", *selectors.DISPLAY_FIELDS]
+            existing,
+            [
+                "verdict",
+                "verdict_policy",
+                "verdict_until",
+                *(["checksums", "sha256", "updated"] if changed else []),
+                *selectors.DISPLAY_FIELDS,
+            ],
         )
-    judged = [images[item.md.identifier] for _i, item, *_rest in accepted]
-    verdicts.verdicts_write_locked(
-        judged,
-        now=now,
-        causes={
-            images[item.md.identifier].pk: _trust_cause(entry, latest)
-            for (_i, item, _image, latest, _t), entry in zip(accepted, entries, strict=True)
-        },
-    )
     audit.record_many(
         uploader,
         action,
@@ -809,3 +805,9 @@ def _group_store_locked(
     for (index, *_rest), entry in zip(accepted, entries, strict=True):
         outcomes[index] = entry
     return cast(list[Entry | ApplicationError], outcomes)  # each one decided above
+
+
+def _claims_among(images: list[Image]) -> bool:
+    """Whether two of ``images`` claim one SHA-256."""
+    claims = [image.sha256 for image in images if image.sha256]
+    return len(claims) != len(set(claims))
