@@ -8,7 +8,7 @@ endorser's and the image's row locks for as short a time as it can.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -280,27 +280,37 @@ def _claimed_checksums(md: metadata.Metadata) -> dict[str, str]:
     return {c.algorithm: c.value.lower() for c in md.checksums}
 
 
-def _image_fix(*, md: metadata.Metadata, created: dt.datetime, display: Mapping[str, Any]) -> tuple[Image, bool]:
+def _image_fix(
+    *,
+    md: metadata.Metadata,
+    created: dt.datetime,
+    display: Mapping[str, Any],
+    judge: Callable[[Image], None] | None = None,
+) -> tuple[Image, bool]:
     """The image row of ``md``'s identifier, locked, and whether this entry made it: made from this entry if it
-    is the first (shown with its claims ``display``: the only entry is the most trusted one), else checked against
-    what the first accepted entry fixed (size, checksums) and completed with checksums it lacked.
+    is the first (shown with its claims ``display``: the only entry is the most trusted one; ``judge`` sets its
+    verdict columns before it is written), else checked against what the first accepted entry fixed (size,
+    checksums) and completed with checksums it lacked.
 
     Precondition: inside the upload's transaction (after the endorser's row lock)."""
     claimed = _claimed_checksums(md)
     image = Image.objects.select_for_update().filter(identifier=md.identifier).first()
     if image is None:
+        made = Image(
+            identifier=md.identifier,
+            sha1=md.sha1.lower(),
+            bytes=md.bytes,
+            checksums=claimed,
+            sha256=claimed.get("SHA-256", ""),
+            first_endorsed=created,
+            updated=created,
+            **display,
+        )
+        if judge is not None:
+            judge(made)
         try:
             with transaction.atomic():
-                made = Image.objects.create(
-                    identifier=md.identifier,
-                    sha1=md.sha1.lower(),
-                    bytes=md.bytes,
-                    checksums=claimed,
-                    sha256=claimed.get("SHA-256", ""),
-                    first_endorsed=created,
-                    updated=created,
-                    **display,
-                )
+                made.save(force_insert=True)
                 return made, True
         except IntegrityError:  # another upload made this identifier's row first (and has committed)
             image = Image.objects.select_for_update().get(identifier=md.identifier)
@@ -452,20 +462,7 @@ def entry_store(
         if (endorser.account_id, endorser.certificate_subject) != holder:
             raise ApplicationError(_endorser_taken(email, endorser), code="endorser-taken")
         display = {name: columns[name] for name in selectors.DISPLAY_FIELDS}
-        image, image_is_new = _image_fix(md=md, created=created, display=display)
-        latest = (  # a new image has no timelines yet
-            None
-            if image_is_new
-            else Entry.objects.filter(image=image, endorser=endorser, is_latest=True)
-            .only("id", "created", "deprecated")
-            .first()
-        )
-        if latest is not None and created <= latest.created:
-            raise _not_newer(md, latest)
-        if latest is not None:
-            Entry.objects.filter(pk=latest.pk).update(is_latest=False)
-        entry = Entry.objects.create(
-            image=image,
+        entry = Entry(
             endorser=endorser,
             created=created,
             subject=md.endorsement.subject[:500],
@@ -477,6 +474,26 @@ def entry_store(
             is_latest=True,
             **columns,
         )
+        now = timezone.now()
+
+        def judge(made: Image) -> None:  # a new image's only latest entry is this one: judged before it is written
+            made.latest_entries = [entry]  # type: ignore[attr-defined]
+            verdicts.verdicts_judge_locked([made], now=now, causes={made.identifier: _trust_cause(entry, None)})
+
+        image, image_is_new = _image_fix(md=md, created=created, display=display, judge=judge)
+        latest = (  # a new image has no timelines yet
+            None
+            if image_is_new
+            else Entry.objects.filter(image=image, endorser=endorser, is_latest=True)
+            .only("id", "created", "deprecated")
+            .first()
+        )
+        if latest is not None and created <= latest.created:
+            raise _not_newer(md, latest)
+        if latest is not None:
+            Entry.objects.filter(pk=latest.pk).update(is_latest=False)
+        entry.image = image
+        entry.save(force_insert=True)
         Endorser.objects.filter(pk=endorser.pk).update(
             entry_count=F("entry_count") + 1,
             **(
@@ -488,14 +505,9 @@ def entry_store(
         if created > image.updated:
             Image.objects.filter(pk=image.pk).update(updated=created)
             image.updated = created
-        now = timezone.now()
-        if not image_is_new:  # a new image is shown with its only entry's claims already
+        if not image_is_new:  # a new image is shown with its only entry's claims, and was judged by them
             _image_display_update(image, now=now)
-        entry.endorser, entry.key = endorser, key
-        # A new image's only latest entry is this one: the verdict needs no query for it.
-        verdicts.image_verdict_write_locked(
-            image, now=now, latest_entries=[entry] if image_is_new else None, cause=_trust_cause(entry, latest)
-        )
+            verdicts.image_verdict_write_locked(image, now=now, cause=_trust_cause(entry, latest))
         details = _audit_details(entry, latest, md=md, extra=audit_details)
         audit.record(uploader, audit_action, entry, **details)
     entry.image = image
