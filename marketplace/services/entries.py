@@ -564,25 +564,32 @@ def entries_store(
     audit_action: str = "marketplace.entry.imported",
     audit_details: Mapping[str, Any] | None = None,
 ) -> list[Entry | ApplicationError]:
-    """Store verified entries in their order as ``entry_store`` would one after the other, with the same checks,
-    refusals and bookkeeping (is_latest, endorser counters, display columns, verdicts and trust changes, audit
-    rows), in one transaction per group of entries for distinct images. Returns each one's ``Entry``, or the
-    error that refused it (nothing of a refused entry is stored; the others are).
+    """Store verified entries as ``entry_store`` would one after the other, with the same checks, refusals and
+    bookkeeping (is_latest, endorser counters, display columns, verdicts and trust changes, audit rows), in one
+    transaction per group of entries for distinct images. Returns each one's ``Entry``, or the error that refused it
+    (nothing of a refused entry is stored; the others are).
 
-    Locks as ``entry_store`` does, endorsers before images: the group's endorser rows (by e-mail; the missing
-    ones made first), then its image rows (by id; the missing ones made last, by identifier)."""
-    outcomes: list[Entry | ApplicationError] = []
-    group: list[VerifiedEntry] = []
-    identifiers: set[str] = set()
-    for item in verified:
-        if item.md.identifier in identifiers:  # the image's verdict and display follow each of its entries
-            outcomes += _group_store(group, uploader=uploader, action=audit_action, details=audit_details)
-            group, identifiers = [], set()
-        group.append(item)
-        identifiers.add(item.md.identifier)
-    if group:
-        outcomes += _group_store(group, uploader=uploader, action=audit_action, details=audit_details)
-    return outcomes
+    Each image's entries are stored in the order given (so each timeline goes oldest first, when given so): an
+    entry for an image already in the group waits for a later group, and so do the image's entries after it; entries
+    of different images may be stored in another order than given. Locks as ``entry_store`` does, endorsers before
+    images: the group's endorser rows (by e-mail; the missing ones made first), then its image rows (by id; the
+    missing ones made last, by identifier)."""
+    outcomes: list[Entry | ApplicationError | None] = [None] * len(verified)
+    pending = list(enumerate(verified))
+    while pending:
+        group: list[tuple[int, VerifiedEntry]] = []
+        later: list[tuple[int, VerifiedEntry]] = []
+        identifiers: set[str] = set()
+        for index, item in pending:
+            (later if item.md.identifier in identifiers else group).append((index, item))
+            identifiers.add(item.md.identifier)
+        stored = _group_store(
+            [item for _index, item in group], uploader=uploader, action=audit_action, details=audit_details
+        )
+        for (index, _item), result in zip(group, stored, strict=True):
+            outcomes[index] = result
+        pending = later
+    return cast(list[Entry | ApplicationError], outcomes)  # each one decided above
 
 
 _RETRIES = 3

@@ -6,9 +6,9 @@ rest.
 
 The documents go in chunks: the calling thread parses a chunk, asks the database once which of them it holds and
 once for the keys their issuers name, and hands their gpg verification to ``jobs`` worker threads; while those
-verify it, the calling thread stores the chunk before (in the order the source gave them, so that each timeline goes
-oldest first: a directory or an archive is sorted by endorsement time first). gpg runs with no transaction open and
-no lock held.
+verify it, the calling thread stores the chunk before (each image's entries in the order the source gave them, so
+that each timeline goes oldest first: a directory or an archive is sorted by endorsement time first). gpg runs with
+no transaction open and no lock held.
 """
 
 from __future__ import annotations
