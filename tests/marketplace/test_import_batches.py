@@ -39,17 +39,7 @@ def snapshot() -> dict[str, Any]:
     """Every row the stores write, by natural keys (ids differ between two runs)."""
     return {
         "entries": sorted(
-            (
-                e.image.identifier,
-                e.endorser.email,
-                e.created,
-                e.is_latest,
-                e.key_id,
-                e.fingerprint,
-                e.title,
-                e.deprecated,
-                bytes(e.raw),
-            )
+            (e.image.identifier, e.endorser.email, e.created, repr(entry_columns(e)))
             for e in Entry.objects.select_related("image", "endorser")
         ),
         "endorsers": sorted(
@@ -83,6 +73,16 @@ def snapshot() -> dict[str, Any]:
             (a.action, a.object_repr, sorted(a.details.items()))
             for a in AuditEntry.objects.filter(action__startswith="marketplace.entry")
         ),
+    }
+
+
+def entry_columns(entry: Entry) -> dict[str, Any]:
+    """Every column of an entry but its id, its upload time and the ids of its image and endorser."""
+    skipped = {"id", "uploaded", "image_id", "endorser_id"}
+    return {
+        f.attname: bytes(getattr(entry, f.attname)) if f.attname == "raw" else getattr(entry, f.attname)
+        for f in Entry._meta.concrete_fields
+        if f.attname not in skipped
     }
 
 
