@@ -228,12 +228,14 @@ def _checked_chunks(documents: Iterable[Document], *, jobs: int) -> Iterator[lis
 
 
 def _batched(documents: Iterable[Document]) -> Iterator[list[Document]]:
+    """Chunks of ``CHUNK`` documents, the first ones smaller (8, 16, …), so that gpg starts early."""
     chunk: list[Document] = []
+    size = min(8, CHUNK)
     for document in documents:
         chunk.append(document)
-        if len(chunk) >= CHUNK:
+        if len(chunk) >= size:
             yield chunk
-            chunk = []
+            chunk, size = [], min(2 * size, CHUNK)
     if chunk:
         yield chunk
 
