@@ -849,7 +849,8 @@ def _entries_insert(entries: list[Entry]) -> None:
             entry.pk = pk
             entry.image = entry.image  # a new image got its id after the entry was given it: take it (and keep it)
         columns = ", ".join(connection.ops.quote_name(f.column or f.name) for f in fields)
-        with cursor.cursor.copy(f"COPY {connection.ops.quote_name(table)} ({columns}) FROM STDIN") as copy:
+        statement = f"COPY {connection.ops.quote_name(table)} ({columns}) FROM STDIN"
+        with connection.wrap_database_errors, cursor.cursor.copy(statement) as copy:  # Django's error classes
             for entry in entries:
                 copy.write_row([f.get_db_prep_save(f.pre_save(entry, True), connection) for f in fields])
     for entry in entries:

@@ -194,8 +194,8 @@ def _chunk_submitted(
 
 
 def _checked_chunks(documents: Iterable[Document], *, jobs: int) -> Iterator[list[_Checked]]:
-    """``_check`` of every document in chunks of ``CHUNK``, in the given order; with ``jobs`` > 1 the next chunk is
-    verified by ``jobs`` threads while the caller stores the one yielded."""
+    """Every document parsed, looked up and verified, in chunks (``_batched``), in the given order; with ``jobs`` > 1
+    the next chunk is verified by ``jobs`` threads while the caller stores the one yielded."""
 
     def resolved(chunk: list[Future[_Checked] | _Checked]) -> list[_Checked]:
         return [item.result() if isinstance(item, Future) else item for item in chunk]
