@@ -592,7 +592,8 @@ def entries_store(
     return cast(list[Entry | ApplicationError], outcomes)  # each one decided above
 
 
-_RETRIES = 3
+_RETRIES = 3  # a group met rows another transaction was making: read again under lock, then go one by one
+_RETRYABLE = {"40P01", "40001"}  # deadlock detected, serialization failure
 
 
 def _group_store(
@@ -615,9 +616,6 @@ def _group_store(
         except ApplicationError as exc:
             outcomes.append(exc)
     return outcomes
-
-
-_RETRYABLE = {"40P01", "40001"}  # deadlock detected, serialization failure
 
 
 @dataclass
