@@ -548,18 +548,23 @@ def measure_upload(count: int, rng: random.Random, *, jobs: int) -> dict:
         sign_elapsed = time.perf_counter() - sign_start
         half = len(documents) // 2
         uploads, imports = documents[:half], documents[half:]
-        bare = measure_bare_verification(uploads, jobs=1)
-        bare_parallel = measure_bare_verification(imports, jobs=jobs)
+        # Each path between two measurements of its bare verification, right before and right after it (the
+        # machine's load moves): the ratio is to their mean.
+        bare_around = [measure_bare_verification(uploads, jobs=1)]
         start = time.perf_counter()
         for raw in uploads:
             services.entry_upload(raw=raw, uploader=user)
         elapsed = time.perf_counter() - start
+        bare_around.append(measure_bare_verification(uploads, jobs=1))
+        bare_parallel_around = [measure_bare_verification(imports, jobs=jobs)]
         start = time.perf_counter()
         summary = entries_import(
             [Document(f"{n}.xml", raw) for n, raw in enumerate(imports)], source="bench", jobs=jobs
         )
         import_elapsed = time.perf_counter() - start
+        bare_parallel_around.append(measure_bare_verification(imports, jobs=jobs))
         assert summary.accepted == len(imports), summary
+        bare, bare_parallel = statistics.mean(bare_around), statistics.mean(bare_parallel_around)
         signing.shutdown_agent(home)
     upload_rate = len(uploads) / elapsed
     import_rate = len(imports) / import_elapsed
@@ -570,6 +575,7 @@ def measure_upload(count: int, rng: random.Random, *, jobs: int) -> dict:
             "entries_per_second": round(upload_rate, 1),
             "ms_per_entry": round(elapsed / len(uploads) * 1000, 2),
             "bare_gpg_verify_per_second": round(bare, 1),
+            "bare_gpg_verify_per_second_before_after": [round(rate, 1) for rate in bare_around],
             "ratio_to_gpg_bound": round(upload_rate / bare, 2),
         },
         "import": {
@@ -577,6 +583,7 @@ def measure_upload(count: int, rng: random.Random, *, jobs: int) -> dict:
             "jobs": jobs,
             "entries_per_second": round(import_rate, 1),
             "bare_gpg_verify_per_second_same_jobs": round(bare_parallel, 1),
+            "bare_same_jobs_before_after": [round(rate, 1) for rate in bare_parallel_around],
             "ratio_to_gpg_bound": round(import_rate / bare_parallel, 2),
             "entries_per_second_per_core": round(import_rate / jobs, 1),
             "ratio_per_core_to_one_core_gpg_bound": round(import_rate / jobs / bare, 2),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
@@ -42,3 +43,22 @@ def record(actor: Any, action: str, obj: models.Model | None = None, **details: 
         object_repr=str(obj)[:300] if obj is not None else "",
         details=blank_secrets(details),
     )
+
+
+def record_many(actor: Any, action: str, changes: Iterable[tuple[models.Model, dict[str, Any]]]) -> list[AuditEntry]:
+    """``record`` of many objects by one actor and action (each with its details), in one statement: a bulk
+    change's audit rows. Call inside the transaction of the change."""
+    user = actor if getattr(actor, "is_authenticated", False) else None
+    rows = [
+        AuditEntry(
+            actor=user,
+            actor_repr=user.get_username() if user else "",
+            action=action,
+            content_type=ContentType.objects.get_for_model(obj),
+            object_id=str(obj.pk),
+            object_repr=str(obj)[:300],
+            details=blank_secrets(details),
+        )
+        for obj, details in changes
+    ]
+    return AuditEntry.objects.bulk_create(rows)

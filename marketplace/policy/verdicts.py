@@ -13,7 +13,7 @@ readers evaluate it themselves, so that a filter is never wrong, only slower unt
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 from django.db import connection, transaction
 from django.db.models import Q
@@ -135,6 +135,44 @@ def image_verdict_write_locked(
     Image.objects.filter(pk=image.pk).update(
         verdict=image.verdict, verdict_policy=image.verdict_policy, verdict_until=image.verdict_until
     )
+
+
+def verdicts_judge_locked(images: Sequence[Image], *, now: dt.datetime, causes: Mapping[str, str]) -> None:
+    """Judge many images at once (a bulk import's batch) under the active policy, each from its ``latest_entries``
+    (endorser and key set) as the caller holds them, and set their verdict columns for the caller to write in one
+    statement: the active policy and the site keys read once, which image claimed each SHA-256 first in one query.
+    An image without an id is about to be written: any image already stored claimed its SHA-256 before it, and so
+    did those before it in ``images``. ``causes`` (by identifier): why, should an image turn denied.
+
+    Precondition: the images' row locks are held (new ones: the caller writes them in this transaction)."""
+    if not images:
+        return
+    row = selectors.policy_active()
+    rules = PolicyRules.from_json(row.rules) if row is not None else PolicyRules()
+    fingerprints = selectors.site_key_fingerprints()
+    claims: dict[str, list[tuple[int, str]]] = {}
+    for sha256, pk, identifier in (
+        Image.objects.filter(sha256__in={image.sha256 for image in images if image.sha256})
+        .exclude(pk__in=[image.pk for image in images if image.pk is not None])
+        .order_by("pk")
+        .values_list("sha256", "pk", "identifier")
+    ):
+        claims.setdefault(sha256, []).append((pk, identifier))
+    for image in images:  # the others' claims, in id order (new ones last, in the order given)
+        if image.sha256:
+            claims.setdefault(image.sha256, []).append((image.pk or 2**63, image.identifier))
+    for claimants in claims.values():
+        claimants.sort(key=lambda claim: claim[0])
+    for image in images:
+        first = claims[image.sha256][0] if image.sha256 else None
+        image.sha256_first_claim = (  # type: ignore[attr-defined]
+            first[1] if first is not None and first[1] != image.identifier else None
+        )
+        decision = evaluate(image, rules=rules, now=now, site_fingerprints=fingerprints)
+        _announce_if_lost(image, before=image.verdict, decision=decision, cause=causes[image.identifier])
+        image.verdict = verdict_of(decision)
+        image.verdict_policy = row.pk if row is not None else 0
+        image.verdict_until = _clock_runs_out(image, now=now)
 
 
 def image_verdicts_write(*, image_ids: Iterable[int], cause: str, now: dt.datetime | None = None) -> int:

@@ -8,13 +8,13 @@ endorser's and the image's row locks for as short a time as it can.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db.models import F, Min
 from django.utils import timezone
 
 from core import audit
@@ -59,7 +59,7 @@ def _refused(check: signing.SignatureCheck, name: str, message: str) -> Signatur
     return SignatureReport(check.kind, False, check.fingerprint, name, message)
 
 
-def _issuer_fingerprint(md: metadata.Metadata) -> str:
+def issuer_fingerprint(md: metadata.Metadata) -> str:
     """The fingerprint ``slreq:issuer`` names (``OpenPGP:<40 hex>``), upper case, or "" (the verifier refuses
     an entry whose signer is not its issuer)."""
     issuer = md.endorsement.issuer.strip()
@@ -67,24 +67,50 @@ def _issuer_fingerprint(md: metadata.Metadata) -> str:
     return value.upper() if len(value) == 40 else ""
 
 
+@dataclass(frozen=True)
+class KeyBook:
+    """The keys verification asks the database about, read once for one document or a bulk import's chunk of
+    them: the site keys (fingerprint → e-mail) and the registered keys (with their owners) of the fingerprints
+    asked for, upper case; a fingerprint not asked for is read when it is needed."""
+
+    site_keys: Mapping[str, str]
+    keys: Mapping[str, PgpKey]
+    asked: frozenset[str]
+
+    def key(self, fingerprint: str) -> PgpKey | None:
+        if fingerprint in self.asked:
+            return self.keys.get(fingerprint)
+        return PgpKey.objects.filter(fingerprint=fingerprint).select_related("owner").first()
+
+
+def key_book(fingerprints: Iterable[str]) -> KeyBook:
+    """The site keys and the registered keys of ``fingerprints`` (the issuers entries name): two queries at most."""
+    site_keys = {fp.upper(): mail.strip().lower() for fp, mail in SiteKey.objects.values_list("fingerprint", "email")}
+    asked = frozenset(fp.upper() for fp in fingerprints if fp) - site_keys.keys()
+    keys = (
+        {key.fingerprint.upper(): key for key in PgpKey.objects.select_related("owner").filter(fingerprint__in=asked)}
+        if asked
+        else {}
+    )
+    return KeyBook(site_keys, keys, asked)
+
+
 def _signature_report(
-    raw: bytes, md: metadata.Metadata, *, check_endorser: bool = True
+    raw: bytes, md: metadata.Metadata, *, check_endorser: bool = True, book: KeyBook | None = None
 ) -> tuple[SignatureReport, PgpKey | None]:
     """Verify the signature against the trusted keyring, then against who owns the key (DESIGN §2.2).
 
     The key must be the site key or registered to an account, unrevoked now; ``slreq:email`` must be the
     e-mail its owner holds (the account's, or the site's); and (``check_endorser``) the endorser e-mail must not
     belong to another account (or to the site) already. A legacy XML-DSig signature's certificate, vouched for by
-    a trusted CA, holds the e-mails it carries (``_certificate_report``). Reads only, two queries and one gpg
-    process: the key that the entry's issuer names is read first, and the verification takes its facts from that
-    row. ``entry_upload`` checks the endorser again under its row lock."""
-    site_keys = {fp.upper(): mail.strip().lower() for fp, mail in SiteKey.objects.values_list("fingerprint", "email")}
-    claimed = _issuer_fingerprint(md)
-    issuer_key = (
-        PgpKey.objects.select_related("owner").filter(fingerprint=claimed).first()
-        if claimed and claimed not in site_keys
-        else None
-    )
+    a trusted CA, holds the e-mails it carries (``_certificate_report``). Reads only, two queries (none when the
+    caller gives the ``book`` of keys) and one gpg process: the key that the entry's issuer names is read first,
+    and the verification takes its facts from that row. ``entry_upload`` checks the endorser again under its row
+    lock."""
+    claimed = issuer_fingerprint(md)
+    book = book if book is not None else key_book([claimed])
+    site_keys = book.site_keys
+    issuer_key = book.key(claimed) if claimed and claimed not in site_keys else None
     known = {claimed: _key_facts(issuer_key)} if issuer_key is not None else {}
     with gpg_errors():
         check = signing.verify(raw, md, known_keys=known)
@@ -101,8 +127,8 @@ def _signature_report(
     else:
         key = (
             issuer_key
-            if issuer_key is not None and issuer_key.fingerprint == fingerprint
-            else PgpKey.objects.filter(fingerprint=fingerprint).select_related("owner").first()
+            if issuer_key is not None and issuer_key.fingerprint.upper() == fingerprint
+            else book.key(fingerprint)
         )
         if key is None:
             return _refused(
@@ -110,12 +136,7 @@ def _signature_report(
             ), None
         if key.revoked_at is not None:
             # Whatever the entry's created time says: a revoked key makes no new endorsements.
-            return _refused(
-                check,
-                "revoked-key",
-                f"The signing key {fingerprint} was revoked on {key.revoked_at:%Y-%m-%dT%H:%M:%SZ}; entries signed "
-                "with it are no longer accepted, whatever their created time.",
-            ), key
+            return _refused(check, "revoked-key", _revoked_message(fingerprint, key.revoked_at)), key
         owner_email, account_id = (key.owner.email or "").strip().lower(), key.owner_id
     configured = (getattr(settings, "MARKETPLACE_SITE_KEY_EMAIL", "") or "").strip().lower()
     if fingerprint not in site_keys and email in {configured, *site_keys.values()} - {""}:
@@ -157,6 +178,19 @@ def _certificate_report(
         if endorser is not None and (endorser.account_id, endorser.certificate_subject) != (None, subject):
             return _refused(check, "endorser-taken", _endorser_taken(email, endorser))
     return SignatureReport(check.kind, True, check.fingerprint, None, check.message, certificate_subject=subject)
+
+
+def _revoked_message(fingerprint: str, revoked_at: dt.datetime) -> str:
+    return (
+        f"The signing key {fingerprint} was revoked on {revoked_at:%Y-%m-%dT%H:%M:%SZ}; entries signed with it are "
+        "no longer accepted, whatever their created time."
+    )
+
+
+def _holder(verified: VerifiedEntry) -> tuple[int | None, str]:
+    """Whose the endorser e-mail becomes with its first entry: the key's account, a legacy certificate's subject,
+    or the site (neither)."""
+    return (verified.key.owner_id if verified.key is not None else None, verified.report.certificate_subject)
 
 
 def _key_facts(key: PgpKey) -> signing.KeyInfo:
@@ -246,32 +280,52 @@ def _claimed_checksums(md: metadata.Metadata) -> dict[str, str]:
     return {c.algorithm: c.value.lower() for c in md.checksums}
 
 
-def _image_fix(*, md: metadata.Metadata, created: dt.datetime, display: Mapping[str, Any]) -> tuple[Image, bool]:
+def _image_fix(
+    *,
+    md: metadata.Metadata,
+    created: dt.datetime,
+    display: Mapping[str, Any],
+    judge: Callable[[Image], None] | None = None,
+) -> tuple[Image, bool]:
     """The image row of ``md``'s identifier, locked, and whether this entry made it: made from this entry if it
-    is the first (shown with its claims ``display``: the only entry is the most trusted one), else checked against
-    what the first accepted entry fixed (size, checksums) and completed with checksums it lacked.
+    is the first (shown with its claims ``display``: the only entry is the most trusted one; ``judge`` sets its
+    verdict columns before it is written), else checked against what the first accepted entry fixed (size,
+    checksums) and completed with checksums it lacked.
 
     Precondition: inside the upload's transaction (after the endorser's row lock)."""
     claimed = _claimed_checksums(md)
     image = Image.objects.select_for_update().filter(identifier=md.identifier).first()
     if image is None:
+        made = Image(
+            identifier=md.identifier,
+            sha1=md.sha1.lower(),
+            bytes=md.bytes,
+            checksums=claimed,
+            sha256=claimed.get("SHA-256", ""),
+            first_endorsed=created,
+            updated=created,
+            **display,
+        )
+        if judge is not None:
+            judge(made)
         try:
             with transaction.atomic():
-                made = Image.objects.create(
-                    identifier=md.identifier,
-                    sha1=md.sha1.lower(),
-                    bytes=md.bytes,
-                    checksums=claimed,
-                    sha256=claimed.get("SHA-256", ""),
-                    first_endorsed=created,
-                    updated=created,
-                    **display,
-                )
+                made.save(force_insert=True)
                 return made, True
         except IntegrityError:  # another upload made this identifier's row first (and has committed)
             image = Image.objects.select_for_update().get(identifier=md.identifier)
+    refusal = _facts_refusal(image, md=md, claimed=claimed)
+    if refusal is not None:
+        raise refusal
+    if _checksums_complete(image, claimed):
+        Image.objects.filter(pk=image.pk).update(checksums=image.checksums, sha256=image.sha256)
+    return image, False
+
+
+def _facts_refusal(image: Image, *, md: metadata.Metadata, claimed: Mapping[str, str]) -> ApplicationError | None:
+    """Why ``md`` disagrees with what the image's first entries fixed (size, checksums), or None."""
     if md.bytes != image.bytes:
-        raise ApplicationError(
+        return ApplicationError(
             f"The image {image.identifier} is {image.bytes} bytes, as its first entry fixed; "
             f"this entry claims {md.bytes}.",
             code="bytes-conflict",
@@ -279,17 +333,21 @@ def _image_fix(*, md: metadata.Metadata, created: dt.datetime, display: Mapping[
     for algorithm, value in claimed.items():
         fixed = image.checksums.get(algorithm)
         if fixed is not None and fixed != value:
-            raise ApplicationError(
+            return ApplicationError(
                 f"The image {image.identifier}'s {algorithm} checksum is {fixed}, as its first entry that gave one "
                 f"fixed; this entry claims {value}.",
                 code="checksum-conflict",
             )
+    return None
+
+
+def _checksums_complete(image: Image, claimed: Mapping[str, str]) -> bool:
+    """Add to ``image`` (the instance) the checksums ``claimed`` gives that none fixed yet; whether it gained any."""
     added = {a: v for a, v in claimed.items() if a not in image.checksums}
     if added:
-        checksums = {**image.checksums, **added}
-        Image.objects.filter(pk=image.pk).update(checksums=checksums, sha256=checksums.get("SHA-256", ""))
-        image.checksums, image.sha256 = checksums, checksums.get("SHA-256", "")
-    return image, False
+        image.checksums = {**image.checksums, **added}
+        image.sha256 = image.checksums.get("SHA-256", "")
+    return bool(added)
 
 
 def image_display_refresh(*, image_ids: Iterable[int]) -> None:
@@ -346,11 +404,14 @@ class VerifiedEntry:
     key: PgpKey | None
 
 
-def entry_verify(*, raw: bytes) -> VerifiedEntry:
+def entry_verify(*, raw: bytes, md: metadata.Metadata | None = None, book: KeyBook | None = None) -> VerifiedEntry:
     """Parse and verify one signed entry, with no transaction open (gpg is slow): refused with 400 naming the
-    rule (format, signature, key). Safe to run in several threads at once (bulk import)."""
-    md = metadata.parse(raw)
-    report, key = _signature_report(raw, md, check_endorser=False)
+    rule (format, signature, key). Safe to run in several threads at once (bulk import), which pass the document
+    already parsed (``md``) and the ``book`` of keys read for many documents at once.
+
+    Precondition: ``md`` is ``metadata.parse(raw)``, when given."""
+    md = md if md is not None else metadata.parse(raw)
+    report, key = _signature_report(raw, md, check_endorser=False, book=book)
     if not report.verified:
         raise ApplicationError(report.message, code=report.check or "bad-signature")
     created = md.endorsement.created
@@ -395,31 +456,13 @@ def entry_store(
     columns = _entry_columns(md)
 
     with transaction.atomic():
-        # The first entry fixes whose the endorser e-mail is: the key's account, a legacy certificate's
-        # subject, or the site (neither).
-        holder = (key.owner_id if key is not None else None, report.certificate_subject)
+        # The first entry fixes whose the endorser e-mail is.
+        holder = _holder(verified)
         endorser = _endorser_locked(email=email, subject=md.endorsement.subject[:500], created=created, holder=holder)
         if (endorser.account_id, endorser.certificate_subject) != holder:
             raise ApplicationError(_endorser_taken(email, endorser), code="endorser-taken")
         display = {name: columns[name] for name in selectors.DISPLAY_FIELDS}
-        image, image_is_new = _image_fix(md=md, created=created, display=display)
-        latest = (  # a new image has no timelines yet
-            None
-            if image_is_new
-            else Entry.objects.filter(image=image, endorser=endorser, is_latest=True)
-            .only("id", "created", "deprecated")
-            .first()
-        )
-        if latest is not None and created <= latest.created:
-            raise Conflict(
-                f"{email} already has an entry for {md.identifier} created {latest.created:%Y-%m-%dT%H:%M:%SZ}; "
-                f"an upload must be newer than that (this one was created {created:%Y-%m-%dT%H:%M:%SZ}).",
-                code="not-newer",
-            )
-        if latest is not None:
-            Entry.objects.filter(pk=latest.pk).update(is_latest=False)
-        entry = Entry.objects.create(
-            image=image,
+        entry = Entry(
             endorser=endorser,
             created=created,
             subject=md.endorsement.subject[:500],
@@ -431,6 +474,26 @@ def entry_store(
             is_latest=True,
             **columns,
         )
+        now = timezone.now()
+
+        def judge(made: Image) -> None:  # a new image's only latest entry is this one: judged before it is written
+            made.latest_entries = [entry]  # type: ignore[attr-defined]
+            verdicts.verdicts_judge_locked([made], now=now, causes={made.identifier: _trust_cause(entry, None)})
+
+        image, image_is_new = _image_fix(md=md, created=created, display=display, judge=judge)
+        latest = (  # a new image has no timelines yet
+            None
+            if image_is_new
+            else Entry.objects.filter(image=image, endorser=endorser, is_latest=True)
+            .only("id", "created", "deprecated")
+            .first()
+        )
+        if latest is not None and created <= latest.created:
+            raise _not_newer(md, latest)
+        if latest is not None:
+            Entry.objects.filter(pk=latest.pk).update(is_latest=False)
+        entry.image = image
+        entry.save(force_insert=True)
         Endorser.objects.filter(pk=endorser.pk).update(
             entry_count=F("entry_count") + 1,
             **(
@@ -442,37 +505,352 @@ def entry_store(
         if created > image.updated:
             Image.objects.filter(pk=image.pk).update(updated=created)
             image.updated = created
-        now = timezone.now()
-        if not image_is_new:  # a new image is shown with its only entry's claims already
+        if not image_is_new:  # a new image is shown with its only entry's claims, and was judged by them
             _image_display_update(image, now=now)
-        entry.endorser, entry.key = endorser, key
-        # A new image's only latest entry is this one: the verdict needs no query for it.
-        verdicts.image_verdict_write_locked(
-            image,
-            now=now,
-            latest_entries=[entry] if image_is_new else None,
-            cause=TrustChange.Cause.DEPRECATED
-            if entry.deprecated and (latest is None or not latest.deprecated)
-            else TrustChange.Cause.ENDORSEMENT,
-        )
-        if latest is None:
-            change = "new"
-        elif entry.deprecated and not latest.deprecated:
-            change = "deprecated"
-        elif latest.deprecated and not entry.deprecated:
-            change = "undeprecated"
-        else:
-            change = "updated"
-        details: dict[str, Any] = {
-            "identifier": md.identifier,
-            "endorser": email,
-            "created": created.isoformat(),
-            "fingerprint": entry.fingerprint,
-            "change": change,
-            "deprecated": entry.deprecated_reason if entry.deprecated else None,
-            **(audit_details or {}),
-        }
+            verdicts.image_verdict_write_locked(image, now=now, cause=_trust_cause(entry, latest))
+        details = _audit_details(entry, latest, md=md, extra=audit_details)
         audit.record(uploader, audit_action, entry, **details)
     entry.image = image
     entry.endorser = endorser
     return entry
+
+
+def _not_newer(md: metadata.Metadata, latest: Entry) -> Conflict:
+    created = md.endorsement.created
+    return Conflict(
+        f"{md.endorsement.email.lower()} already has an entry for {md.identifier} created "
+        f"{latest.created:%Y-%m-%dT%H:%M:%SZ}; an upload must be newer than that (this one was created "
+        f"{created:%Y-%m-%dT%H:%M:%SZ}).",
+        code="not-newer",
+    )
+
+
+def _trust_cause(entry: Entry, latest: Entry | None) -> str:
+    """Why the image's verdict is rewritten, should it turn denied: the entry deprecates it, or endorses it."""
+    if entry.deprecated and (latest is None or not latest.deprecated):
+        return TrustChange.Cause.DEPRECATED
+    return TrustChange.Cause.ENDORSEMENT
+
+
+def _audit_details(
+    entry: Entry, latest: Entry | None, *, md: metadata.Metadata, extra: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    if latest is None:
+        change = "new"
+    elif entry.deprecated and not latest.deprecated:
+        change = "deprecated"
+    elif latest.deprecated and not entry.deprecated:
+        change = "undeprecated"
+    else:
+        change = "updated"
+    return {
+        "identifier": md.identifier,
+        "endorser": md.endorsement.email.lower(),
+        "created": md.endorsement.created.isoformat(),
+        "fingerprint": entry.fingerprint,
+        "change": change,
+        "deprecated": entry.deprecated_reason if entry.deprecated else None,
+        **(extra or {}),
+    }
+
+
+# --- Many verified entries at once (bulk import) ----------------------------------------------------------------
+
+
+def entries_store(
+    verified: Sequence[VerifiedEntry],
+    *,
+    uploader: Any,
+    audit_action: str = "marketplace.entry.imported",
+    audit_details: Mapping[str, Any] | None = None,
+) -> list[Entry | ApplicationError]:
+    """Store verified entries as ``entry_store`` would one after the other, with the same checks, refusals and
+    bookkeeping (is_latest, endorser counters, display columns, verdicts and trust changes, audit rows), in one
+    transaction per group of entries for distinct images. Returns each one's ``Entry``, or the error that refused it
+    (nothing of a refused entry is stored; the others are).
+
+    Each image's entries are stored in the order given (so each timeline goes oldest first, when given so): an
+    entry for an image already in the group waits for a later group, and so do the image's entries after it; entries
+    of different images may be stored in another order than given. Locks as ``entry_store`` does, endorsers before
+    images: the group's endorser rows (by e-mail; the missing ones made first), then its image rows (by id; the
+    missing ones made last, by identifier)."""
+    outcomes: list[Entry | ApplicationError | None] = [None] * len(verified)
+    pending = list(enumerate(verified))
+    while pending:
+        group: list[tuple[int, VerifiedEntry]] = []
+        later: list[tuple[int, VerifiedEntry]] = []
+        identifiers: set[str] = set()
+        for index, item in pending:
+            (later if item.md.identifier in identifiers else group).append((index, item))
+            identifiers.add(item.md.identifier)
+        stored = _group_store(
+            [item for _index, item in group], uploader=uploader, action=audit_action, details=audit_details
+        )
+        for (index, _item), result in zip(group, stored, strict=True):
+            outcomes[index] = result
+        pending = later
+    return cast(list[Entry | ApplicationError], outcomes)  # each one decided above
+
+
+_RETRIES = 3  # a group met rows another transaction was making: read again under lock, then go one by one
+_RETRYABLE = {"40P01", "40001"}  # deadlock detected, serialization failure
+
+
+def _group_store(
+    group: list[VerifiedEntry], *, uploader: Any, action: str, details: Mapping[str, Any] | None
+) -> list[Entry | ApplicationError]:
+    for _attempt in range(_RETRIES):
+        try:
+            with transaction.atomic():
+                return _group_store_locked(group, uploader=uploader, action=action, details=details)
+        except IntegrityError:
+            continue  # another transaction made an endorser or image row of the group: read it under lock this time
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) not in _RETRYABLE:
+                raise
+    # Still racing: one entry at a time, as uploads are stored.
+    outcomes: list[Entry | ApplicationError] = []
+    for item in group:
+        try:
+            outcomes.append(entry_store(item, uploader=uploader, audit_action=action, audit_details=details))
+        except ApplicationError as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+@dataclass
+class _Timeline:
+    """An endorser's row as the group's entries change it, in order (``entry_store``'s updates, replayed)."""
+
+    endorser: Endorser
+    made: bool  # made by this group: its holder is fixed by its first accepted entry
+    fixed: bool = False
+    entries: int = 0
+
+
+def _group_store_locked(
+    group: list[VerifiedEntry], *, uploader: Any, action: str, details: Mapping[str, Any] | None
+) -> list[Entry | ApplicationError]:
+    """Precondition: inside a transaction; each image at most once in ``group``."""
+    emails = sorted({item.md.endorsement.email.lower() for item in group})
+    timelines = {
+        e.email: _Timeline(e, made=False)
+        for e in Endorser.objects.select_for_update().filter(email__in=emails).order_by("email")
+    }
+    made = []
+    for item in group:
+        email, endorsement = item.md.endorsement.email.lower(), item.md.endorsement
+        if email not in timelines:
+            holder = _holder(item)
+            endorser = Endorser(
+                email=email,
+                subject=endorsement.subject[:500],
+                first_endorsed=endorsement.created,
+                last_endorsed=endorsement.created,
+                account_id=holder[0],
+                certificate_subject=holder[1],
+            )
+            timelines[email] = _Timeline(endorser, made=True)
+            made.append(endorser)
+    if made:  # before any image lock, as entry_store makes its endorser before it locks its image
+        Endorser.objects.bulk_create(sorted(made, key=lambda e: e.email))
+    images = {
+        image.identifier: image
+        for image in Image.objects.select_for_update()
+        .filter(identifier__in=[item.md.identifier for item in group])
+        .order_by("pk")
+    }
+    latest_entries: dict[int, list[Entry]] = {image.pk: [] for image in images.values()}
+    for row in (
+        Entry.objects.filter(image__in=list(images.values()), is_latest=True)
+        .select_related("endorser", "key")
+        .defer("raw", "details", "search_text", "description")
+    ):
+        latest_entries[row.image_id].append(row)
+    revoked = dict(
+        PgpKey.objects.filter(
+            pk__in={i.key.pk for i in group if i.key is not None}, revoked_at__isnull=False
+        ).values_list("pk", "revoked_at")
+    )
+
+    now = timezone.now()
+    outcomes: list[Entry | ApplicationError | None] = [None] * len(group)
+    accepted: list[tuple[int, VerifiedEntry, Image | None, Entry | None, _Timeline]] = []
+    for index, item in enumerate(group):
+        md, created = item.md, item.md.endorsement.created
+        timeline = timelines[md.endorsement.email.lower()]
+        endorser = timeline.endorser
+        holder = _holder(item)
+        if (not timeline.made or timeline.fixed) and (endorser.account_id, endorser.certificate_subject) != holder:
+            outcomes[index] = ApplicationError(_endorser_taken(endorser.email, endorser), code="endorser-taken")
+            continue
+        if item.key is not None and item.key.pk in revoked:  # revoked since it was verified
+            outcomes[index] = ApplicationError(
+                _revoked_message(item.key.fingerprint.upper(), revoked[item.key.pk] or now), code="revoked-key"
+            )
+            continue
+        image = images.get(md.identifier)
+        latest = None
+        if image is not None:
+            refusal = _facts_refusal(image, md=md, claimed=_claimed_checksums(md))
+            if refusal is not None:
+                outcomes[index] = refusal
+                continue
+            latest = next((e for e in latest_entries[image.pk] if e.endorser_id == endorser.pk), None)
+            if latest is not None and created <= latest.created:
+                outcomes[index] = _not_newer(md, latest)
+                continue
+        if timeline.made and not timeline.fixed:  # its first accepted entry makes it, as in entry_store
+            endorser.account_id, endorser.certificate_subject = holder
+            endorser.subject = md.endorsement.subject[:500]
+            endorser.first_endorsed = endorser.last_endorsed = created
+            timeline.fixed = True
+        timeline.entries += 1
+        if created >= endorser.last_endorsed:
+            endorser.subject, endorser.last_endorsed = md.endorsement.subject[:500], created
+        accepted.append((index, item, image, latest, timeline))
+
+    user = uploader if getattr(uploader, "is_authenticated", False) else None
+    entries: list[Entry] = []
+    new_images: list[Image] = []
+    changed: dict[int, Image] = {}  # existing images whose row changes besides the verdict
+    causes: dict[str, str] = {}
+    for _index, item, image, latest, timeline in accepted:
+        md, created = item.md, item.md.endorsement.created
+        columns = _entry_columns(md)
+        claimed = _claimed_checksums(md)
+        if image is None:
+            image = Image(
+                identifier=md.identifier,
+                sha1=md.sha1.lower(),
+                bytes=md.bytes,
+                checksums=claimed,
+                sha256=claimed.get("SHA-256", ""),
+                first_endorsed=created,
+                updated=created,
+                **{name: columns[name] for name in selectors.DISPLAY_FIELDS},
+            )
+            new_images.append(image)
+        else:
+            if _checksums_complete(image, claimed):
+                changed[image.pk] = image
+            if created > image.updated:
+                image.updated = created
+                changed[image.pk] = image
+        entry = Entry(
+            image=image,
+            endorser=timeline.endorser,
+            created=created,
+            subject=md.endorsement.subject[:500],
+            issuer=md.endorsement.issuer[:500],
+            fingerprint=item.report.fingerprint or "",
+            key=item.key,
+            raw=item.raw,
+            uploader=user,
+            is_latest=True,
+            **columns,
+        )
+        entries.append(entry)
+        kept = [] if image.pk is None else [e for e in latest_entries[image.pk] if latest is None or e.pk != latest.pk]
+        image.latest_entries = sorted([*kept, entry], key=lambda e: e.endorser.email)  # type: ignore[attr-defined]
+        causes[image.identifier] = _trust_cause(entry, latest)
+
+    if new_images:
+        # A new image's verdict from its only entry, before its row is written (one statement for all of them).
+        new_images.sort(key=lambda i: i.identifier)
+        verdicts.verdicts_judge_locked(new_images, now=now, causes=causes)
+        Image.objects.bulk_create(new_images)
+        if _claims_among(new_images):  # two new images claim one SHA-256: the ids decide which claimed it first
+            verdicts.verdicts_judge_locked(new_images, now=now, causes=causes)
+            Image.objects.bulk_update(new_images, ["verdict", "verdict_policy", "verdict_until"])
+    superseded = [latest.pk for _i, _item, _image, latest, _t in accepted if latest is not None]
+    if superseded:
+        Entry.objects.filter(pk__in=superseded).update(is_latest=False)
+    _entries_insert(entries)
+
+    touched = {t.endorser.email: t for *_rest, t in accepted}
+    unused = [t.endorser.pk for t in timelines.values() if t.made and not t.fixed]
+    if unused:  # made for entries that were all refused: entry_store would have rolled it back
+        Endorser.objects.filter(pk__in=unused).delete()
+    for timeline in touched.values():
+        timeline.endorser.entry_count += timeline.entries
+    if touched:
+        Endorser.objects.bulk_update(
+            [t.endorser for t in touched.values()],
+            ["entry_count", "subject", "first_endorsed", "last_endorsed", "account_id", "certificate_subject"],
+        )
+
+    existing = [image for _i, _item, image, _l, _t in accepted if image is not None]
+    if existing:  # display columns (the timelines' order counts) and verdicts, then one statement
+        starts: dict[int, dict[int, int]] = {}
+        for image_id, endorser_id, first in (
+            Entry.objects.filter(image__in=existing)
+            .order_by()
+            .values("image_id", "endorser_id")
+            .annotate(first=Min("pk"))
+            .values_list("image_id", "endorser_id", "first")
+        ):
+            starts.setdefault(image_id, {})[endorser_id] = first
+        for image in existing:
+            choice = selectors.image_display_choice(
+                sorted(image.latest_entries, key=lambda e: e.pk),  # type: ignore[attr-defined]
+                timeline_starts=starts.get(image.pk, {}),
+                now=now,
+            )
+            if choice is not None:
+                for name in selectors.DISPLAY_FIELDS:
+                    setattr(image, name, getattr(choice, name))
+        verdicts.verdicts_judge_locked(existing, now=now, causes=causes)
+        Image.objects.bulk_update(
+            existing,
+            [
+                "verdict",
+                "verdict_policy",
+                "verdict_until",
+                *(["checksums", "sha256", "updated"] if changed else []),
+                *selectors.DISPLAY_FIELDS,
+            ],
+        )
+    audit.record_many(
+        uploader,
+        action,
+        [
+            (entry, _audit_details(entry, latest, md=item.md, extra=details))
+            for (_i, item, _image, latest, _t), entry in zip(accepted, entries, strict=True)
+        ],
+    )
+    for (index, *_rest), entry in zip(accepted, entries, strict=True):
+        outcomes[index] = entry
+    return cast(list[Entry | ApplicationError], outcomes)  # each one decided above
+
+
+def _claims_among(images: list[Image]) -> bool:
+    """Whether two of ``images`` claim one SHA-256."""
+    claims = [image.sha256 for image in images if image.sha256]
+    return len(claims) != len(set(claims))
+
+
+def _entries_insert(entries: list[Entry]) -> None:
+    """Insert new entries (ids set on them): on PostgreSQL with ids drawn from the table's sequence and the rows
+    sent by COPY, which costs a fraction of a multi-row INSERT's compiling and parsing; elsewhere ``bulk_create``.
+    Every column's value is what Django would write (``pre_save``, ``get_db_prep_save``)."""
+    if connection.vendor != "postgresql" or not entries:
+        Entry.objects.bulk_create(entries)
+        return
+    fields = list(Entry._meta.concrete_fields)
+    table = Entry._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, len(entries)]
+        )
+        for entry, (pk,) in zip(entries, cursor.fetchall(), strict=True):
+            entry.pk = pk
+            entry.image = entry.image  # a new image got its id after the entry was given it: take it (and keep it)
+        columns = ", ".join(connection.ops.quote_name(f.column or f.name) for f in fields)
+        statement = f"COPY {connection.ops.quote_name(table)} ({columns}) FROM STDIN"
+        with connection.wrap_database_errors, cursor.cursor.copy(statement) as copy:  # Django's error classes
+            for entry in entries:
+                copy.write_row([f.get_db_prep_save(f.pre_save(entry, True), connection) for f in fields])
+    for entry in entries:
+        entry._state.adding = False
+        entry._state.db = connection.alias

@@ -1,18 +1,21 @@
 """Bulk import of signed entries (``manage.py import_entries``): every document goes through the same verification
-as an upload (``entry_verify``, then ``entry_store``); entries the Marketplace already holds are skipped before gpg
+as an upload (``entry_verify``) and the same store (``entries_store``, which checks, refuses and keeps the books as
+``entry_store`` does, many entries per transaction); entries the Marketplace already holds are skipped before gpg
 runs, so that running an import again is harmless; a refused document is counted by its rule and never stops the
 rest.
 
-Verification (parsing, gpg) runs in ``jobs`` worker threads while the calling thread stores verified entries in
-the order the source gave them, so that gpg's processes and the database work overlap; the order keeps each
-timeline oldest first (a directory or an archive is sorted by endorsement time first).
+The documents go in chunks: the calling thread parses a chunk, asks the database once which of them it holds and
+once for the keys their issuers name, and hands their gpg verification to ``jobs`` worker threads; while those
+verify it, the calling thread stores the chunk before (each image's entries in the order the source gave them, so
+that each timeline goes oldest first: a directory or an archive is sorted by endorsement time first). gpg runs with
+no transaction open and no lock held.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +25,14 @@ from django.db import connection
 from core.errors import ApplicationError
 from marketplace import metadata
 from marketplace.models import Entry
-from marketplace.services.entries import VerifiedEntry, entry_store, entry_verify
+from marketplace.services.entries import (
+    KeyBook,
+    VerifiedEntry,
+    entries_store,
+    entry_verify,
+    issuer_fingerprint,
+    key_book,
+)
 from marketplace.sources import Document
 
 ACCEPTED = "accepted"
@@ -48,6 +58,9 @@ class ImportSummary:
         self.examples.setdefault(rule, message)
 
 
+CHUNK = 100  # documents parsed, looked up and stored together
+
+
 @dataclass(frozen=True)
 class _Checked:
     """A document after the worker's part: verified, already known, or refused (rule, message)."""
@@ -65,26 +78,45 @@ def entry_key(md: metadata.Metadata) -> tuple[str, str, dt.datetime]:
 def _known(md: metadata.Metadata, raw: bytes) -> bool:
     """Whether the Marketplace holds this very document (same key, same bytes). Another document under a known
     key (a tampered copy, say) is not skipped: it goes through verification and is refused with its reason."""
-    identifier, email, created = entry_key(md)
-    stored = (
-        Entry.objects.filter(image__identifier=identifier, endorser__email=email, created=created)
-        .values_list("raw", flat=True)
-        .first()
-    )
-    return stored is not None and bytes(stored) == raw
+    return entry_key(md) in _known_keys([(md, raw)])
 
 
-def _check(document: Document) -> _Checked:
-    """Parse, skip when known, verify: the part of an import that runs in worker threads (no transaction)."""
+def _known_keys(parsed: list[tuple[metadata.Metadata, bytes]]) -> set[tuple[str, str, dt.datetime]]:
+    """The keys of the documents the Marketplace holds byte for byte, in one query."""
+    if not parsed:
+        return set()
+    wanted = {entry_key(md): raw for md, raw in parsed}
+    rows = Entry.objects.filter(
+        image__identifier__in={k[0] for k in wanted},
+        endorser__email__in={k[1] for k in wanted},
+        created__in={k[2] for k in wanted},
+    ).values_list("image__identifier", "endorser__email", "created", "raw")
+    return {
+        (identifier, email, created)
+        for identifier, email, created, raw in rows
+        if wanted.get((identifier, email, created)) == bytes(raw)
+    }
+
+
+def _refused(name: str, exc: ApplicationError) -> _Checked:
+    return _Checked(name, problem=(exc.code or "invalid", f"{name}: {exc.message}"))
+
+
+def _parsed(document: Document) -> _Checked | metadata.Metadata:
     if document.problem is not None:
         return _Checked(document.name, problem=document.problem)
     try:
-        md = metadata.parse(document.raw)
-        if _known(md, document.raw):
-            return _Checked(document.name, known=True)
-        return _Checked(document.name, verified=entry_verify(raw=document.raw))
+        return metadata.parse(document.raw)
     except ApplicationError as exc:
-        return _Checked(document.name, problem=(exc.code or "invalid", f"{document.name}: {exc.message}"))
+        return _refused(document.name, exc)
+
+
+def _verify(document: Document, md: metadata.Metadata, book: KeyBook) -> _Checked:
+    """gpg and the key checks of one document: the part of an import that runs in worker threads."""
+    try:
+        return _Checked(document.name, verified=entry_verify(raw=document.raw, md=md, book=book))
+    except ApplicationError as exc:
+        return _refused(document.name, exc)
 
 
 def in_timeline_order(documents: Iterable[Document]) -> list[Document]:
@@ -114,52 +146,98 @@ def entries_import(
     the database unavailable) end the import; running it again picks up where it stopped."""
     summary = ImportSummary()
     details = {"source": source}
-    for checked in _checked_in_order(documents, jobs=jobs):
-        outcome = KNOWN if checked.known else ACCEPTED
-        if checked.problem is not None:
-            outcome = checked.problem[0]
-            summary.refuse(*checked.problem)
-        elif checked.verified is not None:
-            try:
-                entry_store(
-                    checked.verified, uploader=None, audit_action="marketplace.entry.imported", audit_details=details
-                )
-            except ApplicationError as exc:  # not newer than the endorser's latest, facts that disagree…
-                if exc.code == "not-newer" and _known(checked.verified.md, checked.verified.raw):
+    for chunk in _checked_chunks(documents, jobs=jobs):
+        verified = [checked.verified for checked in chunk if checked.verified is not None]
+        stored = iter(
+            entries_store(verified, uploader=None, audit_action="marketplace.entry.imported", audit_details=details)
+        )
+        for checked in chunk:
+            outcome = KNOWN if checked.known else ACCEPTED
+            if checked.problem is not None:
+                outcome = checked.problem[0]
+                summary.refuse(*checked.problem)
+            elif checked.verified is not None:
+                result = next(stored)
+                if not isinstance(result, ApplicationError):
+                    summary.accepted += 1
+                elif result.code == "not-newer" and _known(checked.verified.md, checked.verified.raw):
                     outcome = KNOWN  # the same entry twice in one source, both verified before either was stored
                     summary.known += 1
-                else:
-                    outcome = exc.code or "invalid"
-                    summary.refuse(outcome, f"{checked.name}: {exc.message}")
+                else:  # not newer than the endorser's latest, facts that disagree…
+                    outcome = result.code or "invalid"
+                    summary.refuse(outcome, f"{checked.name}: {result.message}")
             else:
-                summary.accepted += 1
-        else:
-            summary.known += 1
-        if on_each is not None:
-            on_each(checked.name, outcome)
+                summary.known += 1
+            if on_each is not None:
+                on_each(checked.name, outcome)
     return summary
 
 
-def _checked_in_order(documents: Iterable[Document], *, jobs: int) -> Iterator[_Checked]:
-    """``_check`` of every document, by ``jobs`` threads at most ``4 * jobs`` ahead, yielded in the given order."""
+def _chunk_submitted(
+    chunk: list[Document], submit: Callable[..., Future[_Checked]]
+) -> list[Future[_Checked] | _Checked]:
+    """Parse a chunk, skip what is known or unreadable (one query), read the issuers' keys (two), and hand the
+    rest to ``submit`` (gpg)."""
+    parsed = [(document, _parsed(document)) for document in chunk]
+    readable = [(document, md) for document, md in parsed if isinstance(md, metadata.Metadata)]
+    known = _known_keys([(md, document.raw) for document, md in readable])
+    book = key_book(issuer_fingerprint(md) for _document, md in readable if entry_key(md) not in known)
+    out: list[Future[_Checked] | _Checked] = []
+    for document, md in parsed:
+        if not isinstance(md, metadata.Metadata):
+            out.append(md)
+        elif entry_key(md) in known:
+            out.append(_Checked(document.name, known=True))
+        else:
+            out.append(submit(_verify, document, md, book))
+    return out
+
+
+def _checked_chunks(documents: Iterable[Document], *, jobs: int) -> Iterator[list[_Checked]]:
+    """Every document parsed, looked up and verified, in chunks (``_batched``), in the given order; with ``jobs`` > 1
+    the next chunk is verified by ``jobs`` threads while the caller stores the one yielded."""
+
+    def resolved(chunk: list[Future[_Checked] | _Checked]) -> list[_Checked]:
+        return [item.result() if isinstance(item, Future) else item for item in chunk]
+
     if jobs <= 1:
-        yield from map(_check, documents)
+
+        def inline(function: Callable[..., _Checked], *args: object) -> Future[_Checked]:
+            done: Future[_Checked] = Future()
+            done.set_result(function(*args))
+            return done
+
+        for chunk in _batched(documents):
+            yield resolved(_chunk_submitted(chunk, inline))
         return
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="alto-import") as pool:
         try:
-            pending: list[Future[_Checked]] = []
-            for document in documents:
-                pending.append(pool.submit(_check, document))
-                if len(pending) >= 4 * jobs:
-                    yield pending.pop(0).result()
-            for future in pending:
-                yield future.result()
+            ahead: deque[list[Future[_Checked] | _Checked]] = deque()
+            for chunk in _batched(documents):
+                ahead.append(_chunk_submitted(chunk, pool.submit))
+                if len(ahead) > 1:
+                    yield resolved(ahead.popleft())
+            while ahead:
+                yield resolved(ahead.popleft())
         finally:
-            # Each worker thread opened its own database connection: one closing task per thread (the barrier
-            # keeps any thread from taking two).
+            # Each worker thread may have opened its own database connection: one closing task per thread (the
+            # barrier keeps any thread from taking two).
             barrier = threading.Barrier(jobs)
             for closing in [pool.submit(_close_connection, barrier) for _ in range(jobs)]:
                 closing.result()
+
+
+def _batched(documents: Iterable[Document]) -> Iterator[list[Document]]:
+    """Chunks of ``CHUNK`` documents, the first ones smaller (8, 16, …), so that gpg starts early."""
+    chunk: list[Document] = []
+    size = min(8, CHUNK)
+    for document in documents:
+        chunk.append(document)
+        if len(chunk) >= size:
+            yield chunk
+            chunk, size = [], min(2 * size, CHUNK)
+    if chunk:
+        yield chunk
 
 
 def _close_connection(barrier: threading.Barrier) -> None:

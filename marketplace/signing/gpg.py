@@ -6,6 +6,7 @@ cannot start (missing binary, broken installation) fails there as :class:`GpgUna
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -64,8 +65,13 @@ class GpgUnavailable(SigningError, TransientError):
 
 
 def gpg_binary() -> str:
-    """The gpg executable this adapter runs."""
-    return shutil.which("gpg") or "/usr/bin/gpg"
+    """The gpg executable this adapter runs (looked up once per ``PATH``: every verification asks)."""
+    return _gpg_on_path(os.environ.get("PATH", os.defpath))
+
+
+@functools.lru_cache(maxsize=8)
+def _gpg_on_path(path: str) -> str:
+    return shutil.which("gpg", path=path) or "/usr/bin/gpg"
 
 
 def private_dir(path: Path) -> Path:

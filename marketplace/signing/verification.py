@@ -3,8 +3,12 @@ signature kinds (legacy XML-DSig) can be added beside OpenPGP."""
 
 from __future__ import annotations
 
+import atexit
+import os
 import re
+import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -60,16 +64,42 @@ class _GpgVerdict:
         return values[0].split()
 
 
-def _run_verify(armored: str, payload: bytes) -> _GpgVerdict:
-    """One gpg process: the detached signature (from a private temporary file) over ``payload`` (on stdin)."""
-    gpg = gpg_for(trusted_home())
-    with tempfile.NamedTemporaryFile("w", encoding="ascii", prefix="alto-sig-", suffix=".asc") as signature:
+# Each thread's signature file (gpg reads a detached signature from a file): rewritten for every verification, in a
+# private directory made once per process (in memory where the system offers /dev/shm), instead of a new temporary
+# file created and removed each time.
+_SIGNATURE_FILES = threading.local()
+_SIGNATURE_DIRS: dict[int, str] = {}
+_SIGNATURE_DIRS_LOCK = threading.Lock()
+
+
+def _signature_dir() -> str:
+    pid = os.getpid()
+    with _SIGNATURE_DIRS_LOCK:
+        directory = _SIGNATURE_DIRS.get(pid)
+        if directory is None or not os.path.isdir(directory):
+            memory = "/dev/shm"  # noqa: S108 - a private directory (mode 700) made inside it
+            parent = memory if os.path.isdir(memory) and os.access(memory, os.W_OK) else None
+            directory = tempfile.mkdtemp(prefix="alto-sig-", dir=parent)
+            atexit.register(shutil.rmtree, directory, ignore_errors=True)
+            _SIGNATURE_DIRS[pid] = directory
+        return directory
+
+
+def _signature_file(armored: str) -> str:
+    """This thread's signature file, now holding ``armored``."""
+    path = os.path.join(_signature_dir(), f"{os.getpid()}-{threading.get_ident()}.asc")
+    with open(path, "w", encoding="ascii") as signature:
         signature.write(armored)
-        signature.flush()
-        try:
-            result = gpg.verify_data(signature.name, payload)
-        except OSError as exc:  # gpg vanished since the keyring was opened
-            raise GpgUnavailable(f"gpg could not run: {exc}") from exc
+    return path
+
+
+def _run_verify(armored: str, payload: bytes) -> _GpgVerdict:
+    """One gpg process: the detached signature (from this thread's signature file) over ``payload`` (on stdin)."""
+    gpg = gpg_for(trusted_home())
+    try:
+        result = gpg.verify_data(_signature_file(armored), payload)
+    except OSError as exc:  # gpg vanished since the keyring was opened
+        raise GpgUnavailable(f"gpg could not run: {exc}") from exc
     ordered = tuple(_STATUS_RE.findall(result.stderr or ""))
     statuses: dict[str, list[str]] = {}
     for key, value in ordered:
