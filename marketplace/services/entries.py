@@ -296,16 +296,7 @@ def _image_fix(
     claimed = _claimed_checksums(md)
     image = Image.objects.select_for_update().filter(identifier=md.identifier).first()
     if image is None:
-        made = Image(
-            identifier=md.identifier,
-            sha1=md.sha1.lower(),
-            bytes=md.bytes,
-            checksums=claimed,
-            sha256=claimed.get("SHA-256", ""),
-            first_endorsed=created,
-            updated=created,
-            **display,
-        )
+        made = _image_new(md, claimed=claimed, created=created, display=display)
         if judge is not None:
             judge(made)
         try:
@@ -320,6 +311,23 @@ def _image_fix(
     if _checksums_complete(image, claimed):
         Image.objects.filter(pk=image.pk).update(checksums=image.checksums, sha256=image.sha256)
     return image, False
+
+
+def _image_new(
+    md: metadata.Metadata, *, claimed: dict[str, str], created: dt.datetime, display: Mapping[str, Any]
+) -> Image:
+    """The image row the first accepted entry of ``md``'s identifier makes (not saved): its facts fixed by that
+    entry, shown with its claims ``display``."""
+    return Image(
+        identifier=md.identifier,
+        sha1=md.sha1.lower(),
+        bytes=md.bytes,
+        checksums=claimed,
+        sha256=claimed.get("SHA-256", ""),
+        first_endorsed=created,
+        updated=created,
+        **display,
+    )
 
 
 def _facts_refusal(image: Image, *, md: metadata.Metadata, claimed: Mapping[str, str]) -> ApplicationError | None:
@@ -720,15 +728,8 @@ def _group_store_locked(
         columns = _entry_columns(md)
         claimed = _claimed_checksums(md)
         if image is None:
-            image = Image(
-                identifier=md.identifier,
-                sha1=md.sha1.lower(),
-                bytes=md.bytes,
-                checksums=claimed,
-                sha256=claimed.get("SHA-256", ""),
-                first_endorsed=created,
-                updated=created,
-                **{name: columns[name] for name in selectors.DISPLAY_FIELDS},
+            image = _image_new(
+                md, claimed=claimed, created=created, display={name: columns[name] for name in selectors.DISPLAY_FIELDS}
             )
             new_images.append(image)
         else:

@@ -45,17 +45,22 @@ def vm(
     node.write_text(NODE)
     Host.objects.create(name="h1", uri=f"test://{node}", vcpus=4, ram_mib=8192)
     with django_capture_on_commit_callbacks(execute=True):
-        return instance_request(
-            actor=owner,
-            project=project,
-            image=image,
-            instance_type=types["t1.micro"],
-            network="private",
-            ssh_keys=[owner_key.pk],
-            user_data="#cloud-config\n",
-            volatile_gib=1,
-            name="vm1",
-        )
+        return _micro(owner, project, image, types, owner_key, name="vm1", user_data="#cloud-config\n", volatile_gib=1)
+
+
+def _micro(owner, project, image, types, owner_key, *, name, user_data="", volatile_gib=0):
+    """A t1.micro on the private network, requested through the service layer."""
+    return instance_request(
+        actor=owner,
+        project=project,
+        image=image,
+        instance_type=types["t1.micro"],
+        network="private",
+        ssh_keys=[owner_key.pk],
+        user_data=user_data,
+        volatile_gib=volatile_gib,
+        name=name,
+    )
 
 
 def _state(vm) -> str:
@@ -231,17 +236,7 @@ def test_the_boot_step_reads_the_attachments_once_and_the_hosts_leases_only_when
 ):
     _run_up(vm)  # the host's network is made by the first VM's boot, with the leases held on the host
     with django_capture_on_commit_callbacks(execute=True):
-        second = instance_request(
-            actor=owner,
-            project=project,
-            image=image,
-            instance_type=types["t1.micro"],
-            network="private",
-            ssh_keys=[owner_key.pk],
-            user_data="",
-            volatile_gib=0,
-            name="vm2",
-        )
+        second = _micro(owner, project, image, types, owner_key, name="vm2")
     assert execution.instance_prepare(second.pk) is True
     with django_assert_max_num_queries(20) as boot:
         assert execution.instance_boot(second.pk) is True
