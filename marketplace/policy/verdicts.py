@@ -109,24 +109,20 @@ def image_verdict_write_locked(
     image: Image,
     *,
     now: dt.datetime,
-    latest_entries: list[Entry] | None = None,
     cause: str = TrustChange.Cause.ENDORSEMENT,
 ) -> None:
     """Rewrite one image's verdict under the active policy, in at most five queries (the upload's path);
-    ``latest_entries`` (endorser and key set) when the caller knows them all; ``cause``: why, should the image
-    turn denied.
+    ``cause``: why, should the image turn denied.
 
     Precondition: the image's row lock is held (``entry_upload`` holds it), so no other writer interleaves."""
     row = selectors.policy_active()
     rules = PolicyRules.from_json(row.rules) if row is not None else PolicyRules()
-    if latest_entries is None:
-        latest_entries = list(
-            Entry.objects.filter(image=image, is_latest=True)
-            .select_related("endorser", "key")
-            .defer("raw", "details", "search_text", "description")
-            .order_by("endorser__email")
-        )
-    image.latest_entries = latest_entries  # type: ignore[attr-defined]
+    image.latest_entries = list(  # type: ignore[attr-defined]
+        Entry.objects.filter(image=image, is_latest=True)
+        .select_related("endorser", "key")
+        .defer("raw", "details", "search_text", "description")
+        .order_by("endorser__email")
+    )
     decision = evaluate(image, rules=rules, now=now, site_fingerprints=selectors.site_key_fingerprints())
     _announce_if_lost(image, before=image.verdict, decision=decision, cause=cause)
     image.verdict = verdict_of(decision)
