@@ -60,6 +60,11 @@ def partial_login_required(view: PageView) -> PageView:
     return wrapped
 
 
+# The deepest row a page may start at: far past any real list, well inside what databases take as an OFFSET (a
+# page number a stranger makes up is a missing page, not a database error).
+MAX_OFFSET = 2**31 - 1
+
+
 class CountedPaginator(Paginator):
     """A paginator told how many rows there are (``count``; ``count_is_estimate`` when that is the database's
     estimate, for lists too long to count on every page) instead of counting them. Whether a next page exists is
@@ -81,6 +86,8 @@ class CountedPaginator(Paginator):
             raise PageNotAnInteger("That page number is not an integer") from None
         if value < 1:
             raise EmptyPage("That page number is less than 1")
+        if (value - 1) * self.per_page > MAX_OFFSET:
+            raise EmptyPage("That page contains no results")
         return value
 
     def page(self, number: Any) -> Page:

@@ -24,6 +24,7 @@ from rest_framework.settings import api_settings
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import APIView
 
+from core.pages import MAX_OFFSET
 from marketplace import selectors
 from marketplace.api.entries import ERROR, EntrySummarySerializer, datetime_json
 from marketplace.filters import ImageSearchFilter
@@ -81,11 +82,12 @@ class SearchPagination(PageNumberPagination):
     max_page_size = 500
 
     def page_bounds(self, request: Request) -> tuple[int, int, int]:
-        """(page number, offset, page size) from the query, or NotFound for a page that is not a number ≥ 1."""
+        """(page number, offset, page size) from the query, or NotFound for a page that is not a number ≥ 1 or lies
+        beyond any Marketplace (its offset past :data:`core.pages.MAX_OFFSET`, which databases refuse)."""
         size = self.get_page_size(request) or 50
         raw = request.query_params.get(self.page_query_param, "1")
-        number = int(raw) if raw.isdigit() else 0
-        if number < 1:
+        number = int(raw) if raw.isascii() and raw.isdigit() else 0
+        if number < 1 or (number - 1) * size > MAX_OFFSET:
             raise NotFound("Invalid page.")
         return number, (number - 1) * size, size
 

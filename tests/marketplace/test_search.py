@@ -233,3 +233,10 @@ def test_the_fast_entry_rendering_matches_the_declared_fields(catalogue):
     for entry in Entry.objects.select_related("image", "endorser", "key"):
         rendered = EntrySummarySerializer(entry)
         assert rendered.data == serializers.ModelSerializer.to_representation(rendered, entry)
+
+
+@pytest.mark.parametrize("page", ["99999999999999999999", "9223372036854775807", "²", "0", "-1", "x"])
+def test_a_page_number_no_search_can_reach_is_a_missing_page_not_a_server_error(catalogue, api, page):
+    response = api.get(IMAGES, {"status": "all", "page": page})
+    assert response.status_code == 404
+    assert response.json()["detail"] == "Invalid page."

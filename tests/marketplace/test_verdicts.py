@@ -137,3 +137,10 @@ def test_a_long_verdict_list_is_paged_by_the_databases_estimate_and_every_page_s
     estimated = connection.vendor == "postgresql"
     assert first.context["page"].paginator.count_is_estimate is estimated
     assert (b"about" in first.content) is estimated
+
+
+def test_a_page_number_past_any_list_shows_the_first_page(as_staff, owner, owner_key, entry_for):
+    services.entry_upload(raw=entry_for("owner"), uploader=owner)
+    response = as_staff.get(CONSOLE, {"verdict": "allowed", "page": "99999999999999999999"})
+    assert response.status_code == 200
+    assert [row["image"].identifier for row in response.context["page"]] == [IMAGE.identifier]
