@@ -596,6 +596,18 @@ ORDER BY {order}
 """
 
 
+_ENTRIES_SELECT = 'SELECT "marketplace_entry"."image_id" AS "image_id" FROM "marketplace_entry" WHERE '
+
+
+def _entries_condition(entries: QuerySet[Entry]) -> tuple[str, Sequence[Any]]:
+    """The WHERE condition of a search's entries (:func:`image_search_entries`), compiled once by the ORM, with its
+    parameters: what both ways of finding a page and the count ask of the latest entries."""
+    sql, params = entries.order_by().values("image_id").query.sql_with_params()
+    if not sql.startswith(_ENTRIES_SELECT):
+        raise AssertionError(f"unexpected search SQL: {sql[:200]}")
+    return f"({sql[len(_ENTRIES_SELECT) :]})", params
+
+
 def _rendered_page(
     entries: QuerySet[Entry],
     *,
@@ -611,24 +623,30 @@ def _rendered_page(
     from every match gathered first, which also gives the exact count in the same query."""
     exact_up_to = EXACT_COUNT_UP_TO if exact is None else exact
     try:
-        matches_sql, matches_params = entries.order_by().values("image_id").distinct().query.sql_with_params()
+        condition, condition_params = _entries_condition(entries)
     except EmptyResultSet:  # a filter nothing can match (revoked entries while no key is revoked)
         return SearchPage([], False, Counted(0, False), rendered=[])
+    matches_sql = f'SELECT DISTINCT "marketplace_entry"."image_id" FROM "marketplace_entry" WHERE {condition}'  # noqa: S608
+    matches_params = condition_params
     keys = ORDERINGS.get(ordering, ORDERINGS[DEFAULT_ORDERING])
     order = ", ".join(f"p.{key[1:]} DESC" if key.startswith("-") else f"p.{key}" for key in keys)
+    columns = ", ".join(f"i.{name}" for name in _PAGE_IMAGE_FIELDS)
+    window = f"ORDER BY {order.replace('p.', 'i.')} LIMIT {int(limit) + 1} OFFSET {int(offset)}"
     with connection.cursor() as cursor:
         expected = _expected_matches(cursor, matches_sql, matches_params)
         gathered = not walk_pays(expected, end=offset + limit + 1)
         if gathered:
-            columns = ", ".join(f"i.{name}" for name in _PAGE_IMAGE_FIELDS)
-            page_sql, page_params = (
-                f"SELECT {columns} FROM marketplace_image i WHERE i.id IN (SELECT image_id FROM matching) "  # noqa: S608
-                f"ORDER BY {order.replace('p.', 'i.')} LIMIT {int(limit) + 1} OFFSET {int(offset)}",
-                (),
+            page_sql = (
+                f"SELECT {columns} FROM marketplace_image i "  # noqa: S608
+                f"WHERE i.id IN (SELECT image_id FROM matching) {window}"
             )
-        else:
-            window = _images_found(entries, images=None, ordering=ordering).values(*_PAGE_IMAGE_FIELDS)
-            page_sql, page_params = window[offset : offset + limit + 1].query.sql_with_params()
+            page_params: Sequence[Any] = ()
+        else:  # each image in the page's order asked whether one of its latest entries matches
+            page_sql = (
+                f"SELECT {columns} FROM marketplace_image i WHERE EXISTS (SELECT 1 FROM marketplace_entry "  # noqa: S608
+                f'WHERE {condition} AND "marketplace_entry"."image_id" = i.id) {window}'
+            )
+            page_params = condition_params
         statement = _RENDERED_PAGE_SQL.format(
             prefix=f"WITH matching AS MATERIALIZED ({matches_sql})\n" if gathered else "",
             page=page_sql,
