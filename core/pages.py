@@ -103,6 +103,23 @@ class CountedPaginator(Paginator):
             return self.page(1)
 
 
+def fetched_page(
+    rows: list[Any], *, number: int, per_page: int, has_next: bool, count: int, count_is_estimate: bool = False
+) -> Page:
+    """A page that a selector fetched already (its rows, whether another follows, the count), as the templates and
+    ``_pager.html`` show pages."""
+    paginator = CountedPaginator([], per_page, count=count, count_is_estimate=count_is_estimate)
+    return _LookaheadPage(rows, number, paginator, more=has_next)
+
+
+def page_number(value: Any) -> int:
+    """The page a request asks for (``?page=``); page 1 for anything that is not a page number."""
+    try:
+        return CountedPaginator([], 1, count=0).validate_number(value if value is not None else 1)
+    except (PageNotAnInteger, EmptyPage):
+        return 1
+
+
 class _LookaheadPage(Page):
     def __init__(self, object_list: Any, number: int, paginator: Paginator, *, more: bool) -> None:
         super().__init__(object_list, number, paginator)

@@ -496,12 +496,13 @@ def image_search_page(
     """One page of :func:`image_search` as rows, in three queries at most (page, count, the page's latest
     entries); statuses are worked out by the database, at one clock ``now`` for the whole page.
 
-    Given ``urls``, on PostgreSQL, the database also renders the page as the API shows it (``rendered``: page and
-    latest entries in one query, JSON text, times in UTC), so that nothing is built per row in Python."""
+    On PostgreSQL the page is found the way that pays (:func:`_planned_page`); given ``urls``, the database also
+    renders it as the API shows it (``rendered``: page and latest entries in one query, JSON text, times in UTC), so
+    that nothing is built per row in Python."""
     now = now or timezone.now()
     entries = image_search_entries(criteria, now=now)
-    if urls is not None and connection.vendor == "postgresql":
-        return _rendered_page(
+    if connection.vendor == "postgresql":
+        return _planned_page(
             entries, ordering=ordering, offset=offset, limit=limit, now=now, urls=urls, exact=exact_count_up_to
         )
     found = _images_found(entries, images=None, ordering=ordering).values(*_PAGE_IMAGE_FIELDS)
@@ -511,6 +512,12 @@ def image_search_page(
     # A first page that holds the whole answer is its own count.
     whole = offset == 0 and not has_next
     count = Counted(len(rows), False) if whole else images_count(entries, exact_up_to=exact_count_up_to)
+    _latest_attach(rows, now=now)
+    return SearchPage(rows, has_next, count)
+
+
+def _latest_attach(rows: list[dict[str, Any]], *, now: dt.datetime) -> None:
+    """Give each image row of a page its latest entries' rows (``latest``), by endorser e-mail, in one query."""
     by_id = {row["id"]: row for row in rows}
     for row in rows:
         row["latest"] = []
@@ -532,7 +539,6 @@ def image_search_page(
         )
         for entry in latest:
             by_id[entry["image_id"]]["latest"].append(entry)
-    return SearchPage(rows, has_next, count)
 
 
 def _iso(column: str) -> str:
@@ -609,24 +615,25 @@ def _entries_condition(entries: QuerySet[Entry]) -> tuple[str, Sequence[Any]]:
     return f"({sql[len(_ENTRIES_SELECT) :]})", params
 
 
-def _rendered_page(
+def _planned_page(
     entries: QuerySet[Entry],
     *,
     ordering: str,
     offset: int,
     limit: int,
     now: dt.datetime,
-    urls: PageUrls,
+    urls: PageUrls | None,
     exact: int | None,
 ) -> SearchPage:
-    """The page PostgreSQL renders: it is asked first what it expects the search to find, then the page is found
+    """A page on PostgreSQL: the database is asked first what it expects the search to find, then the page is found
     the way that pays (:func:`walk_pays`): by walking the images in order (asking each whether it matches), or
-    from every match gathered first, which also gives the exact count in the same query."""
+    from every match gathered first, which also gives the exact count in the same query. Given ``urls``, the
+    database renders the page (``rendered``); otherwise the page is rows, as elsewhere."""
     exact_up_to = EXACT_COUNT_UP_TO if exact is None else exact
     try:
         condition, condition_params = _entries_condition(entries)
     except EmptyResultSet:  # a filter nothing can match (revoked entries while no key is revoked)
-        return SearchPage([], False, Counted(0, False), rendered=[])
+        return SearchPage([], False, Counted(0, False), rendered=None if urls is None else [])
     matches_sql = f'SELECT DISTINCT "marketplace_entry"."image_id" FROM "marketplace_entry" WHERE {condition}'  # noqa: S608
     matches_params = condition_params
     keys = ORDERINGS.get(ordering, ORDERINGS[DEFAULT_ORDERING])
@@ -648,40 +655,52 @@ def _rendered_page(
                 f'WHERE {condition} AND "marketplace_entry"."image_id" = i.id) {window}'
             )
             page_params = condition_params
-        statement = _RENDERED_PAGE_SQL.format(
-            prefix=f"WITH matching AS MATERIALIZED ({matches_sql})\n" if gathered else "",
-            page=page_sql,
-            order=order,
-            count="(SELECT count(*) FROM matching)" if gathered else "NULL",
-            first_endorsed=_iso("p.first_endorsed"),
-            updated=_iso("p.updated"),
-            created=_iso("e.created"),
-            valid_until=_iso("e.valid_until"),
-            url_created=_url_time("e.created"),
-        )
-        # Parameters in the order their placeholders appear: the matches', the image URL, the page's, the entries'.
-        params = (
-            *(matches_params if gathered else ()),
-            urls.image,
-            *page_params,
-            _URL_SAFE_EMAIL,
-            urls.entry,
-            now,
-            now,
-        )
+        prefix = f"WITH matching AS MATERIALIZED ({matches_sql})\n" if gathered else ""
+        count_sql = "(SELECT count(*) FROM matching)" if gathered else "NULL"
+        if urls is None:
+            statement = f"{prefix}SELECT p.*, {count_sql} FROM ({page_sql}) p ORDER BY {order}"  # noqa: S608
+            params: Sequence[Any] = (*(matches_params if gathered else ()), *page_params)
+            count_column = len(_PAGE_IMAGE_FIELDS)
+        else:
+            statement = _RENDERED_PAGE_SQL.format(
+                prefix=prefix,
+                page=page_sql,
+                order=order,
+                count=count_sql,
+                first_endorsed=_iso("p.first_endorsed"),
+                updated=_iso("p.updated"),
+                created=_iso("e.created"),
+                valid_until=_iso("e.valid_until"),
+                url_created=_url_time("e.created"),
+            )
+            # Parameters in the order their placeholders appear: the matches', the image URL, the page's, the entries'.
+            params = (
+                *(matches_params if gathered else ()),
+                urls.image,
+                *page_params,
+                _URL_SAFE_EMAIL,
+                urls.entry,
+                now,
+                now,
+            )
+            count_column = 1
         cursor.execute(statement, params)
         fetched = cursor.fetchall()
-        rendered = [RenderedImage(row[0], row[2]) for row in fetched[:limit]]
+        shown = fetched[:limit]
         has_next = len(fetched) > limit
         if gathered and fetched:
-            count = Counted(fetched[0][1], False)
+            count = Counted(fetched[0][count_column], False)
         elif offset == 0 and not has_next:  # a first page that holds the whole answer is its own count
-            count = Counted(len(rendered), False)
+            count = Counted(len(shown), False)
         elif expected.images > exact_up_to or expected.cost > EXACT_COUNT_COST_UP_TO:
             count = Counted(expected.images, True)
         else:
             count = _exact_count(cursor, matches_sql, matches_params)
-    return SearchPage([], has_next, count, rendered=rendered)
+    if urls is not None:
+        return SearchPage([], has_next, count, rendered=[RenderedImage(row[0], row[2]) for row in shown])
+    rows = [dict(zip(_PAGE_IMAGE_FIELDS, row, strict=False)) for row in shown]
+    _latest_attach(rows, now=now)
+    return SearchPage(rows, has_next, count)
 
 
 def image_get(*, identifier: str) -> Image:

@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from core.errors import ApplicationError, NotFound
-from core.pages import CountedPaginator, error_pages, staff_required
+from core.pages import CountedPaginator, error_pages, fetched_page, page_number, staff_required
 from marketplace import metadata, policy, selectors, services, usage
 from marketplace.downloads import signed_download_headers
 from marketplace.filters import EndorserFilter, ImageSearchFilter
@@ -49,15 +49,30 @@ def entry_url(entry: Entry, name: str = "marketplace-entry") -> str:
 
 
 def search(request: HttpRequest) -> HttpResponse:
-    now = timezone.now()
+    """The search form and one page of what it finds, fetched as the API's pages are (``image_search_page``: the
+    database finds the page the way that pays, and says "about" when it estimates a long list's length)."""
     filters = ImageSearchFilter(request.GET or None, queryset=selectors.image_list())
-    images = filters.qs if filters.is_bound and filters.is_valid() else selectors.image_search(now=now)
+    number = page_number(request.GET.get("page"))
     if filters.is_bound and not filters.is_valid():
-        images = images.none()
-    page = Paginator(images, PAGE_SIZE).get_page(request.GET.get("page"))
-    for image in page:
-        _mark(image.latest_entries, now)  # type: ignore[attr-defined]
-        image.current_count = sum(e.status_now == "valid" for e in image.latest_entries)  # type: ignore[attr-defined]
+        page = fetched_page([], number=1, per_page=PAGE_SIZE, has_next=False, count=0)
+    else:
+        bound = filters.is_bound
+        found = selectors.image_search_page(
+            filters.criteria() if bound else selectors.SearchCriteria(),
+            ordering=filters.sort_order() if bound else selectors.DEFAULT_ORDERING,
+            offset=(number - 1) * PAGE_SIZE,
+            limit=PAGE_SIZE,
+        )
+        for image in found.images:
+            image["current_count"] = sum(entry["status"] == "valid" for entry in image["latest"])
+        page = fetched_page(
+            found.images,
+            number=number,
+            per_page=PAGE_SIZE,
+            has_next=found.has_next,
+            count=found.count.value,
+            count_is_estimate=found.count.is_estimate,
+        )
     query = request.GET.copy()
     query.pop("page", None)
     return render(

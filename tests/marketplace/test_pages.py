@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from marketplace import services
 from marketplace.models import Entry, PgpKey
@@ -98,6 +100,9 @@ def test_keys_page_shows_why_a_key_is_refused(client, outsider, keyring):
     assert not PgpKey.objects.exists()
 
 
-def test_search_page_runs_a_fixed_number_of_queries(client, published, django_assert_num_queries):
-    with django_assert_num_queries(3):  # count, page, the page's latest entries
+def test_search_page_runs_a_fixed_number_of_queries(client, published):
+    with CaptureQueriesContext(connection) as queries:
         client.get("/marketplace/", {"status": "all"})
+    # The page and its latest entries (a whole first page is its own count); on PostgreSQL first what the planner
+    # expects the search to find (two quick queries).
+    assert len(queries) == (4 if connection.vendor == "postgresql" else 2)

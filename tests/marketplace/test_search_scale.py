@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import re
 
 import pytest
 from django.db import connection
@@ -94,6 +95,31 @@ def test_a_search_finding_more_than_is_counted_exactly_says_its_count_is_an_esti
     assert [i["identifier"] for i in estimated["results"]] == [i["identifier"] for i in exact["results"]]
     few = api.get(IMAGES, {"endorser": generated.endorsers[0].email, "os": "windows"}).json()
     assert few["count_is_estimate"] is False  # the planner expects fewer than the limit: counted
+
+
+def _identifiers_shown(html: str) -> list[str]:
+    return re.findall(r"<br><code>([^<]+)</code></td>", html)
+
+
+@pytest.mark.postgres
+def test_the_search_page_shows_what_the_api_finds(generated, api, client):
+    email = generated.endorsers[0].email
+    for params in ({"status": "all", "ordering": "title"}, {"os": "ubuntu"}, {"endorser": email}, {"q": "numbat"}):
+        for page in (1, 2, 3):
+            html = client.get("/marketplace/", {**params, "page": page}).content.decode()
+            body = api.get(IMAGES, {**params, "page": page, "page_size": 25})
+            expected = [i["identifier"] for i in body.json()["results"]] if body.status_code == 200 else []
+            assert _identifiers_shown(html) == expected, (params, page)
+            if body.status_code == 200 and page == 1:
+                assert f"({body.json()['count']} in all)" in html or body.json()["count"] <= 25, params
+
+
+@pytest.mark.postgres
+def test_the_search_page_says_about_when_the_count_is_an_estimate(generated, client, monkeypatch):
+    assert "of about" not in client.get("/marketplace/", {"status": "all"}).content.decode()
+    monkeypatch.setattr(selectors, "EXACT_COUNT_UP_TO", 10)
+    html = client.get("/marketplace/", {"status": "all"}).content.decode()
+    assert "Page 1 of about" in html and "Next" in html
 
 
 @pytest.mark.skipif(connection.vendor == "postgresql", reason="PostgreSQL estimates: see the test above")
