@@ -108,3 +108,35 @@ def test_gunicorn_config_stops_on_a_malformed_variable_naming_it():
     )
     assert result.returncode != 0
     assert "GUNICORN_WORKERS must be an integer, got 'many'" in result.stderr
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_postgresql_compiles_no_query_just_in_time():
+    """JIT compilation costs a short query 50-500 ms whenever the planner expects it to be costly."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW jit")
+        assert cursor.fetchone()[0] == "off"
+
+
+def test_a_database_url_keeps_its_own_connection_options_beside_jit_off():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; "
+            "print(settings.DATABASES['default']['OPTIONS']['options'])",
+        ],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": "postgres://u@127.0.0.1:5432/x?options=-c%20statement_timeout%3D5000",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.strip() == "-c statement_timeout=5000 -c jit=off", result.stderr
