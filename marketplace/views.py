@@ -220,8 +220,10 @@ def console_images(request: HttpRequest) -> HttpResponse:
     # Unfiltered, every image; else the kept verdicts answer the filter. Only the page shown is evaluated (for its
     # reasons); a long list is counted by the database's estimate.
     found = selectors.images_for_evaluation()
+    waiting = None
     if verdict != "all":
-        found = found.filter(verdicts.verdict_q(verdict))
+        waiting = verdicts.verdict_filter(verdict)
+        found = found.filter(waiting.q)
     counted = selectors.rows_count(found)
     paginator = CountedPaginator(found, PAGE_SIZE, count=counted.value, count_is_estimate=counted.is_estimate)
     page = paginator.get_page(request.GET.get("page"))
@@ -231,7 +233,13 @@ def console_images(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "marketplace/console_images.html",
-        {"page": page, "verdict": verdict, "filters": VERDICT_FILTERS, "policy_row": selectors.policy_active()},
+        {
+            "page": page,
+            "verdict": verdict,
+            "filters": VERDICT_FILTERS,
+            "policy_row": selectors.policy_active(),
+            "waiting": waiting,
+        },
     )
 
 

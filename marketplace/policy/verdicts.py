@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from django.db import connection, transaction
 from django.db.models import Q
@@ -209,16 +210,37 @@ def verdicts_refresh(*, now: dt.datetime | None = None, limit: int | None = None
     return written
 
 
-def verdict_q(verdict: str, *, now: dt.datetime | None = None) -> Q:
-    """The images whose verdict under the active policy is ``verdict`` now: the kept verdicts through their
-    index, and the stale ones (none or few, unless the policy has just changed) evaluated here."""
+# The stale verdicts a filter works out itself, at most (a quarter of a millisecond each): after a policy change on a
+# large Marketplace every verdict is stale at once, and the refresh task rewrites them in the background instead.
+STALE_INLINE_UP_TO = 2_000
+
+
+@dataclass(frozen=True)
+class VerdictFilter:
+    """The images whose verdict is the one asked for (``q``), and how many images it had to leave out because their
+    verdict under the active policy is not known yet (``pending``; ``pending_is_estimate`` for a long list)."""
+
+    q: Q
+    pending: int = 0
+    pending_is_estimate: bool = False
+
+
+def verdict_filter(verdict: str, *, now: dt.datetime | None = None) -> VerdictFilter:
+    """The images whose verdict under the active policy is ``verdict`` now: the kept verdicts through their index,
+    and the stale ones evaluated here when there are few (``STALE_INLINE_UP_TO``). More are left to the refresh
+    task, which the policy change queued; the filter then holds only verdicts known now, never a stale one, and
+    says how many it is waiting for."""
     now = now or timezone.now()
     row = selectors.policy_active()
     policy_id = row.pk if row is not None else 0
     kept = fresh_q(policy_id=policy_id, now=now) & Q(verdict=verdict)
-    stale = list(Image.objects.filter(stale_q(policy_id=policy_id, now=now)).values_list("pk", flat=True))
+    stale_images = Image.objects.filter(stale_q(policy_id=policy_id, now=now)).order_by()
+    stale = list(stale_images.values_list("pk", flat=True)[: STALE_INLINE_UP_TO + 1])
     if not stale:
-        return kept
+        return VerdictFilter(kept)
+    if len(stale) > STALE_INLINE_UP_TO:
+        pending = selectors.rows_count(stale_images)
+        return VerdictFilter(kept, pending.value, pending.is_estimate)
     rules = PolicyRules.from_json(row.rules) if row is not None else PolicyRules()
     fingerprints = selectors.site_key_fingerprints()
     matching = []
@@ -226,4 +248,4 @@ def verdict_q(verdict: str, *, now: dt.datetime | None = None) -> Q:
         for image in selectors.images_for_evaluation().filter(pk__in=stale[start : start + CHUNK]):
             if verdict_of(evaluate(image, rules=rules, now=now, site_fingerprints=fingerprints)) == verdict:
                 matching.append(image.pk)
-    return kept | Q(pk__in=matching)
+    return VerdictFilter(kept | Q(pk__in=matching))

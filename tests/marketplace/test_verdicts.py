@@ -144,3 +144,22 @@ def test_a_page_number_past_any_list_shows_the_first_page(as_staff, owner, owner
     response = as_staff.get(CONSOLE, {"verdict": "allowed", "page": "99999999999999999999"})
     assert response.status_code == 200
     assert [row["image"].identifier for row in response.context["page"]] == [IMAGE.identifier]
+
+
+def test_after_a_policy_change_too_many_stale_verdicts_wait_for_the_refresh_and_the_console_says_so(
+    as_staff, staff, owner, owner_key, entry_for, monkeypatch
+):
+    services.entry_upload(raw=entry_for("owner"), uploader=owner)
+    services.entry_upload(raw=entry_for("owner", image=OTHER_IMAGE, os="Debian", at=T0), uploader=owner)
+    monkeypatch.setattr(verdicts, "STALE_INLINE_UP_TO", 1)  # a large Marketplace: more stale than a request judges
+    policy_change(actor=staff, rules=PolicyRules.from_json({"os": ["debian"]}))
+    with mock.patch.object(verdicts, "evaluate", wraps=verdicts.evaluate) as evaluated:
+        response = as_staff.get(CONSOLE, {"verdict": "allowed"})
+        assert evaluated.call_count == 0
+    # No stale verdict is shown: the list holds only what is known under the new policy, and says what it waits for.
+    assert list(response.context["page"]) == []
+    assert b"The verdicts of 2 images under the policy in force are still being worked out" in response.content
+    assert tasks.verdicts_refresh() == 2
+    response = as_staff.get(CONSOLE, {"verdict": "allowed"})
+    assert [row["image"].identifier for row in response.context["page"]] == [OTHER_IMAGE.identifier]
+    assert b"still being worked out" not in response.content
