@@ -47,11 +47,27 @@ class EndorserAdmin(ReadOnlyAdmin):
     search_fields = ["email", "subject"]
 
 
+class KindFilter(admin.SimpleListFilter):
+    """Machine or disk images: the two kinds there are, not a DISTINCT over every row (a second at a million
+    entries)."""
+
+    title = "kind"
+    parameter_name = "kind"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("machine", "machine"), ("disk", "disk")]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        return queryset.filter(kind=self.value()) if self.value() else queryset
+
+
 @admin.register(Image)
 class ImageAdmin(ReadOnlyAdmin):
     list_display = ["identifier", "title", "os", "os_version", "arch", "kind", "updated"]
-    search_fields = ["identifier", "title", "sha1"]
-    list_filter = ["kind", "arch"]
+    search_fields = ["identifier", "title", "sha1", "arch"]
+    list_filter = [KindFilter]
+    ordering = ["-updated", "-id"]  # the mp_image_updated index
+    show_full_result_count = False
 
 
 @admin.register(Entry)
@@ -59,8 +75,10 @@ class EntryAdmin(ReadOnlyAdmin):
     list_display = ["image", "endorser", "created", "is_latest", "deprecated", "valid_until", "fingerprint"]
     list_select_related = ["image", "endorser"]
     search_fields = ["image__identifier", "endorser__email", "fingerprint", "title"]
-    list_filter = ["is_latest", "deprecated", "kind"]
+    list_filter = ["is_latest", "deprecated", KindFilter]
     exclude = ["raw", "search_text"]
+    ordering = ["-id"]  # newest stored first, by the primary key's index (no sort of every entry)
+    show_full_result_count = False
 
 
 @admin.register(SiteKey)
