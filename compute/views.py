@@ -106,7 +106,9 @@ class ImageChoice:
 def _image_choices(*, q: str, show_denied: bool, chosen: str) -> list[ImageChoice]:
     """Machine images matching ``q`` with the site policy's decision on each; denied ones only when asked for (the
     chosen one is always offered, so that a page sent back with an error keeps it)."""
-    found = list(marketplace_selectors.image_search(q=q, kind="machine", status="all")[: LAUNCH_IMAGES * 2])
+    images = marketplace_selectors.image_search(q=q, kind="machine", status="all")
+    # With each image's SHA-256 claim, which the policy asks about (not one query per image).
+    found = list(marketplace_selectors.with_sha256_claims(images)[: LAUNCH_IMAGES * 2])
     if chosen and chosen not in {image.identifier for image in found}:
         with contextlib.suppress(NotFound):
             found.insert(0, marketplace_selectors.image_get(identifier=chosen))

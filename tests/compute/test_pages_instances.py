@@ -62,6 +62,25 @@ def test_the_launch_page_offers_the_allowed_image_with_its_reasons(client, owner
     assert "A host has room" in page
 
 
+def test_the_launch_page_reads_the_same_number_of_rows_whatever_the_images_offered(
+    client, owner, launch_world, entry_for
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from marketplace import services as marketplace_services
+    from tests.marketplace.conftest import OTHER_IMAGE
+
+    client.force_login(owner)
+    with CaptureQueriesContext(connection) as one:
+        client.get("/instances/new/")
+    marketplace_services.entry_upload(raw=entry_for("owner", image=OTHER_IMAGE), uploader=owner)
+    with CaptureQueriesContext(connection) as two:
+        page = client.get("/instances/new/").content.decode()
+    assert f'value="{OTHER_IMAGE.identifier}"' in page
+    assert len(two) == len(one)  # each image's SHA-256 claim comes with the images, not one query per image
+
+
 def test_a_denied_image_is_hidden_until_asked_for_then_greyed_with_its_reason(client, owner, launch_world, staff):
     policy_services.policy_change(actor=staff, rules=PolicyRules(mode="enforce", min_endorsements=2))
     client.force_login(owner)
