@@ -78,23 +78,24 @@ def entry_key(md: metadata.Metadata) -> tuple[str, str, dt.datetime]:
 def _known(md: metadata.Metadata, raw: bytes) -> bool:
     """Whether the Marketplace holds this very document (same key, same bytes). Another document under a known
     key (a tampered copy, say) is not skipped: it goes through verification and is refused with its reason."""
-    return entry_key(md) in _known_keys([(md, raw)])
+    return _held([md]).get(entry_key(md)) == raw
 
 
-def _known_keys(parsed: list[tuple[metadata.Metadata, bytes]]) -> set[tuple[str, str, dt.datetime]]:
-    """The keys of the documents the Marketplace holds byte for byte, in one query."""
+def _held(parsed: list[metadata.Metadata]) -> dict[tuple[str, str, dt.datetime], bytes]:
+    """The signed bytes the Marketplace holds under these documents' keys, in one query: a document is known when
+    its bytes are these (another document under the same key is not)."""
     if not parsed:
-        return set()
-    wanted = {entry_key(md): raw for md, raw in parsed}
+        return {}
+    wanted = {entry_key(md) for md in parsed}
     rows = Entry.objects.filter(
         image__identifier__in={k[0] for k in wanted},
         endorser__email__in={k[1] for k in wanted},
         created__in={k[2] for k in wanted},
     ).values_list("image__identifier", "endorser__email", "created", "raw")
     return {
-        (identifier, email, created)
+        (identifier, email, created): bytes(raw)
         for identifier, email, created, raw in rows
-        if wanted.get((identifier, email, created)) == bytes(raw)
+        if (identifier, email, created) in wanted
     }
 
 
@@ -180,13 +181,17 @@ def _chunk_submitted(
     rest to ``submit`` (gpg)."""
     parsed = [(document, _parsed(document)) for document in chunk]
     readable = [(document, md) for document, md in parsed if isinstance(md, metadata.Metadata)]
-    known = _known_keys([(md, document.raw) for document, md in readable])
-    book = key_book(issuer_fingerprint(md) for _document, md in readable if entry_key(md) not in known)
+    held = _held([md for _document, md in readable])
+
+    def known(document: Document, md: metadata.Metadata) -> bool:
+        return held.get(entry_key(md)) == document.raw
+
+    book = key_book(issuer_fingerprint(md) for document, md in readable if not known(document, md))
     out: list[Future[_Checked] | _Checked] = []
     for document, md in parsed:
         if not isinstance(md, metadata.Metadata):
             out.append(md)
-        elif entry_key(md) in known:
+        elif known(document, md):
             out.append(_Checked(document.name, known=True))
         else:
             out.append(submit(_verify, document, md, book))

@@ -86,6 +86,16 @@ def test_a_directory_is_imported_refusing_bad_entries_by_rule_and_skipping_known
     assert "refused bad-signature: 2" in changed
 
 
+def test_a_changed_copy_read_before_the_known_entry_is_still_refused(documents, tmp_path):
+    run(str(write_tree(tmp_path / "first", {"a.xml": documents["b-older.xml"]})))
+    changed = documents["b-older.xml"].replace(b"Ubuntu", b"Ubuntv", 1)
+    output = run(
+        str(write_tree(tmp_path / "second", {"a-changed.xml": changed, "b-known.xml": documents["b-older.xml"]}))
+    )
+    assert "0 accepted, 1 already known, 1 refused." in summary_line(output)
+    assert "refused bad-signature: 1 (first: a-changed.xml:" in output
+
+
 def test_a_tar_archive_is_read_in_memory_refusing_links_and_oversized_members(documents, tmp_path, settings):
     settings.MARKETPLACE_MAX_ENTRY_BYTES = 64 * 1024
     archive = tmp_path / "entries.tar.gz"
