@@ -158,9 +158,11 @@ def _enqueue_on_commit(step: str, instance: Instance) -> None:
     transaction.on_commit(lambda: enqueue(step, instance))
 
 
-def _get(instance_id: int) -> Instance:
-    """The instance with what a step reads of it: its host, image and lease (with the lease's network)."""
-    return Instance.objects.select_related("host", "image", "lease__network").get(pk=instance_id)
+def _get(instance_id: int, *, image: bool = True) -> Instance:
+    """The instance with what a step reads of it: its host, image (unless not ``image``: read when used) and lease
+    (with the lease's network)."""
+    related = ("host", "image", "lease__network") if image else ("host", "lease__network")
+    return Instance.objects.select_related(*related).get(pk=instance_id)
 
 
 def _lease(instance: Instance) -> Lease:
@@ -298,7 +300,7 @@ def _spec(instance: Instance, volumes: list[Attachment] | None = None) -> Domain
 def instance_boot(instance_id: int) -> bool:
     """``preparing → booting`` (a start comes ``stopped → booting``): define ``alto-<uuid>`` and start it, then
     ``→ running`` when libvirt says it runs, else send the wait step. False when not wanted."""
-    instance = _get(instance_id)
+    instance = _get(instance_id, image=False)
     if instance.state == S.PREPARING:
         instance = _move(instance, allowed=[S.PREPARING], to=S.BOOTING, verb="booting")
     elif instance.state != S.BOOTING:
