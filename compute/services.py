@@ -327,10 +327,10 @@ def instance_request(
     image: Image,
     instance_type: InstanceType,
     network: str,
-    ssh_keys: Sequence[int | str],
-    user_data: str,
-    volatile_gib: int,
     name: str,
+    ssh_keys: Sequence[int | str] = (),
+    user_data: str = "",
+    volatile_gib: int = 0,
     volumes: Sequence[str] = (),
 ) -> Instance:
     """Request a VM: check membership, the site policy and the input, then in one transaction reserve

@@ -7,6 +7,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -16,7 +17,7 @@ from django.conf import settings
 from accounts.services import ssh_key_add
 from compute.models import Host, Instance, InstanceType, Network
 from compute.networks import network_create
-from compute.services import instance_types_seed
+from compute.services import instance_request, instance_types_seed
 from marketplace import metadata
 from marketplace import services as marketplace_services
 from marketplace.models import Image
@@ -139,6 +140,27 @@ def instance_on(project, image) -> Callable[..., Instance]:
 def public_key_line() -> str:
     key = ed25519.Ed25519PrivateKey.generate().public_key()
     return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+@pytest.fixture
+def micro_request(request, owner, project, types, owner_key) -> Callable[..., Instance]:  # noqa: F811 - owner: imported above
+    """``micro_request(name, image=…, **changes)``: a t1.micro on the private network with the owner's SSH key,
+    requested through the service layer (default image: the ``image`` fixture's; ``changes``: other arguments of
+    ``instance_request``)."""
+
+    def make(name: str, *, image: Image | None = None, **changes: Any) -> Instance:
+        chosen = image if image is not None else request.getfixturevalue("image")
+        arguments = {
+            "actor": owner,
+            "project": project,
+            "image": chosen,
+            "instance_type": types["t1.micro"],
+            "network": "private",
+            "ssh_keys": [owner_key.pk],
+        }
+        return instance_request(**{**arguments, **changes}, name=name)
+
+    return make
 
 
 @pytest.fixture

@@ -40,8 +40,6 @@ def request_vm(owner, project, ported_image, types, networks, make_host):
             instance_type=types["t1.micro"],
             network=network,
             ssh_keys=[],
-            user_data="",
-            volatile_gib=0,
             name=name,
         )
 

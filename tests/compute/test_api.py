@@ -24,8 +24,6 @@ def world(owner, member, outsider, staff, project, image, types, networks, make_
         instance_type=types["m1.small"],
         network="public",
         ssh_keys=[owner_key.pk],
-        user_data="",
-        volatile_gib=0,
         name="vm1",
     )
     return {"users": {"owner": owner, "member": member, "outsider": outsider, "staff": staff}, "vm": vm}
@@ -109,8 +107,6 @@ def test_instances_list_takes_a_fixed_number_of_queries(
             instance_type=types["t1.micro"],
             network="private",
             ssh_keys=[],
-            user_data="",
-            volatile_gib=0,
             name=f"vm{n}",
         )
     with django_assert_max_num_queries(len(few.captured_queries)):

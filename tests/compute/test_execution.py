@@ -11,7 +11,7 @@ import pytest
 
 from compute import execution, hypervisor
 from compute.models import Host, Instance, Lease
-from compute.services import instance_request, instance_terminate
+from compute.services import instance_terminate
 from core.errors import Conflict
 from core.models import AuditEntry
 from marketplace.policy import PolicyRules
@@ -38,29 +38,12 @@ def _dirs(settings, tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def vm(
-    tmp_path, owner, project, image, types, networks, owner_key, volume_settings, django_capture_on_commit_callbacks
-):
+def vm(tmp_path, networks, micro_request, volume_settings, django_capture_on_commit_callbacks):
     node = tmp_path / "node.xml"
     node.write_text(NODE)
     Host.objects.create(name="h1", uri=f"test://{node}", vcpus=4, ram_mib=8192)
     with django_capture_on_commit_callbacks(execute=True):
-        return _micro(owner, project, image, types, owner_key, name="vm1", user_data="#cloud-config\n", volatile_gib=1)
-
-
-def _micro(owner, project, image, types, owner_key, *, name, user_data="", volatile_gib=0):
-    """A t1.micro on the private network, requested through the service layer."""
-    return instance_request(
-        actor=owner,
-        project=project,
-        image=image,
-        instance_type=types["t1.micro"],
-        network="private",
-        ssh_keys=[owner_key.pk],
-        user_data=user_data,
-        volatile_gib=volatile_gib,
-        name=name,
-    )
+        return micro_request("vm1", user_data="#cloud-config\n", volatile_gib=1)
 
 
 def _state(vm) -> str:
@@ -232,11 +215,11 @@ def test_the_boot_step_makes_the_classs_libvirt_network_with_the_leases_dhcp_ent
 
 
 def test_the_boot_step_reads_the_attachments_once_and_the_hosts_leases_only_when_it_makes_the_network(
-    vm, owner, project, image, types, owner_key, django_capture_on_commit_callbacks, django_assert_max_num_queries
+    vm, micro_request, django_capture_on_commit_callbacks, django_assert_max_num_queries
 ):
     _run_up(vm)  # the host's network is made by the first VM's boot, with the leases held on the host
     with django_capture_on_commit_callbacks(execute=True):
-        second = _micro(owner, project, image, types, owner_key, name="vm2")
+        second = micro_request("vm2")
     assert execution.instance_prepare(second.pk) is True
     with django_assert_max_num_queries(20) as boot:
         assert execution.instance_boot(second.pk) is True

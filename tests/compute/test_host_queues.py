@@ -15,7 +15,6 @@ import pytest
 from django.conf import settings
 
 from compute.models import Host, Instance
-from compute.services import instance_request
 from core.models import AuditEntry
 from marketplace.models import Image
 from tests.compute.test_hypervisor import NODE
@@ -35,7 +34,7 @@ STEPS = ("compute.instance.preparing", "compute.instance.booting", "compute.inst
 
 
 def test_each_hosts_instances_run_on_the_worker_of_that_hosts_queue(
-    celery_workers, owner, project, types, networks, owner_key, served_image, tmp_path
+    celery_workers, networks, micro_request, served_image, tmp_path
 ):
     hosts = {}
     for label in ("a", "b"):
@@ -50,20 +49,7 @@ def test_each_hosts_instances_run_on_the_worker_of_that_hosts_queue(
     }
     image = Image.objects.get(identifier=served_image)
     # Spread placement alternates between the two equal hosts.
-    vms = [
-        instance_request(
-            actor=owner,
-            project=project,
-            image=image,
-            instance_type=types["t1.micro"],
-            network="private",
-            ssh_keys=[owner_key.pk],
-            user_data="",
-            volatile_gib=0,
-            name=f"vm{number}",
-        )
-        for number in range(4)
-    ]
+    vms = [micro_request(f"vm{number}", image=image) for number in range(4)]
     assert sorted(vm.host.name for vm in vms) == sorted([hosts["a"].name] * 2 + [hosts["b"].name] * 2)
 
     deadline = time.monotonic() + DEADLINE_SECONDS

@@ -103,8 +103,6 @@ def test_staff_add_a_network_with_an_ipv6_prefix_through_the_api_and_vms_show_bo
         instance_type=types["t1.micro"],
         network="local",
         ssh_keys=[],
-        user_data="",
-        volatile_gib=0,
         name="both",
     )
     api.force_authenticate(user=owner)

@@ -33,8 +33,6 @@ def test_reconciliation_restores_deleted_dhcp_host_entries_and_deleted_dnat_rule
             instance_type=types["t1.micro"],
             network="local",
             ssh_keys=[],
-            user_data="",
-            volatile_gib=0,
             name=f"vm{n}",
         )
         for n in range(2)

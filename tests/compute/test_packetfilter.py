@@ -98,8 +98,6 @@ def test_a_port_the_vms_rules_do_not_open_is_dropped_until_a_user_rule_opens_it(
         instance_type=types["t1.micro"],
         network="private",
         ssh_keys=[],
-        user_data="",
-        volatile_gib=0,
         name="db",
     )
     lease = Lease.objects.get(instance=vm)

@@ -47,8 +47,6 @@ def request_vm(front_end, owner, staff, project, ported_image, types, networks, 
             instance_type=types["t1.micro"],
             network=network,
             ssh_keys=[],
-            user_data="",
-            volatile_gib=0,
             name=name,
         )
         Instance.objects.filter(pk=vm.pk).update(state=state)

@@ -43,8 +43,6 @@ def _requests(*, owner, project, image, itype):
                         instance_type=itype,
                         network="local",
                         ssh_keys=[],
-                        user_data="",
-                        volatile_gib=0,
                         name=f"vm{n}",
                     )
                 finally:

@@ -66,8 +66,6 @@ def test_a_local_vm_serves_its_page_through_its_translated_front_end_port_until_
         instance_type=types["t1.micro"],
         network="local",
         ssh_keys=[],
-        user_data="",
-        volatile_gib=0,
         name="web",
     )
     lease = Lease.objects.get(instance=vm)

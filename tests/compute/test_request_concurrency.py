@@ -37,8 +37,6 @@ def requests(*, owner, project, image, itype, network):
                         instance_type=itype,
                         network=network,
                         ssh_keys=[],
-                        user_data="",
-                        volatile_gib=0,
                         name=f"vm{n}",
                     )
                 finally:

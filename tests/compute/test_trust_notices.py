@@ -45,8 +45,6 @@ def run_vm(project, image, cluster):
             instance_type=cluster["m1.small"],
             network="private",
             ssh_keys=[key.pk],
-            user_data="",
-            volatile_gib=0,
             name=name,
         )
 
@@ -148,8 +146,6 @@ def test_an_endorsement_expiring_notifies_once_when_the_verdicts_are_refreshed(
         instance_type=cluster["m1.small"],
         network="private",
         ssh_keys=[key.pk],
-        user_data="",
-        volatile_gib=0,
         name="short-lived",
     )
 

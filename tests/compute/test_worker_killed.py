@@ -18,7 +18,6 @@ import pytest
 from accounts.quotas import quota_usage
 from compute import scheduler
 from compute.models import Host, Instance, Lease
-from compute.services import instance_request
 from core.models import AuditEntry
 from marketplace import metadata
 from marketplace import services as marketplace_services
@@ -74,11 +73,9 @@ def test_an_instance_whose_worker_is_killed_during_prepare_runs_after_a_restart_
     celery_workers,
     image_server,  # noqa: F811 - the fixture imported above
     stalled_image,
-    owner,
     project,
-    types,
     networks,
-    owner_key,
+    micro_request,
     tmp_path,
 ):
     image, path, content = stalled_image
@@ -95,17 +92,7 @@ def test_an_instance_whose_worker_is_killed_during_prepare_runs_after_a_restart_
     worker = celery_workers("c10f-killed", queues=f"host.{host.name}", env=env)
     room_before = {room.instance_type.name: room.fits_now for room in scheduler.capacity()}
 
-    vm = instance_request(
-        actor=owner,
-        project=project,
-        image=image,
-        instance_type=types["t1.micro"],
-        network="private",
-        ssh_keys=[owner_key.pk],
-        user_data="",
-        volatile_gib=0,
-        name="survivor",
-    )
+    vm = micro_request("survivor", image=image)
     deadline = time.monotonic() + DEADLINE_SECONDS
 
     def state() -> str:
