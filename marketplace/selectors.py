@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
@@ -32,7 +32,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, Lower
 from django.utils import timezone
 
-from core.errors import NotFound
+from core.errors import ApplicationError, NotFound
 from marketplace import signing
 from marketplace.models import Endorser, Entry, Image, PgpKey, SiteKey, SitePolicy
 
@@ -53,6 +53,9 @@ DEFAULT_ORDERING = "-updated"
 # this (its cost units: about an index-only scan of 20,000 entries), report its estimate, not an exact count.
 EXACT_COUNT_UP_TO = 10_000
 EXACT_COUNT_COST_UP_TO = 5_000.0
+# A search shows its first 10,000 images at most (as search engines do): a deeper page costs gathering and sorting
+# every match (seconds at a million entries, for any stranger who asks), and a narrower search finds it instead.
+SEARCH_WINDOW = 10_000
 _FINGERPRINT = re.compile(r"^[0-9A-Fa-f]{40}$")
 # Columns a listing never needs: the signed bytes and the long tail of the document.
 _HEAVY = ("raw", "details", "search_text", "description")
@@ -494,24 +497,42 @@ def image_search_page(
     urls: PageUrls | None = None,
 ) -> SearchPage:
     """One page of :func:`image_search` as rows, in three queries at most (page, count, the page's latest
-    entries); statuses are worked out by the database, at one clock ``now`` for the whole page.
+    entries); statuses are worked out by the database, at one clock ``now`` for the whole page. Pages reach the
+    first :data:`SEARCH_WINDOW` images (``has_next`` is false there; a page past it is refused, ``search-too-deep``).
 
     On PostgreSQL the page is found the way that pays (:func:`_planned_page`); given ``urls``, the database also
     renders it as the API shows it (``rendered``: page and latest entries in one query, JSON text, times in UTC), so
     that nothing is built per row in Python."""
+    if offset >= SEARCH_WINDOW:
+        raise ApplicationError(
+            f"Search pages reach the first {SEARCH_WINDOW:,} images; narrow the search to see the others.",
+            code="search-too-deep",
+        )
     now = now or timezone.now()
     entries = image_search_entries(criteria, now=now)
+    limit = min(limit, SEARCH_WINDOW - offset)
     if connection.vendor == "postgresql":
-        return _planned_page(
+        page = _planned_page(
             entries, ordering=ordering, offset=offset, limit=limit, now=now, urls=urls, exact=exact_count_up_to
         )
+    else:
+        page = _listed_page(entries, ordering=ordering, offset=offset, limit=limit, now=now, exact=exact_count_up_to)
+    if page.has_next and offset + limit >= SEARCH_WINDOW:
+        return replace(page, has_next=False)  # the window's last page
+    return page
+
+
+def _listed_page(
+    entries: QuerySet[Entry], *, ordering: str, offset: int, limit: int, now: dt.datetime, exact: int | None
+) -> SearchPage:
+    """A page as rows where the database has no planner estimate to ask (SQLite): page, count, latest entries."""
     found = _images_found(entries, images=None, ordering=ordering).values(*_PAGE_IMAGE_FIELDS)
     rows = list(found[offset : offset + limit + 1])
     has_next = len(rows) > limit
     rows = rows[:limit]
     # A first page that holds the whole answer is its own count.
     whole = offset == 0 and not has_next
-    count = Counted(len(rows), False) if whole else images_count(entries, exact_up_to=exact_count_up_to)
+    count = Counted(len(rows), False) if whole else images_count(entries, exact_up_to=exact)
     _latest_attach(rows, now=now)
     return SearchPage(rows, has_next, count)
 

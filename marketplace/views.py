@@ -53,16 +53,21 @@ def search(request: HttpRequest) -> HttpResponse:
     database finds the page the way that pays, and says "about" when it estimates a long list's length)."""
     filters = ImageSearchFilter(request.GET or None, queryset=selectors.image_list())
     number = page_number(request.GET.get("page"))
+    refusal = None
     if filters.is_bound and not filters.is_valid():
         page = fetched_page([], number=1, per_page=PAGE_SIZE, has_next=False, count=0)
     else:
         bound = filters.is_bound
-        found = selectors.image_search_page(
-            filters.criteria() if bound else selectors.SearchCriteria(),
-            ordering=filters.sort_order() if bound else selectors.DEFAULT_ORDERING,
-            offset=(number - 1) * PAGE_SIZE,
-            limit=PAGE_SIZE,
-        )
+        try:
+            found = selectors.image_search_page(
+                filters.criteria() if bound else selectors.SearchCriteria(),
+                ordering=filters.sort_order() if bound else selectors.DEFAULT_ORDERING,
+                offset=(number - 1) * PAGE_SIZE,
+                limit=PAGE_SIZE,
+            )
+        except ApplicationError as exc:  # a page past the search window
+            found = selectors.SearchPage([], False, selectors.Counted(0, False))
+            refusal = exc.message
         for image in found.images:
             image["current_count"] = sum(entry["status"] == "valid" for entry in image["latest"])
         page = fetched_page(
@@ -78,7 +83,7 @@ def search(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "marketplace/search.html",
-        {"filters": filters, "page": page, "query": query.urlencode()},
+        {"filters": filters, "page": page, "query": query.urlencode(), "refusal": refusal},
     )
 
 

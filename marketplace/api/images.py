@@ -144,7 +144,8 @@ class ImageListApi(generics.ListAPIView):
     """Search images. Each result carries every endorser's latest entry and its status.
 
     ``count`` is exact up to some ten thousand images; above that it is the database's estimate and
-    ``count_is_estimate`` is true."""
+    ``count_is_estimate`` is true. Pages reach the first 10,000 images of a search (``next`` is null there); a page
+    past them is refused (400, ``search-too-deep``): narrow the search instead."""
 
     permission_classes = [permissions.AllowAny]
     serializer_class = ImageSerializer

@@ -240,3 +240,19 @@ def test_a_page_number_no_search_can_reach_is_a_missing_page_not_a_server_error(
     response = api.get(IMAGES, {"status": "all", "page": page})
     assert response.status_code == 404
     assert response.json()["detail"] == "Invalid page."
+
+
+def test_search_pages_reach_a_window_of_images_and_a_deeper_page_is_refused(catalogue, api, client, monkeypatch):
+    """Deep pages would gather and sort every match (seconds at a million entries, for any stranger): a search shows
+    its first ``SEARCH_WINDOW`` images, and says so past them."""
+    from marketplace import selectors
+
+    monkeypatch.setattr(selectors, "SEARCH_WINDOW", 3)
+    last = api.get(IMAGES, {"status": "all", "page_size": 2, "page": 2}).json()
+    assert len(last["results"]) == 1 and last["next"] is None  # the window's last page: 3 of the 5 images
+    deeper = api.get(IMAGES, {"status": "all", "page_size": 2, "page": 3})
+    assert deeper.status_code == 400
+    assert deeper.json()["code"] == "search-too-deep"
+    assert "Search pages reach the first 3 images; narrow the search" in deeper.json()["detail"]
+    html = client.get("/marketplace/", {"status": "all", "page": 2}).content.decode()
+    assert "Search pages reach the first 3 images; narrow the search" in html
