@@ -61,6 +61,12 @@ _FINGERPRINT = re.compile(r"^[0-9A-Fa-f]{40}$")
 _HEAVY = ("raw", "details", "search_text", "description")
 
 
+class SearchTooDeep(ApplicationError):
+    """A search page past :data:`SEARCH_WINDOW`."""
+
+    default_code = "search-too-deep"
+
+
 # --- Status (DESIGN §2.3) ---------------------------------------------------------------------------
 
 
@@ -504,9 +510,8 @@ def image_search_page(
     renders it as the API shows it (``rendered``: page and latest entries in one query, JSON text, times in UTC), so
     that nothing is built per row in Python."""
     if offset >= SEARCH_WINDOW:
-        raise ApplicationError(
-            f"Search pages reach the first {SEARCH_WINDOW:,} images; narrow the search to see the others.",
-            code="search-too-deep",
+        raise SearchTooDeep(
+            f"Search pages reach the first {SEARCH_WINDOW:,} images; narrow the search to see the others."
         )
     now = now or timezone.now()
     entries = image_search_entries(criteria, now=now)

@@ -65,7 +65,7 @@ def search(request: HttpRequest) -> HttpResponse:
                 offset=(number - 1) * PAGE_SIZE,
                 limit=PAGE_SIZE,
             )
-        except ApplicationError as exc:  # a page past the search window
+        except selectors.SearchTooDeep as exc:
             found = selectors.SearchPage([], False, selectors.Counted(0, False))
             refusal = exc.message
         for image in found.images:
