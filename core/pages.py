@@ -112,10 +112,11 @@ def fetched_page(
     return _LookaheadPage(rows, number, paginator, more=has_next)
 
 
-def page_number(value: Any) -> int:
-    """The page a request asks for (``?page=``); page 1 for anything that is not a page number."""
+def page_number(value: Any, *, per_page: int) -> int:
+    """The page a request asks for (``?page=``) of pages of ``per_page`` rows; page 1 for anything that is not a page
+    number, or one whose offset no database takes (:data:`MAX_OFFSET`)."""
     try:
-        return CountedPaginator([], 1, count=0).validate_number(value if value is not None else 1)
+        return CountedPaginator([], per_page, count=0).validate_number(value if value is not None else 1)
     except (PageNotAnInteger, EmptyPage):
         return 1
 

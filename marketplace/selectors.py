@@ -724,7 +724,7 @@ def _planned_page(
             count = _exact_count(cursor, matches_sql, matches_params)
     if urls is not None:
         return SearchPage([], has_next, count, rendered=[RenderedImage(row[0], row[2]) for row in shown])
-    rows = [dict(zip(_PAGE_IMAGE_FIELDS, row, strict=False)) for row in shown]
+    rows = [dict(zip(_PAGE_IMAGE_FIELDS, row[:count_column], strict=True)) for row in shown]
     _latest_attach(rows, now=now)
     return SearchPage(rows, has_next, count)
 

@@ -52,7 +52,7 @@ def search(request: HttpRequest) -> HttpResponse:
     """The search form and one page of what it finds, fetched as the API's pages are (``image_search_page``: the
     database finds the page the way that pays, and says "about" when it estimates a long list's length)."""
     filters = ImageSearchFilter(request.GET or None, queryset=selectors.image_list())
-    number = page_number(request.GET.get("page"))
+    number = page_number(request.GET.get("page"), per_page=PAGE_SIZE)
     refusal = None
     if filters.is_bound and not filters.is_valid():
         page = fetched_page([], number=1, per_page=PAGE_SIZE, has_next=False, count=0)

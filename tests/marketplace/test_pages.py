@@ -106,3 +106,15 @@ def test_search_page_runs_a_fixed_number_of_queries(client, published):
     # The page and its latest entries (a whole first page is its own count); on PostgreSQL first what the planner
     # expects the search to find (two quick queries).
     assert len(queries) == (4 if connection.vendor == "postgresql" else 2)
+
+
+@pytest.mark.parametrize("page", ["99999999999999999999", "9223372036854775807", "²", "0", "-1", "x"])
+def test_a_search_page_number_no_search_can_reach_shows_the_first_page(client, published, page):
+    html = client.get("/marketplace/", {"page": page}).content.decode()
+    assert "Ubuntu 24.04 LTS" in html
+
+
+def test_a_search_page_past_the_window_says_to_narrow_the_search(client, published):
+    response = client.get("/marketplace/", {"page": "5000"})
+    assert response.status_code == 200
+    assert "narrow the search to see the others" in response.content.decode()
